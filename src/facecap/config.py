@@ -1,0 +1,235 @@
+"""Configuration models and loading.
+
+Each component has one pydantic model. Keys are camelCase, as Greengrass recipes and the console use;
+unknown keys are rejected. A configuration is assembled from, in increasing priority:
+
+1. the model's defaults,
+2. ``--config`` (a JSON string, as a recipe passes ``{configuration:/...}``, or a JSON file),
+3. environment variables: ``FACECAP_<KEY>`` for a top-level key (JSON for an object or list, plain text
+   otherwise) and ``FACECAP_<KEY>__<SUBKEY>`` for one nested value. Keys are written in UPPER_SNAKE case,
+   so ``mqtt.passwordFile`` is ``FACECAP_MQTT__PASSWORD_FILE``.
+
+Greengrass leaves ``{configuration:/x}`` unreplaced when the key is missing, so such a leftover is
+reported as the missing key it is instead of being taken as a value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from .errors import ConfigError
+
+ENV_PREFIX = "FACECAP_"
+_UNREPLACED = re.compile(r"^\{(configuration|iot|work|artifacts):([^}]*)\}$")
+
+M = TypeVar("M", bound="ConfigModel")
+
+
+class ConfigModel(BaseModel):
+    """Base of every configuration section: camelCase keys, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        validate_default=True,
+    )
+
+
+class LoggingSettings(ConfigModel):
+    level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
+    format: str = Field("text", pattern=r"^(text|json)$", description="`text` lines or one JSON object a line.")
+
+
+def _snake_upper(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+
+def _is_structured(annotation: Any) -> bool:
+    """True when a field holds an object or a list, so its environment value is JSON."""
+    candidates = [annotation, *get_args(annotation)]
+    for candidate in candidates:
+        origin = get_origin(candidate) or candidate
+        if isinstance(origin, type) and (issubclass(origin, (BaseModel, dict, list, tuple))):
+            return True
+    return False
+
+
+def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _field_for_env(model: type[BaseModel], env_name: str) -> tuple[str, Any] | None:
+    """Find the field whose UPPER_SNAKE alias or name is `env_name`: (alias, annotation)."""
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        if env_name in (_snake_upper(alias), name.upper()):
+            return alias, info.annotation
+    return None
+
+
+def _env_overlay(model: type[BaseModel], env: Mapping[str, str], problems: list[tuple[str, str]]) -> dict[str, Any]:
+    overlay: dict[str, Any] = {}
+    for var, raw in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX) or not raw:
+            continue
+        parts = var[len(ENV_PREFIX):].split("__")
+        target: type[BaseModel] | None = model
+        path: list[str] = []
+        annotation: Any = None
+        for part in parts:
+            found = _field_for_env(target, part) if target is not None else None
+            if found is None:
+                path = []
+                break
+            alias, annotation = found
+            path.append(alias)
+            target = next(
+                (a for a in [annotation, *get_args(annotation)] if isinstance(a, type) and issubclass(a, BaseModel)),
+                None,
+            )
+        if not path:
+            continue  # another component's variable, or FACECAP_CONFIG itself
+        value: Any = raw
+        if _is_structured(annotation) and not _UNREPLACED.match(raw):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                problems.append((".".join(path), f"environment variable {var} is not valid JSON: {exc.msg}"))
+                continue
+        node = overlay
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return overlay
+
+
+def _unreplaced_variables(data: Any, path: str = "") -> list[tuple[str, str]]:
+    if isinstance(data, Mapping):
+        return [p for key, value in data.items() for p in _unreplaced_variables(value, f"{path}.{key}".lstrip("."))]
+    if isinstance(data, list):
+        return [p for i, value in enumerate(data) for p in _unreplaced_variables(value, f"{path}[{i}]")]
+    if isinstance(data, str) and (match := _UNREPLACED.match(data)):
+        return [(path or "<root>", f"Greengrass left the recipe variable {data} unreplaced: "
+                 f"the component configuration has no value at {match.group(2) or '/'}")]
+    return []
+
+
+def read_config_source(source: str) -> dict[str, Any]:
+    """Parse ``--config``: a JSON object given inline, or the path of a JSON file."""
+    text = source.strip()
+    origin = "--config"
+    if not text.startswith("{"):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError("facecap", [("--config", f"not a JSON object and not a file: {source!r}")])
+        text = path.read_text(encoding="utf-8")
+        origin = str(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("facecap", [(origin, f"invalid JSON at line {exc.lineno}: {exc.msg}")]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("facecap", [(origin, "the configuration must be a JSON object")])
+    return data
+
+
+def load_config(
+    model: type[M],
+    component: str,
+    source: str | Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> M:
+    """Build a validated configuration, or raise ConfigError naming every bad key."""
+    problems: list[tuple[str, str]] = []
+    data: dict[str, Any] = {}
+    if isinstance(source, Mapping):
+        data = dict(source)
+    elif source:
+        data = read_config_source(source)
+    data = _deep_merge(data, _env_overlay(model, os.environ if env is None else env, problems))
+    problems += _unreplaced_variables(data)
+    if problems:
+        raise ConfigError(component, problems)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(component, [_describe_error(err) for err in exc.errors()]) from None
+
+
+def _describe_error(err: Any) -> tuple[str, str]:
+    key = ".".join(str(part) for part in err["loc"]) or "<root>"
+    if err["type"] == "extra_forbidden":
+        return key, "unknown key"
+    return key, str(err["msg"])
+
+
+def default_configuration(model: type[ConfigModel]) -> dict[str, Any]:
+    """The defaults as a recipe's DefaultConfiguration writes them (camelCase, JSON types)."""
+    return model().model_dump(mode="json", by_alias=True)  # type: ignore[call-arg]
+
+
+def describe(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, description) for every leaf key, for docs/configuration.md."""
+    rows: list[tuple[str, str, str]] = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{info.alias or name}"
+        nested = next(
+            (a for a in [info.annotation, *get_args(info.annotation)]
+             if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+        if nested is not None:
+            rows += describe(nested, f"{key}.")
+            continue
+        default = info.get_default(call_default_factory=True)
+        shown = json.dumps(default.get_secret_value() if hasattr(default, "get_secret_value") else default)
+        rows.append((key, shown, info.description or ""))
+    return rows
+
+
+def resolve_device_id(configured: str) -> str:
+    """An empty deviceId means the Greengrass thing name (the nucleus sets AWS_IOT_THING_NAME for every
+    component), falling back to the host name on a laptop."""
+    import socket
+
+    from .contract import check_id
+
+    candidate = configured or os.environ.get("AWS_IOT_THING_NAME", "") or socket.gethostname().split(".")[0]
+    try:
+        return check_id("device-id", candidate)
+    except Exception as exc:
+        raise ConfigError("facecap", [("deviceId", str(exc))]) from None
+
+
+# Registry of component configuration models, filled by each component's config module, so that
+# `facecap validate-config COMPONENT` and the docs/recipe generators find them by name.
+COMPONENT_MODELS: dict[str, str] = {
+    # component name -> "module:ClassName"
+}
+
+
+def component_model(component: str) -> type[ConfigModel]:
+    import importlib
+
+    if component not in COMPONENT_MODELS:
+        known = ", ".join(sorted(COMPONENT_MODELS)) or "none yet"
+        raise ConfigError("facecap", [("COMPONENT", f"unknown component {component!r} (known: {known})")])
+    module_name, class_name = COMPONENT_MODELS[component].split(":")
+    model: type[ConfigModel] = getattr(importlib.import_module(module_name), class_name)
+    return model
