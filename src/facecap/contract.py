@@ -1,0 +1,315 @@
+"""The face message contract, version 1 (docs/contract.md).
+
+A face travels as one MQTT 5 PUBLISH: the topic names the device and camera, the payload is the encoded
+crop itself (JPEG or PNG), and user properties carry the metadata. Everything here is pure: building a
+message, parsing and validating a received one, and making face ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .errors import ContractError
+
+SCHEMA = "facecap/1"
+DEFAULT_TOPIC_PREFIX = "faces"
+# Mosquitto's message_size_limit on both brokers is derived from this, so the bridge never drops a face.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+JPEG = "image/jpeg"
+PNG = "image/png"
+EXTENSIONS = {JPEG: "jpg", PNG: "png"}
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_FACE_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+PROPERTY_NAMES = (
+    "schema", "face-id", "device-id", "camera-id", "captured-at", "frame",
+    "bbox", "score", "track-id", "detector", "sha256",
+)
+
+
+# --- ids ------------------------------------------------------------------------------------------------
+
+class FaceIdGenerator:
+    """ULID-style ids: 48 bits of milliseconds then 80 random bits, Crockford base32, 26 characters.
+
+    Lexical order is time order. Within one millisecond the random part is incremented, so ids made by
+    one generator are strictly increasing even when the clock stands still or steps back.
+    """
+
+    def __init__(self, clock_ms: object = None) -> None:
+        self._clock = clock_ms if callable(clock_ms) else (lambda: time.time_ns() // 1_000_000)
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_random = 0
+
+    def new(self) -> str:
+        with self._lock:
+            now = int(self._clock())
+            if now <= self._last_ms:
+                now = self._last_ms
+                self._last_random = (self._last_random + 1) & ((1 << 80) - 1)
+                if self._last_random == 0:  # 2^80 ids in one ms: borrow the next millisecond
+                    now += 1
+            else:
+                self._last_random = int.from_bytes(os.urandom(10), "big")
+            self._last_ms = now
+            value = (now << 80) | self._last_random
+        return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+_default_ids = FaceIdGenerator()
+
+
+def new_face_id() -> str:
+    return _default_ids.new()
+
+
+def face_id_time(face_id: str) -> datetime:
+    """The creation time encoded in a face id."""
+    value = 0
+    for char in face_id:
+        value = value * 32 + _CROCKFORD.index(char)
+    return datetime.fromtimestamp((value >> 80) / 1000, tz=timezone.utc)
+
+
+def check_id(kind: str, value: str) -> str:
+    """Device and camera ids become topic levels and object key parts: keep them to a safe alphabet."""
+    if not ID_PATTERN.match(value) or value in (".", ".."):
+        raise ContractError(f"bad-{kind}", f"{kind} {value!r} must match [A-Za-z0-9._-]{{1,64}} and not be . or ..")
+    return value
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-22T21:56:25.123Z."""
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    if not _RFC3339_MS.match(text):
+        raise ContractError("bad-property", f"captured-at {text!r} is not RFC 3339 UTC with milliseconds")
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise ContractError("bad-property", f"captured-at {text!r}: {exc}") from None
+
+
+def sniff_content_type(payload: bytes) -> str | None:
+    if payload.startswith(_JPEG_MAGIC):
+        return JPEG
+    if payload.startswith(_PNG_MAGIC):
+        return PNG
+    return None
+
+
+def face_topic(device_id: str, camera_id: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    return f"{prefix}/{check_id('device-id', device_id)}/{check_id('camera-id', camera_id)}"
+
+
+# --- the message ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FaceMetadata:
+    """What the detector knows about a crop when it publishes it."""
+
+    device_id: str
+    camera_id: str
+    captured_at: datetime
+    bbox: tuple[int, int, int, int]
+    score: float
+    frame: int = 0
+    track_id: str = ""
+    detector: str = ""
+    face_id: str = field(default_factory=new_face_id)
+
+
+@dataclass(frozen=True)
+class OutgoingFace:
+    """A face message ready for the MQTT layer."""
+
+    topic: str
+    payload: bytes
+    content_type: str
+    user_properties: tuple[tuple[str, str], ...]
+
+    @property
+    def face_id(self) -> str:
+        return dict(self.user_properties)["face-id"]
+
+
+@dataclass(frozen=True)
+class FaceMessage:
+    """A received face message that passed validation."""
+
+    topic: str
+    payload: bytes
+    content_type: str
+    face_id: str
+    device_id: str
+    camera_id: str
+    sha256: str
+    captured_at: datetime | None
+    bbox: tuple[int, int, int, int] | None = None
+    score: float | None = None
+    frame: int | None = None
+    track_id: str | None = None
+    detector: str | None = None
+    legacy: bool = False  # a bare image without contract properties
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.content_type]
+
+    def properties(self) -> dict[str, str]:
+        """The contract properties as strings, e.g. for object metadata."""
+        props = {"schema": SCHEMA, "face-id": self.face_id, "device-id": self.device_id,
+                 "camera-id": self.camera_id, "sha256": self.sha256}
+        if self.captured_at is not None:
+            props["captured-at"] = format_time(self.captured_at)
+        if self.bbox is not None:
+            props["bbox"] = ",".join(str(v) for v in self.bbox)
+        if self.score is not None:
+            props["score"] = f"{self.score:.4f}"
+        if self.frame is not None:
+            props["frame"] = str(self.frame)
+        if self.track_id:
+            props["track-id"] = self.track_id
+        if self.detector:
+            props["detector"] = self.detector
+        if self.legacy:
+            props["schema"] = "legacy"
+        return props
+
+
+def build_message(
+    payload: bytes,
+    meta: FaceMetadata,
+    *,
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> OutgoingFace:
+    """Wrap an encoded crop in contract v1. Raises ContractError if the crop or ids are unfit to send."""
+    content_type = sniff_content_type(payload)
+    if content_type is None:
+        raise ContractError("not-an-image", "payload is neither JPEG nor PNG")
+    if len(payload) > max_payload_bytes:
+        raise ContractError("too-large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}")
+    if not _FACE_ID.match(meta.face_id):
+        raise ContractError("bad-face-id", f"face-id {meta.face_id!r} is not a 26-character ULID")
+    x, y, w, h = (int(v) for v in meta.bbox)
+    props: list[tuple[str, str]] = [
+        ("schema", SCHEMA),
+        ("face-id", meta.face_id),
+        ("device-id", check_id("device-id", meta.device_id)),
+        ("camera-id", check_id("camera-id", meta.camera_id)),
+        ("captured-at", format_time(meta.captured_at)),
+        ("frame", str(int(meta.frame))),
+        ("bbox", f"{x},{y},{w},{h}"),
+        ("score", f"{float(meta.score):.4f}"),
+        ("track-id", meta.track_id),
+        ("detector", meta.detector),
+        ("sha256", hashlib.sha256(payload).hexdigest()),
+    ]
+    return OutgoingFace(face_topic(meta.device_id, meta.camera_id, topic_prefix), payload, content_type, tuple(props))
+
+
+def _topic_ids(topic: str, prefix: str) -> tuple[str, str]:
+    levels = topic.split("/")
+    prefix_levels = prefix.split("/")
+    if levels[: len(prefix_levels)] != prefix_levels:
+        raise ContractError("bad-topic", f"topic {topic!r} is not under {prefix!r}")
+    rest = levels[len(prefix_levels):]
+    if len(rest) not in (1, 2):
+        raise ContractError("bad-topic", f"topic {topic!r} is not {prefix}/<device-id>/<camera-id>")
+    device = check_id("device-id", rest[0])
+    camera = check_id("camera-id", rest[1]) if len(rest) == 2 else "default"
+    return device, camera
+
+
+def _parse_bbox(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 4 or not all(re.fullmatch(r"-?\d+", p.strip()) for p in parts):
+        raise ContractError("bad-property", f"bbox {text!r} is not x,y,w,h in integer pixels")
+    x, y, w, h = (int(p) for p in parts)
+    if w <= 0 or h <= 0:
+        raise ContractError("bad-property", f"bbox {text!r} has no area")
+    return x, y, w, h
+
+
+def _parse_number(name: str, text: str, kind: type[int] | type[float]) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ContractError("bad-property", f"{name} {text!r} is not a number") from None
+
+
+def parse_message(
+    topic: str,
+    payload: bytes,
+    content_type: str | None = None,
+    user_properties: Sequence[tuple[str, str]] | Mapping[str, str] = (),
+    *,
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> FaceMessage:
+    """Validate a received message and return it, or raise ContractError with a reason code.
+
+    The device id is always the topic's: the cloud broker's ACL ties a device to its own topic, while a
+    property is whatever the publisher wrote. A property that disagrees with the topic is rejected.
+    """
+    if len(payload) > max_payload_bytes:
+        raise ContractError("too-large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}")
+    sniffed = sniff_content_type(payload)
+    if sniffed is None:
+        raise ContractError("not-an-image", f"payload of {len(payload)} bytes is neither JPEG nor PNG")
+    if content_type and content_type != sniffed:
+        raise ContractError("content-type-mismatch", f"content type {content_type!r} but payload is {sniffed}")
+    device, camera = _topic_ids(topic, topic_prefix)
+    digest = hashlib.sha256(payload).hexdigest()
+    props = dict(user_properties)
+
+    if "schema" not in props:
+        # A bare image from an older publisher: the payload's hash is its identity.
+        return FaceMessage(topic, payload, sniffed, digest, device, camera, digest, None, legacy=True)
+
+    if props["schema"] != SCHEMA:
+        raise ContractError("bad-schema", f"schema {props['schema']!r} is not {SCHEMA}")
+    missing = [name for name in ("face-id", "captured-at", "sha256") if not props.get(name)]
+    if missing:
+        raise ContractError("missing-property", f"missing {', '.join(missing)}")
+    face_id = props["face-id"]
+    if not _FACE_ID.match(face_id):
+        raise ContractError("bad-face-id", f"face-id {face_id!r} is not a 26-character ULID")
+    if props["sha256"].lower() != digest:
+        raise ContractError("sha256-mismatch", f"sha256 property {props['sha256']!r} but payload hashes to {digest}")
+    for name, topic_value in (("device-id", device), ("camera-id", camera)):
+        if name in props and props[name] != topic_value:
+            raise ContractError(f"{name}-mismatch", f"{name} property {props[name]!r} but topic says {topic_value!r}")
+    return FaceMessage(
+        topic=topic,
+        payload=payload,
+        content_type=sniffed,
+        face_id=face_id,
+        device_id=device,
+        camera_id=camera,
+        sha256=digest,
+        captured_at=parse_time(props["captured-at"]),
+        bbox=_parse_bbox(props["bbox"]) if props.get("bbox") else None,
+        score=float(_parse_number("score", props["score"], float)) if props.get("score") else None,
+        frame=int(_parse_number("frame", props["frame"], int)) if props.get("frame") else None,
+        track_id=props.get("track-id") or None,
+        detector=props.get("detector") or None,
+    )
