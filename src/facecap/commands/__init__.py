@@ -1,0 +1,1 @@
+"""Subcommands of the facecap CLI, one module each."""
