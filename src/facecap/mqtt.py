@@ -34,6 +34,8 @@ _AUTH_FAILURES = {
     mqtt5.ConnectReasonCode.BANNED,
     mqtt5.ConnectReasonCode.BAD_AUTHENTICATION_METHOD,
 }
+# Failures that retrying cannot fix: the start() of a waiting caller gives up at once on them.
+_FATAL_ERRORS = ("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", "AWS_IO_FILE_VALIDATION_FAILURE")
 _PUBACK_OK = {mqtt5.PubackReasonCode.SUCCESS, mqtt5.PubackReasonCode.NO_MATCHING_SUBSCRIBERS}
 
 
@@ -208,7 +210,9 @@ class MqttClient:
 
     def start(self, wait: bool = True) -> None:
         """Connect. With wait, block until connected; raise MqttAuthError at once if the broker refuses
-        the credentials, MqttConnectError if nothing succeeded within connect_timeout_seconds. Without
+        the credentials, MqttConnectError at once when TLS negotiation fails (a wrong CA or certificate;
+        s2n delays that report by 10-30 s on purpose) and when nothing succeeded within
+        connect_timeout_seconds. Without
         wait, connection problems are logged and retried with backoff in the background."""
         if self._on_message is not None and self._dispatcher is None:
             self._dispatcher = threading.Thread(target=self._dispatch, name=f"mqtt-dispatch-{self.client_id}",
@@ -220,7 +224,8 @@ class MqttClient:
             return
         deadline = time.monotonic() + self.settings.connect_timeout_seconds
         while not self._connected.is_set():
-            if isinstance(self._failure, MqttAuthError):
+            if isinstance(self._failure, MqttAuthError) or any(
+                    name in str(self._failure) for name in _FATAL_ERRORS):
                 self._client.stop()
                 raise self._failure
             if time.monotonic() > deadline:
@@ -245,7 +250,8 @@ class MqttClient:
             except Exception as exc:  # noqa: BLE001 - best effort; the will covers us
                 log.warning("could not publish offline status: %s", exc)
         self._stopped.set()
-        self._client.stop()
+        # A normal DISCONNECT: the broker discards the will, since we already said `offline` ourselves.
+        self._client.stop(mqtt5.DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION))
         if self._dispatcher is not None:
             self._inbox.put(None)
             self._dispatcher.join(timeout)

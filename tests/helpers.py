@@ -1,0 +1,62 @@
+"""Small helpers the tests share: sample crops and a collecting subscriber."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import datetime, timezone
+
+from facecap.contract import FaceMetadata, OutgoingFace, build_message
+from facecap.devservers import MosquittoServer
+from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
+
+
+def fake_jpeg(size: int = 30_000, seed: int | None = None) -> bytes:
+    """Bytes that start like a JPEG (the contract sniffs magic bytes), unique per call."""
+    body = os.urandom(max(0, size - 4)) if seed is None else (seed.to_bytes(8, "big") * (size // 8 + 1))[: size - 4]
+    return b"\xff\xd8\xff\xe0" + body
+
+
+def sample_face(device: str = "jetson-1", camera: str = "cam0", size: int = 30_000, prefix: str = "faces",
+                frame: int = 1) -> OutgoingFace:
+    meta = FaceMetadata(device_id=device, camera_id=camera, captured_at=datetime.now(timezone.utc),
+                        bbox=(10, 20, 64, 80), score=0.93, frame=frame, track_id="t1", detector="yunet")
+    return build_message(fake_jpeg(size), meta, topic_prefix=prefix)
+
+
+def settings_for(server: MosquittoServer, **overrides: object) -> MqttSettings:
+    values: dict[str, object] = {"host": server.host, "port": server.port, "connect_timeout_seconds": 5,
+                                 "min_reconnect_delay_seconds": 0.2, "max_reconnect_delay_seconds": 1}
+    values.update(overrides)
+    return MqttSettings(**values)  # type: ignore[arg-type]
+
+
+class Collector:
+    """Subscriber callback that keeps every message and lets a test wait for a count."""
+
+    def __init__(self) -> None:
+        self.messages: list[ReceivedMessage] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, message: ReceivedMessage) -> None:
+        with self._cond:
+            self.messages.append(message)
+            self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.messages) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+
+def subscriber(server: MosquittoServer, topic_filter: str, collector: Collector, **kwargs: object) -> MqttClient:
+    client = MqttClient(settings_for(server), f"sub-{time.monotonic_ns()}", on_message=collector, **kwargs)  # type: ignore[arg-type]
+    client.start()
+    client.subscribe(topic_filter)
+    return client
