@@ -1,0 +1,93 @@
+"""The facecap command: help everywhere, `send` to a real broker, `validate-config`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facecap.cli import COMMAND_MODULES, build_parser, main
+from facecap.config import COMPONENT_MODELS
+from facecap.contract import parse_message
+from facecap.devservers import MosquittoServer
+
+from .helpers import Collector, subscriber
+
+PNG_1x1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+@pytest.mark.unit
+def test_every_subcommand_has_help() -> None:
+    parser = build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"send", "validate-config"} <= set(subcommands)
+    assert len(COMMAND_MODULES) >= 2
+    for name in subcommands:
+        result = subprocess.run([sys.executable, "-m", "facecap.cli", name, "--help"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "usage: facecap" in result.stdout
+
+
+@pytest.mark.integration
+def test_send_publishes_images_as_contract_messages(broker: MosquittoServer, tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    image.write_bytes(PNG_1x1)
+    received = Collector()
+    sub = subscriber(broker, "faces/#", received)
+    code = main(["send", str(image), str(image), "--host", broker.host, "--port", str(broker.port),
+                 "--device-id", "laptop-1", "--camera-id", "cam9"])
+    assert code == 0
+    assert received.wait_for(2)
+    parsed = [parse_message(m.topic, m.payload, m.content_type, m.user_properties) for m in received.messages]
+    assert {p.device_id for p in parsed} == {"laptop-1"}
+    assert parsed[0].bbox == (0, 0, 1, 1) and parsed[0].content_type == "image/png"
+    assert parsed[0].face_id != parsed[1].face_id
+    legacy = main(["send", str(image), "--legacy", "--host", broker.host, "--port", str(broker.port),
+                   "--device-id", "old-pi"])
+    assert legacy == 0
+    assert received.wait_for(3)
+    bare = received.messages[2]
+    assert bare.user_properties == () and bare.payload == PNG_1x1
+    assert parse_message(bare.topic, bare.payload).legacy
+    sub.stop()
+
+
+@pytest.mark.unit
+def test_send_rejects_non_images_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    code = main(["send", str(text), str(tmp_path / "missing.jpg"), "--host", "127.0.0.1", "--port", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "notes.txt: not a readable JPEG or PNG" in err
+    assert "missing.jpg: No such file or directory" in err
+
+
+@pytest.mark.unit
+def test_validate_config_ok_and_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(COMPONENT_MODELS, "sample", "tests.test_config:SampleConfig")
+    assert main(["validate-config", "sample", '{"camera": {"source": "rtsp://cam/1"}}']) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["camera"] == {"source": "rtsp://cam/1", "fpsLimit": 15.0}
+    assert main(["validate-config", "sample", '{"camera": {"fpsLimit": -1}, "typo": 1}']) == 2
+    err = capsys.readouterr().err
+    assert "camera.fpsLimit: Input should be greater than 0" in err
+    assert "typo: unknown key" in err
+    assert main(["validate-config", "nonexistent", "{}"]) == 2
+    assert "unknown component 'nonexistent'" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_validate_config_masks_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(COMPONENT_MODELS, "sample", "tests.test_config:SampleConfig")
+    assert main(["validate-config", "sample", '{"mqtt": {"password": "hunter2"}}']) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert json.loads(out)["mqtt"]["password"] == "**********"
