@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Make the private certificate authority that signs the broker's server certificate and every device's
+# client certificate. Its key never leaves this machine: keep a copy of secrets/ca/ offline.
+#
+# usage: make-ca.sh [--days N] [--force]
+set -euo pipefail
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+days=3650
+force=false
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --days) days="$2"; shift 2 ;;
+        --force) force=true; shift ;;
+        -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+
+if [[ -f "${CA_DIR}/ca.key" && "$force" != true ]]; then
+    die "a CA already exists in ${CA_DIR}; --force replaces it (then every certificate must be re-issued)"
+fi
+mkdir -p "$CA_DIR"
+chmod 0700 "$CA_DIR"
+
+ext="$(mktemp)"
+trap 'rm -f "$ext"' EXIT
+cat > "$ext" <<CONF
+[req]
+distinguished_name = dn
+x509_extensions = ca
+prompt = no
+[dn]
+CN = facecap broker CA
+[ca]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+CONF
+
+# P-256 keys: small, fast handshakes on the Jetson, supported by Mosquitto's OpenSSL and awscrt's s2n.
+(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "${CA_DIR}/ca.key")
+openssl req -x509 -new -config "$ext" -key "${CA_DIR}/ca.key" -sha256 -days "$days" \
+    -set_serial "0x$(openssl rand -hex 16)" -out "${CA_DIR}/ca.crt"
+chmod 0644 "${CA_DIR}/ca.crt"
+echo "CA certificate: ${CA_DIR}/ca.crt (valid ${days} days)"
+echo "CA key:         ${CA_DIR}/ca.key (keep it secret; back it up offline)"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue the broker's TLS server certificate, signed by the CA from make-ca.sh.
+# Each NAME becomes a subjectAltName: an IP address as IP:, anything else as DNS:. Give every name the
+# devices use to reach the broker (the Elastic IP, a DNS name). "broker" (the compose service name the
+# processor connects to) is always added.
+#
+# usage: make-server-cert.sh [--days N] NAME [NAME...]
+set -euo pipefail
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+days=825
+names=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --days) days="$2"; shift 2 ;;
+        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        -*) die "unknown option $1" ;;
+        *) names+=("$1"); shift ;;
+    esac
+done
+[[ ${#names[@]} -gt 0 ]] || die "give at least one name or address the devices use to reach the broker"
+need_ca
+
+sans=()
+for name in "${names[@]}" broker; do
+    if [[ "$name" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ || "$name" == *:* ]]; then
+        sans+=("IP:${name}")
+    elif [[ "$name" =~ ^[A-Za-z0-9*]([A-Za-z0-9.*-]{0,252})$ ]]; then
+        sans+=("DNS:${name}")
+    else
+        die "'$name' is neither an IP address nor a DNS name"
+    fi
+done
+san_line="$(IFS=,; echo "${sans[*]}")"
+
+mkdir -p "$BROKER_DIR" "$PROCESSOR_DIR"
+ext="$(mktemp)"
+csr="$(mktemp)"
+trap 'rm -f "$ext" "$csr"' EXIT
+cat > "$ext" <<CONF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = ${san_line}
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+CONF
+
+# Keep the previous pair until the new one is in place, so a rotation can be undone.
+for f in server.key server.crt; do
+    if [[ -f "${BROKER_DIR}/$f" ]]; then cp -p "${BROKER_DIR}/$f" "${BROKER_DIR}/$f.previous"; fi
+done
+(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "${BROKER_DIR}/server.key")
+openssl req -new -key "${BROKER_DIR}/server.key" -subj "/CN=${names[0]}" -out "$csr"
+openssl x509 -req -in "$csr" -CA "${CA_DIR}/ca.crt" -CAkey "${CA_DIR}/ca.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days "$days" -sha256 -extfile "$ext" \
+    -out "${BROKER_DIR}/server.crt" 2>/dev/null
+cp "${CA_DIR}/ca.crt" "${BROKER_DIR}/ca.crt"
+cp "${CA_DIR}/ca.crt" "${PROCESSOR_DIR}/ca.crt"
+chmod 0644 "${BROKER_DIR}/server.crt" "${BROKER_DIR}/ca.crt" "${PROCESSOR_DIR}/ca.crt"
+broker_owns "${BROKER_DIR}/server.key"
+echo "server certificate: ${BROKER_DIR}/server.crt for ${san_line} (valid ${days} days)"
+echo "restart the broker to load it: docker compose restart broker"
