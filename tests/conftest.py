@@ -89,4 +89,5 @@ def s3_server(tmp_path: Path) -> Iterator[S3Server]:
 @pytest.fixture
 def unique_topic(request: pytest.FixtureRequest) -> str:
     """A topic prefix no other test uses, so brokers shared by accident never mix messages."""
-    return "t/" + request.node.name.replace("[", "_").replace("]", "").replace("/", "_")[:60]
+    name: str = request.node.name
+    return "t/" + name.replace("[", "_").replace("]", "").replace("/", "_")[:60]

@@ -29,7 +29,7 @@ def settings_for(server: MosquittoServer, **overrides: object) -> MqttSettings:
     values: dict[str, object] = {"host": server.host, "port": server.port, "connect_timeout_seconds": 5,
                                  "min_reconnect_delay_seconds": 0.2, "max_reconnect_delay_seconds": 1}
     values.update(overrides)
-    return MqttSettings(**values)  # type: ignore[arg-type]
+    return MqttSettings(**values)
 
 
 class Collector:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -25,7 +26,8 @@ PNG_1x1 = bytes.fromhex(
 @pytest.mark.unit
 def test_every_subcommand_has_help() -> None:
     parser = build_parser()
-    subcommands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    subcommands: dict[str, argparse.ArgumentParser] = action.choices
     assert {"send", "validate-config"} <= set(subcommands)
     assert len(COMMAND_MODULES) >= 2
     for name in subcommands:

@@ -8,6 +8,7 @@ openssl command line. Nothing here is used on a device or in the cloud.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import shutil
 import signal
@@ -221,10 +222,9 @@ class S3Server:
         self.log_path = folder / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
         config = folder / "s3.json"
-        config.write_text(
-            '{"identities": [{"name": "facecap", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],'
-            ' "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' % (self.ACCESS_KEY, self.SECRET_KEY)
-        )
+        identity = {"name": "facecap", "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        config.write_text(json.dumps({"identities": [identity]}))
         # weed mini opens many listeners, each grpc port at +10000 by default: pin every one of them.
         ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
         self.argv = [

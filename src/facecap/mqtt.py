@@ -224,10 +224,11 @@ class MqttClient:
             return
         deadline = time.monotonic() + self.settings.connect_timeout_seconds
         while not self._connected.is_set():
-            if isinstance(self._failure, MqttAuthError) or any(
-                    name in str(self._failure) for name in _FATAL_ERRORS):
+            failure = self._failure
+            if failure is not None and (isinstance(failure, MqttAuthError)
+                                        or any(name in str(failure) for name in _FATAL_ERRORS)):
                 self._client.stop()
-                raise self._failure
+                raise failure
             if time.monotonic() > deadline:
                 self._client.stop()
                 reason = f": {self._failure}" if self._failure else ""
@@ -355,7 +356,8 @@ class MqttClient:
         suback = self._send_subscribe({topic_filter: qos}).result(timeout)
         codes = list(getattr(suback, "reason_codes", []) or [])
         if codes and int(codes[0]) >= 0x80:
-            raise MqttConnectError(f"broker refused subscription to {topic_filter}: {getattr(codes[0], 'name', codes[0])}")
+            reason = getattr(codes[0], "name", codes[0])
+            raise MqttConnectError(f"broker refused subscription to {topic_filter}: {reason}")
 
     def _send_subscribe(self, filters: Mapping[str, int]) -> Future[Any]:
         packet = mqtt5.SubscribePacket(subscriptions=[
@@ -414,7 +416,7 @@ class MqttClient:
     def _on_failure(self, data: mqtt5.LifecycleConnectFailureData) -> None:
         self.stats.connect_failures += 1
         code = getattr(data.connack_packet, "reason_code", None) if data.connack_packet else None
-        if code in _AUTH_FAILURES:
+        if code is not None and code in _AUTH_FAILURES:
             self._failure = MqttAuthError(
                 f"{self.settings.describe()} refused client {self.client_id}: {code.name}")
         else:

@@ -83,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         for round_ in range(args.repeat):
             for index, (path, data, (width, height)) in enumerate(images):
+                props: tuple[tuple[str, str], ...] = ()
+                content_type: str | None = None
                 if args.legacy:
-                    topic, props, content_type = face_topic(device, args.camera_id, args.topic_prefix), (), None
+                    topic = face_topic(device, args.camera_id, args.topic_prefix)
                 else:
                     face = build_message(data, FaceMetadata(
                         device_id=device, camera_id=args.camera_id, captured_at=datetime.now(timezone.utc),

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Prepare a Debian/Ubuntu machine to run facecap's tests and demo: system packages (when missing and we
+# may install them) and a virtual environment with every extra. Safe to run again; it only adds.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+APT_PACKAGES=(mosquitto mosquitto-clients openssl)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo "$@"
+  else return 1
+  fi
+}
+
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c "import ensurepip" >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]} with apt-get"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+     || ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; then
+    echo "setup: could not install ${missing[*]} (need root or passwordless sudo); install them yourself:" >&2
+    echo "  sudo apt-get install -y ${APT_PACKAGES[*]} python3-venv" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+echo "setup: installing facecap with its extras into $VENV"
+"$VENV/bin/python" -m pip install -q -e ".[detector,processor,dev,cloudcheck,demo]"
+echo "setup: done"
