@@ -25,7 +25,7 @@ from typing import Any, TypeVar, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .errors import ConfigError
+from .errors import ConfigError, ContractError
 
 ENV_PREFIX = "FACECAP_"
 _UNREPLACED = re.compile(r"^\{(configuration|iot|work|artifacts):([^}]*)\}$")
@@ -181,7 +181,7 @@ def _describe_error(err: Any) -> tuple[str, str]:
 
 def default_configuration(model: type[ConfigModel]) -> dict[str, Any]:
     """The defaults as a recipe's DefaultConfiguration writes them (camelCase, JSON types)."""
-    return model().model_dump(mode="json", by_alias=True)  # type: ignore[call-arg]
+    return model().model_dump(mode="json", by_alias=True)
 
 
 def describe(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
@@ -213,7 +213,7 @@ def resolve_device_id(configured: str) -> str:
     candidate = configured or os.environ.get("AWS_IOT_THING_NAME", "") or socket.gethostname().split(".")[0]
     try:
         return check_id("device-id", candidate)
-    except Exception as exc:
+    except ContractError as exc:
         raise ConfigError("facecap", [("deviceId", str(exc))]) from None
 
 
@@ -221,6 +221,9 @@ def resolve_device_id(configured: str) -> str:
 # `facecap validate-config COMPONENT` and the docs/recipe generators find them by name.
 COMPONENT_MODELS: dict[str, str] = {
     # component name -> "module:ClassName"
+    "broker": "facecap.broker.config:BrokerConfig",
+    "logger": "facecap.logger.config:LoggerConfig",
+    "detector": "facecap.detector.config:DetectorConfig",
 }
 
 
