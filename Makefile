@@ -13,7 +13,7 @@ $(BIN)/.facecap-installed: pyproject.toml scripts/setup-dev.sh
 setup: $(BIN)/.facecap-installed
 
 lint: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 
 typecheck: setup
 	$(BIN)/mypy
