@@ -1,0 +1,197 @@
+"""The EdgeBroker configuration: what `facecap broker` turns into a mosquitto.conf.
+
+Only the shape of each value is checked here, so the defaults stay valid and a recipe's
+DefaultConfiguration can be generated from them. Whether the broker can actually start (a cloud host is
+set, the files exist, TLS is on towards the internet) is checked by `preflight` just before it runs.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator, model_validator
+
+from ..config import ConfigModel, LoggingSettings
+from ..contract import DEFAULT_MAX_PAYLOAD_BYTES
+
+# mosquitto.conf is read line by line and a value runs to the end of its line, so a value with a line
+# break could smuggle in a directive of its own: every text value is refused any control character.
+_NO_CONTROL = re.compile(r"^[^\x00-\x1f\x7f]*$")
+_NO_SPACE = re.compile(r"^[^\s\x00-\x1f\x7f]*$")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{0,128}$")
+_CONNECTION_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_DIRECTIONS = ("out", "in", "both")
+# The MQTT limit on a payload; Mosquitto refuses a larger message_size_limit.
+MQTT_MAX_PAYLOAD = 268_435_455
+LOG_TYPES = ("error", "warning", "notice", "information", "subscribe", "unsubscribe", "websockets", "debug",
+             "all")
+
+
+def _text(value: str, what: str = "the value") -> str:
+    if not _NO_CONTROL.match(value):
+        raise ValueError(f"{what} must not contain line breaks or other control characters")
+    if value != value.strip():
+        raise ValueError(f"{what} must not begin or end with blanks (mosquitto.conf trims them)")
+    return value
+
+
+def check_bridge_topic(line: str) -> str:
+    """A Mosquitto bridge `topic` line: `pattern [out|in|both [qos [local-prefix remote-prefix]]]`."""
+    _text(line, f"topic {line!r}")
+    parts = line.split()
+    if not 1 <= len(parts) <= 5 or len(parts) == 4:
+        raise ValueError(f"topic {line!r} must be 'pattern [out|in|both [qos [local-prefix remote-prefix]]]'")
+    if len(parts) > 1 and parts[1] not in _DIRECTIONS:
+        raise ValueError(f"topic {line!r}: direction must be one of {', '.join(_DIRECTIONS)}")
+    if len(parts) > 2 and parts[2] not in ("0", "1", "2"):
+        raise ValueError(f"topic {line!r}: qos must be 0, 1 or 2")
+    return line
+
+
+class LocalListener(ConfigModel):
+    """The listener the device's own components use."""
+
+    bind_address: str = Field(
+        "127.0.0.1", pattern=_NO_SPACE.pattern,
+        description="Address of the local listener; loopback keeps the broker off the network.")
+    port: int = Field(1883, ge=1, le=65535, description="Port of the local listener.")
+    password_file: str = Field(
+        "", description="A mosquitto_passwd file for local clients; empty allows anonymous clients, which is "
+                        "refused on a non-loopback address unless allowAnonymousOnNetwork is true.")
+    allow_anonymous_on_network: bool = Field(
+        False, description="Explicit opt-out: allow anonymous clients on a non-loopback bindAddress.")
+
+    @field_validator("password_file")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        return _text(value)
+
+
+class BridgeSettings(ConfigModel):
+    """The bridge to the cloud broker."""
+
+    enabled: bool = Field(True, description="Bridge to the cloud broker; false runs a local-only broker.")
+    name: str = Field("cloud", pattern=_CONNECTION_NAME.pattern,
+                      description="Bridge connection name, shown in the broker log.")
+    host: str = Field("", description="Cloud broker host name or IPv4 address (required when enabled).")
+    port: int = Field(8883, ge=1, le=65535, description="Cloud broker port.")
+    tls: bool = Field(True, description="Connect to the cloud broker with TLS.")
+    allow_plaintext: bool = Field(
+        False, description="Explicit opt-out: allow tls false towards a non-loopback host (faces would cross "
+                           "the network unencrypted).")
+    ca_file: str = Field(
+        "", description="PEM file of the CA that signed the cloud broker's certificate; empty trusts the "
+                        "system store in caPath.")
+    ca_path: str = Field(
+        "/etc/ssl/certs",
+        description="Folder of trusted CA certificates, used when caFile is empty (Mosquitto turns TLS on "
+                    "only with one of the two).")
+    cert_file: str = Field("", description="PEM client certificate for mutual TLS (optional).")
+    key_file: str = Field("", description="PEM private key of certFile.")
+    username: str = Field("", description="User name on the cloud broker (optional).")
+    password_file: str = Field("", description="File whose first line is the cloud password; the password is "
+                                               "written into the 0600 mosquitto.conf in the work folder.")
+    client_id: str = Field("", pattern=_CLIENT_ID.pattern,
+                           description="Client id on the cloud broker; empty means facecap-edge-<deviceId>, "
+                                       "stable so the cloud keeps the bridge's session.")
+    topics: list[str] = Field(["faces/# out 1"], min_length=1,
+                              description="Bridge topic lines: 'pattern [out|in|both [qos [local remote]]]'.")
+    keep_alive_seconds: int = Field(60, ge=5, le=65535, description="Keep-alive of the bridge connection.")
+    restart_base_seconds: int = Field(2, ge=1, description="First reconnect delay after the bridge drops.")
+    restart_cap_seconds: int = Field(60, ge=1, description="Reconnect backoff ceiling (with jitter).")
+    notifications_local_only: bool = Field(
+        True, description="Publish the bridge state ($SYS/broker/connection/<clientId>/state) only on the "
+                          "edge broker; the cloud ACL lets a device write only under faces/<deviceId>/.")
+    try_private: bool = Field(True, description="Tell a Mosquitto cloud broker this is a bridge (loop "
+                                                "detection); set false for brokers that reject it.")
+
+    @field_validator("ca_file", "ca_path", "cert_file", "key_file", "username", "password_file")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        return _text(value)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        # Mosquitto's `address host:port` splits at the first colon, so an IPv6 literal cannot be written.
+        if not _NO_SPACE.match(value) or ":" in value:
+            raise ValueError("must be a host name or IPv4 address, without port or blanks (the port is "
+                             "bridge.port; for IPv6 use a DNS name)")
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, topics: list[str]) -> list[str]:
+        return [check_bridge_topic(t) for t in topics]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BridgeSettings:
+        if (self.cert_file == "") != (self.key_file == ""):
+            raise ValueError("certFile and keyFile go together")
+        if self.restart_base_seconds > self.restart_cap_seconds:
+            raise ValueError("restartBaseSeconds must not exceed restartCapSeconds")
+        if self.password_file and not self.username:
+            raise ValueError("passwordFile needs a username")
+        return self
+
+
+class PersistenceSettings(ConfigModel):
+    enabled: bool = Field(True, description="Keep queued messages and sessions on disk across restarts.")
+    dir: str = Field("", description="Folder of mosquitto.db; empty is the working folder, which Greengrass "
+                                     "makes the component's work folder.")
+    autosave_interval_seconds: int = Field(
+        60, ge=0, description="Seconds between saves of the in-memory store; a power cut loses at most this "
+                              "much of the queue (a clean stop always saves). 0 saves only at stop.")
+
+    @field_validator("dir")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        return _text(value)
+
+
+class QueueLimits(ConfigModel):
+    """Per-client limits on queued QoS 1 messages; the bridge is one client, so they bound the backlog an
+    outage of the cloud link can build up. Beyond them Mosquitto drops new messages (and logs it)."""
+
+    max_queued_messages: int = Field(200_000, ge=0, description="Messages queued per client; 0 is unlimited.")
+    max_queued_bytes: int = Field(
+        512 * 1024 * 1024, ge=0, description="Payload bytes queued per client (in memory and on disk); 0 is "
+                                             "unlimited.")
+
+
+class BrokerConfig(ConfigModel):
+    """Configuration of `facecap broker`, the EdgeBroker component."""
+
+    device_id: str = Field("", description="Device id; empty: the Greengrass thing name, else the hostname.")
+    mosquitto_path: str = Field("", description="The mosquitto binary; empty searches PATH and /usr/sbin.")
+    local: LocalListener = Field(default_factory=LocalListener)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    persistence: PersistenceSettings = Field(default_factory=PersistenceSettings)
+    queue: QueueLimits = Field(default_factory=QueueLimits)
+    message_size_limit: int = Field(
+        DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=MQTT_MAX_PAYLOAD,
+        description="Largest payload accepted, in bytes. Must not exceed the cloud broker's limit: a message "
+                    "the cloud refuses is dropped at the bridge without a trace.")
+    log_types: list[str] = Field(
+        ["error", "warning", "notice", "information"],
+        description="Mosquitto log_type lines (written to stderr, the component log).")
+    extra_config: list[str] = Field([], description="Extra global mosquitto.conf lines, appended verbatim.")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @field_validator("device_id", "mosquitto_path")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        return _text(value)
+
+    @field_validator("log_types")
+    @classmethod
+    def _log_types(cls, values: list[str]) -> list[str]:
+        unknown = [v for v in values if v not in LOG_TYPES]
+        if unknown:
+            raise ValueError(f"unknown log types {unknown}; known: {', '.join(LOG_TYPES)}")
+        return values
+
+    @field_validator("extra_config")
+    @classmethod
+    def _extra(cls, lines: list[str]) -> list[str]:
+        return [_text(line, f"line {line!r}") for line in lines]

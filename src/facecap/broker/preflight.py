@@ -1,0 +1,128 @@
+"""Checks that a BrokerConfig can run on this machine, before Mosquitto starts.
+
+Mosquitto itself would start happily with most of these mistakes and then fail quietly in its log (or,
+worse, connect without TLS), so every problem is reported up front, each with the key to fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import ConfigError
+from .config import BrokerConfig
+
+COMPONENT = "broker"
+# Debian and Ubuntu install the broker in sbin, which is not on a service account's PATH.
+MOSQUITTO_LOCATIONS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+Problems = list[tuple[str, str]]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+def find_mosquitto(configured: str) -> str | None:
+    if configured:
+        return configured if os.access(configured, os.X_OK) and Path(configured).is_file() else None
+    found = shutil.which("mosquitto")
+    return found or next((p for p in MOSQUITTO_LOCATIONS if os.access(p, os.X_OK)), None)
+
+
+def _readable_file(key: str, path: str, what: str, problems: Problems) -> None:
+    if not Path(path).is_file():
+        problems.append((key, f"{what} {path} does not exist"))
+    elif not os.access(path, os.R_OK):
+        problems.append((key, f"{what} {path} is not readable by uid {os.geteuid()} (the component's user)"))
+
+
+def read_first_line(path: str) -> str:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return lines[0] if lines else ""
+
+
+def _check_bridge(config: BrokerConfig, problems: Problems) -> None:
+    bridge = config.bridge
+    if not bridge.host:
+        problems.append(("bridge.host", "required: the cloud broker's host name or address "
+                                        "(or set bridge.enabled false for a broker without a bridge)"))
+    elif not bridge.tls and not is_loopback(bridge.host) and not bridge.allow_plaintext:
+        problems.append(("bridge.tls", f"TLS is off towards {bridge.host}, so faces and credentials would "
+                                       "cross the network unencrypted; set tls true, or "
+                                       "bridge.allowPlaintext true to accept that"))
+    if bridge.tls:
+        if bridge.ca_file:
+            _readable_file("bridge.caFile", bridge.ca_file, "CA file", problems)
+        elif not Path(bridge.ca_path).is_dir():
+            problems.append(("bridge.caPath", f"CA folder {bridge.ca_path} does not exist; set bridge.caFile "
+                                              "to the CA of the cloud broker"))
+        if bridge.cert_file:
+            _readable_file("bridge.certFile", bridge.cert_file, "certificate", problems)
+            _readable_file("bridge.keyFile", bridge.key_file, "private key", problems)
+    elif bridge.cert_file:
+        problems.append(("bridge.certFile", "a client certificate needs bridge.tls true"))
+    if bridge.password_file:
+        before = len(problems)
+        _readable_file("bridge.passwordFile", bridge.password_file, "password file", problems)
+        if len(problems) == before:
+            password = read_first_line(bridge.password_file)
+            if not password:
+                problems.append(("bridge.passwordFile", f"{bridge.password_file} is empty"))
+            elif password != password.strip() or any(ord(c) < 32 or ord(c) == 127 for c in password):
+                problems.append(("bridge.passwordFile", "the password must not begin or end with blanks or "
+                                                        "contain control characters (mosquitto.conf trims "
+                                                        "them)"))
+
+
+def _check_local(config: BrokerConfig, problems: Problems) -> None:
+    local = config.local
+    if local.password_file:
+        _readable_file("local.passwordFile", local.password_file, "password file", problems)
+    elif not is_loopback(local.bind_address) and not local.allow_anonymous_on_network:
+        problems.append(("local.bindAddress", f"{local.bind_address} is reachable from the network but "
+                                              "local.passwordFile is empty, so anyone could publish; set a "
+                                              "passwordFile, or local.allowAnonymousOnNetwork true"))
+
+
+def _check_persistence(config: BrokerConfig, work_dir: Path, create: bool, problems: Problems) -> None:
+    if not config.persistence.enabled:
+        return
+    folder = Path(config.persistence.dir or work_dir)
+    key = "persistence.dir"
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problems.append((key, f"cannot create {folder}: {exc.strerror}"))
+            return
+    if not folder.is_dir():
+        problems.append((key, f"{folder} does not exist"))
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problems.append((key, f"{folder} is not writable by uid {os.geteuid()}"))
+
+
+def preflight(config: BrokerConfig, work_dir: Path, *, create_dirs: bool = True) -> str:
+    """Raise ConfigError listing every problem; return the mosquitto binary to run. With create_dirs a
+    missing persistence folder is created (as the broker needs it) instead of reported."""
+    problems: Problems = []
+    binary = find_mosquitto(config.mosquitto_path)
+    if binary is None:
+        where = config.mosquitto_path or "on PATH or in " + ", ".join(MOSQUITTO_LOCATIONS)
+        problems.append(("mosquittoPath", f"no mosquitto binary {where}; install it (apt-get install "
+                                          "mosquitto) or set mosquittoPath"))
+    if config.bridge.enabled:
+        _check_bridge(config, problems)
+    _check_local(config, problems)
+    _check_persistence(config, work_dir, create_dirs, problems)
+    if problems:
+        raise ConfigError(COMPONENT, problems)
+    assert binary is not None
+    return binary

@@ -1,0 +1,143 @@
+"""BrokerConfig -> mosquitto.conf text (Mosquitto 2.0). Pure: everything read from the machine (device id,
+password, folders, user) is passed in, so the output is fully determined by the arguments."""
+
+from __future__ import annotations
+
+from .config import BrokerConfig
+
+PASSWORD_MASK = "********"  # noqa: S105 - what `broker render` shows instead of the password
+
+
+def bridge_client_id(config: BrokerConfig, device_id: str) -> str:
+    """The bridge's client id on the cloud broker. It must never change for a device: the cloud keys the
+    bridge's session (and the operator's monitoring) on it."""
+    return config.bridge.client_id or f"facecap-edge-{device_id}"
+
+
+def bridge_state_topic(config: BrokerConfig, device_id: str) -> str:
+    """Where Mosquitto publishes the retained bridge state: "1" connected, "0" not."""
+    return f"$SYS/broker/connection/{bridge_client_id(config, device_id)}/state"
+
+
+def render_conf(
+    config: BrokerConfig,
+    *,
+    device_id: str,
+    work_dir: str,
+    password: str = "",
+    user: str = "",
+) -> str:
+    """The mosquitto.conf for `config`.
+
+    device_id: the resolved device id. work_dir: the folder persistence falls back to (the component's work
+    folder). password: the cloud password read from bridge.passwordFile (or PASSWORD_MASK for display).
+    user: the account Mosquitto should keep running as (it switches to the `mosquitto` user when started
+    as root without one, which then cannot write the work folder).
+    """
+    lines = [
+        "# Rendered by `facecap broker` from the EdgeBroker configuration and rewritten at every start:",
+        "# change the component configuration, not this file.",
+        "",
+    ]
+    if user:
+        lines.append(f"user {user}")
+    lines += _listener(config)
+    lines += _persistence(config, work_dir)
+    queue = config.queue
+    lines += [
+        "",
+        "# Limits. The bridge is one client: these bound the backlog an outage of the cloud link builds up.",
+        f"max_queued_messages {queue.max_queued_messages}",
+        f"max_queued_bytes {queue.max_queued_bytes}",
+        "queue_qos0_messages false",
+        # Keep this equal to the cloud broker's limit: a message the cloud refuses is dropped silently at the
+        # bridge, while here a v5 publisher gets a failure reason code for it.
+        f"message_size_limit {config.message_size_limit}",
+        # Applies to the connections the broker accepts (the local components); in Mosquitto 2.0 the
+        # bridge's own outgoing socket is not covered, its throughput comes from many messages in flight.
+        "set_tcp_nodelay true",
+        "",
+        # Mosquitto 2.0.11 block-buffers stdout when it is a pipe, so a log line could wait hours there;
+        # stderr is unbuffered, and Greengrass writes both streams to the component log.
+        "# Logs go to stderr, which Greengrass writes to the component log.",
+        "log_dest stderr",
+        *(f"log_type {log_type}" for log_type in config.log_types),
+        "log_timestamp true",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        "connection_messages true",
+        # $SYS figures (queued messages, drops) refresh this often; operations.md reads them.
+        "sys_interval 10",
+    ]
+    if config.extra_config:
+        lines += ["", "# extraConfig", *config.extra_config]
+    if config.bridge.enabled:
+        lines += _bridge(config, device_id, password)
+    return "\n".join(lines) + "\n"
+
+
+def _listener(config: BrokerConfig) -> list[str]:
+    local = config.local
+    lines = [
+        "",
+        "# The listener the device's components use.",
+        "per_listener_settings false",
+        f"listener {local.port} {local.bind_address}",
+    ]
+    if local.password_file:
+        lines += ["allow_anonymous false", f"password_file {local.password_file}"]
+    else:
+        lines.append("allow_anonymous true")
+    return lines
+
+
+def _persistence(config: BrokerConfig, work_dir: str) -> list[str]:
+    settings = config.persistence
+    if not settings.enabled:
+        return ["", "persistence false"]
+    folder = (settings.dir or work_dir).rstrip("/") + "/"
+    return [
+        "",
+        "# Queued messages and sessions survive a restart. The store is written every autosave_interval",
+        "# seconds and at a clean stop: a power cut loses at most that much of what was queued.",
+        "persistence true",
+        f"persistence_location {folder}",
+        "persistence_file mosquitto.db",
+        "autosave_on_changes false",
+        f"autosave_interval {settings.autosave_interval_seconds}",
+    ]
+
+
+def _bridge(config: BrokerConfig, device_id: str, password: str) -> list[str]:
+    bridge = config.bridge
+    lines = [
+        "",
+        f"# Bridge to the cloud broker. Its state is retained on {bridge_state_topic(config, device_id)}.",
+        f"connection {bridge.name}",
+        f"address {bridge.host}:{bridge.port}",
+        "bridge_protocol_version mqttv50",
+        f"remote_clientid {bridge_client_id(config, device_id)}",
+        # The cloud keeps the bridge's session, and the local side keeps queueing for the bridge while the
+        # link is down: with local_cleansession true Mosquitto would discard those messages instead.
+        "cleansession false",
+        "local_cleansession false",
+        "start_type automatic",
+        f"restart_timeout {bridge.restart_base_seconds} {bridge.restart_cap_seconds}",
+        f"keepalive_interval {bridge.keep_alive_seconds}",
+        f"try_private {'true' if bridge.try_private else 'false'}",
+        "notifications true",
+        f"notifications_local_only {'true' if bridge.notifications_local_only else 'false'}",
+    ]
+    if bridge.tls:
+        if bridge.ca_file:
+            lines.append(f"bridge_cafile {bridge.ca_file}")
+        else:
+            lines.append(f"bridge_capath {bridge.ca_path}")
+        lines.append("bridge_insecure false")
+        if bridge.cert_file:
+            lines += [f"bridge_certfile {bridge.cert_file}", f"bridge_keyfile {bridge.key_file}"]
+    if bridge.username:
+        lines.append(f"remote_username {bridge.username}")
+        if password:
+            lines.append(f"remote_password {password}")
+    lines += [f"topic {topic}" for topic in bridge.topics]
+    return lines

@@ -1,0 +1,108 @@
+"""Run the EdgeBroker: check the configuration, write mosquitto.conf, run Mosquitto in the foreground.
+
+Mosquitto stays our child rather than replacing this process, so that its exit is logged with the reason
+and the exit code is handed back to Greengrass; SIGTERM, SIGINT and SIGHUP (reload) are passed on to it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+from ..config import resolve_device_id
+from .config import BrokerConfig
+from .preflight import preflight, read_first_line
+from .render import PASSWORD_MASK, bridge_client_id, bridge_state_topic, render_conf
+
+log = logging.getLogger(__name__)
+
+CONF_NAME = "mosquitto.conf"
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def current_user() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def conf_text(config: BrokerConfig, work_dir: Path, *, masked: bool) -> str:
+    """The mosquitto.conf for this machine; with masked, the cloud password is replaced for display."""
+    password = ""
+    if config.bridge.enabled and config.bridge.password_file:
+        password = PASSWORD_MASK if masked else read_first_line(config.bridge.password_file)
+    return render_conf(
+        config,
+        device_id=resolve_device_id(config.device_id),
+        work_dir=str(work_dir.resolve()),
+        password=password,
+        user=current_user(),
+    )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (the bridge password is in it), replacing it atomically."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an older file of that name may have had a wider mode
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            fd = -1
+            handle.write(text)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    os.replace(temporary, path)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: if this process is killed outright, Mosquitto gets SIGTERM instead of
+    living on as an orphan that holds the port."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+
+def run_broker(config: BrokerConfig, work_dir: Path) -> int:
+    """Run Mosquitto until it exits; return its exit code (128 + n when it died of signal n)."""
+    binary = preflight(config, work_dir)
+    conf_path = work_dir / CONF_NAME
+    write_private(conf_path, conf_text(config, work_dir, masked=False))
+    device_id = resolve_device_id(config.device_id)
+    if config.bridge.enabled:
+        log.info("bridge %s to %s:%d as %s (tls %s); state on %s", config.bridge.name, config.bridge.host,
+                 config.bridge.port, bridge_client_id(config, device_id), config.bridge.tls,
+                 bridge_state_topic(config, device_id))
+    else:
+        log.warning("bridge disabled: faces stay on this device")
+    if os.geteuid() == 0:
+        log.warning("running the broker as root; a Greengrass component normally runs as ggc_user")
+    log.info("starting %s -c %s (listener %s:%d)", binary, conf_path, config.local.bind_address,
+             config.local.port)
+    sys.stdout.flush()
+
+    child = subprocess.Popen([binary, "-c", str(conf_path)], cwd=work_dir, preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl, no locks
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code < 0:
+        log.info("mosquitto stopped by signal %s", signal.Signals(-code).name)
+        return 128 - code
+    if code != 0:
+        log.error("mosquitto exited with code %d; its log above says why", code)
+    else:
+        log.info("mosquitto stopped")
+    return code

@@ -1,0 +1,45 @@
+"""`facecap broker`: run the EdgeBroker (Mosquitto with the cloud bridge); `facecap broker render` prints
+the mosquitto.conf it would run, with the password masked, and says whether the broker could start."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..broker.config import BrokerConfig
+from ..broker.preflight import preflight
+from ..broker.run import conf_text, run_broker
+from ..config import load_config
+from ..errors import ConfigError
+from ..logs import setup_logging
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "broker", help="run the EdgeBroker: Mosquitto with a bridge to the cloud broker",
+        description="Render mosquitto.conf from the EdgeBroker configuration into the working folder and run "
+                    "Mosquitto in the foreground. `render` only prints the file (password masked).")
+    parser.add_argument("action", nargs="?", choices=("run", "render"), default="run",
+                        help="run (default) or render")
+    parser.add_argument("--config", default=os.environ.get("FACECAP_CONFIG", ""),
+                        help="JSON object or JSON file (default: $FACECAP_CONFIG); FACECAP_* variables "
+                             "override single keys")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    config = load_config(BrokerConfig, "broker", args.config or None)
+    work_dir = Path.cwd()
+    if args.action == "render":
+        sys.stdout.write(conf_text(config, work_dir, masked=True))
+        try:
+            preflight(config, work_dir, create_dirs=False)
+        except ConfigError as exc:
+            print(f"facecap: the broker would not start: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    setup_logging(config.logging.level, config.logging.format)
+    return run_broker(config, work_dir)

@@ -1,0 +1,294 @@
+"""The EdgeBroker for real: `facecap broker` runs Mosquitto from its rendered conf ("edge") and bridges to a
+second Mosquitto ("cloud"); messages, outages, TLS, passwords and restarts are checked end to end."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from facecap.contract import FaceMetadata, OutgoingFace, build_message, parse_message
+from facecap.devservers import CertificateAuthority
+from facecap.mqtt import MqttClient, MqttSettings
+
+from .conftest import MosquittoFactory, require_binary
+from .edgebroker import EdgeBroker, bridge_to
+from .helpers import Collector, sample_face, settings_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def edges() -> Iterator[list[EdgeBroker]]:
+    """Edge brokers a test starts; each is stopped at teardown."""
+    require_binary("mosquitto", "apt-get install mosquitto")
+    started: list[EdgeBroker] = []
+    yield started
+    for edge in started:
+        edge.stop()
+
+
+def start_edge(edges: list[EdgeBroker], folder: Path, bridge: dict[str, object], **kwargs: object) -> EdgeBroker:
+    edge = EdgeBroker(folder, bridge, **kwargs)  # type: ignore[arg-type]
+    edges.append(edge)
+    return edge.start()
+
+
+def edge_client(edge: EdgeBroker, name: str) -> MqttClient:
+    settings = MqttSettings(host=edge.host, port=edge.port, connect_timeout_seconds=5,
+                            min_reconnect_delay_seconds=0.2, max_reconnect_delay_seconds=1)
+    client = MqttClient(settings, name)
+    client.start()
+    return client
+
+
+def photo_faces(shared_dir: Path, count: int) -> list[OutgoingFace]:
+    """Contract v1 messages whose payloads are real photos, JPEG and PNG."""
+    images = sorted((shared_dir / "faces" / "dev" / "images").iterdir())
+    chosen = [p for p in images if p.suffix == ".png"][:1] + [p for p in images if p.suffix == ".jpg"][: count - 1]
+    faces = []
+    for frame, path in enumerate(chosen):
+        meta = FaceMetadata(device_id="jetson-test", camera_id="cam0", captured_at=datetime.now(timezone.utc),
+                            bbox=(frame, 2 * frame, 64, 80), score=0.5 + frame / 100, frame=frame,
+                            track_id=f"t{frame}", detector="yunet")
+        faces.append(build_message(path.read_bytes(), meta))
+    return faces
+
+
+def publish_all(client: MqttClient, faces: list[OutgoingFace]) -> None:
+    futures = [client.publish(f.topic, f.payload, content_type=f.content_type, user_properties=f.user_properties)
+               for f in faces]
+    for future in futures:
+        assert future is not None
+        future.result(timeout=30)
+
+
+def test_contract_messages_cross_the_bridge_with_payload_and_properties_intact(
+        mosquitto: MosquittoFactory, edges: list[EdgeBroker], tmp_path: Path, shared_dir: Path) -> None:
+    cloud = mosquitto("cloud")
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud))
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    received = Collector()
+    sub = MqttClient(settings_for(cloud), "cloud-reader", on_message=received)
+    sub.start()
+    sub.subscribe("faces/#")
+    faces = photo_faces(shared_dir, 8)
+    legacy = faces[1].payload  # a bare image from an older publisher: no properties at all
+    pub = edge_client(edge, "detector")
+    publish_all(pub, faces)
+    done = pub.publish("faces/jetson-test/old-cam", legacy)
+    assert done is not None
+    done.result(timeout=10)
+
+    assert received.wait_for(len(faces) + 1), f"{len(received.messages)} arrived\n{edge.log_tail()}"
+    by_topic_and_id = {(m.topic, dict(m.user_properties).get("face-id")): m for m in received.messages}
+    for face in faces:
+        got = by_topic_and_id[(face.topic, face.face_id)]
+        assert got.payload == face.payload
+        assert got.content_type == face.content_type
+        assert got.user_properties == face.user_properties  # all eleven, in order
+        assert got.qos == 1
+        assert parse_message(got.topic, got.payload, got.content_type, got.user_properties).face_id == face.face_id
+    old = by_topic_and_id[("faces/jetson-test/old-cam", None)]
+    assert old.payload == legacy
+    assert old.user_properties == ()
+    assert old.content_type is None
+    assert {f.content_type for f in faces} == {"image/jpeg", "image/png"}
+    # The bridge speaks MQTT 5 with the stable client id derived from the device id.
+    assert "as facecap-edge-jetson-test (p5, c0" in cloud.log_text()
+    pub.stop()
+    sub.stop()
+
+
+def test_cloud_outage_of_15_s_loses_no_face(mosquitto: MosquittoFactory, edges: list[EdgeBroker],
+                                            tmp_path: Path) -> None:
+    cloud = mosquitto("cloud")
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud))
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    received = Collector()
+    # The cloud consumer has a persistent session, as the processor does, so what the bridge delivers
+    # right after the cloud comes back waits for it.
+    sub = MqttClient(settings_for(cloud, session_expiry_seconds=600), "cloud-processor", persistent=True,
+                     on_message=received)
+    sub.start()
+    sub.subscribe("faces/#")
+    pub = edge_client(edge, "detector")
+
+    total, rate = 500, 50.0
+    faces = [sample_face(size=20_000, frame=i) for i in range(total)]
+    futures: list[Future[None] | None] = []
+
+    def publish_at_rate() -> None:
+        start = time.monotonic()
+        for i, face in enumerate(faces):
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
+            futures.append(pub.publish(face.topic, face.payload, content_type=face.content_type,
+                                       user_properties=face.user_properties))
+
+    publisher = threading.Thread(target=publish_at_rate)
+    publisher.start()
+    time.sleep(2.0)
+    cloud.stop()
+    outage_started = time.monotonic()
+    assert edge.wait_bridge_state("0", timeout=5), "the edge never noticed the outage"
+    time.sleep(max(0.0, 15.0 - (time.monotonic() - outage_started)))
+    cloud.start()
+    publisher.join()
+    for future in futures:
+        assert future is not None
+        future.result(timeout=10)  # the edge accepted every face while the cloud was away
+
+    sent = {f.face_id for f in faces}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if sent <= {dict(m.user_properties)["face-id"] for m in received.messages}:
+            break
+        time.sleep(0.2)
+    ids = [dict(m.user_properties)["face-id"] for m in received.messages]
+    missing = sent - set(ids)
+    duplicates = len(ids) - len(set(ids))
+    print(f"\ncloud outage 15 s, {total} faces at {rate:g}/s: received {len(ids)}, distinct {len(set(ids))}, "
+          f"missing {len(missing)}, duplicates {duplicates}")
+    assert not missing, f"{len(missing)} faces lost\n{edge.log_tail()}"
+    assert "Outgoing messages are being dropped" not in edge.log_text()
+    pub.stop()
+    sub.stop()
+
+
+def test_queued_faces_survive_a_restart_of_the_edge_broker(mosquitto: MosquittoFactory, edges: list[EdgeBroker],
+                                                          tmp_path: Path) -> None:
+    cloud = mosquitto("cloud")
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud))
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    received = Collector()
+    sub = MqttClient(settings_for(cloud, session_expiry_seconds=600), "cloud-processor-restart",
+                     persistent=True, on_message=received)
+    sub.start()
+    sub.subscribe("faces/#")
+    cloud.stop()
+    pub = edge_client(edge, "detector")
+    faces = [sample_face(size=10_000, frame=i) for i in range(50)]
+    publish_all(pub, faces)
+    pub.stop()
+
+    assert edge.stop() == 0  # SIGTERM reaches Mosquitto, which saves its store and exits cleanly
+    assert "Saving in-memory database" in edge.log_text()
+    assert (edge.folder / "mosquitto.db").is_file()  # in the work folder, as on a device
+    edge.start()
+    cloud.start()
+    assert received.wait_for(50, timeout=30), f"{len(received.messages)} of 50\n{edge.log_tail()}"
+    assert {dict(m.user_properties)["face-id"] for m in received.messages} == {f.face_id for f in faces}
+    sub.stop()
+
+
+def test_bridge_with_tls_and_password(mosquitto: MosquittoFactory, ca: CertificateAuthority,
+                                      edges: list[EdgeBroker], tmp_path: Path) -> None:
+    cloud = mosquitto("cloud", ca=ca, users={"jetson-test": "bridge-pass-1", "reader": "reader-pass"})
+    secret = tmp_path / "bridge-password"
+    secret.write_text("bridge-pass-1\n")
+    secret.chmod(0o600)
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud, username="jetson-test",
+                                                          passwordFile=str(secret)))
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    conf = edge.conf_path
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    assert "remote_password bridge-pass-1" in conf.read_text()
+    assert "bridge-pass-1" not in edge.log_text()
+
+    received = Collector()
+    sub = MqttClient(settings_for(cloud, tls=True, ca_file=str(ca.cert), username="reader",
+                                  password="reader-pass"), "cloud-reader-tls", on_message=received)
+    sub.start()
+    sub.subscribe("faces/#")
+    pub = edge_client(edge, "detector")
+    face = sample_face()
+    publish_all(pub, [face])
+    assert received.wait_for(1), edge.log_tail()
+    assert received.messages[0].payload == face.payload
+    assert "(p5, c0, k60, u'jetson-test')" in cloud.log_text()
+    pub.stop()
+    sub.stop()
+
+
+def test_bridge_with_client_certificate(mosquitto: MosquittoFactory, ca: CertificateAuthority,
+                                        edges: list[EdgeBroker], tmp_path: Path) -> None:
+    cloud = mosquitto("cloud", ca=ca, require_certificate=True)
+    device = ca.issue("jetson-test")
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud, certFile=str(device.cert),
+                                                          keyFile=str(device.key)))
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    assert f"bridge_certfile {device.cert}" in edge.conf_path.read_text()
+
+
+def test_wrong_password_is_refused_and_the_log_says_why(mosquitto: MosquittoFactory, ca: CertificateAuthority,
+                                                        edges: list[EdgeBroker], tmp_path: Path) -> None:
+    cloud = mosquitto("cloud", ca=ca, users={"jetson-test": "right"})
+    secret = tmp_path / "bridge-password"
+    secret.write_text("wrong\n")
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud, username="jetson-test",
+                                                          passwordFile=str(secret)))
+    assert edge.wait_for_log("Connection Refused: Not authorized"), edge.log_tail()
+    assert edge.wait_for_log("Connecting bridge", timeout=1)
+    assert edge.bridge_state() == "0"
+    assert "New client connected" not in cloud.log_text()
+    assert edge.process is not None and edge.process.poll() is None  # keeps retrying, does not exit
+
+
+def test_wrong_ca_is_refused_and_the_log_says_why(mosquitto: MosquittoFactory, ca: CertificateAuthority,
+                                                  edges: list[EdgeBroker], tmp_path: Path) -> None:
+    cloud = mosquitto("cloud", ca=ca)
+    stranger = CertificateAuthority(tmp_path / "other-ca", name="not-the-cloud-ca")
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud, caFile=str(stranger.cert)))
+    assert edge.wait_for_log("certificate verify failed"), edge.log_tail()
+    assert edge.bridge_state() == "0"
+    assert "New client connected" not in cloud.log_text()
+
+
+def test_incomplete_configuration_stops_before_mosquitto_starts(tmp_path: Path) -> None:
+    config = {"deviceId": "jetson-test", "local": {"port": 1},
+              "bridge": {"host": "mqtt.example.com", "tls": False, "caFile": str(tmp_path / "ca.pem")}}
+    result = subprocess.run([sys.executable, "-m", "facecap.cli", "broker", "--config", json.dumps(config)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "invalid broker configuration" in result.stderr
+    assert "bridge.tls: TLS is off towards mqtt.example.com" in result.stderr
+    assert not (tmp_path / "mosquitto.conf").exists()
+    config["bridge"] = {"tls": True}
+    result = subprocess.run([sys.executable, "-m", "facecap.cli", "broker", "--config", json.dumps(config)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "bridge.host: required" in result.stderr
+
+
+def test_render_prints_the_conf_with_the_password_masked(tmp_path: Path, ca: CertificateAuthority) -> None:
+    require_binary("mosquitto", "apt-get install mosquitto")
+    secret = tmp_path / "pw"
+    secret.write_text("do-not-print-me\n")
+    config = {"deviceId": "jetson-test", "bridge": {"host": "mqtt.example.com", "caFile": str(ca.cert),
+                                                    "username": "jetson-test", "passwordFile": str(secret)}}
+    result = subprocess.run([sys.executable, "-m", "facecap.cli", "broker", "render", "--config",
+                             json.dumps(config)], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "remote_password ********" in result.stdout
+    assert "do-not-print-me" not in result.stdout + result.stderr
+    assert f"persistence_location {tmp_path.resolve()}/" in result.stdout
+    assert not (tmp_path / "mosquitto.conf").exists()  # render writes nothing
+
+
+def test_sigint_and_sigterm_pass_through(edges: list[EdgeBroker], tmp_path: Path) -> None:
+    edge = start_edge(edges, tmp_path / "edge", {"enabled": False})
+    assert edge.process is not None
+    edge.process.send_signal(2)  # SIGINT, as Ctrl-C in a terminal
+    assert edge.process.wait(timeout=15) == 0
+    assert "terminating" in edge.log_text()  # Mosquitto got the signal and shut down by itself
+    assert "mosquitto stopped" in edge.log_text()

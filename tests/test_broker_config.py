@@ -1,0 +1,248 @@
+"""EdgeBroker configuration: the rendered mosquitto.conf, and every configuration error with its message."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facecap.broker.config import BrokerConfig
+from facecap.broker.preflight import preflight
+from facecap.broker.render import PASSWORD_MASK, bridge_state_topic, render_conf
+from facecap.broker.run import write_private
+from facecap.config import default_configuration, load_config
+from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES
+from facecap.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def config(data: dict[str, Any]) -> BrokerConfig:
+    return load_config(BrokerConfig, "broker", data, env={})
+
+
+def render(data: dict[str, Any], **kwargs: Any) -> list[str]:
+    options: dict[str, Any] = {"device_id": "jetson-1", "work_dir": "/work/folder"}
+    options.update(kwargs)
+    return render_conf(config(data), **options).splitlines()
+
+
+def problems(data: dict[str, Any], work_dir: Path) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        preflight(config(data), work_dir, create_dirs=False)
+    return dict(caught.value.problems)
+
+
+def config_problems(data: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        config(data)
+    return dict(caught.value.problems)
+
+
+# --- rendering -------------------------------------------------------------------------------------------
+
+def test_default_bridge_is_mqtt5_persistent_tls_with_stable_client_id() -> None:
+    lines = render({"bridge": {"host": "mqtt.example.com"}})
+    for expected in [
+        "listener 1883 127.0.0.1",
+        "allow_anonymous true",
+        "persistence true",
+        "persistence_location /work/folder/",
+        "set_tcp_nodelay true",
+        f"message_size_limit {DEFAULT_MAX_PAYLOAD_BYTES}",
+        "max_queued_messages 200000",
+        f"max_queued_bytes {512 * 1024 * 1024}",
+        "log_dest stderr",
+        "connection cloud",
+        "address mqtt.example.com:8883",
+        "bridge_protocol_version mqttv50",
+        "remote_clientid facecap-edge-jetson-1",
+        "cleansession false",
+        "local_cleansession false",
+        "restart_timeout 2 60",
+        "keepalive_interval 60",
+        "bridge_capath /etc/ssl/certs",
+        "bridge_insecure false",
+        "notifications_local_only true",
+        "topic faces/# out 1",
+    ]:
+        assert expected in lines, expected
+    assert not any(line.startswith(("remote_password", "remote_username", "bridge_certfile")) for line in lines)
+    # Global options must come before `connection`: after it Mosquitto reads bridge options only.
+    assert lines.index("set_tcp_nodelay true") < lines.index("connection cloud")
+
+
+def test_certificates_credentials_and_overrides_are_rendered() -> None:
+    lines = render({
+        "deviceId": "ignored-here",
+        "local": {"port": 1884, "passwordFile": "/etc/facecap/local-passwd"},
+        "bridge": {"host": "10.0.0.5", "port": 18883, "caFile": "/certs/ca.pem", "certFile": "/certs/dev.crt",
+                   "keyFile": "/certs/dev.key", "username": "jetson-1", "passwordFile": "/secrets/pw",
+                   "clientId": "edge-7", "topics": ["faces/# out 1", "commands/# in 1"],
+                   "keepAliveSeconds": 30, "restartBaseSeconds": 5, "restartCapSeconds": 120},
+        "persistence": {"dir": "/var/lib/facecap/", "autosaveIntervalSeconds": 15},
+        "queue": {"maxQueuedMessages": 10, "maxQueuedBytes": 2048},
+        "messageSizeLimit": 4096,
+        "extraConfig": ["max_inflight_messages 40"],
+    }, password="s3cret word")
+    for expected in [
+        "listener 1884 127.0.0.1", "allow_anonymous false", "password_file /etc/facecap/local-passwd",
+        "address 10.0.0.5:18883", "remote_clientid edge-7", "bridge_cafile /certs/ca.pem",
+        "bridge_certfile /certs/dev.crt", "bridge_keyfile /certs/dev.key", "remote_username jetson-1",
+        "remote_password s3cret word", "topic faces/# out 1", "topic commands/# in 1", "keepalive_interval 30",
+        "restart_timeout 5 120", "persistence_location /var/lib/facecap/", "autosave_interval 15",
+        "max_queued_messages 10", "max_queued_bytes 2048", "message_size_limit 4096", "max_inflight_messages 40",
+    ]:
+        assert expected in lines, expected
+    assert not any(line.startswith("bridge_capath") for line in lines)
+    assert lines.index("max_inflight_messages 40") < lines.index("connection cloud")
+
+
+def test_masked_password_and_the_state_topic() -> None:
+    lines = render({"bridge": {"host": "h", "username": "u", "passwordFile": "/pw"}}, password=PASSWORD_MASK)
+    assert "remote_password ********" in lines
+    assert bridge_state_topic(config({}), "jetson-1") == "$SYS/broker/connection/facecap-edge-jetson-1/state"
+
+
+def test_without_bridge_or_persistence_and_as_a_given_user() -> None:
+    lines = render({"bridge": {"enabled": False}, "persistence": {"enabled": False}}, user="ggc_user")
+    assert "user ggc_user" in lines
+    assert "persistence false" in lines
+    assert not any(line.startswith(("connection ", "address ", "persistence_location ")) for line in lines)
+
+
+def test_plaintext_bridge_has_no_tls_lines() -> None:
+    lines = render({"bridge": {"host": "127.0.0.1", "tls": False}})
+    assert not any(line.startswith(("bridge_cafile", "bridge_capath", "bridge_insecure")) for line in lines)
+
+
+def test_defaults_make_a_valid_recipe_configuration() -> None:
+    defaults = default_configuration(BrokerConfig)
+    assert defaults["bridge"]["topics"] == ["faces/# out 1"]
+    assert defaults["messageSizeLimit"] == DEFAULT_MAX_PAYLOAD_BYTES
+    assert config(defaults) == config({})
+
+
+def test_environment_overrides_one_key() -> None:
+    loaded = load_config(BrokerConfig, "broker", {"bridge": {"host": "a"}},
+                         env={"FACECAP_BRIDGE__HOST": "b.example.com", "FACECAP_LOCAL__PORT": "1999"})
+    assert loaded.bridge.host == "b.example.com"
+    assert loaded.local.port == 1999
+
+
+# --- configuration errors (shape) ------------------------------------------------------------------------
+
+def test_a_value_with_a_line_break_cannot_inject_a_directive() -> None:
+    found = config_problems({"bridge": {"username": "jetson\nbridge_insecure true"}})
+    assert "line breaks" in found["bridge.username"]
+    found = config_problems({"extraConfig": ["ok 1", "bad\nline"]})
+    assert "line breaks" in found["extraConfig"]
+
+
+@pytest.mark.parametrize(("data", "key", "words"), [
+    ({"bridge": {"topics": ["faces/# sideways 1"]}}, "bridge.topics", "direction must be one of out, in, both"),
+    ({"bridge": {"topics": ["faces/# out 3"]}}, "bridge.topics", "qos must be 0, 1 or 2"),
+    ({"bridge": {"topics": []}}, "bridge.topics", "at least 1"),
+    ({"bridge": {"host": "mqtt.example.com:8883"}}, "bridge.host", "without port"),
+    ({"bridge": {"certFile": "/c.crt"}}, "bridge", "certFile and keyFile go together"),
+    ({"bridge": {"passwordFile": "/pw"}}, "bridge", "passwordFile needs a username"),
+    ({"bridge": {"restartBaseSeconds": 90}}, "bridge", "must not exceed restartCapSeconds"),
+    ({"bridge": {"clientId": "has space"}}, "bridge.clientId", "pattern"),
+    ({"bridge": {"port": 0}}, "bridge.port", "greater than or equal to 1"),
+    ({"messageSizeLimit": 300_000_000}, "messageSizeLimit", "less than or equal to 268435455"),
+    ({"logTypes": ["chatty"]}, "logTypes", "unknown log types"),
+    ({"bridge": {"hots": "x"}}, "bridge.hots", "unknown key"),
+    ({"persistence": {"dir": " /x"}}, "persistence.dir", "blanks"),
+])
+def test_bad_values_name_the_key(data: dict[str, Any], key: str, words: str) -> None:
+    found = config_problems(data)
+    assert key in found, found
+    assert words in found[key]
+
+
+# --- configuration errors (this machine) -----------------------------------------------------------------
+
+def test_no_cloud_host(tmp_path: Path) -> None:
+    found = problems({}, tmp_path)
+    assert set(found) == {"bridge.host"}
+    assert "required" in found["bridge.host"]
+    assert "bridge.enabled false" in found["bridge.host"]
+
+
+def test_missing_certificate_ca_and_password_files_are_each_named(tmp_path: Path) -> None:
+    found = problems({"bridge": {"host": "mqtt.example.com", "caFile": str(tmp_path / "ca.pem"),
+                                 "certFile": str(tmp_path / "dev.crt"), "keyFile": str(tmp_path / "dev.key"),
+                                 "username": "u", "passwordFile": str(tmp_path / "pw")}}, tmp_path)
+    assert found == {
+        "bridge.caFile": f"CA file {tmp_path / 'ca.pem'} does not exist",
+        "bridge.certFile": f"certificate {tmp_path / 'dev.crt'} does not exist",
+        "bridge.keyFile": f"private key {tmp_path / 'dev.key'} does not exist",
+        "bridge.passwordFile": f"password file {tmp_path / 'pw'} does not exist",
+    }
+
+
+def test_missing_ca_folder_without_ca_file(tmp_path: Path) -> None:
+    found = problems({"bridge": {"host": "mqtt.example.com", "caPath": str(tmp_path / "none")}}, tmp_path)
+    assert "does not exist; set bridge.caFile" in found["bridge.caPath"]
+
+
+def test_empty_or_padded_password(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("\n")
+    found = problems({"bridge": {"host": "h", "username": "u", "passwordFile": str(secret)}}, tmp_path)
+    assert found["bridge.passwordFile"] == f"{secret} is empty"
+    secret.write_text(" padded\n")
+    found = problems({"bridge": {"host": "h", "username": "u", "passwordFile": str(secret)}}, tmp_path)
+    assert "must not begin or end with blanks" in found["bridge.passwordFile"]
+
+
+def test_tls_off_towards_the_network_needs_an_explicit_opt_out(tmp_path: Path) -> None:
+    found = problems({"bridge": {"host": "mqtt.example.com", "tls": False}}, tmp_path)
+    assert "TLS is off towards mqtt.example.com" in found["bridge.tls"]
+    assert "bridge.allowPlaintext true" in found["bridge.tls"]
+    # Loopback never leaves the machine, and an explicit opt-out is respected.
+    for bridge in ({"host": "127.0.0.1", "tls": False}, {"host": "localhost", "tls": False},
+                   {"host": "mqtt.example.com", "tls": False, "allowPlaintext": True}):
+        preflight(config({"bridge": bridge}), tmp_path, create_dirs=False)
+
+
+def test_client_certificate_without_tls(tmp_path: Path) -> None:
+    cert = tmp_path / "c.crt"
+    cert.write_text("x")
+    found = problems({"bridge": {"host": "127.0.0.1", "tls": False, "certFile": str(cert),
+                                 "keyFile": str(cert)}}, tmp_path)
+    assert found == {"bridge.certFile": "a client certificate needs bridge.tls true"}
+
+
+def test_anonymous_listener_on_the_network_needs_an_explicit_opt_out(tmp_path: Path) -> None:
+    data: dict[str, Any] = {"bridge": {"enabled": False}, "local": {"bindAddress": "0.0.0.0"}}  # noqa: S104
+    found = problems(data, tmp_path)
+    assert "reachable from the network" in found["local.bindAddress"]
+    data["local"]["allowAnonymousOnNetwork"] = True
+    preflight(config(data), tmp_path, create_dirs=False)
+
+
+def test_missing_mosquitto_and_persistence_folder(tmp_path: Path) -> None:
+    found = problems({"bridge": {"enabled": False}, "mosquittoPath": str(tmp_path / "mosquitto"),
+                      "persistence": {"dir": str(tmp_path / "absent")}}, tmp_path)
+    assert "no mosquitto binary" in found["mosquittoPath"]
+    assert "apt-get install mosquitto" in found["mosquittoPath"]
+    assert found["persistence.dir"] == f"{tmp_path / 'absent'} does not exist"
+    # When the broker really starts, the folder is made instead.
+    with pytest.raises(ConfigError):
+        preflight(config({"bridge": {"enabled": False}, "mosquittoPath": str(tmp_path / "mosquitto"),
+                          "persistence": {"dir": str(tmp_path / "made")}}), tmp_path)
+    assert (tmp_path / "made").is_dir()
+
+
+def test_conf_is_written_owner_only_even_over_a_wider_file(tmp_path: Path) -> None:
+    target = tmp_path / "mosquitto.conf"
+    target.write_text("old")
+    target.chmod(0o644)
+    write_private(target, "remote_password secret\n")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_text() == "remote_password secret\n"
+    assert os.listdir(tmp_path) == ["mosquitto.conf"]
