@@ -16,6 +16,7 @@ from .errors import ConfigError
 COMMAND_MODULES = (
     "facecap.commands.send",
     "facecap.commands.validate_config",
+    "facecap.commands.logger",
     "facecap.commands.broker",
 )
 

@@ -1,0 +1,76 @@
+"""Run the FaceLogger: subscribe to the local faces topic and log until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from ..config import resolve_device_id
+from ..mqtt import MqttClient, ReceivedMessage, StatusTopic
+from .config import LoggerConfig
+from .facelog import FaceLog
+
+log = logging.getLogger(__name__)
+# Faces get their own logger name, so an operator can filter the face lines from the service messages.
+faces_log = logging.getLogger("facecap.faces")
+
+WAITING_NOTE_SECONDS = 10.0
+
+
+def status_topic(device_id: str) -> str:
+    return f"facecap/{device_id}/logger/status"
+
+
+class FaceLogger:
+    """A FaceLog fed by an MQTT subscription, with the retained status topic and a summary timer."""
+
+    def __init__(self, config: LoggerConfig) -> None:
+        self.config = config
+        self.device_id = resolve_device_id(config.device_id)
+        self.facelog = FaceLog(topic_prefix=config.topic_prefix, max_payload_bytes=config.max_payload_bytes)
+        self.client = MqttClient(
+            config.mqtt,
+            f"facecap-logger-{self.device_id}",
+            status=StatusTopic(status_topic(self.device_id)),
+            on_message=self._on_message,
+        )
+
+    def _on_message(self, message: ReceivedMessage) -> None:
+        # Runs on the client's dispatcher thread; FaceLog turns every contract failure into a line, so
+        # nothing a publisher sends can stop this thread.
+        verdict = self.facelog.handle(message.topic, message.payload, message.content_type,
+                                      message.user_properties)
+        if verdict.accepted:
+            faces_log.info(verdict.line)
+        else:
+            faces_log.warning(verdict.line)
+
+    def run(self, stop: threading.Event) -> int:
+        topic_filter = f"{self.config.topic_prefix}/#"
+        # Greengrass may start us before the broker listens: keep retrying (the client backs off) rather
+        # than exiting, which after three failures would leave the component BROKEN.
+        self.client.start(wait=False)
+        waited = time.monotonic()
+        while not self.client.wait_connected(1.0):
+            if stop.is_set():
+                self.client.stop(timeout=1)
+                return 0
+            if time.monotonic() - waited >= WAITING_NOTE_SECONDS:
+                log.warning("still waiting for the broker at %s", self.config.mqtt.describe())
+                waited = time.monotonic()
+        try:
+            self.client.subscribe(topic_filter)
+        except FutureTimeout:  # not the builtin TimeoutError before Python 3.11
+            # The link dropped right after connecting; the client subscribes again when it reconnects.
+            log.warning("no SUBACK for %s yet; it is renewed at the next connection", topic_filter)
+        interval = self.config.summary_interval_seconds
+        log.info("logging faces on %s; summary every %g s", topic_filter, interval)
+        while not stop.wait(interval):
+            log.info(self.facelog.summary())
+        log.info(self.facelog.summary())
+        self.client.stop(timeout=5)
+        log.info("stopped after %d faces and %d rejected messages", self.facelog.total_faces,
+                 self.facelog.total_rejected)
+        return 0
