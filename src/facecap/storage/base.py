@@ -1,0 +1,71 @@
+"""The Store interface and store URLs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from ..errors import FacecapError
+
+# AWS's rules for new bucket names (lower case, digits, dots, hyphens; 3 to 63 characters).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class StoreError(FacecapError):
+    """Writing to a store failed. `transient` is False when retrying is unlikely to help by itself
+    (a missing bucket, access denied), which the caller logs louder but still retries."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        self.transient = transient
+        super().__init__(message)
+
+
+class Store(Protocol):
+    """A place that keeps objects under keys. `put` either stores the whole object or raises StoreError;
+    putting the same key again replaces the object (that is what makes redelivery harmless)."""
+
+    def put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str]) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class StoreUrl:
+    scheme: str  # "s3" or "file"
+    bucket: str = ""
+    prefix: str = ""
+    root: Path = Path("/")
+
+
+def check_key_parts(key: str) -> list[str]:
+    """Split a relative key and refuse anything that could leave the store's root."""
+    parts = key.split("/")
+    if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise StoreError(f"unsafe object key {key!r}", transient=False)
+    return parts
+
+
+def parse_store_url(url: str) -> StoreUrl:
+    """``s3://bucket[/prefix]`` or ``file:///absolute/path``; ValueError says what is wrong."""
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ValueError(f"store URL {url!r} must not have a query or fragment")
+    if parts.scheme == "s3":
+        if not _BUCKET.match(parts.netloc):
+            raise ValueError(f"{parts.netloc!r} is not a valid S3 bucket name (s3://bucket/prefix)")
+        prefix = parts.path.strip("/")
+        if prefix and not all(_PREFIX_PART.match(p) and p not in (".", "..") for p in prefix.split("/")):
+            raise ValueError(f"prefix {prefix!r} may only hold [A-Za-z0-9._-] levels separated by /")
+        return StoreUrl("s3", bucket=parts.netloc, prefix=prefix)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"file URL {url!r} names a host; use file:///absolute/path")
+        if not parts.path.startswith("/") or ".." in parts.path.split("/"):
+            raise ValueError(f"file URL {url!r} needs an absolute path without .. (file:///var/lib/faces)")
+        return StoreUrl("file", root=Path(parts.path))
+    raise ValueError(f"store URL {url!r} must start with s3:// or file://")
