@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "facecap.commands.validate_config",
     "facecap.commands.logger",
     "facecap.commands.broker",
+    "facecap.commands.processor",
 )
 
 

@@ -221,6 +221,7 @@ def resolve_device_id(configured: str) -> str:
 # `facecap validate-config COMPONENT` and the docs/recipe generators find them by name.
 COMPONENT_MODELS: dict[str, str] = {
     # component name -> "module:ClassName"
+    "processor": "facecap.processor.config:ProcessorConfig",
     "broker": "facecap.broker.config:BrokerConfig",
     "logger": "facecap.logger.config:LoggerConfig",
     "detector": "facecap.detector.config:DetectorConfig",

@@ -1,0 +1,1 @@
+"""The cloud processor: subscribes to faces, stores each one, acknowledges only after it is stored."""

@@ -1,0 +1,107 @@
+"""Configuration of `facecap processor` (environment variables in Docker, or --config)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator, model_validator
+
+from ..config import ConfigModel, LoggingSettings
+from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TOPIC_PREFIX, ID_PATTERN
+from ..mqtt import MqttSettings
+from ..storage import parse_store_url
+
+DEFAULT_CLIENT_ID = "facecap-processor"
+_TOPIC_LEVELS = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_SHARE_GROUP = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
+
+
+class RetrySettings(ConfigModel):
+    initial_delay_seconds: float = Field(0.5, gt=0, description="First delay before retrying a failed store.")
+    max_delay_seconds: float = Field(30.0, gt=0, description="Ceiling of the exponential backoff.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetrySettings:
+        if self.max_delay_seconds < self.initial_delay_seconds:
+            raise ValueError("maxDelaySeconds must be at least initialDelaySeconds")
+        return self
+
+
+class ProcessorConfig(ConfigModel):
+    mqtt: MqttSettings = Field(
+        default_factory=MqttSettings,
+        description=f"Cloud broker. clientId empty means {DEFAULT_CLIENT_ID!r}; give each replica its own.",
+    )
+    topic_prefix: str = Field(DEFAULT_TOPIC_PREFIX, description="Faces arrive on <topicPrefix>/<device>/<camera>.")
+    share_group: str = Field(
+        "", description="Empty: a plain subscription. A name: $share/<name>/... so processors split the load.")
+    store: str = Field("file:///var/lib/facecap/faces", description="s3://bucket/prefix or file:///path.")
+    quarantine_prefix: str = Field("quarantine", description="Where rejected messages go, inside the store.")
+    workers: int = Field(16, ge=1, le=256, description="Faces stored in parallel.")
+    max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1, description="Larger payloads are quarantined.")
+    retry: RetrySettings = Field(default_factory=RetrySettings,
+                                 description="Backoff of failed stores (the message stays unacknowledged).")
+    drain_timeout_seconds: float = Field(
+        25.0, ge=0, description="On SIGTERM, how long to finish in-flight faces (keep below Docker's stop timeout).")
+    heartbeat_file: str = Field("/tmp/facecap-processor.heartbeat",  # noqa: S108 - container-local, no secrets
+                                description="Written periodically; `facecap processor healthcheck` reads it.")
+    heartbeat_interval_seconds: float = Field(10.0, gt=0, description="How often the heartbeat is written.")
+    stats_interval_seconds: float = Field(60.0, gt=0, description="How often counts and latency are logged.")
+    server_side_encryption: str = Field("AES256", description="S3 encryption: AES256, aws:kms, or empty for none.")
+    kms_key_id: str = Field("", description="KMS key id or ARN with aws:kms (empty: the account's S3 key).")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @field_validator("topic_prefix", "quarantine_prefix")
+    @classmethod
+    def _levels(cls, value: str) -> str:
+        if not _TOPIC_LEVELS.match(value) or any(level in (".", "..") for level in value.split("/")):
+            raise ValueError("must be levels of [A-Za-z0-9._-] separated by / (no wildcards, no ..)")
+        return value
+
+    @field_validator("share_group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not _SHARE_GROUP.match(value):
+            raise ValueError("must match [A-Za-z0-9._-]{0,64} (it becomes a topic level)")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        parse_store_url(value)  # its ValueError names what is wrong
+        return value
+
+    @field_validator("server_side_encryption")
+    @classmethod
+    def _sse(cls, value: str) -> str:
+        if value not in ("", "AES256", "aws:kms"):
+            raise ValueError("must be AES256, aws:kms or empty")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProcessorConfig:
+        if self.kms_key_id and self.server_side_encryption != "aws:kms":
+            raise ValueError("kmsKeyId needs serverSideEncryption aws:kms")
+        if not ID_PATTERN.match(self.client_id):
+            raise ValueError(f"mqtt.clientId {self.client_id!r} must match [A-Za-z0-9._-]{{1,64}} "
+                             "(it names the status topic)")
+        return self
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or DEFAULT_CLIENT_ID
+
+    @property
+    def topic_filter(self) -> str:
+        plain = f"{self.topic_prefix}/#"
+        return f"$share/{self.share_group}/{plain}" if self.share_group else plain
+
+    @property
+    def status_topic(self) -> str:
+        return f"facecap/{self.client_id}/processor/status"
+
+    @property
+    def receive_maximum(self) -> int:
+        # Enough unacknowledged messages that no worker waits for the broker, few enough that a crash
+        # leaves little to redeliver.
+        return min(65535, self.workers * 4)

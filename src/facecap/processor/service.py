@@ -1,0 +1,259 @@
+"""The processor: MQTT in, store out, acknowledge only after the store succeeded.
+
+Threads: awscrt's event loop hands each message to the MQTT client's dispatcher thread, which only
+queues it for a bounded pool of workers. A worker plans the message (face or quarantine), puts the
+objects with exponential backoff for as long as the store fails, and then PUBACKs. A supervisor thread
+keeps the subscription, the heartbeat and the periodic statistics.
+
+Nothing is dropped: a message is acknowledged after its objects are stored, or never. A crash or a
+shutdown that gives up leaves it unacknowledged in the broker's persistent session, which redelivers it,
+and because the object key depends only on the message, the redelivery overwrites the same object.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..mqtt import MqttClient, ReceivedMessage, StatusTopic
+from ..storage import Store, StoreError
+from .config import DEFAULT_CLIENT_ID, ProcessorConfig
+from .heartbeat import write_heartbeat
+from .plan import Put, plan_message
+from .stats import ProcessorStats
+
+log = logging.getLogger(__name__)
+
+_TICK_SECONDS = 0.5
+_FAILURE_LOG_INTERVAL = 10.0
+
+
+class FailureReporter:
+    """Store failures come in bursts (one per retry per pending face): log the first, then a reminder
+    at most every ten seconds, then the recovery, instead of one line per attempt."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._last_log = 0.0
+        self._count = 0
+
+    @property
+    def failing_since(self) -> float | None:
+        return self._since
+
+    def failed(self, error: Exception, key: str) -> None:
+        now = time.monotonic()
+        hint = "" if getattr(error, "transient", True) else " (check the bucket and the permissions)"
+        with self._lock:
+            self._count += 1
+            if self._since is None:
+                self._since = self._last_log = now
+                log.warning("store failed%s; faces stay unacknowledged and are retried with backoff: %s: %s",
+                            hint, key, error)
+            elif now - self._last_log >= _FAILURE_LOG_INTERVAL:
+                self._last_log = now
+                log.warning("store still failing after %.0f s (%d failed attempts)%s: %s",
+                            now - self._since, self._count, hint, error)
+
+    def succeeded(self) -> None:
+        if self._since is None:
+            return
+        with self._lock:
+            if self._since is not None:
+                log.info("store recovered after %.1f s and %d failed attempts",
+                         time.monotonic() - self._since, self._count)
+                self._since = None
+                self._count = 0
+
+
+class Processor:
+    def __init__(self, config: ProcessorConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.stats = ProcessorStats()
+        self._failures = FailureReporter()
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="store")
+        # The broker sends at most receive_maximum unacknowledged QoS 1 messages; this bound also holds
+        # for QoS 0 floods, which receive maximum does not cover.
+        self._slots = threading.BoundedSemaphore(config.receive_maximum + config.workers)
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._draining = threading.Event()  # stop taking new messages
+        self._abandon = threading.Event()  # stop retrying; leave the rest unacknowledged
+        self._stopped = threading.Event()
+        self._subscribed = threading.Event()
+        self._disconnected_since: float | None = time.time()
+        self._supervisor: threading.Thread | None = None
+        self.client = MqttClient(
+            config.mqtt,
+            DEFAULT_CLIENT_ID,
+            persistent=True,
+            status=StatusTopic(config.status_topic),
+            on_message=self._on_message,
+            manual_ack=True,
+            receive_maximum=config.receive_maximum,
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background (a broker that is down is retried with backoff) and subscribe as
+        soon as connected."""
+        log.info("processor %s: %s -> %s, %d workers", self.config.client_id, self.config.topic_filter,
+                 self.store.describe(), self.config.workers)
+        self.client.start(wait=False)
+        self._supervisor = threading.Thread(target=self._supervise, name="processor-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """True once subscribed (tests and benchmarks wait for this before publishing)."""
+        return self._subscribed.wait(timeout)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def stop(self, drain_timeout: float | None = None) -> bool:
+        """Take no new messages, finish the ones in hand for up to drain_timeout, then disconnect.
+        Returns True if everything in hand was stored and acknowledged."""
+        timeout = self.config.drain_timeout_seconds if drain_timeout is None else drain_timeout
+        self._draining.set()
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending > 0 and (remaining := deadline - time.monotonic()) > 0:
+                self._idle.wait(remaining)
+            left = self._pending
+        if left:
+            log.warning("%d faces not stored after %.0f s; leaving them unacknowledged for the broker to "
+                        "redeliver", left, timeout)
+            self._abandon.set()
+        self._pool.shutdown(wait=True)
+        self._stopped.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5)
+        self.client.stop(timeout=5)
+        Path(self.config.heartbeat_file).unlink(missing_ok=True)
+        log.info("processor stopped: %s", self.stats.summary(self._pending))
+        return left == 0
+
+    # --- receiving ---------------------------------------------------------------------------------------
+
+    def _on_message(self, message: ReceivedMessage) -> None:
+        # The MQTT client's dispatcher thread: queue and return, so receiving never waits for S3.
+        if self._draining.is_set():
+            return  # unacknowledged: the broker redelivers it to our next session
+        while not self._slots.acquire(timeout=_TICK_SECONDS):
+            if self._draining.is_set():
+                return
+        with self._idle:
+            self._pending += 1
+        self.stats.count("received")
+        self._pool.submit(self._work, message)
+
+    def _work(self, message: ReceivedMessage) -> None:
+        try:
+            if self._abandon.is_set():
+                self.stats.count("abandoned")
+                return
+            plan = plan_message(message, topic_prefix=self.config.topic_prefix,
+                                max_payload_bytes=self.config.max_payload_bytes,
+                                quarantine_prefix=self.config.quarantine_prefix,
+                                received_at=datetime.now(timezone.utc))
+            if plan.quarantined:
+                log.warning("quarantined a message on %s: %s: %s", message.topic, plan.reason, plan.detail)
+            for put in plan.puts:
+                if not self._put_with_retry(put):
+                    self.stats.count("abandoned")
+                    return
+            self.client.ack(message)
+            self.stats.finished(plan.quarantined)
+        except Exception:
+            # A bug, not bad input (bad input is quarantined): keep the process alive, and leave the
+            # message unacknowledged so it is not lost.
+            log.exception("failed to process a message on %s; left unacknowledged", message.topic)
+        finally:
+            self._slots.release()
+            with self._idle:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.notify_all()
+
+    def _put_with_retry(self, put: Put) -> bool:
+        """Store until it works. False only when shutdown gave up on it."""
+        delay = self.config.retry.initial_delay_seconds
+        while True:
+            started = time.monotonic()
+            try:
+                self.store.put(put.key, put.body, put.content_type, put.metadata)
+            except Exception as exc:  # noqa: BLE001 - whatever a store raises, the face waits and retries
+                self.stats.count("store_failures")
+                self._failures.failed(exc if isinstance(exc, StoreError) else StoreError(repr(exc)), put.key)
+                jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreads retries, not security
+                if self._abandon.wait(delay * jitter):
+                    return False
+                delay = min(delay * 2, self.config.retry.max_delay_seconds)
+                continue
+            self.stats.store_latency(time.monotonic() - started)
+            self._failures.succeeded()
+            return True
+
+    # --- supervision -------------------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        next_heartbeat = next_stats = time.monotonic()
+        next_stats += self.config.stats_interval_seconds
+        subscribe_delay, next_subscribe = 0.5, 0.0
+        while not self._stopped.wait(_TICK_SECONDS if self._subscribed.is_set() else 0.05):
+            now = time.monotonic()
+            connected = self.client.connected
+            if connected:
+                self._disconnected_since = None
+            elif self._disconnected_since is None:
+                self._disconnected_since = time.time()
+            if connected and not self._subscribed.is_set() and now >= next_subscribe:
+                if self._subscribe():
+                    subscribe_delay = 0.5
+                else:
+                    next_subscribe = now + subscribe_delay
+                    subscribe_delay = min(subscribe_delay * 2, 30.0)
+            if now >= next_heartbeat:
+                next_heartbeat = now + self.config.heartbeat_interval_seconds
+                self._write_heartbeat(connected)
+            if now >= next_stats:
+                next_stats = now + self.config.stats_interval_seconds
+                log.info("%s", self.stats.summary(self._pending))
+
+    def _subscribe(self) -> bool:
+        try:
+            self.client.subscribe(self.config.topic_filter, qos=1)
+        except Exception as exc:  # noqa: BLE001 - refused or timed out: retried with backoff
+            log.warning("subscribing to %s failed, will retry: %s", self.config.topic_filter, exc)
+            return False
+        log.info("subscribed to %s", self.config.topic_filter)
+        # From now on the MQTT client restores the subscription itself when a session is lost.
+        self._subscribed.set()
+        return True
+
+    def _write_heartbeat(self, connected: bool) -> None:
+        state: dict[str, Any] = {
+            "connected": connected,
+            "subscribed": self._subscribed.is_set(),
+            "disconnectedSince": self._disconnected_since,
+            "storeFailingFor": (None if self._failures.failing_since is None
+                                else time.monotonic() - self._failures.failing_since),
+            "received": self.stats.received,
+            "stored": self.stats.stored,
+            "quarantined": self.stats.quarantined,
+            "pending": self._pending,
+        }
+        try:
+            write_heartbeat(Path(self.config.heartbeat_file), state)
+        except OSError as exc:
+            log.warning("cannot write heartbeat %s: %s", self.config.heartbeat_file, exc)
