@@ -1,0 +1,46 @@
+"""Greengrass packaging: the recipes, GDK project files and configuration reference, generated from the
+configuration models so that they cannot drift apart (`python -m facecap.packaging sync|check`).
+
+The build itself (wheel, model, greengrass-build/) is components/build.py, which the GDK runs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .components import ALL_COMPONENTS
+from .recipes import render_gdk_config, render_recipe
+from .reference import render_reference
+
+__all__ = ["generated_files", "package_version", "repository_root"]
+
+
+def repository_root() -> Path:
+    """The checkout this module runs from (an editable install: src/facecap/packaging/ -> root)."""
+    root = Path(__file__).resolve().parents[3]
+    if not (root / "pyproject.toml").is_file():
+        raise RuntimeError(f"{root} is not a facecap checkout; pass --root")
+    return root
+
+
+def package_version(root: Path) -> str:
+    """[project] version from pyproject.toml: the version of the wheel and of every component."""
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    version = re.search(r'^version\s*=\s*"([^"]+)"', project.group(1) if project else "", flags=re.MULTILINE)
+    if not version:
+        raise RuntimeError(f"{root / 'pyproject.toml'} has no [project] version")
+    return version.group(1)
+
+
+def generated_files(root: Path) -> dict[str, str]:
+    """Relative path -> the text sync writes there."""
+    version = package_version(root)
+    files: dict[str, str] = {}
+    for spec in ALL_COMPONENTS:
+        folder = "" if spec.folder == "." else spec.folder + "/"
+        files[f"{folder}recipe.yaml"] = render_recipe(spec, version)
+        files[f"{folder}gdk-config.json"] = render_gdk_config(spec, version)
+    files["docs/configuration.md"] = render_reference()
+    return files

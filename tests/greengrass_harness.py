@@ -1,0 +1,619 @@
+"""Run built Greengrass components the way the nucleus does, without the nucleus.
+
+Given the build output of components/build.py (recipes + artifacts), a `Nucleus` here
+
+* picks each recipe's manifest for this platform (PlatformHelper: first match; `/regex/`, `//`, `all`/`any`,
+  lists of alternatives) and its lifecycle (the manifest's own, else the global one filtered by selections),
+* resolves each component's configuration as KernelConfigResolver does: the running configuration, minus
+  the deployment's RESET paths, plus the recipe defaults where nothing is set, plus the MERGE,
+* interpolates the whole lifecycle, Setenv included: `{configuration:/json/pointer}` with Jackson's
+  `JsonNode.at` (a value gives its text, an object or array compact JSON with sorted keys, a missing node is
+  left as it is), `{artifacts:path}`, `{artifacts:decompressedPath}`, `{work:path}`, `{kernel:rootPath}`,
+  `{iot:thingName}`, and `{<dependency>:configuration:/...}` / `{<dependency>:artifacts:path}` for direct
+  dependencies,
+* lays out the nucleus folders (packages/artifacts/<name>/<version>, packages/artifacts-unarchived/...,
+  work/<name>, logs/<name>.log), and runs Bootstrap, Install and Run as `sh -c` processes in the work
+  folder, with the environment the nucleus gives them (PATH, HOME, AWS_IOT_THING_NAME, AWS_REGION, SVCUID,
+  GG_ROOT_CA_PATH, ... then the lifecycle's and the step's Setenv), honouring Timeout and SkipIf,
+* stops a process as the nucleus does: SIGTERM to the process and its children, SIGKILL after a grace period.
+
+Deliberate differences, because no nucleus runs here: every step runs as the current user (the nucleus
+runs components as ggc_user and RequiresPrivilege steps as root); there is no IPC socket, token exchange
+service or cloud; configuration keys are compared case-sensitively (the nucleus's are not); every
+component passed to `deploy` counts as a root component of the deployment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+
+# KernelConfigResolver's patterns; Java's \w is ASCII-only.
+SAME_COMPONENT = re.compile(r"\{([.\w-]+):([^:}]*)}", re.ASCII)
+CROSS_COMPONENT = re.compile(r"\{([.\w-]+):([.\w-]+):([^:}]*)}", re.ASCII)
+DEFAULT_STEP_TIMEOUT = 120.0  # seconds, Greengrass's default for Bootstrap, Install and Startup
+NUCLEUS_VERSION = "2.14.0"
+
+
+class HarnessError(Exception):
+    """A recipe or deployment the nucleus would refuse."""
+
+
+# --- Jackson's view of configuration values --------------------------------------------------------------
+
+def java_double(value: float) -> str:
+    """Java's Double.toString: plain in [1e-3, 1e7) with at least one decimal, else d.dddE<n>."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    sign = "-" if value < 0 else ""
+    digits_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()[1:]
+    digits = "".join(map(str, digits_tuple))
+    assert isinstance(exponent, int)
+    point = len(digits) + exponent  # position of the decimal point relative to the digits
+    if 1e-3 <= abs(value) < 1e7:
+        if point <= 0:
+            whole, fraction = "0", "0" * -point + digits
+        elif point >= len(digits):
+            whole, fraction = digits + "0" * (point - len(digits)), "0"
+        else:
+            whole, fraction = digits[:point], digits[point:]
+        return f"{sign}{whole}.{fraction}"
+    return f"{sign}{digits[0]}.{digits[1:] or '0'}E{point - 1}"
+
+
+def jackson_json(node: Any) -> str:
+    """JsonNode.toString() of what the nucleus builds with ORDER_MAP_ENTRIES_BY_KEYS: compact, sorted keys."""
+    if isinstance(node, Mapping):
+        items = (f"{json.dumps(str(k), ensure_ascii=False)}:{jackson_json(v)}" for k, v in sorted(node.items()))
+        return "{" + ",".join(items) + "}"
+    if isinstance(node, (list, tuple)):
+        return "[" + ",".join(jackson_json(v) for v in node) + "]"
+    if isinstance(node, float):
+        return java_double(node)
+    if node is None or isinstance(node, (bool, int)):
+        return json.dumps(node)
+    return json.dumps(str(node), ensure_ascii=False)
+
+
+def jackson_text(node: Any) -> str:
+    """What `{configuration:/x}` becomes: asText() of a value, compact JSON of a container."""
+    if isinstance(node, (Mapping, list, tuple)):
+        return jackson_json(node)
+    if node is None:
+        return "null"
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    if isinstance(node, float):
+        return java_double(node)
+    return str(node)
+
+
+def _pointer_segments(pointer: str) -> list[str]:
+    if pointer == "":
+        return []
+    if not pointer.startswith("/"):
+        raise HarnessError(f"invalid JSON pointer {pointer!r}: it must start with '/'")
+    return [s.replace("~1", "/").replace("~0", "~") for s in pointer[1:].split("/")]
+
+
+def json_pointer(document: Any, pointer: str) -> Any:
+    """JsonNode.at(pointer); MISSING when there is no such node. "" is the whole document."""
+    node = document
+    for segment in _pointer_segments(pointer):
+        if isinstance(node, Mapping):
+            node = node.get(segment, MISSING)
+        elif isinstance(node, list) and re.fullmatch(r"0|[1-9]\d*", segment) and int(segment) < len(node):
+            node = node[int(segment)]
+        else:
+            return MISSING
+        if node is MISSING:
+            return MISSING
+    return node
+
+
+# --- configuration merge -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConfigurationUpdate:
+    """A deployment's configurationUpdate for one component: RESET paths first, then the MERGE."""
+
+    merge: Mapping[str, Any] | None = None
+    reset: Sequence[str] = ()
+
+
+def _fill_missing(target: dict[str, Any], defaults: Mapping[str, Any]) -> None:
+    # The nucleus merges defaults with timestamp 1, so they never replace a value that is already set.
+    for key, value in defaults.items():
+        if key not in target:
+            target[key] = copy.deepcopy(value)
+        elif isinstance(target[key], dict) and isinstance(value, Mapping):
+            _fill_missing(target[key], value)
+
+
+def _overlay(target: dict[str, Any], update: Mapping[str, Any]) -> None:
+    # A newer timestamp wins for every leaf; maps merge key by key; a list is a leaf (replaced whole).
+    for key, value in update.items():
+        if isinstance(value, Mapping):
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            _overlay(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def _reset(target: dict[str, Any], pointer: str) -> dict[str, Any]:
+    if pointer == "":
+        return {}
+    segments = _pointer_segments(pointer)
+    if any(re.fullmatch(r"0|[1-9]\d*", s) for s in segments):
+        # A segment that could index an array makes the nucleus refuse the reset (and log it).
+        return target
+    node: Any = target
+    for segment in segments[:-1]:
+        node = node.get(segment) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(segments[-1], None)
+    return target
+
+
+def merge_configuration(
+    defaults: Mapping[str, Any] | None,
+    update: ConfigurationUpdate | None = None,
+    running: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """KernelConfigResolver.resolveConfigurationToApply."""
+    result: dict[str, Any] = copy.deepcopy(dict(running or {}))
+    for pointer in (update.reset if update else ()):
+        result = _reset(result, pointer)
+    _fill_missing(result, defaults or {})
+    if update and update.merge:
+        _overlay(result, update.merge)
+    return result
+
+
+# --- recipes -------------------------------------------------------------------------------------------------
+
+def get(mapping: Mapping[str, Any] | None, name: str, default: Any = None) -> Any:
+    """Recipe keys are case-insensitive for the nucleus (`Install`, `install`)."""
+    if not mapping:
+        return default
+    lowered = name.lower()
+    return next((v for k, v in mapping.items() if str(k).lower() == lowered), default)
+
+
+def current_platform() -> dict[str, str]:
+    """os and architecture as PlatformResolver names them."""
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        architecture = "amd64"
+    elif machine in ("i386", "i686", "x86"):
+        architecture = "x86"
+    elif machine in ("aarch64", "arm64"):
+        architecture = "aarch64"
+    elif "arm" in machine:
+        architecture = "arm"
+    else:
+        architecture = "unknown"
+    system = platform.system().lower()
+    return {"os": "darwin" if system == "darwin" else system, "architecture": architecture}
+
+
+def _platform_field_matches(name: str, label: str | None, template: Any) -> bool:
+    if isinstance(template, list):
+        return any(_platform_field_matches(name, label, t) for t in template)
+    if template is None or label is None:
+        return template is None and label is None
+    if not isinstance(template, str):
+        return False
+    if template == "//":
+        return True
+    if len(template) > 2 and template.startswith("/") and template.endswith("/"):
+        return re.fullmatch(template[1:-1], label) is not None
+    wildcard = name in ("os", "architecture") and template in ("all", "any")
+    return wildcard or (re.match(r"[a-zA-Z0-9]", template) is not None and template == label)
+
+
+def select_manifest(recipe: Mapping[str, Any], target: Mapping[str, str] | None = None) -> dict[str, Any]:
+    target = target or current_platform()
+    for manifest in get(recipe, "Manifests") or []:
+        wanted = get(manifest, "Platform") or {}
+        if all(_platform_field_matches(k, target.get(k), v) for k, v in wanted.items()):
+            return dict(manifest)
+    raise HarnessError(f"{get(recipe, 'ComponentName')}: no manifest matches the platform {dict(target)}")
+
+
+def _filter_selections(source: Any, keywords: set[str], selections: Sequence[str]) -> Any:
+    """PlatformResolver.filterPlatform: a level whose keys include a selection keyword is a choice."""
+    if not isinstance(source, Mapping):
+        return source
+    if any(k in keywords for k in source):
+        chosen = next((source[s] for s in selections if source.get(s) is not None), source.get("all"))
+        return MISSING if chosen is None else _filter_selections(chosen, keywords, selections)
+    filtered = {k: _filter_selections(v, keywords, selections) for k, v in source.items()}
+    return {k: v for k, v in filtered.items() if v is not MISSING and v is not None}
+
+
+def resolve_lifecycle(recipe: Mapping[str, Any], manifest: Mapping[str, Any]) -> dict[str, Any]:
+    own = get(manifest, "Lifecycle")
+    if own:
+        return dict(own)
+    keywords = {"all"} | {s for m in get(recipe, "Manifests") or [] for s in get(m, "Selections") or []}
+    selected = _filter_selections(get(recipe, "Lifecycle") or {}, keywords, list(get(manifest, "Selections") or []))
+    return selected if isinstance(selected, dict) else {}
+
+
+@dataclass(frozen=True)
+class BuiltComponent:
+    """One component version as components/build.py leaves it: its recipe and its artifact files."""
+
+    recipe: dict[str, Any]
+    artifacts: Path
+
+    @property
+    def name(self) -> str:
+        return str(get(self.recipe, "ComponentName"))
+
+    @property
+    def version(self) -> str:
+        return str(get(self.recipe, "ComponentVersion"))
+
+    @property
+    def dependencies(self) -> dict[str, Any]:
+        return dict(get(self.recipe, "ComponentDependencies") or {})
+
+
+def load_build(build_dir: Path) -> dict[str, BuiltComponent]:
+    """Every component in a build folder (recipes/*.yaml, artifacts/<name>/<version>/), by name."""
+    found: dict[str, BuiltComponent] = {}
+    for recipe_file in sorted((build_dir / "recipes").glob("*.yaml")):
+        recipe = yaml.safe_load(recipe_file.read_text(encoding="utf-8"))
+        component = BuiltComponent(recipe, Path())
+        component = BuiltComponent(recipe, build_dir / "artifacts" / component.name / component.version)
+        found[component.name] = component
+    if not found:
+        raise HarnessError(f"no recipes in {build_dir / 'recipes'}")
+    return found
+
+
+# --- the nucleus -------------------------------------------------------------------------------------------
+
+@dataclass
+class StepResult:
+    step: str
+    returncode: int | None  # None: skipped (SkipIf) or not defined
+    output: str = ""
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode in (0, None) and not self.timed_out
+
+
+@dataclass
+class Service:
+    component: BuiltComponent
+    configuration: dict[str, Any]
+    lifecycle: dict[str, Any] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log: Any = None
+
+
+class Nucleus:
+    """A folder laid out like /greengrass/v2 and the processes of the components deployed into it."""
+
+    def __init__(
+        self,
+        root: Path,
+        thing_name: str = "facecap-harness-thing",
+        region: str = "us-east-1",
+        extra_env: Mapping[str, str] | None = None,
+        target_platform: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.thing_name = thing_name
+        self.region = region
+        self.extra_env = dict(extra_env or {})
+        self.platform = dict(target_platform or current_platform())
+        self.services: dict[str, Service] = {}
+        self._svcuid: dict[str, str] = {}  # name -> token, stable for a component like the nucleus's private config
+        for folder in ("packages/artifacts", "packages/artifacts-unarchived", "packages/recipes", "work", "logs"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+
+    # paths, as NucleusPaths names them
+    def artifact_path(self, name: str, version: str) -> Path:
+        return self.root / "packages" / "artifacts" / name / version
+
+    def decompressed_path(self, name: str, version: str) -> Path:
+        return self.root / "packages" / "artifacts-unarchived" / name / version
+
+    def work_path(self, name: str) -> Path:
+        return self.root / "work" / name
+
+    def log_path(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def log_text(self, name: str) -> str:
+        path = self.log_path(name)
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+    # deployment
+    def deploy(
+        self,
+        components: Iterable[BuiltComponent],
+        updates: Mapping[str, ConfigurationUpdate] | None = None,
+    ) -> set[str]:
+        """Resolve configuration and lifecycle of every component of a deployment (artifacts copied into
+        the component store). Returns the names whose interpolated lifecycle changed, the components the
+        nucleus would restart; components left out of the deployment are stopped and removed."""
+        deployed = {c.name: c for c in components}
+        updates = dict(updates or {})
+        unknown = set(updates) - set(deployed)
+        if unknown:
+            raise HarnessError(f"configuration updates for components not in the deployment: {sorted(unknown)}")
+        for component in deployed.values():
+            missing = [d for d in component.dependencies if d not in deployed]
+            if missing:
+                raise HarnessError(f"{component.name} depends on {missing}, which the deployment lacks")
+        for name in set(self.services) - set(deployed):
+            self.stop(name)
+            del self.services[name]
+
+        resolved: dict[str, Service] = {}
+        for name, component in deployed.items():
+            previous = self.services.get(name)
+            defaults = get(get(component.recipe, "ComponentConfiguration"), "DefaultConfiguration") or {}
+            configuration = merge_configuration(
+                defaults, updates.get(name), previous.configuration if previous else None)
+            resolved[name] = Service(component, configuration)
+            self._store_artifacts(component)
+        changed = set()
+        for name, service in resolved.items():
+            manifest = select_manifest(service.component.recipe, self.platform)
+            service.lifecycle = self.interpolate(resolve_lifecycle(service.component.recipe, manifest),
+                                                 service.component, resolved)
+            previous = self.services.get(name)
+            if previous is None or previous.lifecycle != service.lifecycle:
+                changed.add(name)
+            if previous is not None:
+                service.process, service.log = previous.process, previous.log
+            self.services[name] = service
+        return changed
+
+    def _store_artifacts(self, component: BuiltComponent) -> None:
+        manifest = select_manifest(component.recipe, self.platform)
+        store = self.artifact_path(component.name, component.version)
+        store.mkdir(parents=True, exist_ok=True)
+        for artifact in get(manifest, "Artifacts") or []:
+            file_name = str(get(artifact, "URI")).rsplit("/", 1)[-1]
+            source = component.artifacts / file_name
+            if not source.is_file():
+                raise HarnessError(f"{component.name}: artifact {file_name} is not in {component.artifacts}")
+            shutil.copy2(source, store / file_name)
+            if str(get(artifact, "Unarchive", "NONE")).upper() == "ZIP":
+                target = self.decompressed_path(component.name, component.version) / Path(file_name).stem
+                with zipfile.ZipFile(source) as archive:
+                    archive.extractall(target)
+        self.decompressed_path(component.name, component.version).mkdir(parents=True, exist_ok=True)
+        self.work_path(component.name).mkdir(parents=True, exist_ok=True)
+
+    def _system_parameter(self, name: str, version: str, namespace: str, key: str) -> str | None:
+        values = {
+            ("artifacts", "path"): lambda: str(self.artifact_path(name, version)),
+            ("artifacts", "decompressedPath"): lambda: str(self.decompressed_path(name, version)),
+            ("work", "path"): lambda: str(self.work_path(name)),
+            ("kernel", "rootPath"): lambda: str(self.root),
+            ("iot", "thingName"): lambda: self.thing_name,
+        }
+        getter = values.get((namespace, key))
+        return getter() if getter else None
+
+    def interpolate(self, value: Any, component: BuiltComponent, services: Mapping[str, Service]) -> Any:
+        """KernelConfigResolver.interpolate over a lifecycle (maps and lists recursively)."""
+        if isinstance(value, Mapping):
+            return {k: self.interpolate(v, component, services) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.interpolate(v, component, services) for v in value]
+        if not isinstance(value, str):
+            return value
+        text = value
+        # Same-component placeholders are found in the original text; each replacement replaces every
+        # occurrence of that placeholder.
+        for match in SAME_COMPONENT.finditer(value):
+            namespace, key = match.group(1), match.group(2)
+            if namespace == "configuration":
+                node = json_pointer(services[component.name].configuration, key)
+                replacement = None if node is MISSING else jackson_text(node)
+            else:
+                replacement = self._system_parameter(component.name, component.version, namespace, key)
+            if replacement is not None:
+                text = text.replace(match.group(0), replacement)
+        # Cross-component placeholders are then looked for in the result, and only for direct dependencies.
+        for match in CROSS_COMPONENT.finditer(text):
+            target, namespace, key = match.groups()
+            if target not in component.dependencies or target not in services:
+                continue
+            if namespace == "configuration":
+                node = json_pointer(services[target].configuration, key)
+                replacement = None if node is MISSING else jackson_text(node)
+            else:
+                version = services[target].component.version
+                replacement = self._system_parameter(target, version, namespace, key)
+            if replacement is not None:
+                text = text.replace(match.group(0), replacement)
+        return text
+
+    # processes
+    def environment(self, name: str, step: Any) -> dict[str, str]:
+        """The nucleus's Exec environment: its PATH and HOME, ShellRunner's variables, the root Setenv,
+        then the lifecycle's and the step's Setenv (later wins)."""
+        token = self._svcuid.setdefault(name, secrets.token_urlsafe(16))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
+        env.update({
+            "SVCUID": token,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
+            "GG_ROOT_CA_PATH": str(self.root / "rootCA.pem"),
+            "AWS_IOT_THING_NAME": self.thing_name,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "GGC_VERSION": NUCLEUS_VERSION,
+            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": str(self.root / "ipc.socket"),
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://localhost:0/2016-11-01/credentialprovider/",
+        })
+        env.update(self.extra_env)
+        for scope in (self.services[name].lifecycle, step if isinstance(step, Mapping) else None):
+            setenv = get(scope, "Setenv") or {}
+            env.update({str(k): jackson_text(v) for k, v in setenv.items()})
+        return env
+
+    def _step(self, name: str, step_name: str) -> Any:
+        if name not in self.services:
+            raise HarnessError(f"{name} is not deployed")
+        return get(self.services[name].lifecycle, step_name)
+
+    def _skip(self, step: Any, env: Mapping[str, str]) -> bool:
+        expression = str(get(step, "SkipIf", "") or "").strip() if isinstance(step, Mapping) else ""
+        if not expression:
+            return False
+        negate = expression.startswith("!")
+        match = re.fullmatch(r"(onpath|exists)\s+(.+)", expression.lstrip("!").strip())
+        if not match:
+            raise HarnessError(f"invalid SkipIf {expression!r}")
+        if match.group(1) == "onpath":
+            found = shutil.which(match.group(2), path=env.get("PATH")) is not None
+        else:
+            found = Path(match.group(2)).expanduser().exists()
+        return found != negate
+
+    def run_step(self, name: str, step_name: str) -> StepResult:
+        """Run Bootstrap, Install, Startup or Shutdown to completion (within its Timeout)."""
+        step = self._step(name, step_name)
+        if step is None:
+            return StepResult(step_name, None)
+        env = self.environment(name, step)
+        if self._skip(step, env):
+            return StepResult(step_name, None, "skipped (SkipIf)")
+        script = str(get(step, "Script") if isinstance(step, Mapping) else step)
+        timeout = float(get(step, "Timeout", DEFAULT_STEP_TIMEOUT) if isinstance(step, Mapping)
+                        else DEFAULT_STEP_TIMEOUT)
+        process = subprocess.Popen(["sh", "-c", script], cwd=self.work_path(name), env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            output, _ = process.communicate(timeout=timeout)
+            result = StepResult(step_name, process.returncode, output.decode(errors="replace"))
+        except subprocess.TimeoutExpired:
+            _terminate(process, grace=5.0)
+            output, _ = process.communicate()
+            result = StepResult(step_name, process.returncode, output.decode(errors="replace"), timed_out=True)
+        with self.log_path(name).open("a", encoding="utf-8") as log:
+            log.write(f"--- {step_name} (exit {result.returncode}) ---\n{result.output}")
+        return result
+
+    def install(self, name: str) -> StepResult:
+        """Bootstrap (if any) then Install, as a deployment does; the first failing step is returned."""
+        for step_name in ("Bootstrap", "Install"):
+            result = self.run_step(name, step_name)
+            if not result.ok:
+                return result
+        return result
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        """Start the Run step in the background, its output appended to logs/<name>.log."""
+        service = self.services[name]
+        if service.process is not None and service.process.poll() is None:
+            raise HarnessError(f"{name} is already running")
+        step = self._step(name, "Run")
+        if step is None:
+            raise HarnessError(f"{name} has no Run step")
+        env = self.environment(name, step)
+        script = str(get(step, "Script") if isinstance(step, Mapping) else step)
+        service.log = self.log_path(name).open("ab")
+        service.log.write(b"--- Run ---\n")
+        service.log.flush()
+        service.process = subprocess.Popen(["sh", "-c", script], cwd=self.work_path(name), env=env,
+                                           stdout=service.log, stderr=subprocess.STDOUT, start_new_session=True)
+        return service.process
+
+    def start_all(self) -> None:
+        """Start every deployed component with a Run step, dependencies first."""
+        for name in self.startup_order():
+            if self._step(name, "Run") is not None:
+                self.start(name)
+
+    def startup_order(self) -> list[str]:
+        order: list[str] = []
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if name in order:
+                return
+            if name in path:
+                raise HarnessError(f"dependency cycle: {' -> '.join((*path, name))}")
+            for dependency in self.services[name].component.dependencies:
+                visit(dependency, (*path, name))
+            order.append(name)
+
+        for name in sorted(self.services):
+            visit(name, ())
+        return order
+
+    def stop(self, name: str, grace: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after `grace` seconds; returns the Run process's exit code."""
+        service = self.services.get(name)
+        if service is None or service.process is None:
+            return None
+        code = _terminate(service.process, grace)
+        service.process = None
+        if service.log is not None:
+            service.log.close()
+            service.log = None
+        return code
+
+    def stop_all(self, grace: float = 5.0) -> dict[str, int | None]:
+        return {name: self.stop(name, grace) for name in reversed(self.startup_order())}
+
+    def running(self, name: str) -> bool:
+        process = self.services[name].process if name in self.services else None
+        return process is not None and process.poll() is None
+
+
+def _terminate(process: subprocess.Popen[bytes], grace: float) -> int | None:
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process.poll() is None:
+            _signal_group(process, signal.SIGKILL)
+    try:
+        return process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    # Each step runs in its own session, so its process group is exactly the process and its children.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)

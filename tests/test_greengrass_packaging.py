@@ -1,0 +1,230 @@
+"""The committed recipes, GDK project files and configuration reference agree with the configuration models,
+and a recipe's configuration reaches `facecap` intact through the nucleus's interpolation and Setenv."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from facecap.config import default_configuration, describe, load_config
+from facecap.packaging import generated_files, package_version, yamltext
+from facecap.packaging.components import ALL_COMPONENTS, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
+from facecap.packaging.recipes import env_var, version_requirement, wheel_name
+
+from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, select_manifest
+
+REPO = Path(__file__).resolve().parent.parent
+# Keys the lifecycle scripts read; they are not part of any configuration model.
+RECIPE_ONLY_KEYS = {
+    "com.facecap.EdgeBroker": {"python", "installMosquitto"},
+    "com.facecap.FaceDetector": {"python", "systemSitePackages"},
+    "com.facecap.FaceLogger": {"python"},
+}
+# Lifecycle variables that are not configuration keys.
+OTHER_SETENV = {"VENV_DIR", "PYTHONUNBUFFERED", "FACECAP_MODEL"}
+
+
+def recipe_of(spec: ComponentSpec) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO / spec.folder / "recipe.yaml").read_text(encoding="utf-8"))
+    return data
+
+
+def spec_ids(spec: ComponentSpec) -> str:
+    return spec.short_name
+
+
+@pytest.mark.unit
+def test_committed_files_are_what_sync_writes() -> None:
+    stale = [relative for relative, text in generated_files(REPO).items()
+             if not (REPO / relative).is_file() or (REPO / relative).read_text(encoding="utf-8") != text]
+    assert stale == [], f"out of date with the configuration models: {stale}; run `python -m facecap.packaging sync`"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
+def test_default_configuration_is_the_model_plus_the_recipe_keys(spec: ComponentSpec) -> None:
+    model = spec.config_model()
+    assert model is not None
+    defaults = recipe_of(spec)["ComponentConfiguration"]["DefaultConfiguration"]
+    expected = default_configuration(model)
+    assert {k: v for k, v in defaults.items() if k in expected} == expected
+    assert set(defaults) - set(expected) == RECIPE_ONLY_KEYS[spec.name]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
+def test_every_top_level_key_has_its_own_variable(spec: ComponentSpec) -> None:
+    model = spec.config_model()
+    assert model is not None
+    setenv = recipe_of(spec)["Lifecycle"]["Setenv"]
+    expected = {env_var(k): f"{{configuration:/{k}}}" for k in default_configuration(model)}
+    assert {k: v for k, v in setenv.items() if k not in OTHER_SETENV} == expected
+    # Never the whole document ({configuration:}), and never a value spliced into shell text, where quotes
+    # in it would break the script: the scripts read variables only.
+    assert "{configuration:}" not in (REPO / spec.folder / "recipe.yaml").read_text(encoding="utf-8")
+    for name, step in recipe_of(spec)["Lifecycle"].items():
+        if isinstance(step, dict) and "Script" in step:
+            assert "{configuration:" not in step["Script"], name
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", ALL_COMPONENTS, ids=spec_ids)
+def test_recipe_form(spec: ComponentSpec) -> None:
+    text = (REPO / spec.folder / "recipe.yaml").read_text(encoding="utf-8")
+    recipe = recipe_of(spec)
+    version = package_version(REPO)
+    # Quoted: unquoted, YAML 1.1 readers take 2020-01-25 for a date.
+    assert "RecipeFormatVersion: '2020-01-25'" in text
+    assert recipe["RecipeFormatVersion"] == "2020-01-25"
+    assert recipe["ComponentName"] == spec.name and spec.name.startswith("com.facecap.")
+    assert recipe["ComponentVersion"] == version
+    platforms = [m["Platform"] for m in recipe["Manifests"]]
+    assert platforms == [{"os": "linux", "architecture": "aarch64"}, {"os": "linux", "architecture": "amd64"}]
+    for manifest in recipe["Manifests"]:
+        uris = [a["URI"] for a in manifest.get("Artifacts", [])]
+        expected = []
+        if spec.command:
+            expected.append(f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{wheel_name(version)}")
+        if spec.ships_model:
+            expected.append("s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/face_detection_yunet_2023mar.onnx")
+        assert uris == expected
+
+
+@pytest.mark.unit
+def test_dependencies_start_the_broker_first_and_the_bundle_pulls_in_the_edge() -> None:
+    version = package_version(REPO)
+    for spec in EDGE_COMPONENTS:
+        dependencies = recipe_of(spec).get("ComponentDependencies", {})
+        if spec.name.endswith("EdgeBroker"):
+            assert dependencies == {}
+        else:
+            # HARD: the nucleus waits for a hard dependency to run before starting the dependant.
+            assert dependencies == {"com.facecap.EdgeBroker": {
+                "VersionRequirement": version_requirement(version), "DependencyType": "HARD"}}
+    bundle = recipe_of(EDGE_STACK)
+    assert set(bundle["ComponentDependencies"]) == {s.name for s in EDGE_COMPONENTS}
+    assert "Lifecycle" not in bundle and "ComponentConfiguration" not in bundle
+
+
+@pytest.mark.unit
+def test_version_requirement_allows_compatible_releases_only() -> None:
+    assert version_requirement("0.1.0") == ">=0.1.0 <0.2.0"
+    assert version_requirement("1.4.2") == ">=1.4.2 <2.0.0"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", ALL_COMPONENTS, ids=spec_ids)
+def test_gdk_project(spec: ComponentSpec) -> None:
+    config = json.loads((REPO / spec.folder / "gdk-config.json").read_text(encoding="utf-8"))
+    assert list(config["component"]) == [spec.name]  # the GDK builds exactly one component
+    settings = config["component"][spec.name]
+    assert settings["version"] == package_version(REPO)
+    assert settings["build"]["build_system"] == "custom"
+    command = settings["build"]["custom_build_command"]
+    assert isinstance(command, list) and command[0] == "python3"  # an argument array, not a shell line
+    assert (REPO / spec.folder / command[1]).resolve() == REPO / "components" / "build.py"
+    assert settings["publish"]["bucket"] and settings["author"]
+    assert config["gdk_version"] == "1.6.2"
+
+
+@pytest.mark.unit
+def test_reference_documents_every_key() -> None:
+    text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for spec in EDGE_COMPONENTS:
+        model = spec.config_model()
+        assert model is not None and f"## {spec.name}" in text
+        for key, _default, _description in describe(model):
+            assert f"| `{key}` |" in text
+        for recipe_key in spec.recipe_keys:
+            assert f"| `{recipe_key.name}` |" in text
+
+
+TRICKY_STRINGS = ["", "0", "on", "null", "yes", "2020-01-25", "a: b", "# not a comment", "x\ny", 'say "hi"',
+                  "back\\slash", "caf\u00e9 \u2603", "{configuration:/x}", "- item", "  padded  ", "1e5"]
+
+
+@pytest.mark.unit
+def test_yaml_writer_round_trips_values() -> None:
+    value = {
+        "strings": TRICKY_STRINGS,
+        "numbers": [0, -3, 2**40, 0.5, 1e-05, 1e16, -2.5e-10, 15.0],
+        "flags": [True, False, None],
+        "empty": {"map": {}, "list": []},
+        "nested": [{"a": 1, "b": [1, 2]}, {"c": {"d": "e"}}],
+    }
+    text = "\n".join(yamltext.block(value, 0)) + "\n"
+    assert yaml.safe_load(text) == value
+
+
+@pytest.mark.unit
+def test_yaml_writer_script_is_a_literal_block() -> None:
+    text = "\n".join(yamltext.block({"Script": yamltext.Script('set -eu\n\necho "$A" \\\n  done\n')}, 0)) + "\n"
+    assert yaml.safe_load(text) == {"Script": 'set -eu\n\necho "$A" \\\n  done\n'}
+    with pytest.raises(ValueError, match="column 0"):
+        yamltext.block({"Script": yamltext.Script("  indented")}, 0)
+
+
+# A configuration update with values that break naive quoting: through MERGE, interpolation, Setenv and
+# load_config they must arrive exactly.
+MERGES: dict[str, dict[str, Any]] = {
+    "com.facecap.EdgeBroker": {
+        "deviceId": "jetson-07", "local": {"port": 11883},
+        "bridge": {"host": "mqtt.example.com", "username": "jetson-07", "passwordFile": "/etc/facecap/it's.pw",
+                   "topics": ["faces/# out 1", "faces/extra/# out 1"]},
+        "extraConfig": ["max_keepalive 120"], "messageSizeLimit": 524288,
+    },
+    "com.facecap.FaceDetector": {
+        "deviceId": "jetson-07", "cameraId": "door.cam-1",
+        "camera": {"source": 'nvarguscamerasrc ! video/x-raw(memory:NVMM), width=1280 ! nvvidconv ! '
+                             'video/x-raw, format=BGRx ! videoconvert ! appsink drop=true', "maxFps": 7.5},
+        "detection": {"scoreThreshold": 0.65},
+        "mqtt": {"port": 11883, "password": 'p"a$s `w\\rd'},
+        "tracking": {"mode": "every"},
+    },
+    "com.facecap.FaceLogger": {
+        "deviceId": "jetson-07", "mqtt": {"port": 11883, "clientId": "caf\u00e9-logger"},
+        "summaryIntervalSeconds": 12.5,
+    },
+}
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) else value
+    return merged
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
+def test_configuration_reaches_facecap_through_setenv(spec: ComponentSpec, tmp_path: Path) -> None:
+    model = spec.config_model()
+    assert model is not None
+    built = {s.name: BuiltComponent(recipe_of(s), tmp_path / "unused") for s in EDGE_COMPONENTS}
+    for component in built.values():  # no artifact files are needed to resolve the lifecycle
+        for manifest in component.recipe["Manifests"]:
+            manifest.pop("Artifacts", None)
+    nucleus = Nucleus(tmp_path / "greengrass", thing_name="thing-from-nucleus")
+    merge = MERGES[spec.name]
+    nucleus.deploy(built.values(), {spec.name: ConfigurationUpdate(merge=merge)})
+    env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Run"])
+    assert not [v for k, v in env.items() if k.startswith("FACECAP_") and "{configuration:" in v]
+    loaded = load_config(model, spec.short_name, None, env)
+    assert loaded == model.model_validate(_deep_merge(default_configuration(model), merge))
+    if spec.ships_model:
+        store = nucleus.artifact_path(spec.name, built[spec.name].version)
+        assert env["FACECAP_MODEL"] == f"{store}/face_detection_yunet_2023mar.onnx"
+    assert env["VENV_DIR"] == f"{nucleus.work_path(spec.name)}/venv"
+    assert env["AWS_IOT_THING_NAME"] == "thing-from-nucleus"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("machine", ["aarch64", "amd64"])
+def test_a_manifest_for_jetsons_and_pcs(machine: str) -> None:
+    for spec in ALL_COMPONENTS:
+        manifest = select_manifest(recipe_of(spec), {"os": "linux", "architecture": machine})
+        assert manifest["Platform"]["architecture"] == machine
