@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "facecap.commands.logger",
     "facecap.commands.broker",
     "facecap.commands.processor",
+    "facecap.detector.command",
 )
 
 

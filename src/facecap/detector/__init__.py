@@ -1,0 +1,7 @@
+"""The FaceDetector: camera frames in, best-shot face crops out as contract v1 MQTT messages.
+
+Modules, from the camera to the broker: camera (frame sources with reconnect), detection (YuNet or
+Haar), tracking (pure: follow faces, choose what to send), crop (pure: padding, quality, encoding),
+publisher (non-blocking, bounded), service (the capture loop), command (the CLI). Importing this
+package does not import OpenCV.
+"""

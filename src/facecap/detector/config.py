@@ -1,0 +1,196 @@
+"""Configuration of the FaceDetector component (key `detector` in config.COMPONENT_MODELS).
+
+There is deliberately no top-level key `model`: the Greengrass recipe passes the model's artifact path in
+FACECAP_MODEL, which the environment overlay would otherwise take for such a key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from ..config import ConfigModel, LoggingSettings
+from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TOPIC_PREFIX, ID_PATTERN
+from ..mqtt import MqttSettings
+
+MODEL_ENV = "FACECAP_MODEL"
+
+CameraKind = Literal["auto", "v4l2", "file", "url", "gstreamer"]
+DetectorKind = Literal["auto", "yunet", "haar"]
+
+
+class CameraSettings(ConfigModel):
+    source: str = Field(
+        "0",
+        description="What to read: a V4L2 device index (`0`) or path (`/dev/video0`), a video file, an "
+        "RTSP/HTTP URL, or a GStreamer pipeline ending in `appsink`.",
+    )
+    kind: CameraKind = Field(
+        "auto", description="How to read `source`; `auto` decides from its form (digits, `://`, `!`, path)."
+    )
+    width: int = Field(0, ge=0, description="Frame width to request from a V4L2 camera; 0 keeps the driver's.")
+    height: int = Field(0, ge=0, description="Frame height to request from a V4L2 camera; 0 keeps the driver's.")
+    fps: float = Field(0, ge=0, description="Frame rate to request from a V4L2 camera; 0 keeps the driver's.")
+    fourcc: str = Field(
+        "", pattern=r"^(|[ -~]{4})$", description="Pixel format to request from a V4L2 camera, e.g. `MJPG`."
+    )
+    max_fps: float = Field(
+        15, ge=0,
+        description="Frames processed per second at most (0: no cap). A live camera's frames in between "
+        "are skipped; a file is paced to this rate.",
+    )
+    loop: bool = Field(False, description="Play a video file again from the start when it ends.")
+    timeout_seconds: float = Field(
+        10, gt=0, description="How long opening or reading a network stream may hang before it counts as lost."
+    )
+    reconnect_min_seconds: float = Field(0.5, gt=0, description="First wait before reopening a lost camera.")
+    reconnect_max_seconds: float = Field(30, gt=0, description="Longest wait between reopening attempts.")
+    give_up_after_seconds: float = Field(
+        0, ge=0, description="Exit with an error when the camera stays unavailable this long (0: retry forever)."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> CameraSettings:
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ValueError("reconnectMaxSeconds must be at least reconnectMinSeconds")
+        return self
+
+
+class DetectionSettings(ConfigModel):
+    detector: DetectorKind = Field(
+        "auto",
+        description="`yunet` (needs the model and OpenCV >= 4.8), `haar`, or `auto`: YuNet when possible, "
+        "else Haar with a warning.",
+    )
+    model_path: str = Field(
+        "", description=f"YuNet ONNX model file; empty uses `--model`, then the {MODEL_ENV} environment variable."
+    )
+    score_threshold: float = Field(0.7, gt=0, lt=1, description="YuNet confidence below which a face is ignored.")
+    nms_threshold: float = Field(0.3, gt=0, lt=1, description="YuNet overlap above which boxes are merged.")
+    width: int = Field(
+        640, ge=0,
+        description="Frames wider than this are scaled down to it for detection (0: full frame); crops are "
+        "still cut from the full-resolution frame.",
+    )
+    min_face_size: int = Field(
+        40, ge=1, description="Faces smaller than this many pixels (shorter side, full frame) are ignored."
+    )
+    max_faces: int = Field(50, ge=1, description="Most faces kept per frame (the most confident).")
+    threads: int = Field(0, ge=0, description="OpenCV worker threads (0: OpenCV's default).")
+    haar_cascade_path: str = Field(
+        "", description="Haar cascade XML for the fallback; empty uses the one shipped with OpenCV."
+    )
+
+
+class TrackingSettings(ConfigModel):
+    mode: Literal["best", "every"] = Field(
+        "best",
+        description="`best`: one best shot per face track (when it ends, plus re-sends); `every`: each "
+        "detection, rate-limited per face, like the old publishers.",
+    )
+    resend_interval_seconds: float = Field(
+        10, ge=0,
+        description="While a face stays, send its best shot again at most this often, and only if it got "
+        "better (0: send only when the track ends).",
+    )
+    min_improvement: float = Field(
+        0.1, ge=0, description="Relative quality gain a re-send needs over the shot already sent."
+    )
+    lost_after_seconds: float = Field(
+        1.0, gt=0, description="A track ends when its face has not been seen for this long."
+    )
+    min_hits: int = Field(
+        3, ge=1, description="Detections a track needs before its best shot is sent (suppresses flickers)."
+    )
+    iou_threshold: float = Field(
+        0.2, gt=0, lt=1, description="Least overlap between a track's predicted box and a detection to match."
+    )
+    every_min_interval_seconds: float = Field(
+        0.2, ge=0, description="In `every` mode, least time between two messages of the same face (0: none)."
+    )
+    max_tracks: int = Field(32, ge=1, description="Most faces followed at once (bounds memory).")
+    edge_margin: int = Field(
+        2, ge=0, description="A face closer than this many pixels to the frame edge counts as cut off."
+    )
+
+
+class OutputSettings(ConfigModel):
+    format: Literal["jpeg", "png"] = Field("jpeg", description="Encoding of the crop.")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality.")
+    png_compression: int = Field(3, ge=0, le=9, description="PNG compression level.")
+    padding: float = Field(
+        0.25, ge=0, le=2, description="Margin added around the face on each side, as a fraction of its size."
+    )
+    size: int = Field(
+        0, ge=0, description="Side of the square output image in pixels (0: keep the crop's own resolution)."
+    )
+    max_payload_bytes: int = Field(
+        DEFAULT_MAX_PAYLOAD_BYTES, ge=1024,
+        description="Largest crop sent; bigger crops are scaled down until they fit (keep it within the "
+        "brokers' message_size_limit).",
+    )
+    max_queued_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024,
+        description="Bytes of crops waiting for the broker at most; beyond it new faces are dropped and "
+        "counted (with mqtt.maxInFlight, this bounds memory while the broker is away).",
+    )
+
+
+class DetectorConfig(ConfigModel):
+    """Everything the `facecap detector` command needs."""
+
+    device_id: str = Field("", description="Device id in topics; empty uses AWS_IOT_THING_NAME, then the host name.")
+    camera_id: str = Field("camera0", description="Camera id in topics, [A-Za-z0-9._-]{1,64}.")
+    topic_prefix: str = Field(DEFAULT_TOPIC_PREFIX, description="Faces go to `<topicPrefix>/<deviceId>/<cameraId>`.")
+    camera: CameraSettings = Field(default_factory=CameraSettings, description="The frame source.")
+    detection: DetectionSettings = Field(default_factory=DetectionSettings, description="Face detection.")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="What is sent when.")
+    output: OutputSettings = Field(default_factory=OutputSettings, description="The crop.")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="The local broker.")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
+    stats_interval_seconds: float = Field(
+        60, gt=0, description="How often a stats line (fps, faces, tracks, published, dropped) is logged."
+    )
+    shutdown_timeout_seconds: float = Field(
+        10, gt=0, description="On SIGTERM, how long to wait for faces still in flight to reach the broker."
+    )
+
+    @field_validator("device_id", "camera_id")
+    @classmethod
+    def _check_id(cls, value: str, info: ValidationInfo) -> str:
+        if value == "" and info.field_name == "device_id":
+            return value
+        if not ID_PATTERN.match(value) or value in (".", ".."):
+            raise ValueError("must match [A-Za-z0-9._-]{1,64} and not be . or ..")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("must be a topic without wildcards and without a leading or trailing /")
+        return value
+
+
+def resolve_model_path(configured: str, cli_model: str | None, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """The YuNet model path and where it came from: config, then --model, then FACECAP_MODEL.
+    Returns ("", "") when none is given."""
+    environ = os.environ if env is None else env
+    for origin, value in (
+        ("detection.modelPath", configured),
+        ("--model", cli_model or ""),
+        (MODEL_ENV, environ.get(MODEL_ENV, "")),
+    ):
+        if value:
+            return str(Path(value).expanduser()), origin
+    return "", ""

@@ -1,0 +1,163 @@
+"""The capture loop: frame -> faces -> tracker -> crops -> publisher, plus the periodic stats line.
+
+Everything runs on the calling thread except publishing (the MQTT client's threads) and the stats
+reporter, so a frame is either fully processed or not at all, and nothing here waits for the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from ..contract import FaceMetadata
+from .camera import Frame
+from .crop import CropSettings, Image, cut_crop, encode, face_region, is_cut, sharpness, shot_quality
+from .detection import FaceDetector
+from .publisher import FacePublisher
+from .tracking import Box, Candidate, Emission, Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A face as it will be sent: the padded crop and what the message says about it."""
+
+    crop: Image
+    bbox: Box
+    score: float
+    frame: int
+    captured_at: datetime
+
+
+def keep_shot(shot: Shot) -> Shot:
+    # The crop is a view into the frame; a kept best shot must not pin the whole frame in memory.
+    return replace(shot, crop=shot.crop.copy())
+
+
+@dataclass
+class LoopStats:
+    frames: int = 0
+    faces: int = 0  # detections at least min_face_size, summed over frames
+    sent: int = 0  # crops handed to the publisher
+    encode_failures: int = 0
+
+
+class DetectorService:
+    def __init__(
+        self,
+        *,
+        detector: FaceDetector,
+        tracker: Tracker[Shot],
+        publisher: FacePublisher,
+        crop_settings: CropSettings,
+        device_id: str,
+        camera_id: str,
+        min_face_size: int,
+        edge_margin: int,
+    ) -> None:
+        self.detector = detector
+        self.tracker = tracker
+        self.publisher = publisher
+        self.crop_settings = crop_settings
+        self.device_id = device_id
+        self.camera_id = camera_id
+        self.min_face_size = min_face_size
+        self.edge_margin = edge_margin
+        self.stats = LoopStats()
+
+    def run(self, frames: Iterable[Frame]) -> None:
+        """Process frames until the source ends or stops, then send what the open tracks still hold."""
+        try:
+            for frame in frames:
+                self.process(frame)
+        finally:
+            self._send(self.tracker.finish())
+
+    def process(self, frame: Frame) -> None:
+        image = frame.image
+        height, width = image.shape[:2]
+        candidates: list[Candidate[Shot]] = []
+        judge = self.tracker.settings.mode == "best"  # `every` mode sends everything: no need to rank
+        for detection in self.detector.detect(image):
+            _, _, w, h = detection.bbox
+            if min(w, h) < self.min_face_size:
+                continue
+            quality = 0.0
+            if judge:
+                cut = is_cut(detection.bbox, width, height, self.edge_margin)
+                quality = shot_quality(sharpness(face_region(image, detection.bbox)), min(w, h), detection.score, cut)
+            shot = Shot(cut_crop(image, detection.bbox, self.crop_settings.padding), detection.bbox,
+                        detection.score, frame.index, frame.captured_at)
+            candidates.append(Candidate(detection.bbox, detection.score, quality, shot))
+        self.stats.frames += 1
+        self.stats.faces += len(candidates)
+        self._send(self.tracker.update(candidates, frame.timestamp))
+
+    def _send(self, emissions: list[Emission[Shot]]) -> None:
+        for emission in emissions:
+            shot = emission.candidate.shot
+            try:
+                payload = encode(shot.crop, self.crop_settings)
+            except ValueError as exc:
+                self.stats.encode_failures += 1
+                log.warning("cannot encode the crop of track %s: %s", emission.track_id, exc)
+                continue
+            x, y, w, h = shot.bbox
+            meta = FaceMetadata(
+                device_id=self.device_id,
+                camera_id=self.camera_id,
+                captured_at=shot.captured_at,
+                bbox=(round(x), round(y), max(1, round(w)), max(1, round(h))),
+                score=shot.score,
+                frame=shot.frame,
+                track_id=emission.track_id,
+                detector=self.detector.name,
+            )
+            if self.publisher.submit(payload, meta):
+                self.stats.sent += 1
+            log.debug("face %s track %s (%s) frame %d bbox %s", meta.face_id, emission.track_id,
+                      emission.reason, shot.frame, meta.bbox)
+
+
+class StatsReporter:
+    """Logs one `stats:` line of key=value pairs every interval, from its own thread, so the figures keep
+    coming while the camera or the broker is away."""
+
+    def __init__(self, interval: float, collect: Callable[[], dict[str, object]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._collect = collect
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="detector-stats", daemon=True)
+        self._last_frames = 0
+        self._last_time = clock()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def report(self) -> None:
+        figures = self._collect()
+        now = self._clock()
+        frames = int(str(figures.get("frames", 0)))
+        elapsed = now - self._last_time
+        fps = (frames - self._last_frames) / elapsed if elapsed > 0 else 0.0
+        self._last_frames, self._last_time = frames, now
+        line = " ".join(f"{key}={value}" for key, value in {"fps": f"{fps:.1f}", **figures}.items())
+        log.info("stats: %s", line)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.report()
+            except Exception:
+                log.exception("stats report failed")

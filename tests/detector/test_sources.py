@@ -1,0 +1,29 @@
+"""How a camera source string is read and described (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from facecap.detector.camera import describe_source, source_kind
+from facecap.detector.config import CameraSettings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [("0", "v4l2"), ("/dev/video2", "v4l2"), ("rtsp://cam.local/stream", "url"), ("http://x/y.mjpg", "url"),
+     ("v4l2src ! videoconvert ! appsink", "gstreamer"), ("/data/street.mp4", "file"), ("clip.avi", "file")],
+)
+def test_source_kind_from_its_form(source: str, kind: str) -> None:
+    assert source_kind(CameraSettings(source=source)) == kind
+
+
+def test_an_explicit_kind_wins() -> None:
+    assert source_kind(CameraSettings(source="0", kind="file")) == "file"
+
+
+def test_stream_credentials_are_never_described() -> None:
+    text = describe_source(CameraSettings(source="rtsp://admin:secret@10.0.0.5/live"))
+    assert "secret" not in text and "admin" not in text and "10.0.0.5/live" in text
+    assert describe_source(CameraSettings(source="1")) == "v4l2 /dev/video1"

@@ -1,0 +1,165 @@
+"""The tracker's association and send rules, driven frame by frame with synthetic boxes."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+import pytest
+
+from facecap.detector.tracking import Box, Candidate, Emission, Tracker, TrackerSettings, iou
+
+pytestmark = pytest.mark.unit
+
+FPS = 10.0
+
+
+def make_tracker(**overrides: object) -> Tracker[str]:
+    counter = itertools.count(1)
+    settings = TrackerSettings(**{"resend_interval": 10.0, "lost_after": 1.0, "min_hits": 3, **overrides})  # type: ignore[arg-type]
+    return Tracker(settings, new_id=lambda: f"t{next(counter)}")
+
+
+def cand(box: Box, quality: float = 0.5, shot: str = "", score: float = 0.9) -> Candidate[str]:
+    return Candidate(box, score, quality, shot or f"q{quality}")
+
+
+def walk(tracker: Tracker[str], frames: Iterable[list[Candidate[str]]],
+         start: float = 0.0) -> list[tuple[float, Emission[str]]]:
+    sent = []
+    t = start
+    for candidates in frames:
+        sent += [(t, e) for e in tracker.update(candidates, t)]
+        t += 1 / FPS
+    return sent
+
+
+def moving(n: int, x0: float = 0, dx: float = 15, y: float = 100,
+           qualities: list[float] | None = None) -> list[list[Candidate[str]]]:
+    return [[cand((x0 + i * dx, y, 100, 120), (qualities or [0.5] * n)[i])] for i in range(n)]
+
+
+def test_iou_basics() -> None:
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (10, 0, 10, 10)) == 0.0
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+
+
+def test_best_mode_sends_the_best_shot_once_when_the_track_ends() -> None:
+    tracker = make_tracker()
+    qualities = [0.2, 0.4, 0.9, 0.6, 0.3]
+    sent = walk(tracker, moving(5, qualities=qualities) + [[]] * 12)
+    assert [(e.reason, e.candidate.shot, e.track_id) for _, e in sent] == [("end", "q0.9", "t1")]
+    # Decided once the face was gone for longer than lost_after, not before.
+    assert sent[0][0] > 0.4 + 1.0
+    assert tracker.tracks == []
+
+
+def test_a_short_flicker_is_never_sent() -> None:
+    tracker = make_tracker(min_hits=3)
+    sent = walk(tracker, [[cand((10, 10, 80, 80))], [cand((12, 10, 80, 80))]] + [[]] * 15)
+    assert sent == []
+    assert tracker.stats.tracks_ended == 1
+
+
+def test_a_face_missed_for_a_few_frames_keeps_its_track() -> None:
+    tracker = make_tracker(lost_after=1.0)
+    frames = moving(4) + [[]] * 5 + [[cand((4 * 15 + 5 * 15, 100, 100, 120), 0.7)]] + [[]] * 15
+    sent = walk(tracker, frames)
+    assert [e.candidate.shot for _, e in sent] == ["q0.7"]
+    assert tracker.stats.tracks_started == 1
+
+
+def test_the_prediction_follows_a_fast_face() -> None:
+    # 60 px a frame on a 100 px face: consecutive boxes overlap too little (IoU 0.25) once the velocity
+    # is known only if the tracker predicts; a gap of two frames would lose it without prediction.
+    tracker = make_tracker(iou_threshold=0.3)
+    frames = moving(4, dx=60) + [[]] + [[cand((5 * 60, 100, 100, 120))]] + [[]] * 15
+    sent = walk(tracker, frames)
+    assert tracker.stats.tracks_started == 1
+    assert len(sent) == 1
+
+
+def test_two_faces_get_two_tracks_and_two_messages() -> None:
+    tracker = make_tracker()
+    frames = [[cand((i * 10, 50, 90, 100), 0.5, "left"), cand((500 - i * 10, 300, 90, 100), 0.6, "right")]
+              for i in range(8)]
+    sent = walk(tracker, frames + [[]] * 12)
+    assert sorted(e.candidate.shot for _, e in sent) == ["left", "right"]
+    assert len({e.track_id for _, e in sent}) == 2
+
+
+def test_resend_only_after_the_interval_and_only_if_better() -> None:
+    tracker = make_tracker(resend_interval=2.0, min_improvement=0.1)
+    # 6 s of a face: quality 0.5 for 3 s, then 0.52 (not 10 % better), then 0.8.
+    qualities = [0.5] * 30 + [0.52] * 15 + [0.8] * 15
+    sent = walk(tracker, moving(60, dx=1, qualities=qualities) + [[]] * 12)
+    reasons = [(round(t, 1), e.reason, e.candidate.quality) for t, e in sent]
+    # First at 2 s (the interval after the track started), then not at 4 s (0.52 is no real gain),
+    # then as soon as 0.8 appears after 4.5 s; nothing better after that, so nothing at the end.
+    assert reasons == [(2.0, "resend", 0.5), (4.5, "resend", 0.8)]
+
+
+def test_resend_interval_zero_sends_only_at_the_end() -> None:
+    tracker = make_tracker(resend_interval=0)
+    sent = walk(tracker, moving(100, dx=1, qualities=[i / 100 for i in range(100)]) + [[]] * 12)
+    assert [(e.reason, e.candidate.quality) for _, e in sent] == [("end", 0.99)]
+
+
+def test_the_end_resends_only_an_improvement() -> None:
+    tracker = make_tracker(resend_interval=1.0)
+    sent = walk(tracker, moving(15, dx=1, qualities=[0.5] * 12 + [0.9] * 3) + [[]] * 12)
+    assert [(e.reason, e.candidate.quality) for _, e in sent] == [("resend", 0.5), ("end", 0.9)]
+
+
+def test_every_mode_sends_each_detection_without_waiting() -> None:
+    tracker = make_tracker(mode="every", every_min_interval=0)
+    sent = walk(tracker, moving(5) + [[]] * 12)
+    assert [e.reason for _, e in sent] == ["every"] * 5
+    assert [round(t, 1) for t, _ in sent] == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+def test_every_mode_is_rate_limited_per_face() -> None:
+    tracker = make_tracker(mode="every", every_min_interval=0.25)
+    frames = [[cand((i, 10, 80, 80), shot="a"), cand((400 - i, 300, 80, 80), shot="b")] for i in range(10)]
+    sent = walk(tracker, frames)
+    per_face = {shot: [round(t, 1) for t, e in sent if e.candidate.shot == shot] for shot in ("a", "b")}
+    assert per_face == {"a": [0.0, 0.3, 0.6, 0.9], "b": [0.0, 0.3, 0.6, 0.9]}
+
+
+def test_finish_ends_every_track() -> None:
+    tracker = make_tracker()
+    walk(tracker, moving(5, qualities=[0.1, 0.2, 0.3, 0.2, 0.1]))
+    sent = tracker.finish()
+    assert [(e.reason, e.candidate.quality) for e in sent] == [("end", 0.3)]
+    assert tracker.tracks == []
+
+
+def test_max_tracks_bounds_the_state() -> None:
+    tracker = make_tracker(max_tracks=2)
+    tracker.update([cand((i * 120, 0, 100, 100)) for i in range(5)], 0.0)
+    assert len(tracker.tracks) == 2
+    assert tracker.stats.tracks_refused == 3
+
+
+def test_keep_is_applied_only_to_shots_that_become_the_best() -> None:
+    kept: list[str] = []
+
+    def keep(shot: str) -> str:
+        kept.append(shot)
+        return shot.upper()
+
+    tracker: Tracker[str] = Tracker(TrackerSettings(), new_id=lambda: "t", keep=keep)
+    for t, quality in enumerate([0.3, 0.2, 0.5, 0.4]):
+        tracker.update([cand((0, 0, 100, 100), quality, shot=f"s{t}")], t * 0.1)
+    assert kept == ["s0", "s2"]
+    assert [e.candidate.shot for e in tracker.finish()] == ["S2"]
+
+
+def test_a_neighbour_appearing_beside_a_face_gets_its_own_track() -> None:
+    tracker = make_tracker()
+    walk(tracker, [[cand((100, 100, 100, 100))]] * 3)
+    # A second face, touching the first (centres one face width apart): not a jump of the first.
+    tracker.update([cand((100, 100, 100, 100)), cand((200, 100, 100, 100))], 0.3)
+    assert len(tracker.tracks) == 2
+    assert tracker.tracks[0].hits == 4
