@@ -24,6 +24,7 @@ from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings
 
 from .conftest import REPO, require_binary
+from .edgebroker import EdgeBroker
 from .helpers import Collector, fake_jpeg, sample_face
 
 pytestmark = pytest.mark.integration
@@ -320,3 +321,32 @@ def test_removed_device_is_refused_after_reload(cloud_broker: CloudBroker) -> No
     with pytest.raises(MqttAuthError):
         connect(cloud_broker.device_settings("device-gone", password_file=str(saved_password)), "device-gone")
     assert "device-gone" not in (cloud_broker.secrets / "broker/passwd").read_text()
+
+
+def test_edge_broker_bridges_in_with_the_files_add_device_printed(cloud_broker: CloudBroker,
+                                                                    processor_feed: Collector,
+                                                                    tmp_path: Path) -> None:
+    """The real EdgeBroker (`facecap broker`) of device-b, configured with exactly the four files
+    add-device.sh hands out, bridges into the cloud config; the largest face crosses intact."""
+    folder = cloud_broker.secrets / "devices" / "device-b"
+    bridge = {"host": LOOPBACK, "port": cloud_broker.device_port, "tls": True,
+              "caFile": str(folder / "ca.crt"), "certFile": str(folder / "client.crt"),
+              "keyFile": str(folder / "client.key"), "username": "device-b",
+              "passwordFile": str(folder / "password"), "restartBaseSeconds": 1, "restartCapSeconds": 2}
+    edge = EdgeBroker(tmp_path / "edge", bridge, device_id="device-b").start()
+    try:
+        assert edge.wait_bridge_state("1"), edge.log_tail()
+        local = MqttClient(MqttSettings(host=edge.host, port=edge.port, **QUICK_RETRIES), "edge-detector")
+        local.start()
+        face = sample_face(device="device-b", size=DEFAULT_MAX_PAYLOAD_BYTES)
+        future = local.publish(face.topic, face.payload, content_type=face.content_type,
+                               user_properties=face.user_properties, timeout=10)
+        assert future is not None
+        future.result(timeout=20)
+        assert processor_feed.wait_for(1, timeout=30), edge.log_tail()
+        message = processor_feed.messages[0]
+        assert (message.topic, message.payload) == (face.topic, face.payload)
+        assert message.user_properties == face.user_properties
+        local.stop()
+    finally:
+        edge.stop()
