@@ -1,0 +1,267 @@
+"""The whole pipeline on one machine: a cloud broker with TLS and device identities, the EdgeBroker with
+its bridge, the FaceLogger, the processor into a local store (or the local S3 server), and the FaceDetector.
+
+Each edge component runs as a real process, started by a launcher: by default `facecap <command>
+--config <json>`; the end-to-end tests use a launcher that runs the built Greengrass recipes instead, so
+both paths share everything else here. The demo, the end-to-end tests and the pipeline benchmark use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..devservers import CertificateAuthority, MosquittoServer, S3Server, free_port, stop_process, tail
+
+DEVICE_ID = "demo-jetson"
+PROCESSOR_USER = "processor"
+BUCKET = "facecap-demo"
+
+# The cloud broker's rules, as cloud/mosquitto ships them: a device publishes only under its own topics,
+# the processor reads every face.
+CLOUD_ACL = """\
+pattern write faces/%u/#
+pattern readwrite facecap/%u/#
+pattern readwrite $SYS/broker/connection/%c/state
+user processor
+topic read faces/#
+topic read $share/+/faces/#
+"""
+
+
+class Launcher(Protocol):
+    """Starts one edge component with its configuration; returns the running process."""
+
+    def __call__(self, component: str, config: Mapping[str, Any], workdir: Path, log: Path,
+                 env: Mapping[str, str]) -> subprocess.Popen[bytes]: ...
+
+
+COMMANDS = {"broker": "broker", "logger": "logger", "detector": "detector", "processor": "processor"}
+
+
+def command_launcher(component: str, config: Mapping[str, Any], workdir: Path, log: Path,
+                     env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Run `facecap <command> --config <json>` in `workdir`, as a Greengrass Run step would."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "facecap.cli", COMMANDS[component], "--config", json.dumps(config)]
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env}, start_new_session=True)
+
+
+@dataclass
+class Component:
+    """A running component process and where its log goes."""
+
+    name: str
+    config: dict[str, Any]
+    workdir: Path
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        stop_process(self.process, timeout)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.running and self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@dataclass
+class PipelineSettings:
+    workdir: Path
+    store: str = "file"  # "file" or "s3"
+    device_id: str = DEVICE_ID
+    model: Path | None = None
+    detector_overrides: dict[str, Any] = field(default_factory=dict)
+    launcher: Launcher = command_launcher
+    log_level: str = "INFO"
+
+
+class LocalPipeline:
+    """Starts and stops the parts; every part can also be stopped, killed and restarted on its own."""
+
+    def __init__(self, settings: PipelineSettings) -> None:
+        self.settings = settings
+        self.workdir = settings.workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logs = self.workdir / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.secrets = self.workdir / "secrets"
+        self.secrets.mkdir(mode=0o700, exist_ok=True)
+        self.ca: CertificateAuthority | None = None
+        self.cloud: MosquittoServer | None = None
+        self.s3: S3Server | None = None
+        self.edge_port = free_port()
+        self.components: dict[str, Component] = {}
+        self.store_url = f"file://{(self.workdir / 'store').resolve()}"
+        self._passwords: dict[str, str] = {}
+
+    # --- cloud side -----------------------------------------------------------------------------------
+
+    def start_cloud(self) -> None:
+        self.ca = CertificateAuthority(self.secrets / "ca", name="facecap-demo-ca")
+        self._passwords = {self.settings.device_id: secrets.token_urlsafe(18),
+                           PROCESSOR_USER: secrets.token_urlsafe(18)}
+        for user, password in self._passwords.items():
+            path = self.secrets / f"{user}.password"
+            path.write_text(password + "\n")
+            path.chmod(0o600)
+        self.cloud = MosquittoServer(self.workdir / "cloud-broker", ca=self.ca, users=self._passwords,
+                                     acl=CLOUD_ACL, extra="message_size_limit 1100000\n").start()
+        if self.settings.store == "s3":
+            self.s3 = S3Server(self.workdir / "s3").start()
+            client: Any = self.s3.client()
+            client.create_bucket(Bucket=BUCKET)
+            self.store_url = f"s3://{BUCKET}/faces"
+
+    def cloud_mqtt(self, user: str) -> dict[str, Any]:
+        assert self.cloud is not None and self.ca is not None
+        return {"host": self.cloud.host, "port": self.cloud.port, "tls": True, "caFile": str(self.ca.cert),
+                "username": user, "passwordFile": str(self.secrets / f"{user}.password")}
+
+    def processor_config(self) -> dict[str, Any]:
+        return {
+            "mqtt": {**self.cloud_mqtt(PROCESSOR_USER), "clientId": "facecap-processor-demo",
+                     "minReconnectDelaySeconds": 0.2, "maxReconnectDelaySeconds": 2},
+            "store": self.store_url,
+            "heartbeatFile": str(self.workdir / "processor.heartbeat"),
+            "statsIntervalSeconds": 5,
+            "retry": {"initialDelaySeconds": 0.2, "maxDelaySeconds": 2},
+            "logging": {"level": self.settings.log_level},
+        }
+
+    def start_processor(self) -> Component:
+        env = self.s3.env() if self.s3 else {}
+        return self._start("processor", self.processor_config(), env)
+
+    # --- edge side ------------------------------------------------------------------------------------
+
+    def broker_config(self) -> dict[str, Any]:
+        assert self.cloud is not None and self.ca is not None
+        return {
+            "deviceId": self.settings.device_id,
+            "local": {"port": self.edge_port},
+            "bridge": {"host": self.cloud.host, "port": self.cloud.port, "tls": True,
+                       "caFile": str(self.ca.cert), "username": self.settings.device_id,
+                       "passwordFile": str(self.secrets / f"{self.settings.device_id}.password"),
+                       "restartBaseSeconds": 1, "restartCapSeconds": 4},
+            "persistence": {"dir": str(self.workdir / "edge-broker")},
+            "logging": {"level": self.settings.log_level},
+        }
+
+    def edge_mqtt(self) -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": self.edge_port, "minReconnectDelaySeconds": 0.2,
+                "maxReconnectDelaySeconds": 2}
+
+    def logger_config(self) -> dict[str, Any]:
+        return {"deviceId": self.settings.device_id, "mqtt": self.edge_mqtt(), "summaryIntervalSeconds": 10,
+                "logging": {"level": self.settings.log_level}}
+
+    def detector_config(self, source: str) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "deviceId": self.settings.device_id,
+            "cameraId": "cam0",
+            "camera": {"source": source},
+            "mqtt": self.edge_mqtt(),
+            "statsIntervalSeconds": 2,
+            "logging": {"level": self.settings.log_level},
+        }
+        if self.settings.model is not None:
+            config["detection"] = {"modelPath": str(self.settings.model)}
+        return _merge(config, self.settings.detector_overrides)
+
+    def start_edge_broker(self) -> Component:
+        component = self._start("broker", self.broker_config())
+        _wait_port(self.edge_port, component)
+        return component
+
+    def start_logger(self) -> Component:
+        return self._start("logger", self.logger_config())
+
+    def start_detector(self, source: str) -> Component:
+        return self._start("detector", self.detector_config(source))
+
+    # --- plumbing -------------------------------------------------------------------------------------
+
+    def _start(self, name: str, config: dict[str, Any], env: Mapping[str, str] | None = None) -> Component:
+        previous = self.components.get(name)
+        if previous is not None and previous.running:
+            raise RuntimeError(f"{name} is already running")
+        component = Component(name, config, self.workdir / "work" / name, self.logs / f"{name}.log", dict(env or {}))
+        component.workdir.mkdir(parents=True, exist_ok=True)
+        component.process = self.settings.launcher(name, config, component.workdir, component.log, component.env)
+        self.components[name] = component
+        return component
+
+    def restart(self, name: str) -> Component:
+        component = self.components[name]
+        component.stop()
+        return self._start(name, component.config, component.env)
+
+    def stop_all(self) -> None:
+        for name in ("detector", "logger", "broker", "processor"):
+            if name in self.components:
+                self.components[name].stop()
+        if self.cloud is not None:
+            self.cloud.stop()
+        if self.s3 is not None:
+            self.s3.stop()
+
+    def s3_client(self) -> Any:
+        return self.s3.client() if self.s3 is not None else None
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _wait_port(port: int, component: Component, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not component.running:
+            raise RuntimeError(f"{component.name} exited early:\n{tail(component.log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{component.name} is not listening on {port}:\n{tail(component.log)}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
