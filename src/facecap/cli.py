@@ -14,12 +14,13 @@ from .errors import ConfigError
 # Each module has `register(subparsers)`, which adds one or more subcommands with `func` set to a
 # callable taking the parsed arguments and returning an exit code.
 COMMAND_MODULES = (
+    "facecap.demo.command",
     "facecap.commands.send",
     "facecap.commands.validate_config",
-    "facecap.commands.logger",
     "facecap.commands.broker",
-    "facecap.commands.processor",
+    "facecap.commands.logger",
     "facecap.detector.command",
+    "facecap.commands.processor",
 )
 
 
