@@ -1,0 +1,301 @@
+"""The built components, run the way Greengrass runs them: components/build.py builds them as the GDK's custom
+build does, the nucleus stand-in installs them for real (a venv in the work folder, pip install of the wheel
+artifact with its dependencies) and runs them against real Mosquitto brokers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facecap.contract import parse_message
+from facecap.devservers import free_port
+from facecap.mqtt import MqttClient, MqttSettings
+
+from .conftest import MosquittoFactory
+from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, load_build
+from .helpers import Collector, sample_face, subscriber
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = REPO / "components" / "build.py"
+BROKER, DETECTOR, LOGGER, STACK = (f"com.facecap.{n}" for n in ("EdgeBroker", "FaceDetector", "FaceLogger",
+                                                                    "EdgeStack"))
+MODEL_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+pytestmark = pytest.mark.integration
+
+
+def run_build(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(BUILD_SCRIPT), *args], cwd=cwd, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="session")
+def edge_build(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Path:
+    """Every project built once, the way a local deployment would take them (wheel built by pip)."""
+    output = tmp_path_factory.mktemp("greengrass-build")
+    result = run_build("--all", "--output", str(output), env={"FACECAP_MODEL_SOURCE": str(model_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return output
+
+
+@pytest.fixture(scope="session")
+def built(edge_build: Path) -> dict[str, BuiltComponent]:
+    return load_build(edge_build)
+
+
+@pytest.fixture(scope="session")
+def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPathFactory) -> Nucleus:
+    """One nucleus root with all four components deployed with their defaults and installed for real."""
+    nucleus = Nucleus(tmp_path_factory.mktemp("greengrass-root"), thing_name="facecap-harness-thing")
+    nucleus.deploy(built.values())
+    for name in (BROKER, DETECTOR, LOGGER, STACK):
+        result = nucleus.install(name)
+        assert result.ok, f"{name} {result.step} failed (exit {result.returncode}):\n{result.output}"
+    return nucleus
+
+
+@pytest.fixture
+def nucleus(installed: Nucleus) -> Iterator[Nucleus]:
+    yield installed
+    installed.stop_all()
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port} after {timeout:g} s")
+
+
+def wait_for_text(nucleus: Nucleus, name: str, texts: list[str], timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        log = nucleus.log_text(name)
+        if all(text in log for text in texts) or time.monotonic() > deadline:
+            return log
+        time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """host/port of a broker the harness runs, in the shape tests/helpers.py expects."""
+
+    host: str
+    port: int
+
+
+def local_broker(port: int, device: str = "jetson-harness") -> dict[str, Any]:
+    return {"deviceId": device, "local": {"port": port}, "bridge": {"enabled": False}}
+
+
+# --- the build ---------------------------------------------------------------------------------------------
+
+def test_build_lays_out_every_component(edge_build: Path) -> None:
+    version = json.loads((REPO / "gdk-config.json").read_text())["component"][STACK]["version"]
+    recipes = sorted(p.name for p in (edge_build / "recipes").iterdir())
+    assert recipes == sorted(f"{name}-{version}.yaml" for name in (BROKER, DETECTOR, LOGGER, STACK))
+    wheel = f"facecap-{version}-py3-none-any.whl"
+    for name, files in ((BROKER, [wheel]), (LOGGER, [wheel]),
+                        (DETECTOR, ["face_detection_yunet_2023mar.onnx", wheel]), (STACK, [])):
+        folder = edge_build / "artifacts" / name / version
+        assert sorted(p.name for p in folder.iterdir()) == files
+    model = edge_build / "artifacts" / DETECTOR / version / "face_detection_yunet_2023mar.onnx"
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == MODEL_SHA256
+    # The built recipe is the project's recipe, byte for byte: publish fills in bucket and version.
+    source = (REPO / "components" / DETECTOR / "recipe.yaml").read_bytes()
+    assert (edge_build / "recipes" / f"{DETECTOR}-{version}.yaml").read_bytes() == source
+    with zipfile.ZipFile(edge_build / "artifacts" / LOGGER / version / wheel) as archive:
+        names = archive.namelist()
+        entry_points = archive.read(f"facecap-{version}.dist-info/entry_points.txt").decode()
+    assert "facecap/cli.py" in names and "facecap/packaging/recipes.py" in names
+    assert "facecap = facecap.cli:main" in entry_points
+    assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
+
+
+def test_gdk_style_build_in_a_project_folder(edge_build: Path, tmp_path: Path) -> None:
+    """As `gdk component build` runs it: from the project folder, no arguments but where to write."""
+    version = json.loads((REPO / "gdk-config.json").read_text())["component"][STACK]["version"]
+    wheel = next((edge_build / "artifacts" / LOGGER / version).glob("*.whl"))
+    result = run_build("--output", str(tmp_path), "--wheel", str(wheel), cwd=REPO / "components" / LOGGER)
+    assert result.returncode == 0, result.stderr
+    source = (REPO / "components" / LOGGER / "recipe.yaml").read_bytes()
+    assert (tmp_path / "recipes" / "recipe.yaml").read_bytes() == source
+    assert [p.name for p in (tmp_path / "artifacts" / LOGGER / version).iterdir()] == [wheel.name]
+
+
+def test_a_model_with_the_wrong_digest_is_refused(edge_build: Path, tmp_path: Path) -> None:
+    impostor = tmp_path / "model.onnx"
+    impostor.write_bytes(b"not the YuNet model")
+    wheel = next((edge_build / "artifacts" / DETECTOR).glob("*/*.whl"))
+    result = run_build("--project", str(REPO / "components" / DETECTOR), "--output", str(tmp_path / "out"),
+                       "--wheel", str(wheel), "--model-source", str(impostor))
+    assert result.returncode == 1
+    assert "sha256" in result.stderr and MODEL_SHA256 in result.stderr
+    missing = run_build("--project", str(REPO / "components" / DETECTOR), "--output", str(tmp_path / "out"),
+                        "--wheel", str(wheel), env={"FACECAP_MODEL_SOURCE": str(tmp_path / "nowhere.onnx")})
+    assert missing.returncode == 1 and "nowhere.onnx" in missing.stderr and "is not a file" in missing.stderr
+
+
+def test_a_recipe_out_of_step_with_its_project_is_refused(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "components" / LOGGER, project, ignore=shutil.ignore_patterns("greengrass-build"))
+    config = json.loads((project / "gdk-config.json").read_text())
+    config["component"][LOGGER]["version"] = "9.9.9"
+    (project / "gdk-config.json").write_text(json.dumps(config))
+    result = run_build("--project", str(project), "--output", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "ComponentVersion" in result.stderr and "9.9.9" in result.stderr and "sync" in result.stderr
+
+
+# --- the components, installed and run ----------------------------------------------------------------
+
+def test_install_is_done_once(nucleus: Nucleus) -> None:
+    for name in (BROKER, DETECTOR, LOGGER):
+        started = time.monotonic()
+        result = nucleus.install(name)
+        assert result.ok and "already installed" in result.output, result.output
+        assert time.monotonic() - started < 10
+        venv = nucleus.work_path(name) / "venv"
+        assert (venv / "bin" / "facecap").exists()
+    detector_python = nucleus.work_path(DETECTOR) / "venv" / "bin" / "python"
+    check = subprocess.run([str(detector_python), "-c", "import cv2, facecap; print(cv2.__version__)"],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr  # the detector extra brought OpenCV
+
+
+def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
+        nucleus: Nucleus, built: dict[str, BuiltComponent], mosquitto: MosquittoFactory) -> None:
+    cloud = mosquitto("cloud")
+    edge_port = free_port()
+    device = "jetson-harness"
+    broker_config = {"deviceId": device, "local": {"port": edge_port},
+                     "bridge": {"host": cloud.host, "port": cloud.port, "tls": False}}
+    logger_config = {"deviceId": device, "mqtt": {"port": edge_port}, "summaryIntervalSeconds": 2}
+    nucleus.deploy([built[BROKER], built[LOGGER]], {BROKER: ConfigurationUpdate(merge=broker_config),
+                                                    LOGGER: ConfigurationUpdate(merge=logger_config)})
+    arrived = Collector()
+    cloud_subscriber = subscriber(cloud, "faces/#", arrived)
+    nucleus.start_all()
+    wait_for_port(edge_port)
+    publisher = MqttClient(MqttSettings(port=edge_port), "harness-publisher")
+    publisher.start()
+    faces = [sample_face(device=device, frame=i) for i in range(20)]
+    try:
+        wait_for_text(nucleus, LOGGER, ["logging faces on"], timeout=20)
+        for face in faces:
+            future = publisher.publish(face.topic, face.payload, content_type=face.content_type,
+                                       user_properties=face.user_properties)
+            assert future is not None
+            future.result(timeout=10)
+        assert arrived.wait_for(len(faces), timeout=30), f"{len(arrived.messages)} of {len(faces)} arrived"
+    finally:
+        publisher.stop()
+        cloud_subscriber.stop()
+    for message in arrived.messages:
+        parsed = parse_message(message.topic, message.payload, message.content_type, message.user_properties)
+        assert parsed.device_id == device
+    assert {dict(m.user_properties)["face-id"] for m in arrived.messages} == {f.face_id for f in faces}
+    log = wait_for_text(nucleus, LOGGER, [f.face_id for f in faces])
+    assert all(face.face_id in log for face in faces), log[-2000:]
+    codes = nucleus.stop_all()
+    assert codes == {LOGGER: 0, BROKER: 0}, nucleus.log_text(BROKER)[-2000:]
+
+
+def test_edge_broker_refuses_to_start_without_a_cloud_host(
+        nucleus: Nucleus, built: dict[str, BuiltComponent]) -> None:
+    update = ConfigurationUpdate(reset=[""], merge={"local": {"port": free_port()}})
+    nucleus.deploy([built[BROKER]], {BROKER: update})
+    process = nucleus.start(BROKER)
+    assert process.wait(timeout=30) != 0
+    assert "bridge.host" in nucleus.log_text(BROKER)
+
+
+def test_detector_publishes_faces_from_a_video(
+        nucleus: Nucleus, built: dict[str, BuiltComponent], shared_dir: Path, tmp_path: Path) -> None:
+    video = tmp_path / "visit.avi"
+    write_video(face_photo(shared_dir), video)
+    edge_port = free_port()
+    detector_config = {
+        "deviceId": "jetson-harness", "cameraId": "door",
+        "camera": {"source": str(video), "kind": "file", "loop": True, "maxFps": 10},
+        "tracking": {"mode": "every"}, "mqtt": {"port": edge_port}, "statsIntervalSeconds": 2,
+    }
+    nucleus.deploy([built[BROKER], built[DETECTOR]], {BROKER: ConfigurationUpdate(merge=local_broker(edge_port)),
+                                                      DETECTOR: ConfigurationUpdate(merge=detector_config)})
+    nucleus.start(BROKER)
+    wait_for_port(edge_port)
+    faces = Collector()
+    listener = subscriber(Endpoint("127.0.0.1", edge_port), "faces/#", faces)  # type: ignore[arg-type]
+    try:
+        nucleus.start(DETECTOR)
+        assert faces.wait_for(3, timeout=60), nucleus.log_text(DETECTOR)[-3000:]
+    finally:
+        listener.stop()
+    for message in faces.messages[:3]:
+        parsed = parse_message(message.topic, message.payload, message.content_type, message.user_properties)
+        assert (parsed.device_id, parsed.camera_id) == ("jetson-harness", "door")
+        assert parsed.topic == "faces/jetson-harness/door"
+    log = nucleus.log_text(DETECTOR)
+    # The model is the artifact the recipe points FACECAP_MODEL at; no fallback to Haar.
+    assert "detector yunet" in log.lower() and "FALLING BACK" not in log
+    assert nucleus.stop(DETECTOR) == 0
+
+
+def test_install_fails_clearly(built: dict[str, BuiltComponent], tmp_path: Path) -> None:
+    """Checked before anything is downloaded, in a nucleus of its own."""
+    nucleus = Nucleus(tmp_path / "greengrass")
+    nucleus.deploy([built[BROKER], built[LOGGER]], {
+        BROKER: ConfigurationUpdate(merge={"mosquittoPath": str(tmp_path / "no-mosquitto")}),
+        LOGGER: ConfigurationUpdate(merge={"python": str(tmp_path / "no-python")}),
+    })
+    broker = nucleus.install(BROKER)
+    assert broker.step == "Install" and broker.returncode == 1
+    assert "mosquitto not found" in broker.output
+    logger = nucleus.install(LOGGER)
+    assert logger.returncode == 1 and "is not Python >= 3.10" in logger.output
+    assert not (nucleus.work_path(LOGGER) / "venv").exists()
+
+
+# --- a sample video from the shared photos ---------------------------------------------------------------
+
+def face_photo(shared_dir: Path) -> Path:
+    manifest = json.loads((shared_dir / "faces" / "dev" / "manifest.json").read_text())
+    for image in manifest["images"]:
+        if image["faces"] == 1 and "frontal" in image.get("tags", []) and not image.get("ignore"):
+            return shared_dir / "faces" / "dev" / "images" / str(image["file"])
+    raise AssertionError("no single frontal face in the shared photos")
+
+
+def write_video(photo: Path, target: Path, frames: int = 30) -> None:
+    import cv2
+    import numpy as np
+
+    image = cv2.imread(str(photo))
+    assert image is not None
+    canvas = np.zeros((480, 640, 3), dtype=np.uint8)
+    scale = min(640 / image.shape[1], 480 / image.shape[0])
+    resized = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)))
+    top, left = (480 - resized.shape[0]) // 2, (640 - resized.shape[1]) // 2
+    canvas[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter.fourcc(*"MJPG"), 10, (640, 480))
+    for _ in range(frames):
+        writer.write(canvas)
+    writer.release()
+    assert target.stat().st_size > 0
