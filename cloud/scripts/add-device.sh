@@ -7,7 +7,7 @@
 #   --force  replace an existing device's certificate and password (a rotation of both)
 # env: BROKER_HOST  the address devices use (default: the first name in the server certificate)
 set -euo pipefail
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 force=false

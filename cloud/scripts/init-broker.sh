@@ -5,7 +5,7 @@
 #
 # usage: init-broker.sh NAME [NAME...]     (the names/addresses devices use to reach the broker)
 set -euo pipefail
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [[ $# -gt 0 ]] || die "usage: init-broker.sh NAME [NAME...]"

@@ -4,7 +4,7 @@
 #
 # usage: make-ca.sh [--days N] [--force]
 set -euo pipefail
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 days=3650

@@ -5,7 +5,7 @@
 #
 # usage: make-device-cert.sh [--days N] DEVICE_ID
 set -euo pipefail
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 days=825

@@ -6,7 +6,7 @@
 #
 # usage: make-server-cert.sh [--days N] NAME [NAME...]
 set -euo pipefail
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 days=825

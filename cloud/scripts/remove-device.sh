@@ -5,7 +5,7 @@
 #
 # usage: remove-device.sh DEVICE_ID
 set -euo pipefail
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [[ $# -eq 1 ]] || die "usage: remove-device.sh DEVICE_ID"
