@@ -204,10 +204,7 @@ def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]
 def test_configuration_reaches_facecap_through_setenv(spec: ComponentSpec, tmp_path: Path) -> None:
     model = spec.config_model()
     assert model is not None
-    built = {s.name: BuiltComponent(recipe_of(s), tmp_path / "unused") for s in EDGE_COMPONENTS}
-    for component in built.values():  # no artifact files are needed to resolve the lifecycle
-        for manifest in component.recipe["Manifests"]:
-            manifest.pop("Artifacts", None)
+    built = _recipes_without_artifacts(tmp_path)
     nucleus = Nucleus(tmp_path / "greengrass", thing_name="thing-from-nucleus")
     merge = MERGES[spec.name]
     nucleus.deploy(built.values(), {spec.name: ConfigurationUpdate(merge=merge)})
@@ -228,3 +225,57 @@ def test_a_manifest_for_jetsons_and_pcs(machine: str) -> None:
     for spec in ALL_COMPONENTS:
         manifest = select_manifest(recipe_of(spec), {"os": "linux", "architecture": machine})
         assert manifest["Platform"]["architecture"] == machine
+
+
+def _recipes_without_artifacts(tmp_path: Path) -> dict[str, BuiltComponent]:
+    built = {s.name: BuiltComponent(recipe_of(s), tmp_path / "unused") for s in ALL_COMPONENTS}
+    for component in built.values():  # no artifact files are needed to resolve configuration and lifecycle
+        for manifest in component.recipe["Manifests"]:
+            manifest.pop("Artifacts", None)
+    return built
+
+
+@pytest.mark.unit
+def test_deployment_template_configures_every_edge_component(tmp_path: Path) -> None:
+    text = (REPO / "recipes" / "deployment.json").read_text(encoding="utf-8")
+    for placeholder, value in {"REGION": "eu-west-1", "ACCOUNT_ID": "123456789012", "THING_NAME": "jetson-01",
+                               "BRIDGE_ADDRESS": "203.0.113.10"}.items():
+        assert placeholder in text
+        text = text.replace(placeholder, value)
+    template = json.loads(text)
+    assert template["targetArn"] == "arn:aws:iot:eu-west-1:123456789012:thing/jetson-01"
+    version = package_version(REPO)
+    assert {name: c["componentVersion"] for name, c in template["components"].items()} == {
+        spec.name: version for spec in ALL_COMPONENTS}
+    # The configuration updates only apply to components the deployment names, so all three are named.
+    updates = {name: ConfigurationUpdate(merge=json.loads(c["configurationUpdate"]["merge"]))
+               for name, c in template["components"].items() if "configurationUpdate" in c}
+    assert set(updates) == {spec.name for spec in EDGE_COMPONENTS}
+    nucleus = Nucleus(tmp_path / "greengrass", thing_name="jetson-01")
+    nucleus.deploy(_recipes_without_artifacts(tmp_path).values(), updates)
+    for spec in EDGE_COMPONENTS:
+        model = spec.config_model()
+        assert model is not None
+        env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Run"])
+        config = load_config(model, spec.short_name, None, env)
+        assert config.model_dump()["device_id"] == "jetson-01"
+    broker = nucleus.services["com.facecap.EdgeBroker"].configuration["bridge"]
+    assert broker["host"] == "203.0.113.10" and broker["tls"] is True and broker["username"] == "jetson-01"
+
+
+@pytest.mark.unit
+def test_a_configuration_change_restarts_only_its_component(tmp_path: Path) -> None:
+    built = _recipes_without_artifacts(tmp_path)
+    nucleus = Nucleus(tmp_path / "greengrass")
+    assert nucleus.deploy(built.values()) == {spec.name for spec in ALL_COMPONENTS}
+    assert nucleus.deploy(built.values()) == set()
+    changes: dict[str, dict[str, Any]] = {
+        "com.facecap.FaceLogger": {"summaryIntervalSeconds": 5},
+        "com.facecap.EdgeBroker": {"bridge": {"keepAliveSeconds": 30}},
+        "com.facecap.FaceDetector": {"tracking": {"minHits": 2}},
+    }
+    for name, merge in changes.items():
+        assert nucleus.deploy(built.values(), {name: ConfigurationUpdate(merge=merge)}) == {name}
+    # A RESET back to the defaults is a change too.
+    reset = {"com.facecap.FaceLogger": ConfigurationUpdate(reset=["/summaryIntervalSeconds"])}
+    assert nucleus.deploy(built.values(), reset) == {"com.facecap.FaceLogger"}

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from .components import ALL_COMPONENTS
+from .deployment import render_deployment_template
 from .recipes import render_gdk_config, render_recipe
 from .reference import render_reference
 
@@ -42,5 +43,6 @@ def generated_files(root: Path) -> dict[str, str]:
         folder = "" if spec.folder == "." else spec.folder + "/"
         files[f"{folder}recipe.yaml"] = render_recipe(spec, version)
         files[f"{folder}gdk-config.json"] = render_gdk_config(spec, version)
+    files["recipes/deployment.json"] = render_deployment_template(version)
     files["docs/configuration.md"] = render_reference()
     return files

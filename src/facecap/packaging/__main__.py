@@ -1,7 +1,7 @@
 """`python -m facecap.packaging sync|check`: write or verify the generated Greengrass files.
 
-sync  rewrites every component's recipe.yaml and gdk-config.json and docs/configuration.md from the
-      configuration models and src/facecap/packaging/.
+sync  rewrites every component's recipe.yaml and gdk-config.json, recipes/deployment.json and
+      docs/configuration.md from the configuration models and src/facecap/packaging/.
 check lists the files that differ from what sync would write, and exits 1 if there are any.
 """
 
