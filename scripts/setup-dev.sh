@@ -39,4 +39,11 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 echo "setup: installing facecap with its extras into $VENV"
 "$VENV/bin/python" -m pip install -q -e ".[detector,processor,dev,cloudcheck,demo]"
+# checkov pins boto3, packaging and networkx to versions that clash with ours, so it gets a venv of its own
+# (the cloud tests find it at .venv-checkov/bin/checkov).
+if [ ! -x .venv-checkov/bin/checkov ]; then
+  echo "setup: installing checkov into .venv-checkov"
+  "$PYTHON" -m venv .venv-checkov
+  .venv-checkov/bin/python -m pip install -q "checkov>=3.2,<4"
+fi
 echo "setup: done"
