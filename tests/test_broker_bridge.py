@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from facecap.contract import FaceMetadata, OutgoingFace, build_message, parse_message
+from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, OutgoingFace, build_message, parse_message
 from facecap.devservers import CertificateAuthority
+from facecap.errors import PublishError
 from facecap.mqtt import MqttClient, MqttSettings
 
-from .conftest import MosquittoFactory, require_binary
+from .conftest import REPO, MosquittoFactory, require_binary
 from .edgebroker import EdgeBroker, bridge_to
-from .helpers import Collector, sample_face, settings_for
+from .helpers import Collector, fake_jpeg, sample_face, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -227,6 +228,69 @@ def test_bridge_with_client_certificate(mosquitto: MosquittoFactory, ca: Certifi
                                                           keyFile=str(device.key)))
     assert edge.wait_bridge_state("1"), edge.log_tail()
     assert f"bridge_certfile {device.cert}" in edge.conf_path.read_text()
+
+
+def test_largest_face_crosses_and_a_larger_one_is_refused_at_the_edge(
+        mosquitto: MosquittoFactory, edges: list[EdgeBroker], tmp_path: Path) -> None:
+    """The edge limit is the contract's payload limit and the cloud allows that payload plus room for the
+    properties (cloud/mosquitto/mosquitto.conf): the largest face crosses, and a larger one is refused
+    where the publisher hears of it, instead of vanishing at the bridge."""
+    cloud = mosquitto("cloud", extra="max_packet_size 1114112")
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud))
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    received = Collector()
+    sub = MqttClient(settings_for(cloud), "cloud-reader-size", on_message=received)
+    sub.start()
+    sub.subscribe("faces/#")
+    pub = edge_client(edge, "detector")
+    largest = sample_face(size=DEFAULT_MAX_PAYLOAD_BYTES)
+    publish_all(pub, [largest])
+    too_large = pub.publish(largest.topic, fake_jpeg(DEFAULT_MAX_PAYLOAD_BYTES + 1))
+    assert too_large is not None
+    with pytest.raises(PublishError):
+        too_large.result(timeout=10)
+    assert received.wait_for(1), edge.log_tail()
+    assert received.messages[0].payload == largest.payload
+    time.sleep(1)
+    assert len(received.messages) == 1
+    pub.stop()
+    sub.stop()
+
+
+def test_bridge_lives_within_the_cloud_brokers_acl(mosquitto: MosquittoFactory, edges: list[EdgeBroker],
+                                                   tmp_path: Path) -> None:
+    """With the cloud broker's own ACL (cloud/mosquitto/acl, user name = device id) the bridge delivers its
+    device's faces and announces its state on the cloud, and the state turns to 0 when the edge goes."""
+    acl = (REPO / "cloud" / "mosquitto" / "acl").read_text() + "\nuser reader\ntopic read $SYS/broker/connection/#\n"
+    cloud = mosquitto("cloud", users={"jetson-test": "device-pass", "processor": "proc-pass",
+                                      "reader": "reader-pass"}, acl=acl)
+    secret = tmp_path / "bridge-password"
+    secret.write_text("device-pass\n")
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud, username="jetson-test", passwordFile=str(secret)))
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    faces = Collector()
+    processor = MqttClient(settings_for(cloud, username="processor", password="proc-pass"), "acl-processor",
+                           on_message=faces)
+    processor.start()
+    processor.subscribe("faces/#")
+    states = Collector()
+    reader = MqttClient(settings_for(cloud, username="reader", password="reader-pass"), "acl-reader",
+                        on_message=states)
+    reader.start()
+    reader.subscribe("$SYS/broker/connection/+/state")
+    pub = edge_client(edge, "detector")
+    face = sample_face(device="jetson-test")
+    publish_all(pub, [face])
+    pub.stop()
+    assert faces.wait_for(1), edge.log_tail()
+    assert dict(faces.messages[0].user_properties)["face-id"] == face.face_id
+    assert states.wait_for(1)
+    assert (states.messages[0].topic, states.messages[0].payload) == (edge.state_topic, b"1")
+    edge.stop()
+    assert states.wait_for(2), "the cloud never heard that the edge went away"
+    assert states.messages[-1].payload == b"0"
+    processor.stop()
+    reader.stop()
 
 
 def test_wrong_password_is_refused_and_the_log_says_why(mosquitto: MosquittoFactory, ca: CertificateAuthority,

@@ -66,7 +66,7 @@ def test_default_bridge_is_mqtt5_persistent_tls_with_stable_client_id() -> None:
         "keepalive_interval 60",
         "bridge_capath /etc/ssl/certs",
         "bridge_insecure false",
-        "notifications_local_only true",
+        "notifications_local_only false",
         "topic faces/# out 1",
     ]:
         assert expected in lines, expected

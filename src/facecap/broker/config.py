@@ -100,8 +100,9 @@ class BridgeSettings(ConfigModel):
     restart_base_seconds: int = Field(2, ge=1, description="First reconnect delay after the bridge drops.")
     restart_cap_seconds: int = Field(60, ge=1, description="Reconnect backoff ceiling (with jitter).")
     notifications_local_only: bool = Field(
-        True, description="Publish the bridge state ($SYS/broker/connection/<clientId>/state) only on the "
-                          "edge broker; the cloud ACL lets a device write only under faces/<deviceId>/.")
+        False, description="Publish the bridge state ($SYS/broker/connection/<clientId>/state) only on the "
+                           "edge broker. By default the cloud broker gets it too, retained, with a last will "
+                           "of 0, so the cloud sees which devices are connected.")
     try_private: bool = Field(True, description="Tell a Mosquitto cloud broker this is a bridge (loop "
                                                 "detection); set false for brokers that reject it.")
 
