@@ -148,6 +148,8 @@ def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
     install_env: dict[str, Any] = {
         "WHEEL_FILE": f"{{artifacts:path}}/{wheel_name(version)}",
         "PYTHON_FOR_VENV": "{configuration:/python}",
+        # ggc_user has no home folder of its own; this keeps downloads for the next version's install.
+        "PIP_CACHE_DIR": "{work:path}/pip-cache",
     }
     if spec.extra:
         install_env["SYSTEM_SITE_PACKAGES"] = "{configuration:/systemSitePackages}"
