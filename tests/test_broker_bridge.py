@@ -4,6 +4,7 @@ second Mosquitto ("cloud"); messages, outages, TLS, passwords and restarts are c
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import subprocess
 import sys
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from facecap.broker.config import BrokerConfig
+from facecap.broker.preflight import preflight
+from facecap.config import load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, OutgoingFace, build_message, parse_message
 from facecap.devservers import CertificateAuthority
-from facecap.errors import PublishError
+from facecap.errors import ConfigError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings
 
 from .conftest import REPO, MosquittoFactory, require_binary
@@ -331,6 +335,23 @@ def test_incomplete_configuration_stops_before_mosquitto_starts(tmp_path: Path) 
                             cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert "bridge.host: required" in result.stderr
+
+
+def test_local_port_already_in_use(tmp_path: Path) -> None:
+    require_binary("mosquitto", "apt-get install mosquitto")
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        config = load_config(BrokerConfig, "broker", {"bridge": {"enabled": False}, "local": {"port": port}},
+                             env={})
+        with pytest.raises(ConfigError) as caught:
+            preflight(config, tmp_path)
+        assert dict(caught.value.problems) == {
+            "local.port": f"127.0.0.1:{port} is already in use; if it is the mosquitto system service that the "
+                          "Debian package starts, stop it: sudo systemctl disable --now mosquitto"}
+        preflight(config, tmp_path, starting=False)  # as `broker render` beside a running broker does
+    preflight(config, tmp_path)
 
 
 def test_render_prints_the_conf_with_the_password_masked(tmp_path: Path, ca: CertificateAuthority) -> None:

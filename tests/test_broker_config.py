@@ -32,7 +32,7 @@ def render(data: dict[str, Any], **kwargs: Any) -> list[str]:
 
 def problems(data: dict[str, Any], work_dir: Path) -> dict[str, str]:
     with pytest.raises(ConfigError) as caught:
-        preflight(config(data), work_dir, create_dirs=False)
+        preflight(config(data), work_dir, starting=False)
     return dict(caught.value.problems)
 
 
@@ -206,7 +206,7 @@ def test_tls_off_towards_the_network_needs_an_explicit_opt_out(tmp_path: Path) -
     # Loopback never leaves the machine, and an explicit opt-out is respected.
     for bridge in ({"host": "127.0.0.1", "tls": False}, {"host": "localhost", "tls": False},
                    {"host": "mqtt.example.com", "tls": False, "allowPlaintext": True}):
-        preflight(config({"bridge": bridge}), tmp_path, create_dirs=False)
+        preflight(config({"bridge": bridge}), tmp_path, starting=False)
 
 
 def test_client_certificate_without_tls(tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ def test_anonymous_listener_on_the_network_needs_an_explicit_opt_out(tmp_path: P
     found = problems(data, tmp_path)
     assert "reachable from the network" in found["local.bindAddress"]
     data["local"]["allowAnonymousOnNetwork"] = True
-    preflight(config(data), tmp_path, create_dirs=False)
+    preflight(config(data), tmp_path, starting=False)
 
 
 def test_missing_mosquitto_and_persistence_folder(tmp_path: Path) -> None:

@@ -6,9 +6,11 @@ worse, connect without TLS), so every problem is reported up front, each with th
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -92,6 +94,19 @@ def _check_local(config: BrokerConfig, problems: Problems) -> None:
                                               "passwordFile, or local.allowAnonymousOnNetwork true"))
 
 
+def _port_taken(address: str, port: int) -> bool:
+    """True when another process listens on the address (the bind Mosquitto will try would fail)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As Mosquitto does, so a port held only by connections in TIME_WAIT counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
 def _check_persistence(config: BrokerConfig, work_dir: Path, create: bool, problems: Problems) -> None:
     if not config.persistence.enabled:
         return
@@ -109,9 +124,12 @@ def _check_persistence(config: BrokerConfig, work_dir: Path, create: bool, probl
         problems.append((key, f"{folder} is not writable by uid {os.geteuid()}"))
 
 
-def preflight(config: BrokerConfig, work_dir: Path, *, create_dirs: bool = True) -> str:
-    """Raise ConfigError listing every problem; return the mosquitto binary to run. With create_dirs a
-    missing persistence folder is created (as the broker needs it) instead of reported."""
+def preflight(config: BrokerConfig, work_dir: Path, *, starting: bool = True) -> str:
+    """Raise ConfigError listing every problem; return the mosquitto binary to run.
+
+    starting: the broker is about to start, so a missing persistence folder is created instead of
+    reported, and the listener port must be free. Off for `broker render`, which may well be run beside
+    the broker that holds the port."""
     problems: Problems = []
     binary = find_mosquitto(config.mosquitto_path)
     if binary is None:
@@ -121,7 +139,11 @@ def preflight(config: BrokerConfig, work_dir: Path, *, create_dirs: bool = True)
     if config.bridge.enabled:
         _check_bridge(config, problems)
     _check_local(config, problems)
-    _check_persistence(config, work_dir, create_dirs, problems)
+    if starting and _port_taken(config.local.bind_address, config.local.port):
+        problems.append(("local.port", f"{config.local.bind_address}:{config.local.port} is already in use; "
+                                       "if it is the mosquitto system service that the Debian package starts, "
+                                       "stop it: sudo systemctl disable --now mosquitto"))
+    _check_persistence(config, work_dir, starting, problems)
     if problems:
         raise ConfigError(COMPONENT, problems)
     assert binary is not None

@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "render":
         sys.stdout.write(conf_text(config, work_dir, masked=True))
         try:
-            preflight(config, work_dir, create_dirs=False)
+            preflight(config, work_dir, starting=False)
         except ConfigError as exc:
             print(f"facecap: the broker would not start: {exc}", file=sys.stderr)
             return 2
