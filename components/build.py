@@ -12,7 +12,8 @@ For the project in the current folder (or --project DIR) it writes what `gdk com
 The artifacts come from the recipe's URIs (publish rewrites `s3://BUCKET_NAME/COMPONENT_NAME/
 COMPONENT_VERSION/<file>` by file name): `facecap-<version>-py3-none-any.whl` is built from this repository
 with `pip wheel --no-deps`, and the YuNet model is taken from FACECAP_MODEL_SOURCE (or --model-source) or
-downloaded from its pinned URL; its sha256 is checked either way.
+downloaded from its pinned URL (or a mirror: FACECAP_MODEL_URL, --model-url); its sha256 is checked either
+way.
 
 `--all --output DIR` builds every project into one folder laid out for a local deployment
 (`greengrass-cli deployment create --recipeDir DIR/recipes --artifactDir DIR/artifacts`).
@@ -43,6 +44,7 @@ MODEL_URL = (
 )
 MODEL_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 MODEL_SOURCE_ENV = "FACECAP_MODEL_SOURCE"
+MODEL_URL_ENV = "FACECAP_MODEL_URL"  # a mirror of the same file; the digest is checked all the same
 # The files a wheel is built from; everything else in the repository stays out of the build.
 WHEEL_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "src")
 
@@ -160,34 +162,37 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_model(target: Path, source: str | None) -> None:
+def fetch_model(target: Path, source: str | None, url: str = MODEL_URL) -> None:
     """Copy the model from a local file, or download it from the pinned URL; refuse a wrong digest."""
+    origin = source or url
     if source:
-        origin = Path(source).expanduser()
-        if not origin.is_file():
+        path = Path(source).expanduser()
+        if not path.is_file():
             raise BuildError(f"{MODEL_SOURCE_ENV}/--model-source {source!r} is not a file")
-        shutil.copyfile(origin, target)
+        shutil.copyfile(path, target)
     else:
-        print(f"build.py: downloading {MODEL_URL}", flush=True)
+        if not url.startswith(("https://", "http://")):
+            raise BuildError(f"the model URL must be http(s): {url!r}")
+        print(f"build.py: downloading {url}", flush=True)
         try:
-            with urllib.request.urlopen(MODEL_URL, timeout=60) as response, target.open("wb") as out:
+            with urllib.request.urlopen(url, timeout=60) as response, target.open("wb") as out:  # noqa: S310
                 shutil.copyfileobj(response, out)
         except OSError as exc:
             target.unlink(missing_ok=True)
             raise BuildError(f"cannot download the model ({exc}); set {MODEL_SOURCE_ENV} to a local copy") from exc
-        origin = Path(MODEL_URL)
     digest = sha256_of(target)
     if digest != MODEL_SHA256:
         target.unlink()
-        raise BuildError(f"model from {origin} has sha256 {digest}, expected {MODEL_SHA256}")
+        raise BuildError(f"the model from {origin} has sha256 {digest}, expected {MODEL_SHA256}")
 
 
 class Builder:
     """Builds projects, making the wheel at most once."""
 
-    def __init__(self, wheel: Path | None, model_source: str | None, scratch: Path) -> None:
+    def __init__(self, wheel: Path | None, model_source: str | None, model_url: str, scratch: Path) -> None:
         self._wheel = wheel
         self._model_source = model_source
+        self._model_url = model_url
         self._scratch = scratch
 
     def wheel(self) -> Path:
@@ -217,7 +222,7 @@ class Builder:
                                  "(run `python -m facecap.packaging sync` after changing the version)")
             shutil.copy2(wheel, target)
         elif name == MODEL_NAME:
-            fetch_model(target, self._model_source)
+            fetch_model(target, self._model_source, self._model_url)
         else:
             raise BuildError(f"no rule to build the artifact {name!r}")
 
@@ -236,12 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wheel", type=Path, help="use this facecap wheel instead of building one")
     parser.add_argument("--model-source", default=os.environ.get(MODEL_SOURCE_ENV) or None,
                         help=f"local copy of the YuNet model (default: ${MODEL_SOURCE_ENV}, else download)")
+    parser.add_argument("--model-url", default=os.environ.get(MODEL_URL_ENV) or MODEL_URL,
+                        help=f"where to download the model from (default: ${MODEL_URL_ENV}, else the pinned URL)")
     args = parser.parse_args(argv)
     try:
         if args.wheel is not None and not args.wheel.is_file():
             raise BuildError(f"--wheel {args.wheel} is not a file")
         with tempfile.TemporaryDirectory(prefix="facecap-build-") as scratch:
-            builder = Builder(args.wheel, args.model_source, Path(scratch))
+            builder = Builder(args.wheel, args.model_source, args.model_url, Path(scratch))
             if args.all:
                 if args.output is None:
                     raise BuildError("--all needs --output")

@@ -5,13 +5,16 @@ artifact with its dependencies) and runs them against real Mosquitto brokers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -151,6 +154,33 @@ def test_a_model_with_the_wrong_digest_is_refused(edge_build: Path, tmp_path: Pa
     missing = run_build("--project", str(REPO / "components" / DETECTOR), "--output", str(tmp_path / "out"),
                         "--wheel", str(wheel), env={"FACECAP_MODEL_SOURCE": str(tmp_path / "nowhere.onnx")})
     assert missing.returncode == 1 and "nowhere.onnx" in missing.stderr and "is not a file" in missing.stderr
+
+
+def test_the_model_is_downloaded_and_checked(edge_build: Path, model_path: Path, tmp_path: Path) -> None:
+    """The download path, from a mirror on loopback (the pinned URL needs the internet)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copyfile(model_path, served / "yunet.onnx")
+    (served / "other.onnx").write_bytes(b"a different file")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    wheel = next((edge_build / "artifacts" / DETECTOR).glob("*/*.whl"))
+    try:
+        good = run_build("--project", str(REPO / "components" / DETECTOR), "--output", str(tmp_path / "good"),
+                         "--wheel", str(wheel), env={"FACECAP_MODEL_URL": f"{base}/yunet.onnx",
+                                                     "FACECAP_MODEL_SOURCE": ""})
+        bad = run_build("--project", str(REPO / "components" / DETECTOR), "--output", str(tmp_path / "bad"),
+                        "--wheel", str(wheel), "--model-url", f"{base}/other.onnx", env={"FACECAP_MODEL_SOURCE": ""})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert good.returncode == 0, good.stderr
+    downloaded = next((tmp_path / "good" / "artifacts" / DETECTOR).glob("*/face_detection_yunet_2023mar.onnx"))
+    assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == MODEL_SHA256
+    assert bad.returncode == 1 and "other.onnx" in bad.stderr and MODEL_SHA256 in bad.stderr
+    assert not list((tmp_path / "bad" / "artifacts" / DETECTOR).glob("*/*.onnx"))
 
 
 def test_a_recipe_out_of_step_with_its_project_is_refused(tmp_path: Path) -> None:
