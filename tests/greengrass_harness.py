@@ -1,6 +1,7 @@
 """Run built Greengrass components the way the nucleus does, without the nucleus.
 
-Given the build output of components/build.py (recipes + artifacts), a `Nucleus` here
+Given the build output of components/build.py (recipes + artifacts; `build_components` runs it), a
+`Nucleus` here
 
 * picks each recipe's manifest for this platform (PlatformHelper: first match; `/regex/`, `//`, `all`/`any`,
   lists of alternatives) and its lifecycle (the manifest's own, else the global one filtered by selections),
@@ -36,6 +37,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,6 +53,7 @@ MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 # KernelConfigResolver's patterns; Java's \w is ASCII-only.
 SAME_COMPONENT = re.compile(r"\{([.\w-]+):([^:}]*)}", re.ASCII)
 CROSS_COMPONENT = re.compile(r"\{([.\w-]+):([.\w-]+):([^:}]*)}", re.ASCII)
+BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "components" / "build.py"
 DEFAULT_STEP_TIMEOUT = 120.0  # seconds, Greengrass's default for Bootstrap, Install and Startup
 NUCLEUS_VERSION = "2.14.0"
 
@@ -297,6 +300,20 @@ def load_build(build_dir: Path) -> dict[str, BuiltComponent]:
     if not found:
         raise HarnessError(f"no recipes in {build_dir / 'recipes'}")
     return found
+
+
+def build_components(output: Path, model_source: Path | None = None, wheel: Path | None = None,
+                     timeout: float = 600) -> dict[str, BuiltComponent]:
+    """Build every component with components/build.py (as the GDK's custom build does) into `output`."""
+    command = [sys.executable, str(BUILD_SCRIPT), "--all", "--output", str(output)]
+    if model_source is not None:
+        command += ["--model-source", str(model_source)]
+    if wheel is not None:
+        command += ["--wheel", str(wheel)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise HarnessError(f"components/build.py failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")
+    return load_build(output)
 
 
 # --- the nucleus -------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from facecap.devservers import free_port
 from facecap.mqtt import MqttClient, MqttSettings
 
 from .conftest import MosquittoFactory
-from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, load_build
+from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, build_components, load_build
 from .helpers import Collector, sample_face, subscriber
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,8 +49,7 @@ def run_build(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -
 def edge_build(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Path:
     """Every project built once, the way a local deployment would take them (wheel built by pip)."""
     output = tmp_path_factory.mktemp("greengrass-build")
-    result = run_build("--all", "--output", str(output), env={"FACECAP_MODEL_SOURCE": str(model_path)})
-    assert result.returncode == 0, result.stdout + result.stderr
+    build_components(output, model_source=model_path)
     return output
 
 
