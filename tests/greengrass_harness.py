@@ -356,6 +356,7 @@ class Nucleus:
         self.extra_env = dict(extra_env or {})
         self.platform = dict(target_platform or current_platform())
         self.services: dict[str, Service] = {}
+        self.reinstall: set[str] = set()
         self._svcuid: dict[str, str] = {}  # name -> token, stable for a component like the nucleus's private config
         for folder in ("packages/artifacts", "packages/artifacts-unarchived", "packages/recipes", "work", "logs"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
@@ -385,7 +386,8 @@ class Nucleus:
     ) -> set[str]:
         """Resolve configuration and lifecycle of every component of a deployment (artifacts copied into
         the component store). Returns the names whose interpolated lifecycle changed, the components the
-        nucleus would restart; components left out of the deployment are stopped and removed."""
+        nucleus would restart; of those, `self.reinstall` holds the ones it would install again (a new
+        version or a changed Install step). Components left out of the deployment are stopped and removed."""
         deployed = {c.name: c for c in components}
         updates = dict(updates or {})
         unknown = set(updates) - set(deployed)
@@ -407,7 +409,8 @@ class Nucleus:
                 defaults, updates.get(name), previous.configuration if previous else None)
             resolved[name] = Service(component, configuration)
             self._store_artifacts(component)
-        changed = set()
+        changed: set[str] = set()
+        self.reinstall = set()
         for name, service in resolved.items():
             manifest = select_manifest(service.component.recipe, self.platform)
             service.lifecycle = self.interpolate(resolve_lifecycle(service.component.recipe, manifest),
@@ -415,6 +418,9 @@ class Nucleus:
             previous = self.services.get(name)
             if previous is None or previous.lifecycle != service.lifecycle:
                 changed.add(name)
+            if (previous is None or previous.component.version != service.component.version
+                    or get(previous.lifecycle, "Install") != get(service.lifecycle, "Install")):
+                self.reinstall.add(name)
             if previous is not None:
                 service.process, service.log = previous.process, previous.log
             self.services[name] = service

@@ -276,6 +276,11 @@ def test_a_configuration_change_restarts_only_its_component(tmp_path: Path) -> N
     }
     for name, merge in changes.items():
         assert nucleus.deploy(built.values(), {name: ConfigurationUpdate(merge=merge)}) == {name}
+        assert nucleus.reinstall == set()  # a restart: the venv stays as it is
+    # The interpreter is read by Install: the nucleus installs again.
+    python = {"com.facecap.FaceLogger": ConfigurationUpdate(merge={"python": "python3.12"})}
+    assert nucleus.deploy(built.values(), python) == {"com.facecap.FaceLogger"}
+    assert nucleus.reinstall == {"com.facecap.FaceLogger"}
     # A RESET back to the defaults is a change too.
     reset = {"com.facecap.FaceLogger": ConfigurationUpdate(reset=["/summaryIntervalSeconds"])}
     assert nucleus.deploy(built.values(), reset) == {"com.facecap.FaceLogger"}
