@@ -71,8 +71,8 @@ EDGE_BROKER = ComponentSpec(
     recipe_keys=(
         PYTHON_KEY,
         RecipeKey("installMosquitto", False,
-                  "Let the privileged Bootstrap step install Mosquitto with apt-get when it is missing (and "
-                  "disable the packaged service, which would take port 1883)."),
+                  "Let the Install step (which runs as root for this only) install Mosquitto with apt-get when "
+                  "it is missing, and disable the packaged service, which would take port 1883."),
     ),
 )
 

@@ -30,7 +30,6 @@ HEADER = (
 )
 # Creating a venv and pip-installing OpenCV on a Jetson takes minutes; Greengrass's default is 120 s.
 INSTALL_TIMEOUT_SECONDS = 900
-BOOTSTRAP_TIMEOUT_SECONDS = 900
 
 
 def wheel_name(version: str) -> str:
@@ -65,18 +64,9 @@ def default_config(spec: ComponentSpec) -> tuple[dict[str, Any], dict[str, Any]]
     return modelled, recipe_level
 
 
-def _install_script(spec: ComponentSpec) -> str:
-    lines = ["set -eu"]
-    if spec.command == "broker":
-        lines += [
-            'mosquitto="${FACECAP_MOSQUITTO_PATH:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"',
-            'if [ ! -x "$mosquitto" ]; then',
-            '  echo "mosquitto not found: apt-get install mosquitto, set installMosquitto to true, or set" \\',
-            '    "mosquittoPath" >&2',
-            "  exit 1",
-            "fi",
-        ]
-    lines += [
+def _venv_script(spec: ComponentSpec) -> list[str]:
+    """Make the venv in the work folder and pip-install the wheel, unless that is already done."""
+    lines = [
         "# Runs at every nucleus start: do nothing when this wheel is already installed the same way.",
         'requirement="$WHEEL_FILE"',
         'venv_options=""',
@@ -112,29 +102,40 @@ def _install_script(spec: ComponentSpec) -> str:
             "  exit 1",
             "fi",
         ]
-    lines += ['echo "$wanted" > "$stamp"', 'echo "installed $requirement into $VENV_DIR"']
-    return "\n".join(lines)
+    return [*lines, 'echo "$wanted" > "$stamp"', 'echo "installed $requirement into $VENV_DIR"']
 
 
-BOOTSTRAP_INSTALL_MOSQUITTO = "\n".join([
-    "set -eu",
-    "# Privileged, so it only installs the package and writes nothing into the (ggc_user's) work folder.",
-    'if [ "$INSTALL_MOSQUITTO" != true ]; then',
-    '  echo "installMosquitto is false: not installing packages"',
-    "  exit 0",
+# EdgeBroker's Install runs as root, for apt-get only. Not a Bootstrap step: whenever a deployment brings a
+# new or changed Bootstrap step, the nucleus runs it and then restarts itself and every component
+# (KernelUpdateActivator), which would happen at every EdgeBroker upgrade.
+_MOSQUITTO_AS_ROOT = [
+    'mosquitto="${FACECAP_MOSQUITTO_PATH:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"',
+    'if [ ! -x "$mosquitto" ] && [ "$INSTALL_MOSQUITTO" = true ] && [ -z "${FACECAP_MOSQUITTO_PATH:-}" ]; then',
+    "  export DEBIAN_FRONTEND=noninteractive",
+    "  apt-get update",
+    "  apt-get install -y --no-install-recommends mosquitto",
+    "  # The package starts its own broker on port 1883, where this component's broker listens.",
+    "  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto || true; fi",
+    "  mosquitto=/usr/sbin/mosquitto",
     "fi",
-    "if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then",
-    '  echo "mosquitto is already installed"',
-    "  exit 0",
+    'if [ ! -x "$mosquitto" ]; then',
+    '  echo "mosquitto not found: apt-get install mosquitto, set installMosquitto to true, or set" \\',
+    '    "mosquittoPath" >&2',
+    "  exit 1",
     "fi",
-    "export DEBIAN_FRONTEND=noninteractive",
-    "apt-get update",
-    "apt-get install -y --no-install-recommends mosquitto",
-    "# The package starts its own broker on port 1883, where this component's broker listens.",
-    "if command -v systemctl >/dev/null 2>&1; then",
-    "  systemctl disable --now mosquitto || true",
+    "# The rest as the component's user, who owns the work folder (the nucleus makes it so before each",
+    "# step): nothing in it ends up owned by root, and pip never runs as root.",
+    'as_owner=""',
+    'if [ "$(id -u)" -eq 0 ] && [ "$(stat -c %u .)" -ne 0 ]; then',
+    '  as_owner="setpriv --reuid=$(stat -c %u .) --regid=$(stat -c %g .) --init-groups --"',
     "fi",
-])
+]
+
+
+def _install_script(spec: ComponentSpec) -> str:
+    if spec.command != "broker":
+        return "\n".join(["set -eu", *_venv_script(spec)])
+    return "\n".join(["set -eu", *_MOSQUITTO_AS_ROOT, "$as_owner sh -eu <<'VENV'", *_venv_script(spec), "VENV"])
 
 
 def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
@@ -154,14 +155,12 @@ def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
     if spec.extra:
         install_env["SYSTEM_SITE_PACKAGES"] = "{configuration:/systemSitePackages}"
     steps: dict[str, Any] = {"Setenv": setenv}
+    install: dict[str, Any] = {}
     if spec.command == "broker":
-        steps["Bootstrap"] = {
-            "RequiresPrivilege": True,
-            "Timeout": BOOTSTRAP_TIMEOUT_SECONDS,
-            "Setenv": {"INSTALL_MOSQUITTO": "{configuration:/installMosquitto}"},
-            "Script": yamltext.Script(BOOTSTRAP_INSTALL_MOSQUITTO),
-        }
+        install["RequiresPrivilege"] = True
+        install_env["INSTALL_MOSQUITTO"] = "{configuration:/installMosquitto}"
     steps["Install"] = {
+        **install,
         "Timeout": INSTALL_TIMEOUT_SECONDS,
         "Setenv": install_env,
         "Script": yamltext.Script(_install_script(spec)),
