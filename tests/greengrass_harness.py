@@ -306,11 +306,12 @@ def build_components(output: Path, model_source: Path | None = None, wheel: Path
                      timeout: float = 600) -> dict[str, BuiltComponent]:
     """Build every component with components/build.py (as the GDK's custom build does) into `output`."""
     command = [sys.executable, str(BUILD_SCRIPT), "--all", "--output", str(output)]
+    env = dict(os.environ)
     if model_source is not None:
-        command += ["--model-source", str(model_source)]
+        env["FACECAP_MODEL_SOURCE"] = str(model_source)  # as a user points the GDK build at a local copy
     if wheel is not None:
         command += ["--wheel", str(wheel)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         raise HarnessError(f"components/build.py failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")
     return load_build(output)
