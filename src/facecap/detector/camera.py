@@ -92,7 +92,8 @@ def check_source(settings: CameraSettings) -> None:
     if kind == "gstreamer" and not has_gstreamer():
         raise ConfigError("detector", [("camera.source", f"OpenCV {cv2.__version__} was built without GStreamer, "
                                                          "so a pipeline cannot be opened (on a Jetson, use "
-                                                         "the system's OpenCV: see install.systemSitePackages)")])
+                                                         "the system's OpenCV: set the component's "
+                                                         "systemSitePackages to true)")])
 
 
 Opener = Callable[[CameraSettings], Any]
