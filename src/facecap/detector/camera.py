@@ -119,8 +119,12 @@ def open_capture(settings: CameraSettings) -> Any:
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return capture
     if kind == "url":
-        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        return cv2.VideoCapture(source, cv2.CAP_FFMPEG, timeouts)
+        open_timeout = getattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC", None)
+        read_timeout = getattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC", None)
+        if open_timeout is None or read_timeout is None:
+            # OpenCV before 4.6 has no stream timeouts: a hung stream then blocks until FFmpeg gives up.
+            return cv2.VideoCapture(source, cv2.CAP_FFMPEG)
+        return cv2.VideoCapture(source, cv2.CAP_FFMPEG, [open_timeout, timeout_ms, read_timeout, timeout_ms])
     if kind == "gstreamer":
         return cv2.VideoCapture(source, cv2.CAP_GSTREAMER)
     return cv2.VideoCapture(source)
