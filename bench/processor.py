@@ -8,7 +8,8 @@ Two consumers drain the same kind of backlog from a real Mosquitto, one after th
 The faces are queued in the broker before the consumer starts, so the figure is what the consumer can
 store, not how fast this script can publish. Progress and timing come from the heartbeat file each
 consumer rewrites every 50 ms; resident memory is sampled from the consumer process. Afterwards every run's
-objects are counted in the bucket.
+objects are counted in the bucket. For scale, boto3 alone (no MQTT) puts the same faces 1 and
+`--workers` at a time first: the most any consumer here could reach.
 
 On loopback a put takes ~4 ms, nearly all of it CPU shared by the consumer and the S3 server, which is
 not what the processor meets in the cloud. So both consumers run a second time through a proxy that
@@ -232,6 +233,31 @@ def measure(name: str, workers: int, broker: MosquittoServer, s3: S3Server, *, f
     return result
 
 
+def server_ceiling(s3: S3Server, faces: list[OutgoingFace], threads: int) -> float:
+    """Puts/s of boto3 alone, `threads` at a time, without MQTT: what the S3 server here can absorb."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    from botocore.config import Config
+
+    env = s3.env()
+    fast = boto3.client("s3", endpoint_url=s3.endpoint, region_name=env["AWS_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                        config=Config(max_pool_connections=threads + 2))
+
+    def put(index: int) -> None:
+        face = faces[index]
+        fast.put_object(Bucket=BUCKET, Key=f"ceiling/{index}", Body=face.payload, ContentType=face.content_type,
+                        ServerSideEncryption="AES256")
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(put, range(len(faces))))
+    rate = len(faces) / (time.monotonic() - started)
+    print(f"  boto3 alone, {threads:2d} at a time, no MQTT: {rate:7.1f} puts/s", flush=True)
+    return rate
+
+
 # --- the old way, run as the sync consumer process -------------------------------------------------------
 
 def sync_consumer() -> int:
@@ -286,6 +312,8 @@ def main() -> int:
             client: Any = s3.client()
             client.create_bucket(Bucket=BUCKET)
             print(f"{args.faces} faces of {args.size // 1000} KB into {s3.endpoint} on {os.cpu_count()} cores")
+            for threads in (1, args.workers):
+                server_ceiling(s3, faces, threads)
             sync = measure("sync", 1, broker, s3, faces=faces, folder=folder)
             pool = measure("pool", args.workers, broker, s3, faces=faces, folder=folder)
             extra = [measure(f"pool{n}", n, broker, s3, faces=faces, folder=folder)
