@@ -8,6 +8,7 @@ both paths share everything else here. The demo, the end-to-end tests and the pi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..devservers import CertificateAuthority, MosquittoServer, S3Server, free_port, stop_process, tail
+from ..devservers import CertificateAuthority, MosquittoServer, S3Server, TcpProxy, free_port, tail
 
 DEVICE_ID = "demo-jetson"
 PROCESSOR_USER = "processor"
@@ -39,23 +40,25 @@ topic read $share/+/faces/#
 
 
 class Launcher(Protocol):
-    """Starts one edge component with its configuration; returns the running process."""
+    """Starts one component with its configuration; returns the running process (in a session of its own,
+    so that it can be stopped with its children) and the file its output goes to."""
 
     def __call__(self, component: str, config: Mapping[str, Any], workdir: Path, log: Path,
-                 env: Mapping[str, str]) -> subprocess.Popen[bytes]: ...
+                 env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], Path]: ...
 
 
 COMMANDS = {"broker": "broker", "logger": "logger", "detector": "detector", "processor": "processor"}
 
 
 def command_launcher(component: str, config: Mapping[str, Any], workdir: Path, log: Path,
-                     env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+                     env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
     """Run `facecap <command> --config <json>` in `workdir`, as a Greengrass Run step would."""
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "facecap.cli", COMMANDS[component], "--config", json.dumps(config)]
     with open(log, "ab") as out:
-        return subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **env}, start_new_session=True)
+        process = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **env}, start_new_session=True)
+    return process, log
 
 
 @dataclass
@@ -77,15 +80,29 @@ class Component:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM to the component and its children (a recipe's shell, a broker's mosquitto), as the
+        nucleus stops a component; SIGKILL if it is still there after `timeout`."""
         if self.process is None:
             return None
-        stop_process(self.process, timeout)
+        if self.process.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.process.wait(10)
         return self.process.returncode
 
     def kill(self) -> None:
+        """SIGKILL, as a crash or a power cut ends a process: nothing is flushed."""
         if self.running and self.process is not None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            self._signal(signal.SIGKILL)
             self.process.wait()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
 
 
 @dataclass
@@ -97,6 +114,8 @@ class PipelineSettings:
     detector_overrides: dict[str, Any] = field(default_factory=dict)
     launcher: Launcher = command_launcher
     log_level: str = "INFO"
+    # Route the bridge through a TcpProxy that tests can cut, as a lost uplink would.
+    cuttable_link: bool = False
 
 
 class LocalPipeline:
@@ -113,6 +132,7 @@ class LocalPipeline:
         self.ca: CertificateAuthority | None = None
         self.cloud: MosquittoServer | None = None
         self.s3: S3Server | None = None
+        self.link: TcpProxy | None = None
         self.edge_port = free_port()
         self.components: dict[str, Component] = {}
         self.store_url = f"file://{(self.workdir / 'store').resolve()}"
@@ -130,6 +150,8 @@ class LocalPipeline:
             path.chmod(0o600)
         self.cloud = MosquittoServer(self.workdir / "cloud-broker", ca=self.ca, users=self._passwords,
                                      acl=CLOUD_ACL, extra="message_size_limit 1100000\n").start()
+        if self.settings.cuttable_link:
+            self.link = TcpProxy(self.cloud.port)
         if self.settings.store == "s3":
             self.s3 = S3Server(self.workdir / "s3").start()
             client: Any = self.s3.client()
@@ -152,9 +174,16 @@ class LocalPipeline:
             "logging": {"level": self.settings.log_level},
         }
 
-    def start_processor(self) -> Component:
+    def start_processor(self, wait: bool = True) -> Component:
+        """Start the processor; with wait, return once its subscription exists, since the cloud broker
+        keeps faces only for a session that exists."""
         env = self.s3.env() if self.s3 else {}
-        return self._start("processor", self.processor_config(), env)
+        component = self._start("processor", self.processor_config(), env)
+        if wait and not wait_until(lambda: "subscribed to" in component.log_text() or not component.running, 30):
+            raise RuntimeError(f"processor did not subscribe:\n{tail(component.log)}")
+        if not component.running:
+            raise RuntimeError(f"processor exited:\n{tail(component.log)}")
+        return component
 
     # --- edge side ------------------------------------------------------------------------------------
 
@@ -163,7 +192,7 @@ class LocalPipeline:
         return {
             "deviceId": self.settings.device_id,
             "local": {"port": self.edge_port},
-            "bridge": {"host": self.cloud.host, "port": self.cloud.port, "tls": True,
+            "bridge": {"host": self.cloud.host, "port": self.link.port if self.link else self.cloud.port, "tls": True,
                        "caFile": str(self.ca.cert), "username": self.settings.device_id,
                        "passwordFile": str(self.secrets / f"{self.settings.device_id}.password"),
                        "restartBaseSeconds": 1, "restartCapSeconds": 4},
@@ -211,7 +240,8 @@ class LocalPipeline:
             raise RuntimeError(f"{name} is already running")
         component = Component(name, config, self.workdir / "work" / name, self.logs / f"{name}.log", dict(env or {}))
         component.workdir.mkdir(parents=True, exist_ok=True)
-        component.process = self.settings.launcher(name, config, component.workdir, component.log, component.env)
+        launcher = command_launcher if name == "processor" else self.settings.launcher  # the cloud runs Docker
+        component.process, component.log = launcher(name, config, component.workdir, component.log, component.env)
         self.components[name] = component
         return component
 
@@ -224,6 +254,8 @@ class LocalPipeline:
         for name in ("detector", "logger", "broker", "processor"):
             if name in self.components:
                 self.components[name].stop()
+        if self.link is not None:
+            self.link.close()
         if self.cloud is not None:
             self.cloud.stop()
         if self.s3 is not None:
