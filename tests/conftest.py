@@ -15,6 +15,8 @@ import pytest
 
 from facecap.devservers import CertificateAuthority, MosquittoServer, S3Server, find_binary
 
+from .greengrass_harness import BuiltComponent, Nucleus, build_components, load_build
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -91,3 +93,32 @@ def unique_topic(request: pytest.FixtureRequest) -> str:
     """A topic prefix no other test uses, so brokers shared by accident never mix messages."""
     name: str = request.node.name
     return "t/" + name.replace("[", "_").replace("]", "").replace("/", "_")[:60]
+
+
+# --- built Greengrass components, shared by the component and end-to-end tests (built and installed once) ---
+
+STACK_COMPONENTS = tuple(f"com.facecap.{n}" for n in ("EdgeBroker", "FaceDetector", "FaceLogger", "EdgeStack"))
+
+
+@pytest.fixture(scope="session")
+def edge_build(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Path:
+    """Every project built once, the way a local deployment would take them (wheel built by pip)."""
+    output = tmp_path_factory.mktemp("greengrass-build")
+    build_components(output, model_source=model_path)
+    return output
+
+
+@pytest.fixture(scope="session")
+def built(edge_build: Path) -> dict[str, BuiltComponent]:
+    return load_build(edge_build)
+
+
+@pytest.fixture(scope="session")
+def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPathFactory) -> Nucleus:
+    """One nucleus root with all four components deployed with their defaults and installed for real."""
+    nucleus = Nucleus(tmp_path_factory.mktemp("greengrass-root"), thing_name="facecap-harness-thing")
+    nucleus.deploy(built.values())
+    for name in STACK_COMPONENTS:
+        result = nucleus.install(name)
+        assert result.ok, f"{name} {result.step} failed (exit {result.returncode}):\n{result.output}"
+    return nucleus

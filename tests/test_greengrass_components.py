@@ -29,7 +29,7 @@ from facecap.devservers import free_port
 from facecap.mqtt import MqttClient, MqttSettings
 
 from .conftest import MosquittoFactory
-from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, build_components, load_build
+from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus
 from .helpers import Collector, sample_face, subscriber
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,30 +43,6 @@ pytestmark = pytest.mark.integration
 def run_build(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(BUILD_SCRIPT), *args], cwd=cwd, env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=300, check=False)
-
-
-@pytest.fixture(scope="session")
-def edge_build(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Path:
-    """Every project built once, the way a local deployment would take them (wheel built by pip)."""
-    output = tmp_path_factory.mktemp("greengrass-build")
-    build_components(output, model_source=model_path)
-    return output
-
-
-@pytest.fixture(scope="session")
-def built(edge_build: Path) -> dict[str, BuiltComponent]:
-    return load_build(edge_build)
-
-
-@pytest.fixture(scope="session")
-def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPathFactory) -> Nucleus:
-    """One nucleus root with all four components deployed with their defaults and installed for real."""
-    nucleus = Nucleus(tmp_path_factory.mktemp("greengrass-root"), thing_name="facecap-harness-thing")
-    nucleus.deploy(built.values())
-    for name in (BROKER, DETECTOR, LOGGER, STACK):
-        result = nucleus.install(name)
-        assert result.ok, f"{name} {result.step} failed (exit {result.returncode}):\n{result.output}"
-    return nucleus
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..contract import parse_time
 from ..mqtt import MqttClient, ReceivedMessage, StatusTopic
 from ..storage import Store, StoreError
 from .config import DEFAULT_CLIENT_ID, ProcessorConfig
@@ -174,6 +175,8 @@ class Processor:
                     return
             self.client.ack(message)
             self.stats.finished(plan.quarantined)
+            if not plan.quarantined and log.isEnabledFor(logging.DEBUG):
+                _log_stored(plan.puts)
         except Exception:
             # A bug, not bad input (bad input is quarantined): keep the process alive, and leave the
             # message unacknowledged so it is not lost.
@@ -257,3 +260,12 @@ class Processor:
             write_heartbeat(Path(self.config.heartbeat_file), state)
         except OSError as exc:
             log.warning("cannot write heartbeat %s: %s", self.config.heartbeat_file, exc)
+
+
+def _log_stored(puts: tuple[Put, ...]) -> None:
+    """One line per stored face with its capture-to-store latency (DEBUG: the pipeline benchmark reads it)."""
+    now = datetime.now(timezone.utc)
+    for put in puts:
+        captured = put.metadata.get("captured-at")
+        latency = f"{(now - parse_time(captured)).total_seconds() * 1000:.1f}" if captured else "n/a"
+        log.debug("stored %s face-id=%s capture_to_store_ms=%s", put.key, put.metadata.get("face-id", ""), latency)
