@@ -156,6 +156,7 @@ class MosquittoServer:
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "max_queued_messages 100000",
             "max_inflight_messages 0",
+            "set_tcp_nodelay true",  # as the cloud broker's configuration has it
         ]
         if persistence:
             lines += ["persistence true", f"persistence_location {folder}/", "autosave_interval 1"]

@@ -116,6 +116,7 @@ class PipelineSettings:
     log_level: str = "INFO"
     # Route the bridge through a TcpProxy that tests can cut, as a lost uplink would.
     cuttable_link: bool = False
+    processor_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 class LocalPipeline:
@@ -164,7 +165,7 @@ class LocalPipeline:
                 "username": user, "passwordFile": str(self.secrets / f"{user}.password")}
 
     def processor_config(self) -> dict[str, Any]:
-        return {
+        config: dict[str, Any] = {
             "mqtt": {**self.cloud_mqtt(PROCESSOR_USER), "clientId": "facecap-processor-demo",
                      "minReconnectDelaySeconds": 0.2, "maxReconnectDelaySeconds": 2},
             "store": self.store_url,
@@ -173,6 +174,7 @@ class LocalPipeline:
             "retry": {"initialDelaySeconds": 0.2, "maxDelaySeconds": 2},
             "logging": {"level": self.settings.log_level},
         }
+        return _merge(config, self.settings.processor_overrides)
 
     def start_processor(self, wait: bool = True) -> Component:
         """Start the processor; with wait, return once its subscription exists, since the cloud broker

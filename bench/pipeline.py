@@ -1,0 +1,179 @@
+"""End-to-end pipeline benchmark: contract v1 faces published into the EdgeBroker, across its TLS bridge
+to the cloud broker, through the processor into the S3 server (SeaweedFS), with the FaceLogger listening
+on the edge — every part a real process, as `facecap demo` runs them.
+
+For each phase it prints the faces stored per second from the first publish to the last store, and the
+capture-to-store latency p50/p99 (the processor logs each stored face's latency at DEBUG, computed from the
+message's captured-at, which this script sets just before publishing), then the peak resident memory of
+each component. Phases: fixed rates (default 20/s and 100/s) and full speed (as fast as the edge broker
+acknowledges, with many publishes in flight).
+
+    python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+
+from facecap.contract import FaceMetadata, OutgoingFace, build_message
+from facecap.demo.pipeline import LocalPipeline, PipelineSettings, wait_until
+from facecap.mqtt import MqttClient, MqttSettings
+
+STORED = re.compile(r"stored \S+ face-id=(\S+) capture_to_store_ms=([\d.]+)")
+TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z")
+
+
+@dataclass
+class Phase:
+    name: str
+    face_ids: set[str] = field(default_factory=set)
+    first_publish: float = 0.0
+
+
+def face(size: int, frame: int) -> OutgoingFace:
+    payload = b"\xff\xd8\xff\xe0" + os.urandom(size - 4)
+    meta = FaceMetadata(device_id="demo-jetson", camera_id="bench", captured_at=datetime.now(timezone.utc),
+                        bbox=(100, 80, 160, 200), score=0.95, frame=frame, track_id=str(frame), detector="bench")
+    return build_message(payload, meta)
+
+
+class MemorySampler:
+    """Peak resident memory of each component's processes (a component's children included)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self, pid: int) -> float:
+        try:
+            process = psutil.Process(pid)
+            members = [process, *process.children(recursive=True)]
+            total: float = sum(p.memory_info().rss for p in members if p.is_running()) / 1e6
+            return total
+        except psutil.Error:
+            return 0.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], self._rss(pid))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def stored_latencies(log_text: str, ids: set[str]) -> tuple[list[float], float]:
+    """Latencies (ms) of this phase's faces and the wall time of the last store."""
+    latencies, last = [], 0.0
+    for line in log_text.splitlines():
+        match = STORED.search(line)
+        if match and match.group(1) in ids:
+            latencies.append(float(match.group(2)))
+            stamp = TIMESTAMP.match(line)
+            if stamp:
+                when = datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc)
+                last = max(last, when.timestamp())
+    return latencies, last
+
+
+def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: float) -> None:
+    interval = 1.0 / rate if rate else 0.0
+    start = time.monotonic()
+    phase.first_publish = time.time()
+    futures = []
+    for index in range(count):
+        if interval:
+            # Publish on a fixed schedule, so latency is not hidden by bursts.
+            delay = start + index * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        message = face(size, index)
+        phase.face_ids.add(message.face_id)
+        futures.append(client.publish(message.topic, message.payload, content_type=message.content_type,
+                                      user_properties=message.user_properties, timeout=60))
+    for future in futures:
+        assert future is not None
+        future.result(timeout=120)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=30_000, help="face size in bytes (default 30000)")
+    parser.add_argument("--rates", default="20,100", help="fixed rates in faces/s (default 20,100)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each fixed-rate phase")
+    parser.add_argument("--burst", type=int, default=3000, help="faces in the full-speed phase")
+    parser.add_argument("--workers", type=int, default=16, help="processor workers (default 16)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="facecap-bench-pipeline-") as folder:
+        pipeline = LocalPipeline(PipelineSettings(
+            workdir=Path(folder), store="s3",
+            processor_overrides={"logging": {"level": "DEBUG"}, "workers": args.workers}))
+        try:
+            pipeline.start_cloud()
+            processor = pipeline.start_processor()
+            broker = pipeline.start_edge_broker()
+            logger = pipeline.start_logger()
+            assert pipeline.cloud is not None and pipeline.cloud.process is not None
+            assert processor.process and broker.process and logger.process
+            pids = {"edge broker (facecap broker + mosquitto)": broker.process.pid,
+                    "face logger": logger.process.pid,
+                    "cloud broker (mosquitto)": pipeline.cloud.process.pid,
+                    "processor": processor.process.pid}
+            sampler = MemorySampler(pids)
+            sampler.start()
+            client = MqttClient(MqttSettings(host="127.0.0.1", port=pipeline.edge_port, max_in_flight=256),
+                                "bench-publisher")
+            client.start()
+            rates = [float(r) for r in args.rates.split(",") if r]
+            phases = [(f"{rate:g} faces/s", int(rate * args.seconds), rate) for rate in rates]
+            phases.append(("full speed", args.burst, 0.0))
+            print(f"pipeline benchmark: {args.size} B faces, edge -> TLS bridge -> cloud -> processor "
+                  f"({args.workers} workers) -> S3 (SeaweedFS); {os.cpu_count()} cores\n")
+            print(f"{'phase':<16}{'faces':>7}{'stored':>8}{'faces/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+            for name, count, rate in phases:
+                phase = Phase(name)
+                run_phase(client, phase, args.size, count, rate)
+                def all_stored(ids: set[str] = phase.face_ids) -> bool:
+                    return len(stored_latencies(processor.log_text(), ids)[0]) >= len(ids)
+
+                done = wait_until(all_stored, timeout=180, interval=0.5)
+                latencies, last = stored_latencies(processor.log_text(), phase.face_ids)
+                throughput = len(latencies) / (last - phase.first_publish) if last > phase.first_publish else 0.0
+                print(f"{name:<16}{count:>7}{len(latencies):>8}{throughput:>10.1f}"
+                      f"{statistics.median(latencies):>9.1f}{percentile(latencies, 0.99):>9.1f}"
+                      f"{max(latencies):>9.1f}" + ("" if done else "   (not all stored within 180 s)"))
+                time.sleep(2)
+            client.stop()
+            sampler.stop()
+            print("\npeak resident memory")
+            for name, peak in sampler.peak.items():
+                print(f"  {name:<44}{peak:>8.1f} MB")
+        finally:
+            pipeline.stop_all()
+
+
+if __name__ == "__main__":
+    main()
