@@ -13,6 +13,7 @@ all exercised. Its output (facecap's lines and Mosquitto's log) is in `log_text(
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -108,6 +109,23 @@ class EdgeBroker:
                 return True
             time.sleep(0.1)
         return False
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        """Whether the local listener completes an MQTT handshake within timeout: a bare MQTT 3.1.1 CONNECT
+        (clean session, empty client id) answered by an accepting CONNACK. Raw bytes, so nothing retries."""
+        connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+                sock.sendall(connect)
+                answer = b""
+                while len(answer) < 4:
+                    chunk = sock.recv(4 - len(answer))
+                    if not chunk:
+                        return False
+                    answer += chunk
+                return answer == b"\x20\x02\x00\x00"
+        except OSError:  # includes the timeout
+            return False
 
     def bridge_state(self, timeout: float = 2.0) -> str | None:
         """The retained bridge state on the edge broker: "1" connected, "0" not, None if never set."""

@@ -44,8 +44,8 @@ def config_problems(data: dict[str, Any]) -> dict[str, str]:
 
 # --- rendering -------------------------------------------------------------------------------------------
 
-def test_default_bridge_is_mqtt5_persistent_tls_with_stable_client_id() -> None:
-    lines = render({"bridge": {"host": "mqtt.example.com"}})
+def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id() -> None:
+    lines = render({"bridge": {"host": "mqtt.example.com"}}, forwarder_port=40123)
     for expected in [
         "listener 1883 127.0.0.1",
         "allow_anonymous true",
@@ -57,29 +57,59 @@ def test_default_bridge_is_mqtt5_persistent_tls_with_stable_client_id() -> None:
         f"max_queued_bytes {512 * 1024 * 1024}",
         "log_dest stderr",
         "connection cloud",
-        "address mqtt.example.com:8883",
+        "address 127.0.0.1:40123",
         "bridge_protocol_version mqttv50",
         "remote_clientid facecap-edge-jetson-1",
         "cleansession false",
         "local_cleansession false",
         "restart_timeout 2 60",
         "keepalive_interval 60",
-        "bridge_capath /etc/ssl/certs",
-        "bridge_insecure false",
         "notifications_local_only false",
         "topic faces/# out 1",
     ]:
         assert expected in lines, expected
-    assert not any(line.startswith(("remote_password", "remote_username", "bridge_certfile")) for line in lines)
+    assert not any(line.startswith(("remote_password", "remote_username", "bridge_")) and
+                   not line.startswith("bridge_protocol_version") for line in lines)
+    # Mosquitto bridges in plain TCP to the forwarder; the conf says where TLS happens and towards what.
+    assert "# TLS to mqtt.example.com:8883 is done by `facecap broker` (bridge.tlsBy facecap): Mosquitto" in lines
     # Global options must come before `connection`: after it Mosquitto reads bridge options only.
     assert lines.index("set_tcp_nodelay true") < lines.index("connection cloud")
+
+
+def test_tls_by_mosquitto_renders_its_own_tls_lines() -> None:
+    lines = render({"bridge": {"host": "mqtt.example.com", "tlsBy": "mosquitto"}}, forwarder_port=40123)
+    for expected in ["address mqtt.example.com:8883", "bridge_capath /etc/ssl/certs", "bridge_insecure false"]:
+        assert expected in lines, expected
+    assert not any("127.0.0.1:" in line or "facecap broker` (bridge.tlsBy" in line for line in lines)
+
+
+def test_render_without_a_forwarder_port_shows_where_it_goes() -> None:
+    """`broker render` runs no forwarder: the port is picked at start and shown as such."""
+    lines = render({"bridge": {"host": "mqtt.example.com", "username": "u", "passwordFile": "/pw"}},
+                   password=PASSWORD_MASK)
+    assert "address 127.0.0.1:<port picked at start>" in lines
+    assert "remote_password ********" in lines
+
+
+def test_tls_by_facecap_keeps_the_password_and_drops_every_tls_line() -> None:
+    lines = render({"bridge": {"host": "10.0.0.5", "port": 18883, "caFile": "/certs/ca.pem",
+                               "certFile": "/certs/dev.crt", "keyFile": "/certs/dev.key", "username": "jetson-1",
+                               "passwordFile": "/secrets/pw"}}, password="s3cret", forwarder_port=41000)
+    assert "address 127.0.0.1:41000" in lines
+    # The MQTT CONNECT inside the tunnel still carries the credentials.
+    assert "remote_username jetson-1" in lines
+    assert "remote_password s3cret" in lines
+    assert not any(line.startswith(("bridge_cafile", "bridge_capath", "bridge_certfile", "bridge_keyfile",
+                                    "bridge_insecure", "address 10.0.0.5")) for line in lines)
+    assert any("10.0.0.5:18883" in line for line in lines if line.startswith("#"))
 
 
 def test_certificates_credentials_and_overrides_are_rendered() -> None:
     lines = render({
         "deviceId": "ignored-here",
         "local": {"port": 1884, "passwordFile": "/etc/facecap/local-passwd"},
-        "bridge": {"host": "10.0.0.5", "port": 18883, "caFile": "/certs/ca.pem", "certFile": "/certs/dev.crt",
+        "bridge": {"host": "10.0.0.5", "port": 18883, "tlsBy": "mosquitto", "caFile": "/certs/ca.pem",
+                   "certFile": "/certs/dev.crt",
                    "keyFile": "/certs/dev.key", "username": "jetson-1", "passwordFile": "/secrets/pw",
                    "clientId": "edge-7", "topics": ["faces/# out 1", "commands/# in 1"],
                    "keepAliveSeconds": 30, "restartBaseSeconds": 5, "restartCapSeconds": 120},
@@ -114,8 +144,11 @@ def test_without_bridge_or_persistence_and_as_a_given_user() -> None:
     assert not any(line.startswith(("connection ", "address ", "persistence_location ")) for line in lines)
 
 
-def test_plaintext_bridge_has_no_tls_lines() -> None:
-    lines = render({"bridge": {"host": "127.0.0.1", "tls": False}})
+@pytest.mark.parametrize("tls_by", ["facecap", "mosquitto"])
+def test_plaintext_bridge_has_no_tls_lines_and_no_forwarder(tls_by: str) -> None:
+    lines = render({"bridge": {"host": "127.0.0.1", "port": 1999, "tls": False, "tlsBy": tls_by}},
+                   forwarder_port=40123)
+    assert "address 127.0.0.1:1999" in lines
     assert not any(line.startswith(("bridge_cafile", "bridge_capath", "bridge_insecure")) for line in lines)
 
 
@@ -155,6 +188,7 @@ def test_a_value_with_a_line_break_cannot_inject_a_directive() -> None:
     ({"messageSizeLimit": 300_000_000}, "messageSizeLimit", "less than or equal to 268435455"),
     ({"logTypes": ["chatty"]}, "logTypes", "unknown log types"),
     ({"bridge": {"hots": "x"}}, "bridge.hots", "unknown key"),
+    ({"bridge": {"tlsBy": "openssl"}}, "bridge.tlsBy", "'facecap' or 'mosquitto'"),
     ({"persistence": {"dir": " /x"}}, "persistence.dir", "blanks"),
 ])
 def test_bad_values_name_the_key(data: dict[str, Any], key: str, words: str) -> None:

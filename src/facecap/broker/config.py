@@ -8,6 +8,7 @@ set, the files exist, TLS is on towards the internet) is checked by `preflight` 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -76,6 +77,13 @@ class BridgeSettings(ConfigModel):
     host: str = Field("", description="Cloud broker host name or IPv4 address (required when enabled).")
     port: int = Field(8883, ge=1, le=65535, description="Cloud broker port.")
     tls: bool = Field(True, description="Connect to the cloud broker with TLS.")
+    tls_by: Literal["facecap", "mosquitto"] = Field(
+        "facecap",
+        description="Who does the bridge's TLS. facecap: Mosquitto bridges in plain TCP to a loopback port of "
+                    "`facecap broker`, which carries the connection to the cloud inside TLS, because Mosquitto "
+                    "before 2.0.16 (2.0.11 in Debian 12 and Ubuntu 22.04) can hang at 100% CPU, deaf to its "
+                    "own clients, after failed TLS bridge reconnects. mosquitto: Mosquitto's own TLS, fine "
+                    "from Mosquitto 2.0.16 on.")
     allow_plaintext: bool = Field(
         False, description="Explicit opt-out: allow tls false towards a non-loopback host (faces would cross "
                            "the network unencrypted).")
@@ -84,8 +92,7 @@ class BridgeSettings(ConfigModel):
                         "system store in caPath.")
     ca_path: str = Field(
         "/etc/ssl/certs",
-        description="Folder of trusted CA certificates, used when caFile is empty (Mosquitto turns TLS on "
-                    "only with one of the two).")
+        description="Folder of trusted CA certificates (the system store), used when caFile is empty.")
     cert_file: str = Field("", description="PEM client certificate for mutual TLS (optional).")
     key_file: str = Field("", description="PEM private key of certFile.")
     username: str = Field("", description="User name on the cloud broker (optional).")

@@ -14,6 +14,12 @@ def bridge_client_id(config: BrokerConfig, device_id: str) -> str:
     return config.bridge.client_id or f"facecap-edge-{device_id}"
 
 
+def forwards_tls(config: BrokerConfig) -> bool:
+    """True when `facecap broker` does the bridge's TLS and Mosquitto bridges in plain TCP to it."""
+    bridge = config.bridge
+    return bridge.enabled and bridge.tls and bridge.tls_by == "facecap"
+
+
 def bridge_state_topic(config: BrokerConfig, device_id: str) -> str:
     """Where Mosquitto publishes the retained bridge state: "1" connected, "0" not."""
     return f"$SYS/broker/connection/{bridge_client_id(config, device_id)}/state"
@@ -26,13 +32,16 @@ def render_conf(
     work_dir: str,
     password: str = "",
     user: str = "",
+    forwarder_port: int | None = None,
 ) -> str:
     """The mosquitto.conf for `config`.
 
     device_id: the resolved device id. work_dir: the folder persistence falls back to (the component's work
     folder). password: the cloud password read from bridge.passwordFile (or PASSWORD_MASK for display).
     user: the account Mosquitto should keep running as (it switches to the `mosquitto` user when started
-    as root without one, which then cannot write the work folder).
+    as root without one, which then cannot write the work folder). forwarder_port: the loopback port of the
+    TLS forwarder when facecap does the bridge's TLS; None shows a placeholder (`broker render`, since the
+    port is picked at each start).
     """
     lines = [
         "# Rendered by `facecap broker` from the EdgeBroker configuration and rewritten at every start:",
@@ -54,7 +63,7 @@ def render_conf(
         # bridge, while here a v5 publisher gets a failure reason code for it.
         f"message_size_limit {config.message_size_limit}",
         # Applies to the connections the broker accepts (the local components); in Mosquitto 2.0 the
-        # bridge's own outgoing socket is not covered, its throughput comes from many messages in flight.
+        # bridge's own outgoing socket is not covered (the TLS forwarder sets it on the link to the cloud).
         "set_tcp_nodelay true",
         "",
         # Mosquitto 2.0.11 block-buffers stdout when it is a pipe, so a log line could wait hours there;
@@ -71,7 +80,7 @@ def render_conf(
     if config.extra_config:
         lines += ["", "# extraConfig", *config.extra_config]
     if config.bridge.enabled:
-        lines += _bridge(config, device_id, password)
+        lines += _bridge(config, device_id, password, forwarder_port)
     return "\n".join(lines) + "\n"
 
 
@@ -107,13 +116,27 @@ def _persistence(config: BrokerConfig, work_dir: str) -> list[str]:
     ]
 
 
-def _bridge(config: BrokerConfig, device_id: str, password: str) -> list[str]:
+def _address(config: BrokerConfig, forwarder_port: int | None) -> list[str]:
+    bridge = config.bridge
+    if not forwards_tls(config):
+        return [f"address {bridge.host}:{bridge.port}"]
+    port = "<port picked at start>" if forwarder_port is None else str(forwarder_port)
+    return [
+        f"# TLS to {bridge.host}:{bridge.port} is done by `facecap broker` (bridge.tlsBy facecap): Mosquitto",
+        "# bridges in plain TCP to its forwarder on loopback, which checks the cloud's certificate against",
+        "# bridge.caFile (or caPath) and the host name, and presents bridge.certFile when set. Mosquitto before",
+        "# 2.0.16 can hang doing a bridge's TLS itself while the uplink is down.",
+        f"address 127.0.0.1:{port}",
+    ]
+
+
+def _bridge(config: BrokerConfig, device_id: str, password: str, forwarder_port: int | None) -> list[str]:
     bridge = config.bridge
     lines = [
         "",
         f"# Bridge to the cloud broker. Its state is retained on {bridge_state_topic(config, device_id)}.",
         f"connection {bridge.name}",
-        f"address {bridge.host}:{bridge.port}",
+        *_address(config, forwarder_port),
         "bridge_protocol_version mqttv50",
         f"remote_clientid {bridge_client_id(config, device_id)}",
         # The cloud keeps the bridge's session, and the local side keeps queueing for the bridge while the
@@ -127,7 +150,7 @@ def _bridge(config: BrokerConfig, device_id: str, password: str) -> list[str]:
         "notifications true",
         f"notifications_local_only {'true' if bridge.notifications_local_only else 'false'}",
     ]
-    if bridge.tls:
+    if bridge.tls and not forwards_tls(config):
         if bridge.ca_file:
             lines.append(f"bridge_cafile {bridge.ca_file}")
         else:

@@ -19,7 +19,8 @@ from types import FrameType
 from ..config import resolve_device_id
 from .config import BrokerConfig
 from .preflight import preflight, read_first_line
-from .render import PASSWORD_MASK, bridge_client_id, bridge_state_topic, render_conf
+from .render import PASSWORD_MASK, bridge_client_id, bridge_state_topic, forwards_tls, render_conf
+from .tlsforward import TlsForwarder, bridge_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ def current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def conf_text(config: BrokerConfig, work_dir: Path, *, masked: bool) -> str:
-    """The mosquitto.conf for this machine; with masked, the cloud password is replaced for display."""
+def conf_text(config: BrokerConfig, work_dir: Path, *, masked: bool, forwarder_port: int | None = None) -> str:
+    """The mosquitto.conf for this machine; with masked, the cloud password is replaced for display.
+    forwarder_port: where the TLS forwarder listens, when it runs."""
     password = ""
     if config.bridge.enabled and config.bridge.password_file:
         password = PASSWORD_MASK if masked else read_first_line(config.bridge.password_file)
@@ -42,6 +44,7 @@ def conf_text(config: BrokerConfig, work_dir: Path, *, masked: bool) -> str:
         work_dir=str(work_dir.resolve()),
         password=password,
         user=current_user(),
+        forwarder_port=forwarder_port,
     )
 
 
@@ -69,14 +72,31 @@ def _die_with_parent() -> None:
 
 
 def run_broker(config: BrokerConfig, work_dir: Path) -> int:
-    """Run Mosquitto until it exits; return its exit code (128 + n when it died of signal n)."""
+    """Run Mosquitto until it exits; return its exit code (128 + n when it died of signal n).
+
+    When facecap does the bridge's TLS, the forwarder listens before Mosquitto starts (its port goes into
+    the conf) and stops only after Mosquitto has exited, so the bridge never loses its way out early."""
     binary = preflight(config, work_dir)
+    # Loads the CA and client certificate now, so a file that exists but does not load stops the start
+    # with its key named, instead of every connection failing later.
+    context = bridge_tls_context(config.bridge) if forwards_tls(config) else None
+    forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context).start() if context else None
+    try:
+        return _run_mosquitto(config, work_dir, binary, forwarder)
+    finally:
+        if forwarder is not None:
+            forwarder.stop()
+
+
+def _run_mosquitto(config: BrokerConfig, work_dir: Path, binary: str, forwarder: TlsForwarder | None) -> int:
     conf_path = work_dir / CONF_NAME
-    write_private(conf_path, conf_text(config, work_dir, masked=False))
+    write_private(conf_path, conf_text(config, work_dir, masked=False,
+                                       forwarder_port=forwarder.port if forwarder else None))
     device_id = resolve_device_id(config.device_id)
     if config.bridge.enabled:
+        tls = "off" if not config.bridge.tls else "by facecap" if forwarder else "by mosquitto"
         log.info("bridge %s to %s:%d as %s (tls %s); state on %s", config.bridge.name, config.bridge.host,
-                 config.bridge.port, bridge_client_id(config, device_id), config.bridge.tls,
+                 config.bridge.port, bridge_client_id(config, device_id), tls,
                  bridge_state_topic(config, device_id))
     else:
         log.warning("bridge disabled: faces stay on this device")
