@@ -4,7 +4,7 @@ how a backlog built during a cloud outage costs memory and disk and drains after
 Both brokers are real Mosquitto processes on loopback: the edge one started by `facecap broker` from its
 rendered conf, the cloud one plain. Loopback hides network latency, so these are the brokers' own costs.
 
-    python bench/bridge.py [--faces 2000] [--size 20000] [--backlog 5000]
+    python bench/bridge.py [--faces 2000] [--size 20000] [--backlog 5000] [--tls off|facecap|mosquitto]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.devservers import LOOPBACK, MosquittoServer, free_port, stop_process, wait_for_port
+from facecap.devservers import LOOPBACK, CertificateAuthority, MosquittoServer, free_port, stop_process, wait_for_port
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 
 
@@ -61,11 +61,14 @@ class Arrivals:
         return True
 
 
-def start_edge(folder: Path, cloud: MosquittoServer) -> tuple[subprocess.Popen[bytes], int]:
+def start_edge(folder: Path, cloud: MosquittoServer, tls: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    config = {"deviceId": "bench", "local": {"port": port},
-              "bridge": {"host": cloud.host, "port": cloud.port, "tls": False, "restartBaseSeconds": 1,
-                         "restartCapSeconds": 2},
+    bridge: dict[str, object] = {"host": cloud.host, "port": cloud.port, "tls": tls != "off",
+                                 "restartBaseSeconds": 1, "restartCapSeconds": 2}
+    if tls != "off":
+        assert cloud.ca is not None
+        bridge.update(tlsBy=tls, caFile=str(cloud.ca.cert))
+    config = {"deviceId": "bench", "local": {"port": port}, "bridge": bridge,
               "persistence": {"autosaveIntervalSeconds": 5}}
     log = open(folder / "edge.log", "wb")  # noqa: SIM115 - lives as long as the broker
     process = subprocess.Popen([sys.executable, "-m", "facecap.cli", "broker", "--config", json.dumps(config)],
@@ -79,8 +82,10 @@ def mosquitto_child(process: subprocess.Popen[bytes]) -> psutil.Process:
     return next(c for c in children if "mosquitto" in c.name())
 
 
-def client(port: int, name: str, on_message: object = None, persistent: bool = False) -> MqttClient:
-    settings = MqttSettings(host=LOOPBACK, port=port, max_in_flight=256, max_reconnect_delay_seconds=1)
+def client(port: int, name: str, on_message: object = None, persistent: bool = False,
+           ca_file: str = "") -> MqttClient:
+    settings = MqttSettings(host=LOOPBACK, port=port, max_in_flight=256, max_reconnect_delay_seconds=1,
+                            tls=bool(ca_file), ca_file=ca_file)
     made = MqttClient(settings, name, on_message=on_message, persistent=persistent)  # type: ignore[arg-type]
     made.start()
     return made
@@ -162,17 +167,23 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=2000, help="faces for the throughput run")
     parser.add_argument("--size", type=int, default=20_000, help="payload bytes per face")
     parser.add_argument("--backlog", type=int, default=5000, help="faces queued during the outage run")
+    parser.add_argument("--tls", choices=("off", "facecap", "mosquitto"), default="off",
+                        help="bridge to a TLS cloud broker, TLS done by facecap's forwarder or by Mosquitto "
+                             "(bridge.tlsBy); off: plain TCP (default)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="facecap-bench-bridge-") as tmp:
         folder = Path(tmp)
-        cloud = MosquittoServer(folder / "cloud", persistence=True).start()
+        ca = CertificateAuthority(folder / "ca") if args.tls != "off" else None
+        cloud = MosquittoServer(folder / "cloud", ca=ca, persistence=True).start()
         edge_dir = folder / "edge"
         edge_dir.mkdir()
-        edge, edge_port = start_edge(edge_dir, cloud)
+        edge, edge_port = start_edge(edge_dir, cloud, args.tls)
+        print(f"bridge TLS: {args.tls}")
         try:
             at_cloud, at_edge = Arrivals(), Arrivals()
-            cloud_sub = client(cloud.port, "bench-cloud-sub", at_cloud, persistent=True)
+            cloud_sub = client(cloud.port, "bench-cloud-sub", at_cloud, persistent=True,
+                               ca_file=str(ca.cert) if ca else "")
             cloud_sub.subscribe("faces/#")
             edge_sub = client(edge_port, "bench-edge-sub", at_edge)
             edge_sub.subscribe("faces/#")
