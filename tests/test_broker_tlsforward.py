@@ -27,14 +27,15 @@ LOG_NAME = "facecap.broker.tlsforward"
 class TlsEcho:
     """A TLS server on loopback that echoes what it receives and remembers who connected."""
 
-    def __init__(self, cert: Certificate, *, client_ca: Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, cert: Certificate, *, client_ca: Path | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert.cert, cert.key)
         if client_ca is not None:
             self.context.verify_mode = ssl.CERT_REQUIRED
             self.context.load_verify_locations(client_ca)
         self.host = host
-        self.server = socket.create_server((host, 0))
+        self.server = socket.create_server((host, port))
         self.port: int = self.server.getsockname()[1]
         self.peers: list[dict[str, Any]] = []
         self.versions: list[str | None] = []
@@ -177,6 +178,9 @@ def test_files_that_do_not_load_are_named(ca: CertificateAuthority, tmp_path: Pa
 def test_failure_reasons_are_short_and_actionable() -> None:
     assert failure_reason(ConnectionRefusedError(111, "Connection refused")) == "Connection refused"
     assert failure_reason(TimeoutError(), timeout=3) == "no answer within 3 s"
+    # asyncio raises some without an errno; they must read as the same cause to be counted as repeats.
+    assert failure_reason(ConnectionResetError()) == "Connection reset by peer"
+    assert failure_reason(ConnectionResetError(104, "Connection reset by peer")) == "Connection reset by peer"
     assert failure_reason(socket.gaierror(-2, "Name or service not known")) == "Name or service not known"
     alert = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
     alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
@@ -272,7 +276,8 @@ def test_host_name_is_checked(ca: CertificateAuthority, server_cert: Certificate
 
 @pytest.mark.integration
 def test_refused_upstream_is_reported_once_however_often_it_is_tried(
-        ca: CertificateAuthority, forwarders: list[TlsForwarder], caplog: pytest.LogCaptureFixture) -> None:
+        ca: CertificateAuthority, server_cert: Certificate, forwarders: list[TlsForwarder],
+        caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()  # nothing listens there
     forwarder = start(forwarders, port, BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert)))
     started = time.monotonic()
@@ -281,6 +286,17 @@ def test_refused_upstream_is_reported_once_however_often_it_is_tried(
             assert closed_by_peer(local, timeout=5)
     assert time.monotonic() - started < 5  # each attempt fails at once, as a refused connection does
     assert warnings(caplog) == [f"bridge TLS to 127.0.0.1:{port}: connection failed: Connection refused"]
+    # The cloud comes back: the first success says how many attempts failed before it.
+    caplog.set_level(logging.INFO, LOG_NAME)
+    server = TlsEcho(server_cert, port=port)
+    try:
+        with connect(forwarder) as local:
+            local.sendall(b"back")
+            assert receive(local, 4) == b"back"
+        assert (f"bridge TLS to 127.0.0.1:{port} established (TLSv1.3) after 5 attempts failed"
+                in [r.getMessage() for r in caplog.records])
+    finally:
+        server.close()
 
 
 @pytest.mark.integration
@@ -301,7 +317,8 @@ def test_silent_upstream_times_out(ca: CertificateAuthority, forwarders: list[Tl
 
 @pytest.mark.integration
 def test_closing_either_side_closes_the_other(ca: CertificateAuthority, echo: TlsEcho,
-                                              forwarders: list[TlsForwarder]) -> None:
+                                              forwarders: list[TlsForwarder],
+                                              caplog: pytest.LogCaptureFixture) -> None:
     forwarder = start(forwarders, echo.port, BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert)))
     # Mosquitto drops the bridge connection: the cloud side ends too.
     local = connect(forwarder)
@@ -310,13 +327,16 @@ def test_closing_either_side_closes_the_other(ca: CertificateAuthority, echo: Tl
     local.close()
     assert echo.ended.acquire(timeout=10)
     assert wait_for(lambda: forwarder.active_connections == 0)
-    # The cloud drops it: Mosquitto's side ends too.
+    # The cloud drops it: Mosquitto's side ends too, and the log says who ended it.
+    caplog.set_level(logging.INFO, LOG_NAME)
     with connect(forwarder) as local:
         local.sendall(b"ping")
         assert receive(local, 4) == b"ping"
         echo.drop_all()
         assert closed_by_peer(local)
     assert wait_for(lambda: forwarder.active_connections == 0)
+    assert (f"bridge TLS to 127.0.0.1:{echo.port}: the cloud side closed the connection"
+            in [r.getMessage() for r in caplog.records])
 
 
 @pytest.mark.integration

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -67,6 +68,14 @@ def bridge_tls_context(bridge: BridgeSettings) -> ssl.SSLContext:
     return context
 
 
+_ERRNO_OF: dict[type[OSError], int] = {
+    ConnectionResetError: errno.ECONNRESET,
+    ConnectionRefusedError: errno.ECONNREFUSED,
+    ConnectionAbortedError: errno.ECONNABORTED,
+    BrokenPipeError: errno.EPIPE,
+}
+
+
 def failure_reason(exc: BaseException, timeout: float = CONNECT_TIMEOUT_SECONDS) -> str:
     """A short reason an operator can act on, e.g. 'certificate verify failed: unable to get local issuer
     certificate', 'Connection refused', 'tlsv13 alert certificate required'."""
@@ -79,8 +88,10 @@ def failure_reason(exc: BaseException, timeout: float = CONNECT_TIMEOUT_SECONDS)
     if isinstance(exc, socket.gaierror):
         return exc.strerror or str(exc)  # its errno is a resolver code, which os.strerror does not know
     if isinstance(exc, OSError):
-        # asyncio's own text for a refused connection ("Connect call failed (...)") hides the cause.
-        return os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+        # asyncio's own text for a refused connection ("Connect call failed (...)") hides the cause, and
+        # it raises some without an errno: the same cause must read the same to be counted as a repeat.
+        code = exc.errno or next((c for kind, c in _ERRNO_OF.items() if isinstance(exc, kind)), None)
+        return os.strerror(code) if code else str(exc) or type(exc).__name__
     return str(exc) or type(exc).__name__
 
 
@@ -124,25 +135,34 @@ class _Reporter:
         self.interval = interval
         self._reason: str | None = None
         self._reported_at = 0.0
-        self._repeats = 0
+        self._repeats = 0  # failures like the last reported one, not yet reported
+        self._failures = 0  # since the last success
         self._ever_connected = False
 
     def failed(self, what: str, reason: str) -> None:
         now = time.monotonic()
+        self._failures += 1
         if reason == self._reason and now - self._reported_at < self.interval:
             self._repeats += 1
             return
-        repeats = f" ({self._repeats} more attempts failed the same way)" if self._repeats else ""
-        log.warning("bridge TLS to %s: %s: %s%s", self.target, what, reason, repeats)
+        log.warning("bridge TLS to %s: %s: %s%s", self.target, what, reason,
+                    f" ({_attempts(self._repeats)} more failed the same way)" if self._repeats else "")
         self._reason, self._reported_at, self._repeats = reason, now, 0
 
     def connected(self, version: str | None) -> None:
-        if self._reason is not None or not self._ever_connected:
-            repeats = f" after {self._repeats + 1} failed attempts" if self._reason is not None else ""
-            log.info("bridge TLS to %s established (%s)%s", self.target, version, repeats)
+        if self._failures or not self._ever_connected:
+            log.info("bridge TLS to %s established (%s)%s", self.target, version,
+                     f" after {_attempts(self._failures)} failed" if self._failures else "")
         else:
             log.debug("bridge TLS to %s established (%s)", self.target, version)
-        self._reason, self._repeats, self._ever_connected = None, 0, True
+        self._reason, self._repeats, self._failures, self._ever_connected = None, 0, 0, True
+
+    def ended_by_cloud(self) -> None:
+        log.info("bridge TLS to %s: the cloud side closed the connection", self.target)
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt{'' if count == 1 else 's'}"
 
 
 class TlsForwarder:
@@ -240,7 +260,14 @@ class TlsForwarder:
                 continue
             task = loop.create_task(self._forward(connection))
             self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._connections.discard(task)
+        # Expected failures are reported inside the task; anything else is a bug, and must not vanish into
+        # asyncio's "exception was never retrieved".
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("TLS forwarder: a connection failed unexpectedly", exc_info=exc)
 
     def _admit(self, connection: socket.socket) -> bool:
         if len(self._connections) >= self.max_connections:
@@ -248,8 +275,8 @@ class TlsForwarder:
             return False
         try:
             uid = peer_uid(connection)
-        except OSError:
-            return False  # the other end is already gone
+        except (OSError, ValueError):
+            return False  # the other end is already gone, or the kernel's table was unreadable
         if uid is not None and uid != self.allowed_uid:
             log.warning("TLS forwarder: refused a connection from uid %d (only uid %d may use the bridge)",
                         uid, self.allowed_uid)
@@ -291,12 +318,15 @@ class TlsForwarder:
                 task.cancel()
             await asyncio.gather(outgoing, incoming, return_exceptions=True)
             await self._close_upstream(writer)
-        if incoming in done and not incoming.cancelled() and incoming.exception() is not None:
-            exc = incoming.exception()
-            assert exc is not None
-            self._report.failed("connection broken", failure_reason(exc))
+        # The cloud's side first: its TLS alert says more than the reset Mosquitto's side may see after it.
+        errors = [task.exception() for task in (incoming, outgoing) if task in done and not task.cancelled()]
+        error = next((exc for exc in errors if exc is not None), None)
+        if error is not None:
+            self._report.failed("connection broken", failure_reason(error))
+        elif incoming in done:
+            self._report.ended_by_cloud()
         else:
-            log.debug("bridge connection through the TLS forwarder closed")
+            log.debug("bridge TLS to %s:%d: Mosquitto closed the connection", self.host, self.upstream_port)
 
     @staticmethod
     async def _local_to_upstream(local: socket.socket, writer: asyncio.StreamWriter) -> None:
