@@ -46,7 +46,9 @@ class ConfigModel(BaseModel):
 
 
 class LoggingSettings(ConfigModel):
-    level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
+    level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$",
+                       description="Log level of facecap's own messages (DEBUG adds a line per face); libraries log "
+                                   "at INFO and above, since botocore's DEBUG output prints request credentials.")
     format: str = Field("text", pattern=r"^(text|json)$", description="`text` lines or one JSON object a line.")
 
 

@@ -33,4 +33,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    # DEBUG is for facecap's own loggers only. Libraries stay at INFO and above: botocore's DEBUG output
+    # prints every signed request, access key id and session token included, and would flood the log.
+    root.setLevel(max(logging.getLevelName(level.upper()), logging.INFO))
+    logging.getLogger("facecap").setLevel(level.upper())
