@@ -40,6 +40,19 @@ def test_put_stores_bytes_content_type_metadata_and_encryption(s3_env: Any) -> N
     assert s3_env.get_object(Bucket=BUCKET, Key="faces/dev-1/2026/a.jpg")["Body"].read() == body
 
 
+def test_put_sends_the_body_without_waiting_for_100_continue(s3_env: Any) -> None:
+    store = open_store(f"s3://{BUCKET}/faces")
+    assert isinstance(store, S3Store)
+    sent: list[dict[str, str]] = []
+    store._client.meta.events.register(  # the request as it goes on the wire
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
+    store.put("dev-1/e.jpg", b"\xff\xd8\xff" + b"e" * 30_000, "image/jpeg", {})
+    assert len(sent) == 1
+    assert "Expect" not in sent[0]
+    assert any(name.lower() == "x-amz-checksum-crc32" for name in sent[0])  # integrity is still checked
+    assert s3_env.head_object(Bucket=BUCKET, Key="faces/dev-1/e.jpg")["ContentLength"] == 30_003
+
+
 def test_putting_a_key_again_keeps_one_object(s3_env: Any) -> None:
     store = open_store(f"s3://{BUCKET}/p", server_side_encryption="")
     for _ in range(3):

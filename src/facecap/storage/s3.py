@@ -104,4 +104,14 @@ def _make_client(max_connections: int) -> S3Client:
         max_pool_connections=max_connections,
     )
     client: S3Client = boto3.session.Session().client("s3", config=config)
+    # botocore asks S3 for "100 Continue" before every PutObject body: a round trip more per face, for
+    # bodies of tens of KB that S3 takes in one go (on the local S3 server, one worker then made 0 - 25 %
+    # more puts per second in six runs). The body's integrity is still checked (botocore's CRC32 header).
+    # (botocore adds the header in a "before-call.s3" handler; register_last runs after it.)
+    client.meta.events.register_last("before-call.s3", _without_expect_continue)
     return client
+
+
+def _without_expect_continue(model: Any, params: dict[str, Any], **_: Any) -> None:
+    if model.name == "PutObject":
+        params["headers"].pop("Expect", None)
