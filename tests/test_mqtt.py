@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from facecap.contract import parse_message
-from facecap.devservers import CertificateAuthority, MosquittoServer
+from facecap.devservers import CertificateAuthority, MosquittoServer, mosquitto_version
 from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, ReceivedMessage, StatusTopic
 
@@ -301,3 +301,59 @@ def test_stop_waits_for_in_flight_then_gives_up_at_timeout(broker: MosquittoServ
     started = time.monotonic()
     assert pub.stop(timeout=1.0) is False  # still in flight when the time ran out
     assert 0.9 < time.monotonic() - started < 5
+
+
+def test_receive_maximum_bounds_what_a_slow_consumer_holds_or_the_overrun_is_reported(
+        broker: MosquittoServer, caplog: pytest.LogCaptureFixture) -> None:
+    # A backlog waits for a persistent session; the consumer then takes it, acknowledging each message a
+    # little after it arrives. A broker that keeps its promise never has more than the receive maximum
+    # unacknowledged at the client; Mosquitto before 2.0.13 sends more, and the client must say so.
+    settings = settings_for(broker)
+    receive_maximum = 8
+    held: list[ReceivedMessage] = []
+    lock = threading.Lock()
+
+    def hold(message: ReceivedMessage) -> None:
+        with lock:
+            held.append(message)
+
+    first = MqttClient(settings, "slow-consumer", persistent=True, on_message=hold, manual_ack=True,
+                       receive_maximum=receive_maximum)
+    first.start()
+    first.subscribe("faces/#")
+    first.stop()
+    pub = MqttClient(settings, "pub-backlog")
+    pub.start()
+    faces = [sample_face(size=500, frame=i) for i in range(200)]
+    for future in [pub.publish(f.topic, f.payload, user_properties=f.user_properties) for f in faces]:
+        assert future is not None
+        future.result(timeout=10)
+    pub.stop()
+
+    consumer = MqttClient(settings, "slow-consumer", persistent=True, on_message=hold, manual_ack=True,
+                          receive_maximum=receive_maximum)
+    acked = 0
+    with caplog.at_level("WARNING", logger="facecap.mqtt"):
+        consumer.start()
+        deadline = time.monotonic() + 30
+        while acked < len(faces) and time.monotonic() < deadline:
+            with lock:
+                batch, held[:] = held[:], []
+            for message in batch:
+                time.sleep(0.002)  # the work
+                consumer.ack(message)
+                acked += 1
+            time.sleep(0.01)
+        consumer.stop()
+    assert acked == len(faces)
+    overrun_warnings = [r for r in caplog.records if "receive maximum" in r.getMessage()]
+    peak = consumer.stats.unacked_peak
+    print(f"\nMosquitto {'.'.join(map(str, mosquitto_version()))}: at most {peak} unacknowledged messages held "
+          f"at once (receive maximum {receive_maximum}); overrun warnings: {len(overrun_warnings)}")
+    if mosquitto_version() >= (2, 0, 13):
+        assert peak <= receive_maximum
+        assert not overrun_warnings
+    else:
+        assert peak > receive_maximum  # the known bug shows here; if it did not, this test is wrong
+        assert len(overrun_warnings) == 1
+        assert "2.0.13" in overrun_warnings[0].getMessage()

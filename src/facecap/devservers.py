@@ -11,6 +11,7 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,19 @@ def find_binary(name: str) -> str | None:
     """A binary on PATH, in the running interpreter's bin folder (pip-installed tools), or in sbin."""
     candidates = [shutil.which(name), str(Path(sys.executable).parent / name), f"/usr/sbin/{name}"]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def mosquitto_version() -> tuple[int, ...]:
+    """The installed Mosquitto's version, e.g. (2, 0, 11): some of its known bugs change what tests see."""
+    binary = find_binary("mosquitto")
+    if binary is None:
+        raise ServerError("mosquitto is not installed (apt-get install mosquitto)")
+    # `mosquitto -h` prints "mosquitto version 2.0.11" and exits 3.
+    out = subprocess.run([binary, "-h"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"mosquitto version (\d+)\.(\d+)\.(\d+)", out)
+    if match is None:
+        raise ServerError(f"cannot tell the version of {binary} from: {out[:100]!r}")
+    return tuple(int(part) for part in match.groups())
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:

@@ -91,6 +91,7 @@ class ReceivedMessage:
     retain: bool
     received_at: float = field(default_factory=time.monotonic)
     ack_handle: Any = None  # set in manual-ack mode for QoS 1; pass the message to MqttClient.ack()
+    connection: int = 0  # which connection of the client brought it (an ack only counts on that one)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ class ClientStats:
     received: int = 0
     connects: int = 0
     connect_failures: int = 0
+    # Manual-ack mode: the most messages held unacknowledged at once on one connection. Above the
+    # receive maximum means the broker broke its promise (see MqttClient._count_unacked).
+    unacked_peak: int = 0
 
 
 def tls_context(settings: MqttSettings) -> io.ClientTlsContext | None:
@@ -151,6 +155,11 @@ class MqttClient:
         self._status = status
         self._on_message = on_message
         self._manual_ack = manual_ack
+        self._receive_maximum = receive_maximum
+        self._unacked = 0
+        self._unacked_lock = threading.Lock()
+        self._connection = 0
+        self._overrun_reported = False
         self._slots = threading.BoundedSemaphore(settings.max_in_flight)
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
@@ -370,6 +379,9 @@ class MqttClient:
         """PUBACK a message received in manual-ack mode (a no-op otherwise)."""
         if message.ack_handle is not None:
             self._client.invoke_publish_acknowledgement(message.ack_handle)
+            with self._unacked_lock:
+                if message.connection == self._connection:
+                    self._unacked = max(0, self._unacked - 1)
 
     def _on_publish(self, data: mqtt5.PublishReceivedData) -> None:
         # Runs on awscrt's event-loop thread: take what we need and hand off, never block here.
@@ -386,9 +398,31 @@ class MqttClient:
             qos=int(packet.qos),
             retain=bool(packet.retain),
             ack_handle=handle,
+            connection=self._connection,
         )
         self.stats.received += 1
+        if handle is not None:
+            self._count_unacked()
         self._inbox.put(message)
+
+    def _count_unacked(self) -> None:
+        # A broker must not send more unacknowledged QoS 1 messages than the receive maximum we asked
+        # for; that bound is what keeps a slow consumer's memory flat. Mosquitto before 2.0.13 breaks
+        # it (each PUBACK of the oldest message lets a whole receive maximum more through, fixed by
+        # "Various fixes around inflight quota management", #2306). Nothing here can refuse the
+        # messages, so say it once per connection: memory then grows with the broker's backlog.
+        with self._unacked_lock:
+            self._unacked += 1
+            self.stats.unacked_peak = max(self.stats.unacked_peak, self._unacked)
+            overrun = (self._receive_maximum is not None and self._unacked > self._receive_maximum
+                       and not self._overrun_reported)
+            if overrun:
+                self._overrun_reported = True
+        if overrun:
+            log.warning("the broker sent more than %d unacknowledged messages, the receive maximum this client "
+                        "asked for: the messages in hand, and their memory, now grow with the broker's backlog. "
+                        "Mosquitto before 2.0.13 does this; run 2.0.13 or later for the cloud broker (the "
+                        "compose file's eclipse-mosquitto:2.0 is)", self._receive_maximum)
 
     def _dispatch(self) -> None:
         assert self._on_message is not None
@@ -402,6 +436,11 @@ class MqttClient:
 
     def _on_success(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
         self.stats.connects += 1
+        with self._unacked_lock:
+            # The broker counts afresh on a new connection (and redelivers what was not acknowledged).
+            self._connection += 1
+            self._unacked = 0
+            self._overrun_reported = False
         session_present = bool(data.connack_packet and data.connack_packet.session_present)
         log.info("connected to %s (session present: %s)", self.settings.describe(), session_present)
         if self._subscriptions and not session_present:
