@@ -5,8 +5,10 @@ on the edge — every part a real process, as `facecap demo` runs them.
 For each phase it prints the faces stored per second from the first publish to the last store, and the
 capture-to-store latency p50/p99 (the processor logs each stored face's latency at DEBUG, computed from the
 message's captured-at, which this script sets just before publishing), then the peak resident memory of
-each component. Phases: fixed rates (default 20/s and 100/s) and full speed (as fast as the edge broker
-acknowledges, with many publishes in flight).
+each component and the CPU time each part spent per stored face (which tells, on a machine where every
+part shares the same cores, which part is the ceiling and what the edge and the cloud side each cost).
+Phases: fixed rates (default 20/s and 100/s) and full speed (as fast as the edge broker acknowledges, with
+many publishes in flight).
 
     python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000]
 """
@@ -41,11 +43,36 @@ class Phase:
     first_publish: float = 0.0
 
 
+_RANDOM_BODY: dict[int, bytes] = {}
+
+
 def face(size: int, frame: int) -> OutgoingFace:
-    payload = b"\xff\xd8\xff\xe0" + os.urandom(size - 4)
+    # One random body per size, made unique by the frame number: the publisher stays cheap, so the CPU it
+    # takes from the parts under test (on the same cores) is small.
+    body = _RANDOM_BODY.setdefault(size, os.urandom(size))
+    payload = (b"\xff\xd8\xff\xe0" + frame.to_bytes(8, "big") + body)[:size]
     meta = FaceMetadata(device_id="demo-jetson", camera_id="bench", captured_at=datetime.now(timezone.utc),
                         bbox=(100, 80, 160, 200), score=0.95, frame=frame, track_id=str(frame), detector="bench")
     return build_message(payload, meta)
+
+
+def members(pid: int) -> list[psutil.Process]:
+    """A component's processes: `facecap broker` runs mosquitto and the TLS forwarder as its children."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU time used so far by each part: a component with its children; this script alone
+    (its children are the brokers and the S3 server, counted as parts of their own)."""
+    used: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            processes = [psutil.Process(pid)] if pid == os.getpid() else members(pid)
+            used[name] = sum(sum(p.cpu_times()[:2]) for p in processes)
+        except psutil.Error:
+            used[name] = 0.0
+    return used
 
 
 class MemorySampler:
@@ -59,9 +86,7 @@ class MemorySampler:
 
     def _rss(self, pid: int) -> float:
         try:
-            process = psutil.Process(pid)
-            members = [process, *process.children(recursive=True)]
-            total: float = sum(p.memory_info().rss for p in members if p.is_running()) / 1e6
+            total: float = sum(p.memory_info().rss for p in members(pid) if p.is_running()) / 1e6
             return total
         except psutil.Error:
             return 0.0
@@ -79,18 +104,35 @@ class MemorySampler:
         self._thread.join()
 
 
-def stored_latencies(log_text: str, ids: set[str]) -> tuple[list[float], float]:
-    """Latencies (ms) of this phase's faces and the wall time of the last store."""
-    latencies, last = [], 0.0
-    for line in log_text.splitlines():
-        match = STORED.search(line)
-        if match and match.group(1) in ids:
-            latencies.append(float(match.group(2)))
+class StoreLog:
+    """Follows the processor's log, remembering each stored face's latency (ms) and wall time; reads only
+    what was appended since the last call, so polling it costs the parts under test little CPU."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.stored: dict[str, tuple[float, float]] = {}
+
+    def update(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            chunk = log.read()
+        complete = chunk.rfind(b"\n") + 1  # leave a half-written line for the next call
+        self.offset += complete
+        for line in chunk[:complete].decode(errors="replace").splitlines():
+            match = STORED.search(line)
             stamp = TIMESTAMP.match(line)
-            if stamp:
+            if match and stamp:
                 when = datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc)
-                last = max(last, when.timestamp())
-    return latencies, last
+                self.stored[match.group(1)] = (float(match.group(2)), when.timestamp())
+
+    def latencies(self, ids: set[str]) -> tuple[list[float], float]:
+        """Latencies (ms) of these faces and the wall time of the last store."""
+        self.update()
+        found = [self.stored[face_id] for face_id in ids if face_id in self.stored]
+        return [latency for latency, _ in found], max((when for _, when in found), default=0.0)
 
 
 def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: float) -> None:
@@ -118,6 +160,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+EDGE_PARTS = ("publisher (this script)", "edge broker (facecap broker + mosquitto)", "face logger")
+
+
+def print_cpu(cpu_per_face: dict[str, dict[str, float]]) -> None:
+    """CPU ms per stored face for each part and phase, summed for the edge and the cloud side."""
+    phases = list(cpu_per_face)
+    parts = list(next(iter(cpu_per_face.values())))
+    print("\nCPU time per stored face, ms (user + system)")
+    print(f"  {'part':<44}" + "".join(f"{name:>14}" for name in phases))
+    for part in parts:
+        print(f"  {part:<44}" + "".join(f"{cpu_per_face[name][part]:>14.2f}" for name in phases))
+    for side, chosen in (("edge side", [p for p in parts if p in EDGE_PARTS]),
+                         ("cloud side", [p for p in parts if p not in EDGE_PARTS])):
+        print(f"  {side + ' total':<44}" + "".join(
+            f"{sum(cpu_per_face[name][p] for p in chosen):>14.2f}" for name in phases))
+    full = cpu_per_face[phases[-1]]
+    total = sum(full.values())
+    cores = os.cpu_count() or 1
+    print(f"  all parts: {total:.2f} ms per face at full speed, a ceiling of ~{cores * 1000 / total:.0f} faces/s "
+          f"on {cores} shared cores")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=30_000, help="face size in bytes (default 30000)")
@@ -143,6 +207,11 @@ def main() -> None:
                     "cloud broker (mosquitto)": pipeline.cloud.process.pid,
                     "processor": processor.process.pid}
             sampler = MemorySampler(pids)
+            assert pipeline.s3 is not None and pipeline.s3.process is not None
+            # CPU also counts the S3 server and this script (the publisher, with its log parsing).
+            cpu_parts = {"publisher (this script)": os.getpid(), **pids, "S3 server (weed)": pipeline.s3.process.pid}
+            cpu_per_face: dict[str, dict[str, float]] = {}
+            store_log = StoreLog(processor.log)
             sampler.start()
             client = MqttClient(MqttSettings(host="127.0.0.1", port=pipeline.edge_port, max_in_flight=256),
                                 "bench-publisher")
@@ -155,12 +224,16 @@ def main() -> None:
             print(f"{'phase':<16}{'faces':>7}{'stored':>8}{'faces/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
             for name, count, rate in phases:
                 phase = Phase(name)
+                cpu_before = cpu_seconds(cpu_parts)
                 run_phase(client, phase, args.size, count, rate)
                 def all_stored(ids: set[str] = phase.face_ids) -> bool:
-                    return len(stored_latencies(processor.log_text(), ids)[0]) >= len(ids)
+                    return len(store_log.latencies(ids)[0]) >= len(ids)
 
                 done = wait_until(all_stored, timeout=180, interval=0.5)
-                latencies, last = stored_latencies(processor.log_text(), phase.face_ids)
+                cpu_after = cpu_seconds(cpu_parts)
+                latencies, last = store_log.latencies(phase.face_ids)
+                cpu_per_face[name] = {part: (cpu_after[part] - cpu_before[part]) * 1000 / max(1, len(latencies))
+                                      for part in cpu_parts}
                 throughput = len(latencies) / (last - phase.first_publish) if last > phase.first_publish else 0.0
                 print(f"{name:<16}{count:>7}{len(latencies):>8}{throughput:>10.1f}"
                       f"{statistics.median(latencies):>9.1f}{percentile(latencies, 0.99):>9.1f}"
@@ -171,6 +244,7 @@ def main() -> None:
             print("\npeak resident memory")
             for name, peak in sampler.peak.items():
                 print(f"  {name:<44}{peak:>8.1f} MB")
+            print_cpu(cpu_per_face)
         finally:
             pipeline.stop_all()
 
