@@ -25,6 +25,15 @@ def sample_face(device: str = "jetson-1", camera: str = "cam0", size: int = 30_0
     return build_message(fake_jpeg(size), meta, topic_prefix=prefix)
 
 
+def publish_all(client: MqttClient, faces: list[OutgoingFace], timeout: float = 30.0) -> None:
+    """Publish every face at once (many in flight) and wait until the broker has acknowledged each."""
+    futures = [client.publish(f.topic, f.payload, content_type=f.content_type, user_properties=f.user_properties)
+               for f in faces]
+    for future in futures:
+        assert future is not None
+        future.result(timeout=timeout)
+
+
 def settings_for(server: MosquittoServer, **overrides: object) -> MqttSettings:
     values: dict[str, object] = {"host": server.host, "port": server.port, "connect_timeout_seconds": 5,
                                  "min_reconnect_delay_seconds": 0.2, "max_reconnect_delay_seconds": 1}

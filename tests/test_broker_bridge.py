@@ -27,7 +27,7 @@ from facecap.mqtt import MqttClient, MqttSettings
 
 from .conftest import REPO, MosquittoFactory, require_binary
 from .edgebroker import EdgeBroker, bridge_to
-from .helpers import Collector, fake_jpeg, sample_face, settings_for
+from .helpers import Collector, fake_jpeg, publish_all, sample_face, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,14 +67,6 @@ def photo_faces(shared_dir: Path, count: int) -> list[OutgoingFace]:
                             track_id=f"t{frame}", detector="yunet")
         faces.append(build_message(path.read_bytes(), meta))
     return faces
-
-
-def publish_all(client: MqttClient, faces: list[OutgoingFace]) -> None:
-    futures = [client.publish(f.topic, f.payload, content_type=f.content_type, user_properties=f.user_properties)
-               for f in faces]
-    for future in futures:
-        assert future is not None
-        future.result(timeout=30)
 
 
 def test_contract_messages_cross_the_bridge_with_payload_and_properties_intact(

@@ -17,7 +17,7 @@ from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, ReceivedMessage, StatusTopic
 
 from .conftest import MosquittoFactory
-from .helpers import Collector, fake_jpeg, sample_face, settings_for, subscriber
+from .helpers import Collector, fake_jpeg, publish_all, sample_face, settings_for, subscriber
 
 pytestmark = pytest.mark.integration
 
@@ -117,10 +117,7 @@ def test_persistent_subscriber_gets_what_was_published_while_away(broker: Mosqui
     pub = MqttClient(settings, "pub-away")
     pub.start()
     faces = [sample_face(size=2000, frame=i) for i in range(200)]
-    futures = [pub.publish(f.topic, f.payload, user_properties=f.user_properties) for f in faces]
-    for future in futures:
-        assert future is not None
-        future.result(timeout=20)
+    publish_all(pub, faces, timeout=20)
     pub.stop()
     back = Collector()
     sub2 = MqttClient(settings, "persistent-sub", persistent=True, on_message=back)
@@ -177,9 +174,7 @@ def test_unacknowledged_messages_are_redelivered_after_a_crash(broker: Mosquitto
     pub = MqttClient(settings, "pub-crash")
     pub.start()
     faces = [sample_face(size=1000, frame=i) for i in range(40)]
-    for future in [pub.publish(f.topic, f.payload, user_properties=f.user_properties) for f in faces]:
-        assert future is not None
-        future.result(timeout=10)
+    publish_all(pub, faces, timeout=10)
     deadline = time.monotonic() + 10
     while len(acked) < 20 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -325,9 +320,7 @@ def test_receive_maximum_bounds_what_a_slow_consumer_holds_or_the_overrun_is_rep
     pub = MqttClient(settings, "pub-backlog")
     pub.start()
     faces = [sample_face(size=500, frame=i) for i in range(200)]
-    for future in [pub.publish(f.topic, f.payload, user_properties=f.user_properties) for f in faces]:
-        assert future is not None
-        future.result(timeout=10)
+    publish_all(pub, faces, timeout=10)
     pub.stop()
 
     consumer = MqttClient(settings, "slow-consumer", persistent=True, on_message=hold, manual_ack=True,
