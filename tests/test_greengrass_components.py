@@ -218,7 +218,12 @@ def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
         assert parsed.device_id == device
     assert {dict(m.user_properties)["face-id"] for m in arrived.messages} == {f.face_id for f in faces}
     log = wait_for_text(nucleus, LOGGER, [f.face_id for f in faces])
-    assert all(face.face_id in log for face in faces), log[-2000:]
+    missing = [index for index, face in enumerate(faces) if face.face_id not in log]
+    # On failure say which faces and what the logger said besides face lines (connections, summaries).
+    service_lines = [line for line in log.splitlines() if " facecap." in line and " facecap.faces:" not in line]
+    logger_at_broker = [line for line in nucleus.log_text(BROKER).splitlines() if "facecap-logger" in line]
+    assert not missing, (f"faces {missing} not logged; logger said:\n" + "\n".join(service_lines[-30:])
+                         + "\nbroker said of the logger:\n" + "\n".join(logger_at_broker[-10:]))
     codes = nucleus.stop_all()
     assert codes == {LOGGER: 0, BROKER: 0}, nucleus.log_text(BROKER)[-2000:]
 
