@@ -338,6 +338,7 @@ class Service:
     lifecycle: dict[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log: Any = None
+    run_log_start: int = 0  # where the latest Run's output begins in the log, which every run appends to
 
 
 class Nucleus:
@@ -378,6 +379,10 @@ class Nucleus:
     def log_text(self, name: str) -> str:
         path = self.log_path(name)
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+    def run_log_text(self, name: str) -> str:
+        """The output of the component's latest Run only: the log, like the nucleus's, keeps every run."""
+        return read_from(self.log_path(name), self.services[name].run_log_start)
 
     # deployment
     def deploy(
@@ -575,6 +580,7 @@ class Nucleus:
         env = self.environment(name, step)
         script = str(get(step, "Script") if isinstance(step, Mapping) else step)
         service.log = self.log_path(name).open("ab")
+        service.run_log_start = service.log.tell()
         service.log.write(b"--- Run ---\n")
         service.log.flush()
         service.process = subprocess.Popen(["sh", "-c", script], cwd=self.work_path(name), env=env,
@@ -621,6 +627,15 @@ class Nucleus:
     def running(self, name: str) -> bool:
         process = self.services[name].process if name in self.services else None
         return process is not None and process.poll() is None
+
+
+def read_from(path: Path, offset: int) -> str:
+    """A log's text from a byte offset on (empty while the file does not exist)."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode("utf-8", errors="replace")
 
 
 def _terminate(process: subprocess.Popen[bytes], grace: float) -> int | None:

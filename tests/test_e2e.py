@@ -6,7 +6,6 @@ lost and duplicate counts; both must be 0."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,7 +19,7 @@ import pytest
 
 from facecap.contract import parse_message
 from facecap.demo.inventory import Inventory, read_body, read_inventory
-from facecap.demo.pipeline import LocalPipeline, PipelineSettings, wait_until
+from facecap.demo.pipeline import Launched, LocalPipeline, PipelineSettings, wait_until
 from facecap.demo.video import DEFAULT_VISITS, render_video
 from facecap.errors import ContractError
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
@@ -44,7 +43,7 @@ class HarnessLauncher:
         self.updates: dict[str, ConfigurationUpdate] = {}
 
     def __call__(self, component: str, config: Mapping[str, Any], workdir: Path, log: Path,
-                 env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+                 env: Mapping[str, str]) -> Launched:
         name = RECIPE_NAMES[component]
         self.updates[name] = ConfigurationUpdate(merge=dict(config), reset=("",))
         self.nucleus.deploy(self.built.values(), self.updates)
@@ -52,7 +51,8 @@ class HarnessLauncher:
             result = self.nucleus.install(name)
             if not result.ok:
                 raise HarnessError(f"{name} {result.step} failed:\n{result.output}")
-        return self.nucleus.start(name), self.nucleus.log_path(name)
+        process = self.nucleus.start(name)
+        return Launched(process, self.nucleus.log_path(name), self.nucleus.services[name].run_log_start)
 
 
 class EdgeTap:

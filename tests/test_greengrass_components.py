@@ -63,9 +63,11 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 
 def wait_for_text(nucleus: Nucleus, name: str, texts: list[str], timeout: float = 20.0) -> str:
+    """The component's output since its latest start, once every text is in it (or the time is up): an
+    earlier test's run of the same component must not answer for this one."""
     deadline = time.monotonic() + timeout
     while True:
-        log = nucleus.log_text(name)
+        log = nucleus.run_log_text(name)
         if all(text in log for text in texts) or time.monotonic() > deadline:
             return log
         time.sleep(0.2)
@@ -221,11 +223,11 @@ def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
     missing = [index for index, face in enumerate(faces) if face.face_id not in log]
     # On failure say which faces and what the logger said besides face lines (connections, summaries).
     service_lines = [line for line in log.splitlines() if " facecap." in line and " facecap.faces:" not in line]
-    logger_at_broker = [line for line in nucleus.log_text(BROKER).splitlines() if "facecap-logger" in line]
+    logger_at_broker = [line for line in nucleus.run_log_text(BROKER).splitlines() if "facecap-logger" in line]
     assert not missing, (f"faces {missing} not logged; logger said:\n" + "\n".join(service_lines[-30:])
                          + "\nbroker said of the logger:\n" + "\n".join(logger_at_broker[-10:]))
     codes = nucleus.stop_all()
-    assert codes == {LOGGER: 0, BROKER: 0}, nucleus.log_text(BROKER)[-2000:]
+    assert codes == {LOGGER: 0, BROKER: 0}, nucleus.run_log_text(BROKER)[-2000:]
 
 
 def test_edge_broker_refuses_to_start_without_a_cloud_host(
@@ -234,7 +236,7 @@ def test_edge_broker_refuses_to_start_without_a_cloud_host(
     nucleus.deploy([built[BROKER]], {BROKER: update})
     process = nucleus.start(BROKER)
     assert process.wait(timeout=30) != 0
-    assert "bridge.host" in nucleus.log_text(BROKER)
+    assert "bridge.host" in nucleus.run_log_text(BROKER)
 
 
 def test_detector_publishes_faces_from_a_video(
@@ -255,14 +257,14 @@ def test_detector_publishes_faces_from_a_video(
     listener = subscriber(Endpoint("127.0.0.1", edge_port), "faces/#", faces)  # type: ignore[arg-type]
     try:
         nucleus.start(DETECTOR)
-        assert faces.wait_for(3, timeout=60), nucleus.log_text(DETECTOR)[-3000:]
+        assert faces.wait_for(3, timeout=60), nucleus.run_log_text(DETECTOR)[-3000:]
     finally:
         listener.stop()
     for message in faces.messages[:3]:
         parsed = parse_message(message.topic, message.payload, message.content_type, message.user_properties)
         assert (parsed.device_id, parsed.camera_id) == ("jetson-harness", "door")
         assert parsed.topic == "faces/jetson-harness/door"
-    log = nucleus.log_text(DETECTOR)
+    log = nucleus.run_log_text(DETECTOR)
     # The model is the artifact the recipe points FACECAP_MODEL at; no fallback to Haar.
     assert "detector yunet" in log.lower() and "FALLING BACK" not in log
     assert nucleus.stop(DETECTOR) == 0

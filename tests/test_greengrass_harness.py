@@ -224,6 +224,18 @@ def test_steps_run_in_the_work_folder_with_timeout_and_skipif(tmp_path: Path) ->
 
 
 @pytest.mark.integration
+def test_the_log_keeps_every_run_and_run_log_text_only_the_latest(tmp_path: Path) -> None:
+    nucleus = _deploy(tmp_path, component("app", {"Run": 'echo "run of {configuration:/n}"'}, {"n": "one"}))
+    assert nucleus.start("app").wait(timeout=10) == 0
+    nucleus.deploy([component("app", {"Run": 'echo "run of {configuration:/n}"'}, {"n": "one"})],
+                   {"app": ConfigurationUpdate(merge={"n": "two"})})
+    assert nucleus.start("app").wait(timeout=10) == 0
+    nucleus.stop("app")
+    assert "run of one" in nucleus.log_text("app") and "run of two" in nucleus.log_text("app")
+    assert "run of two" in nucleus.run_log_text("app") and "run of one" not in nucleus.run_log_text("app")
+
+
+@pytest.mark.integration
 def test_stop_sends_sigterm_then_sigkill(tmp_path: Path) -> None:
     graceful = component("graceful", {"Run": "trap 'exit 0' TERM; while true; do sleep 0.1; done"})
     stubborn = component("stubborn", {"Run": "trap '' TERM; while true; do sleep 0.1; done"})

@@ -39,26 +39,37 @@ topic read $share/+/faces/#
 """
 
 
+@dataclass(frozen=True)
+class Launched:
+    """A started component: its process (in a session of its own, so that it can be stopped with its
+    children), the file its output goes to, and where in that file this run's output begins (a restart,
+    or a Greengrass log that keeps every run, appends to the same file)."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    log_start: int
+
+
 class Launcher(Protocol):
-    """Starts one component with its configuration; returns the running process (in a session of its own,
-    so that it can be stopped with its children) and the file its output goes to."""
+    """Starts one component with its configuration."""
 
     def __call__(self, component: str, config: Mapping[str, Any], workdir: Path, log: Path,
-                 env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], Path]: ...
+                 env: Mapping[str, str]) -> Launched: ...
 
 
 COMMANDS = {"broker": "broker", "logger": "logger", "detector": "detector", "processor": "processor"}
 
 
 def command_launcher(component: str, config: Mapping[str, Any], workdir: Path, log: Path,
-                     env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+                     env: Mapping[str, str]) -> Launched:
     """Run `facecap <command> --config <json>` in `workdir`, as a Greengrass Run step would."""
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "facecap.cli", COMMANDS[component], "--config", json.dumps(config)]
     with open(log, "ab") as out:
+        start = out.tell()
         process = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, **env}, start_new_session=True)
-    return process, log
+    return Launched(process, log, start)
 
 
 @dataclass
@@ -71,13 +82,19 @@ class Component:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    log_start: int = 0
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        """This run's output only, so that a line an earlier run wrote is never taken for this one's."""
+        if not self.log.exists():
+            return ""
+        with self.log.open("rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM to the component and its children (a recipe's shell, a broker's mosquitto), as the
@@ -243,7 +260,8 @@ class LocalPipeline:
         component = Component(name, config, self.workdir / "work" / name, self.logs / f"{name}.log", dict(env or {}))
         component.workdir.mkdir(parents=True, exist_ok=True)
         launcher = command_launcher if name == "processor" else self.settings.launcher  # the cloud runs Docker
-        component.process, component.log = launcher(name, config, component.workdir, component.log, component.env)
+        launched = launcher(name, config, component.workdir, component.log, component.env)
+        component.process, component.log, component.log_start = launched.process, launched.log, launched.log_start
         self.components[name] = component
         return component
 
