@@ -3,8 +3,8 @@
 Speed: two sets of 640x480 frames, the 44 dev photos (scaled to cover the frame, centre-cropped) and the
 street scene the tests use (people in front of a textured building), go through
 
-- YuNet on the full frame (detection.width 640),
-- YuNet on the frame scaled to 320 wide (detection.width 320; the resize is part of the time),
+- YuNet at each detection width asked for (default 640, the full frame; 416, the detector's default; 320;
+  the resize is part of the time),
 - the old publishers' method: Haar cascade, scaleFactor 1.3, minNeighbors 5, on the full grey frame,
 
 with cv2.setNumThreads(1), several passes each, after one warm-up pass. Recall on the same frames
@@ -14,7 +14,7 @@ Memory: `facecap detector` runs as a process on a looping test video in `every` 
 Mosquitto, first connected, then with the broker stopped (faces pile up to the configured bounds);
 its RSS is sampled every 0.2 s.
 
-    python bench/detector.py [--passes 5] [--seconds 12]
+    python bench/detector.py [--passes 5] [--seconds 12] [--widths 640,416,320]
 """
 
 from __future__ import annotations
@@ -105,11 +105,14 @@ def measure(name: str, detect: Callable[[Any], list[Box]], frames: list[tuple[An
     return fps
 
 
-def speed(shared: Path, passes: int) -> None:
+def boxes_of(detector: YuNetDetector) -> Callable[[Any], list[Box]]:
+    return lambda frame: [d.bbox for d in detector.detect(frame)]
+
+
+def speed(shared: Path, passes: int, widths: list[int]) -> None:
     cv2.setNumThreads(1)
     model = str(shared / "models" / MODEL)
-    full = YuNetDetector(model, width=640)
-    half = YuNetDetector(model, width=320)
+    scaled = {width: YuNetDetector(model, width=width) for width in widths}
     cascade = cv2.CascadeClassifier(default_cascade_path())
 
     def old_method(frame: Any) -> list[Box]:
@@ -119,10 +122,10 @@ def speed(shared: Path, passes: int) -> None:
     print(f"speed: 640x480 frames, one core (cv2.setNumThreads(1)), OpenCV {cv2.__version__}, {passes} passes")
     for title, frames in (("dev photos", photo_frames(shared)), ("street scene", street_frames(shared))):
         print(f" {title}: {len(frames)} frames")
-        yunet_full = measure("YuNet, detection width 640", lambda f: [d.bbox for d in full.detect(f)], frames, passes)
-        yunet_half = measure("YuNet, detection width 320", lambda f: [d.bbox for d in half.detect(f)], frames, passes)
+        yunet = {width: measure(f"YuNet, detection width {width}", boxes_of(detector), frames, passes)
+                 for width, detector in scaled.items()}
         haar = measure("Haar 1.3/5, full grey frame (old)", old_method, frames, passes)
-        print(f"  ratio to the old method: YuNet 640 {yunet_full / haar:.1f}x, YuNet 320 {yunet_half / haar:.1f}x")
+        print("  ratio to the old method: " + ", ".join(f"YuNet {w} {fps / haar:.1f}x" for w, fps in yunet.items()))
 
 
 def rss_mb(process: psutil.Process) -> float:
@@ -182,9 +185,11 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=12)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--widths", default="640,416,320",
+                        help="YuNet detection widths to measure, comma-separated (default 640,416,320)")
     args = parser.parse_args()
     shared = shared_dir()
-    speed(shared, args.passes)
+    speed(shared, args.passes, [int(w) for w in args.widths.split(",") if w])
     if not args.skip_memory:
         memory(shared, args.seconds)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from facecap.contract import FaceMessage, parse_message
+from facecap.detector.config import DetectionSettings
 from facecap.detector.detection import YuNetDetector
 from facecap.devservers import MosquittoServer
 from tests.helpers import Collector, subscriber
@@ -70,7 +71,7 @@ def test_every_mode_sends_one_message_per_detection(
     broker: MosquittoServer, street: Scene, street_video: Path, model_path: Path, run_detector: DetectorRunner,
 ) -> None:
     # What the detector should find: the same model, run here on the same decoded frames.
-    reference = YuNetDetector(str(model_path))
+    reference = YuNetDetector(str(model_path), width=DetectionSettings().width)
     capture = cv2.VideoCapture(str(street_video))
     expected: list[tuple[int, tuple[float, float, float, float]]] = []
     frame = 0

@@ -77,10 +77,13 @@ class DetectionSettings(ConfigModel):
     )
     score_threshold: float = Field(0.7, gt=0, lt=1, description="YuNet confidence below which a face is ignored.")
     nms_threshold: float = Field(0.3, gt=0, lt=1, description="YuNet overlap above which boxes are merged.")
+    # 416 (13 x 32, a size YuNet's strides divide) is the narrowest width that still finds >= 95 % of the dev
+    # faces (97.3 %; 384 finds 94.7 %), at 7x the old Haar method's speed on a 640x480 frame (docs/benchmarks.md).
     width: int = Field(
-        640, ge=0,
+        416, ge=0,
         description="Frames wider than this are scaled down to it for detection (0: full frame); crops are "
-        "still cut from the full-resolution frame.",
+        "still cut from the full-resolution frame. Raise it (640, or 0) to find smaller, more distant faces, at "
+        "up to twice the CPU.",
     )
     min_face_size: int = Field(
         40, ge=1, description="Faces smaller than this many pixels (shorter side, full frame) are ignored."

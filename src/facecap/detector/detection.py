@@ -59,7 +59,7 @@ class YuNetDetector:
     name = "yunet"
 
     def __init__(self, model_path: str, *, score_threshold: float = 0.7, nms_threshold: float = 0.3,
-                 width: int = 640, max_faces: int = 50) -> None:
+                 width: int, max_faces: int = 50) -> None:
         self.width = width
         self.max_faces = max_faces
         self._input_size = (320, 320)
@@ -92,7 +92,7 @@ class HaarDetector:
 
     name = "haar"
 
-    def __init__(self, cascade_path: str = "", *, width: int = 640, scale_factor: float = 1.1,
+    def __init__(self, cascade_path: str = "", *, width: int, scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_size: int = 24, max_faces: int = 50) -> None:
         path = cascade_path or default_cascade_path()
         self._cascade = cv2.CascadeClassifier(path)
@@ -136,7 +136,7 @@ def yunet_unavailable_reason(model_path: str) -> str | None:
 
 
 def create_detector(kind: str, model_path: str, model_origin: str, *, score_threshold: float = 0.7,
-                    nms_threshold: float = 0.3, width: int = 640, min_face_size: int = 40, max_faces: int = 50,
+                    nms_threshold: float = 0.3, width: int, min_face_size: int = 40, max_faces: int = 50,
                     haar_cascade_path: str = "") -> FaceDetector:
     """Build the configured detector. `auto` falls back to Haar, with one clear warning, only when no
     model was given or OpenCV is too old; a model path that was given but is unusable is an error."""
