@@ -81,6 +81,10 @@ class Tap:
         with self._lock:
             return len(self.face_ids)
 
+    def ids(self) -> set[str]:
+        with self._lock:
+            return set(self.face_ids)
+
 
 def detector_stats(log_text: str) -> dict[str, str]:
     """The detector's last `stats: key=value ...` line."""
@@ -142,14 +146,17 @@ def _run_pipeline(pipeline: LocalPipeline, source: str, args: argparse.Namespace
         print("demo: stopping the detector", flush=True)
     detector.stop()
     published = tap.count()
-    all_stored = wait_until(lambda: _stored_count(pipeline) >= published, timeout=60, interval=0.5)
+    all_stored = wait_until(lambda: _stored_count(pipeline, tap) >= published, timeout=60, interval=0.5)
     time.sleep(1)
-    inventory = read_inventory(pipeline.store_url, s3_client=pipeline.s3_client())
     tap.client.stop()
+    # The store (like the logs) outlives a run in the same --out folder: report this run's faces only.
+    this_run = tap.ids()
+    inventory = read_inventory(pipeline.store_url, s3_client=pipeline.s3_client())
+    faces = [face for face in inventory.faces if face.face_id in this_run]
     stats = detector_stats(detector.log_text())
     latencies = [
         (face.stored_at - captured.timestamp()) * 1000
-        for face in inventory.faces
+        for face in faces
         if (captured := tap.face_ids.get(face.face_id)) is not None
     ]
     summary = {
@@ -157,7 +164,7 @@ def _run_pipeline(pipeline: LocalPipeline, source: str, args: argparse.Namespace
         "faces detected": stats.get("faces", "?"),
         "tracks": stats.get("tracks_total", "?"),
         "messages published": str(published),
-        "objects stored": str(len(inventory.faces)),
+        "objects stored": str(len(faces)),
         "quarantined": str(len(inventory.quarantined)),
         "dropped by the detector": stats.get("dropped", "?"),
         # Capture to stored. In best-shot mode a face is sent when its track ends, seconds after the
@@ -167,14 +174,13 @@ def _run_pipeline(pipeline: LocalPipeline, source: str, args: argparse.Namespace
         "run time": f"{time.monotonic() - started:.1f} s",
     }
     client = pipeline.s3_client()
-    gallery = write_gallery_for(out, pipeline.store_url, inventory.faces, client, summary)
+    gallery = write_gallery_for(out, pipeline.store_url, faces, client, summary)
     print("\ndemo: summary")
     for key, value in summary.items():
         print(f"  {key:<26} {value}")
     print(f"  {'gallery':<26} {gallery}")
     print(f"  {'logs':<26} {pipeline.logs}")
-    stored_ids = {face.face_id for face in inventory.faces}
-    missing = set(tap.face_ids) - stored_ids
+    missing = this_run - {face.face_id for face in faces}
     if not all_stored or missing or published == 0:
         print(f"demo: FAILED: {len(missing)} published face(s) not stored, {published} published", flush=True)
         return 1
@@ -187,12 +193,15 @@ def write_gallery_for(out: Path, store_url: str, faces: list[Any], client: Any, 
     return write_gallery(out / "gallery", faces, lambda key: read_body(store_url, key, client), summary=summary)
 
 
-def _stored_count(pipeline: LocalPipeline) -> int:
-    return len(read_inventory(pipeline.store_url, s3_client=pipeline.s3_client(), with_metadata=False).faces)
+def _stored_count(pipeline: LocalPipeline, tap: Tap) -> int:
+    """How many of the faces published in this run are in the store."""
+    this_run = tap.ids()
+    stored = read_inventory(pipeline.store_url, s3_client=pipeline.s3_client(), with_metadata=False).faces
+    return sum(1 for face in stored if face.face_id in this_run)
 
 
 def _progress(pipeline: LocalPipeline, tap: Tap, detector_log: str) -> None:
     stats = detector_stats(detector_log)
     print(f"demo: frames {stats.get('frames', 0)}  fps {stats.get('fps', 0)}  faces {stats.get('faces', 0)}  "
-          f"tracks {stats.get('tracks_total', 0)}  published {tap.count()}  stored {_stored_count(pipeline)}",
+          f"tracks {stats.get('tracks_total', 0)}  published {tap.count()}  stored {_stored_count(pipeline, tap)}",
           flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +15,8 @@ def write_gallery(folder: Path, faces: list[StoredObject], read_body: Callable[[
                   title: str = "facecap — stored faces", summary: dict[str, str] | None = None) -> Path:
     """Copy each face image into `folder`/images and write `folder`/index.html. Returns the page."""
     images = folder / "images"
-    images.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(images, ignore_errors=True)  # an earlier gallery's images; the page lists only these faces
+    images.mkdir(parents=True)
     cards = []
     for number, face in enumerate(sorted(faces, key=lambda f: f.key), start=1):
         name = f"{number:05d}_{Path(face.key).name}"
