@@ -16,7 +16,7 @@ from typing import Any
 from ..contract import parse_message
 from ..errors import ContractError
 from ..mqtt import MqttClient, MqttSettings, ReceivedMessage
-from .inventory import read_body, read_inventory
+from .inventory import StoredObject, read_body, read_inventory
 from .pipeline import LocalPipeline, PipelineSettings, wait_until
 
 log = logging.getLogger(__name__)
@@ -149,10 +149,9 @@ def _run_pipeline(pipeline: LocalPipeline, source: str, args: argparse.Namespace
     all_stored = wait_until(lambda: _stored_count(pipeline, tap) >= published, timeout=60, interval=0.5)
     time.sleep(1)
     tap.client.stop()
-    # The store (like the logs) outlives a run in the same --out folder: report this run's faces only.
     this_run = tap.ids()
     inventory = read_inventory(pipeline.store_url, s3_client=pipeline.s3_client())
-    faces = [face for face in inventory.faces if face.face_id in this_run]
+    faces = _of_this_run(inventory.faces, this_run)
     stats = detector_stats(detector.log_text())
     latencies = [
         (face.stored_at - captured.timestamp()) * 1000
@@ -193,11 +192,15 @@ def write_gallery_for(out: Path, store_url: str, faces: list[Any], client: Any, 
     return write_gallery(out / "gallery", faces, lambda key: read_body(store_url, key, client), summary=summary)
 
 
+def _of_this_run(stored: list[StoredObject], this_run: set[str]) -> list[StoredObject]:
+    # The store (like the logs) outlives a run in the same --out folder: report this run's faces only.
+    return [face for face in stored if face.face_id in this_run]
+
+
 def _stored_count(pipeline: LocalPipeline, tap: Tap) -> int:
     """How many of the faces published in this run are in the store."""
-    this_run = tap.ids()
     stored = read_inventory(pipeline.store_url, s3_client=pipeline.s3_client(), with_metadata=False).faces
-    return sum(1 for face in stored if face.face_id in this_run)
+    return len(_of_this_run(stored, tap.ids()))
 
 
 def _progress(pipeline: LocalPipeline, tap: Tap, detector_log: str) -> None:
