@@ -26,18 +26,8 @@ _FAILURE_LOG_SECONDS = 10.0
 class Publisher(Protocol):
     """The part of facecap.mqtt.MqttClient used here (a protocol, so tests can pass a slow fake)."""
 
-    def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        content_type: str | None = None,
-        user_properties: Sequence[tuple[str, str]] | Mapping[str, str] = (),
-        retain: bool = False,
-        qos: int = 1,
-        block: bool = True,
-        timeout: float | None = None,
-    ) -> Future[None] | None: ...
+    def publish(self, topic: str, payload: bytes, *, content_type: str | None,
+                user_properties: Sequence[tuple[str, str]] | Mapping[str, str], block: bool) -> Future[None] | None: ...
 
 
 @dataclass

@@ -47,12 +47,12 @@ _PUBACK_OK = {mqtt5.PubackReasonCode.SUCCESS, mqtt5.PubackReasonCode.NO_MATCHING
 class ClientStats:
     """Counters for logs, summaries and tests (written from awscrt threads; read them as a snapshot)."""
 
-    acks: AckLedger = field(default_factory=lambda: AckLedger(None), repr=False)
     published: int = 0
-    publish_failed: int = 0
+    publish_failed: int = 0  # refused by the broker (a PUBACK failure code) or failed in the client
     received: int = 0
-    connects: int = 0
+    connects: int = 0  # the first connection and every reconnect
     connect_failures: int = 0
+    acks: AckLedger = field(default_factory=lambda: AckLedger(None), repr=False)
 
     @property
     def unacked_peak(self) -> int:
@@ -98,7 +98,7 @@ class MqttClient:
         self.settings = settings
         self.client_id = settings.client_id or client_id
         self.acks = AckLedger(receive_maximum)
-        self.stats = ClientStats(self.acks)
+        self.stats = ClientStats(acks=self.acks)
         self._status = status
         self._manual_ack = manual_ack
         self._window = InFlightWindow(settings.max_in_flight)

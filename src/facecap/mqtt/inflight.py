@@ -28,10 +28,6 @@ class InFlightWindow:
         """Slots taken now."""
         return self._count
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Take a slot. Without block, or when timeout (None waits for ever) runs out, or when the
         window is or gets closed, return False instead."""
