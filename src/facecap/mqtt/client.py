@@ -186,7 +186,10 @@ class MqttClient:
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Wait up to `timeout` for in-flight publishes, mark the status offline, and disconnect.
-        Returns False if publishes were still in flight when the time ran out."""
+        Returns False if publishes were still in flight when the time ran out. Stopping again only
+        reports whether everything completed since (so a `with` block may stop the client early)."""
+        if self._stopped.is_set():
+            return self.flush(0)
         drained = self.flush(timeout)
         self._window.close()  # a publisher still waiting for a slot gets None now
         if self._status is not None and self.connected:
