@@ -4,6 +4,11 @@ One module a concern: settings.py (MqttSettings, the TLS context), options.py (t
 their measured quirks), inflight.py (the bounded in-flight window), acks.py (manual-ack accounting),
 dispatch.py (the thread that runs the message handler), messages.py (ReceivedMessage, StatusTopic) and
 client.py (MqttClient, which wires them to awscrt).
+
+A client starts once and stops once: stop() closes the in-flight window, so a publisher still waiting
+for a slot, or publishing later, gets None (the "window full" answer) instead of waiting for ever, and a
+second stop() only reports whether everything completed. The message handler is given to the
+constructor or set before start(); components that receive an injected client set it that way.
 """
 
 from .acks import AckLedger
