@@ -26,8 +26,8 @@ from facecap.errors import ConfigError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings
 
 from .conftest import REPO, MosquittoFactory, require_binary
-from .edgebroker import EdgeBroker, bridge_to
-from .helpers import Collector, fake_jpeg, publish_all, sample_face, settings_for
+from .support.edgebroker import EdgeBroker, bridge_to
+from .support.helpers import Collector, fake_jpeg, publish_all, sample_face, settings_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,6 +20,7 @@ from facecap.broker.config import BridgeSettings
 from facecap.broker.tlsforward import TlsForwarder, bridge_tls_context, failure_reason, peer_uid
 from facecap.devservers import Certificate, CertificateAuthority, free_port
 from facecap.errors import ConfigError
+from facecap.polling import wait_until
 
 LOG_NAME = "facecap.broker.tlsforward"
 
@@ -138,15 +139,6 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOG_NAME and r.levelno == logging.WARNING]
 
 
-def wait_for(condition: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 # --- the TLS context ---------------------------------------------------------------------------------------
 
 @pytest.mark.unit
@@ -237,7 +229,7 @@ def test_missing_client_certificate_closes_and_logs_the_servers_alert(
             # Nothing is sent: data arriving after the server's alert would make it answer with a reset,
             # which can overtake the alert ("Connection reset by peer" is then all there is to log).
             assert closed_by_peer(local)
-        assert wait_for(lambda: warnings(caplog))
+        assert wait_until(lambda: warnings(caplog), 10, 0.05)
         assert warnings(caplog) == [f"bridge TLS to 127.0.0.1:{server.port}: connection broken: tlsv13 alert "
                                     "certificate required"]
     finally:
@@ -252,7 +244,7 @@ def test_wrong_ca_closes_the_local_connection_and_logs_why(echo: TlsEcho, forwar
     with connect(forwarder) as local:
         local.sendall(b"CONNECT")
         assert closed_by_peer(local)
-    assert wait_for(lambda: warnings(caplog))
+    assert wait_until(lambda: warnings(caplog), 10, 0.05)
     assert warnings(caplog) == [f"bridge TLS to 127.0.0.1:{echo.port}: connection failed: certificate verify "
                                 "failed: unable to get local issuer certificate"]
     assert echo.peers == []
@@ -268,7 +260,7 @@ def test_host_name_is_checked(ca: CertificateAuthority, server_cert: Certificate
                           host="127.0.0.2")
         with connect(forwarder) as local:
             assert closed_by_peer(local)
-        assert wait_for(lambda: warnings(caplog))
+        assert wait_until(lambda: warnings(caplog), 10, 0.05)
         assert "certificate verify failed: IP address mismatch" in warnings(caplog)[0]
     finally:
         server.close()
@@ -311,7 +303,7 @@ def test_silent_upstream_times_out(ca: CertificateAuthority, forwarders: list[Tl
         with connect(forwarder) as local:
             assert closed_by_peer(local, timeout=10)
         assert 0.9 < time.monotonic() - started < 5
-    assert wait_for(lambda: warnings(caplog))
+    assert wait_until(lambda: warnings(caplog), 10, 0.05)
     assert warnings(caplog)[0].endswith("connection failed: no answer within 1 s")
 
 
@@ -326,7 +318,7 @@ def test_closing_either_side_closes_the_other(ca: CertificateAuthority, echo: Tl
     assert receive(local, 4) == b"ping"
     local.close()
     assert echo.ended.acquire(timeout=10)
-    assert wait_for(lambda: forwarder.active_connections == 0)
+    assert wait_until(lambda: forwarder.active_connections == 0, 10, 0.05)
     # The cloud drops it: Mosquitto's side ends too, and the log says who ended it.
     caplog.set_level(logging.INFO, LOG_NAME)
     with connect(forwarder) as local:
@@ -334,7 +326,7 @@ def test_closing_either_side_closes_the_other(ca: CertificateAuthority, echo: Tl
         assert receive(local, 4) == b"ping"
         echo.drop_all()
         assert closed_by_peer(local)
-    assert wait_for(lambda: forwarder.active_connections == 0)
+    assert wait_until(lambda: forwarder.active_connections == 0, 10, 0.05)
     assert (f"bridge TLS to 127.0.0.1:{echo.port}: the cloud side closed the connection"
             in [r.getMessage() for r in caplog.records])
 
@@ -354,7 +346,7 @@ def test_connections_beyond_the_limit_are_refused(ca: CertificateAuthority, echo
     assert "refused a connection, 2 already open" in warnings(caplog)[-1]
     for sock in kept:
         sock.close()
-    assert wait_for(lambda: forwarder.active_connections == 0)
+    assert wait_until(lambda: forwarder.active_connections == 0, 10, 0.05)
     with connect(forwarder) as again:  # room again once they are gone
         again.sendall(b"y")
         assert receive(again, 1) == b"y"

@@ -30,7 +30,7 @@ from facecap.mqtt import MqttClient, MqttSettings
 
 from .conftest import MosquittoFactory
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus
-from .helpers import Collector, sample_face, subscriber
+from .support.helpers import Collector, sample_face, subscriber
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "components" / "build.py"
@@ -75,7 +75,7 @@ def wait_for_text(nucleus: Nucleus, name: str, texts: list[str], timeout: float 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """host/port of a broker the harness runs, in the shape tests/helpers.py expects."""
+    """host/port of a broker the harness runs, in the shape tests/support/helpers.py expects."""
 
     host: str
     port: int

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from facecap.config import default_configuration, describe, load_config
+from facecap.config import deep_merge, default_configuration, describe, env_name, load_config
 from facecap.packaging import generated_files, package_version, yamltext
 from facecap.packaging.components import ALL_COMPONENTS, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
-from facecap.packaging.recipes import env_var, version_requirement, wheel_name
+from facecap.packaging.recipes import version_requirement, wheel_name
 
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, select_manifest
 
@@ -61,7 +61,7 @@ def test_every_top_level_key_has_its_own_variable(spec: ComponentSpec) -> None:
     model = spec.config_model()
     assert model is not None
     setenv = recipe_of(spec)["Lifecycle"]["Setenv"]
-    expected = {env_var(k): f"{{configuration:/{k}}}" for k in default_configuration(model)}
+    expected = {env_name(k): f"{{configuration:/{k}}}" for k in default_configuration(model)}
     assert {k: v for k, v in setenv.items() if k not in OTHER_SETENV} == expected
     # Never the whole document ({configuration:}), and never a value spliced into shell text, where quotes
     # in it would break the script: the scripts read variables only.
@@ -192,13 +192,6 @@ MERGES: dict[str, dict[str, Any]] = {
 }
 
 
-def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overlay.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) else value
-    return merged
-
-
 @pytest.mark.unit
 @pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
 def test_configuration_reaches_facecap_through_setenv(spec: ComponentSpec, tmp_path: Path) -> None:
@@ -211,7 +204,7 @@ def test_configuration_reaches_facecap_through_setenv(spec: ComponentSpec, tmp_p
     env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Run"])
     assert not [v for k, v in env.items() if k.startswith("FACECAP_") and "{configuration:" in v]
     loaded = load_config(model, spec.short_name, None, env)
-    assert loaded == model.model_validate(_deep_merge(default_configuration(model), merge))
+    assert loaded == model.model_validate(deep_merge(default_configuration(model), merge))
     if spec.ships_model:
         store = nucleus.artifact_path(spec.name, built[spec.name].version)
         assert env["FACECAP_MODEL"] == f"{store}/face_detection_yunet_2023mar.onnx"

@@ -12,7 +12,6 @@ GDK_VERSION = "1.6.2"
 # `gdk component publish` appends -<region>-<account> to the bucket; both can be overridden on its command line.
 PUBLISH_BUCKET = "facecap-greengrass-components"
 PUBLISH_REGION = "us-east-1"
-MODEL_FILE = "face_detection_yunet_2023mar.onnx"
 # Greengrass names x86_64 `amd64` (PlatformResolver); Jetsons are aarch64.
 ARCHITECTURES = ("aarch64", "amd64")
 

@@ -12,12 +12,12 @@ import json
 import re
 from typing import Any
 
-from ..config import default_configuration
+from ..config import default_configuration, env_name
+from ..release import MODEL_FILE
 from . import yamltext
 from .components import (
     ARCHITECTURES,
     GDK_VERSION,
-    MODEL_FILE,
     PUBLISH_BUCKET,
     PUBLISH_REGION,
     PUBLISHER,
@@ -34,11 +34,6 @@ INSTALL_TIMEOUT_SECONDS = 900
 
 def wheel_name(version: str) -> str:
     return f"facecap-{version}-py3-none-any.whl"
-
-
-def env_var(key: str) -> str:
-    """The variable facecap.config.load_config reads a top-level key from: camelCase -> FACECAP_UPPER_SNAKE."""
-    return "FACECAP_" + re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
 
 
 def version_requirement(version: str) -> str:
@@ -143,7 +138,7 @@ def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
     if spec.command == "broker" and "mosquittoPath" not in modelled:
         raise ValueError("the EdgeBroker install step reads mosquittoPath, which BrokerConfig no longer has")
     setenv: dict[str, Any] = {"VENV_DIR": "{work:path}/venv", "PYTHONUNBUFFERED": "1"}
-    setenv.update({env_var(key): f"{{configuration:/{key}}}" for key in modelled})
+    setenv.update({env_name(key): f"{{configuration:/{key}}}" for key in modelled})
     if spec.ships_model:
         setenv["FACECAP_MODEL"] = f"{{artifacts:path}}/{MODEL_FILE}"
     install_env: dict[str, Any] = {

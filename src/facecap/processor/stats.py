@@ -6,12 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
-    return sorted_values[index]
+from ..stats import percentile
 
 
 @dataclass
