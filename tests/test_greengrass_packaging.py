@@ -37,6 +37,12 @@ def spec_ids(spec: ComponentSpec) -> str:
     return spec.short_name
 
 
+def model_defaults(spec: ComponentSpec) -> dict[str, Any]:
+    model = spec.config_model()
+    assert model is not None, f"{spec.name} has no configuration model"
+    return default_configuration(model)
+
+
 @pytest.mark.unit
 def test_committed_files_are_what_sync_writes() -> None:
     stale = [relative for relative, text in generated_files(REPO).items()
@@ -47,10 +53,8 @@ def test_committed_files_are_what_sync_writes() -> None:
 @pytest.mark.unit
 @pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
 def test_default_configuration_is_the_model_plus_the_recipe_keys(spec: ComponentSpec) -> None:
-    model = spec.config_model()
-    assert model is not None
     defaults = recipe_of(spec)["ComponentConfiguration"]["DefaultConfiguration"]
-    expected = default_configuration(model)
+    expected = model_defaults(spec)
     assert {k: v for k, v in defaults.items() if k in expected} == expected
     assert set(defaults) - set(expected) == RECIPE_ONLY_KEYS[spec.name]
 
@@ -58,10 +62,8 @@ def test_default_configuration_is_the_model_plus_the_recipe_keys(spec: Component
 @pytest.mark.unit
 @pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
 def test_every_top_level_key_has_its_own_variable(spec: ComponentSpec) -> None:
-    model = spec.config_model()
-    assert model is not None
     setenv = recipe_of(spec)["Lifecycle"]["Setenv"]
-    expected = {env_name(k): f"{{configuration:/{k}}}" for k in default_configuration(model)}
+    expected = {env_name(k): f"{{configuration:/{k}}}" for k in model_defaults(spec)}
     assert {k: v for k, v in setenv.items() if k not in OTHER_SETENV} == expected
     # Never the whole document ({configuration:}), and never a value spliced into shell text, where quotes
     # in it would break the script: the scripts read variables only.

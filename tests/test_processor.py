@@ -38,6 +38,7 @@ from facecap.storage.s3 import s3_metadata
 
 from .conftest import MosquittoFactory
 from .support.helpers import Collector, fake_jpeg, sample_face, settings_for, subscriber
+from .support.s3 import s3_with_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +50,7 @@ PREFIX = "store"
 
 @pytest.fixture
 def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The S3 server, reachable through the standard AWS variables only, with an empty bucket."""
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    client = s3_server.client()
-    client.create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
-    return client
+    return s3_with_bucket(s3_server, monkeypatch, BUCKET)
 
 
 def make_config(broker: MosquittoServer, tmp_path: Path, store: str = f"s3://{BUCKET}/{PREFIX}",
