@@ -20,10 +20,11 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from typing_extensions import Self
 
 from .contract import DEFAULT_TOPIC_PREFIX, check_id, check_topic_prefix
 from .errors import ConfigError, ContractError
@@ -44,6 +45,15 @@ class ConfigModel(BaseModel):
         frozen=True,
         validate_default=True,
     )
+    # (lower, upper) field pairs where upper must be at least lower, e.g. a backoff's start and ceiling.
+    ordered_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_ordered_fields(self) -> Self:
+        for lower, upper in self.ordered_fields:
+            if getattr(self, upper) < getattr(self, lower):
+                raise ValueError(f"{to_camel(upper)} must be at least {to_camel(lower)}")
+        return self
 
 
 class LoggingSettings(ConfigModel):

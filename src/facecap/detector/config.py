@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from ..config import ComponentConfig, ConfigModel, LoggingSettings, as_value_error
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, check_id
@@ -23,11 +23,10 @@ DetectorKind = Literal["auto", "yunet", "haar"]
 
 
 class CameraSettings(ConfigModel):
-    source: str = Field(
-        "0",
-        description="What to read: a V4L2 device index (`0`) or path (`/dev/video0`), a video file, an "
-        "RTSP/HTTP URL, or a GStreamer pipeline ending in `appsink`.",
-    )
+    """Where frames come from, and how a lost camera is reopened."""
+
+    source: str = Field("0", description="What to read: a V4L2 device index (`0`) or path (`/dev/video0`), a "
+                                         "video file, an RTSP/HTTP URL, or a GStreamer pipeline ending in `appsink`.")
     kind: CameraKind = Field(
         "auto", description="How to read `source`; `auto` decides from its form (digits, `://`, `!`, path)."
     )
@@ -59,11 +58,7 @@ class CameraSettings(ConfigModel):
             raise ValueError("must not be empty")
         return value.strip()
 
-    @model_validator(mode="after")
-    def _check_backoff(self) -> CameraSettings:
-        if self.reconnect_max_seconds < self.reconnect_min_seconds:
-            raise ValueError("reconnectMaxSeconds must be at least reconnectMinSeconds")
-        return self
+    ordered_fields = (("reconnect_min_seconds", "reconnect_max_seconds"),)
 
 
 class DetectionSettings(ConfigModel):

@@ -19,11 +19,7 @@ class RetrySettings(ConfigModel):
     initial_delay_seconds: float = Field(0.5, gt=0, description="First delay before retrying a failed store.")
     max_delay_seconds: float = Field(30.0, gt=0, description="Ceiling of the exponential backoff.")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RetrySettings:
-        if self.max_delay_seconds < self.initial_delay_seconds:
-            raise ValueError("maxDelaySeconds must be at least initialDelaySeconds")
-        return self
+    ordered_fields = (("initial_delay_seconds", "max_delay_seconds"),)
 
 
 class ProcessorConfig(TopicConfig):

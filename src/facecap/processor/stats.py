@@ -11,6 +11,8 @@ from ..stats import percentile
 
 @dataclass
 class ProcessorStats:
+    """Counts since the start, and the store latencies of the current interval, all under one lock."""
+
     received: int = 0
     stored: int = 0
     quarantined: int = 0
