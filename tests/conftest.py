@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from facecap.devservers import CertificateAuthority, MosquittoServer, S3Server, find_binary
+from facecap.release import MODEL_FILE
 
 from .greengrass_harness import BuiltComponent, Nucleus, build_components, load_build
 
@@ -46,7 +47,7 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_path(shared_dir: Path) -> Path:
-    return shared_dir / "models" / "face_detection_yunet_2023mar.onnx"
+    return shared_dir / "models" / MODEL_FILE
 
 
 MosquittoFactory = Callable[..., MosquittoServer]

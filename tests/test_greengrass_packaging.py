@@ -15,6 +15,7 @@ from facecap.config import deep_merge, default_configuration, describe, env_name
 from facecap.packaging import generated_files, package_version, yamltext
 from facecap.packaging.components import ALL_COMPONENTS, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
 from facecap.packaging.recipes import venv_script, version_requirement, wheel_name
+from facecap.release import MODEL_FILE
 
 from .conftest import require_binary
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, select_manifest
@@ -110,7 +111,7 @@ def test_recipe_form(spec: ComponentSpec) -> None:
         if spec.command:
             expected.append(f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{wheel_name(version)}")
         if spec.ships_model:
-            expected.append("s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/face_detection_yunet_2023mar.onnx")
+            expected.append(f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{MODEL_FILE}")
         assert uris == expected
 
 
@@ -227,7 +228,7 @@ def test_configuration_reaches_facecap_through_setenv(spec: ComponentSpec, tmp_p
     assert loaded == model.model_validate(deep_merge(default_configuration(model), merge))
     if spec.ships_model:
         store = nucleus.artifact_path(spec.name, built[spec.name].version)
-        assert env["FACECAP_MODEL"] == f"{store}/face_detection_yunet_2023mar.onnx"
+        assert env["FACECAP_MODEL"] == f"{store}/{MODEL_FILE}"
     assert env["VENV_DIR"] == f"{nucleus.work_path(spec.name)}/venv"
     assert env["AWS_IOT_THING_NAME"] == "thing-from-nucleus"
 
