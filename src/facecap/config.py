@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
@@ -92,13 +92,12 @@ class ComponentConfig(TopicConfig, DeviceConfig):
     """An edge component that handles faces: deviceId and topicPrefix, each checked by one rule."""
 
 
-def as_value_error(check: Any, kind: str, value: str) -> str:
+def as_value_error(check: Callable[[str, str], str], kind: str, value: str) -> str:
     """Run a contract check where pydantic wants a ValueError (it reports its text under the key)."""
     try:
-        result: str = check(kind, value)
+        return check(kind, value)
     except ContractError as exc:
         raise ValueError(exc.detail) from None
-    return result
 
 
 def _snake_upper(name: str) -> str:
