@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -33,10 +34,25 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_release() -> ModuleType:
+    """facecap's release facts (model file, version parser), loaded by path: facecap itself may not be
+    importable under the GDK's Python, and its package would import pydantic."""
+    spec = importlib.util.spec_from_file_location("facecap_release", REPO / "src" / "facecap" / "release.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {REPO / 'src' / 'facecap' / 'release.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RELEASE = _load_release()
 WHEEL_PATTERN = re.compile(r"^facecap-(?P<version>[^-]+)-py3-none-any\.whl$")
-MODEL_NAME = "face_detection_yunet_2023mar.onnx"
+MODEL_NAME: str = RELEASE.MODEL_FILE
 # The file is a plain git blob at a fixed commit, so the URL and the digest never change.
 MODEL_URL = (
     "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
@@ -98,13 +114,12 @@ def _expect_field(recipe: Path, text: str, field: str, expected: str) -> None:
 
 
 def project_version() -> str:
-    """The facecap version in pyproject.toml (no tomllib: this must run on Python 3.10)."""
-    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
-    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, flags=re.MULTILINE | re.DOTALL)
-    version = re.search(r'^version\s*=\s*"([^"]+)"', project.group(1) if project else "", flags=re.MULTILINE)
-    if not version:
-        raise BuildError(f"{REPO / 'pyproject.toml'}: no [project] version")
-    return version.group(1)
+    """The facecap version in pyproject.toml."""
+    try:
+        version: str = RELEASE.project_version(REPO)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    return version
 
 
 def _build_backend_available() -> bool:

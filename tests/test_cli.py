@@ -15,7 +15,7 @@ from facecap.config import COMPONENT_MODELS
 from facecap.contract import parse_message
 from facecap.devservers import MosquittoServer
 
-from .helpers import Collector, subscriber
+from .support.helpers import Collector, subscriber
 
 PNG_1x1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

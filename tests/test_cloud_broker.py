@@ -24,8 +24,8 @@ from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings
 
 from .conftest import REPO, require_binary
-from .edgebroker import EdgeBroker
-from .helpers import Collector, fake_jpeg, sample_face
+from .support.edgebroker import EdgeBroker
+from .support.helpers import Collector, fake_jpeg, sample_face
 
 pytestmark = pytest.mark.integration
 

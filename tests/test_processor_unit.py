@@ -20,7 +20,7 @@ from facecap.processor.heartbeat import check_heartbeat, write_heartbeat
 from facecap.processor.plan import plan_message
 from facecap.storage import face_key
 
-from .helpers import fake_jpeg, sample_face
+from .support.helpers import fake_jpeg, sample_face
 
 pytestmark = pytest.mark.unit
 

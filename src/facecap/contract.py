@@ -24,6 +24,7 @@ DEFAULT_TOPIC_PREFIX = "faces"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9._-]+$")
 JPEG = "image/jpeg"
 PNG = "image/png"
 EXTENSIONS = {JPEG: "jpg", PNG: "png"}
@@ -90,6 +91,20 @@ def check_id(kind: str, value: str) -> str:
     if not ID_PATTERN.match(value) or value in (".", ".."):
         raise ContractError(f"bad-{kind}", f"{kind} {value!r} must match [A-Za-z0-9._-]{{1,64}} and not be . or ..")
     return value
+
+
+def check_topic_prefix(value: str) -> str:
+    """A topic prefix is one or more levels of the id alphabet: no wildcards, no empty, . or .. levels, so
+    that every component (and the processor's object keys) reads the same topics."""
+    if not all(_TOPIC_LEVEL.match(level) and level not in (".", "..") for level in value.split("/")):
+        raise ValueError("must be one or more topic levels of [A-Za-z0-9._-] separated by /, without wildcards, "
+                         "empty levels, . or .. (e.g. faces)")
+    return value
+
+
+def status_topic(device_id: str, component: str) -> str:
+    """Where a component publishes its retained online/offline status."""
+    return f"facecap/{device_id}/{component}/status"
 
 
 def format_time(moment: datetime) -> str:

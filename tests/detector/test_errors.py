@@ -9,7 +9,7 @@ import pytest
 
 from facecap.detector.camera import has_gstreamer
 from facecap.devservers import MosquittoServer
-from tests.helpers import Collector, subscriber
+from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorRunner, detector_config
 

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from facecap.devservers import MosquittoServer
-from tests.helpers import Collector, subscriber
+from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorProcess, DetectorRunner, detector_config
 

@@ -7,20 +7,18 @@ import logging
 import os
 import re
 import statistics
-import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..contract import parse_message
-from ..errors import ContractError
-from ..mqtt import MqttClient, MqttSettings, ReceivedMessage
+from ..polling import wait_until
+from ..release import MODEL_FILE
+from ..stats import percentile
 from .inventory import StoredObject, read_body, read_inventory
-from .pipeline import LocalPipeline, PipelineSettings, wait_until
+from .pipeline import LocalPipeline, PipelineSettings
+from .tap import Tap
 
 log = logging.getLogger(__name__)
-MODEL_NAME = "face_detection_yunet_2023mar.onnx"
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +38,7 @@ def register(subparsers: Any) -> None:
                         help="file: a local folder (default); s3: the local SeaweedFS S3 server")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
     parser.add_argument("--model", type=Path, help=f"YuNet model (default: $FACECAP_MODEL, then "
-                                                   f"$FACECAP_SHARED/models/{MODEL_NAME}; else Haar)")
+                                                   f"$FACECAP_SHARED/models/{MODEL_FILE}; else Haar)")
     parser.add_argument("--mode", choices=("best", "every"), default="best", help="tracking mode (default best)")
     parser.set_defaults(func=run)
 
@@ -49,41 +47,8 @@ def find_model(explicit: Path | None) -> Path | None:
     candidates = [explicit, Path(os.environ["FACECAP_MODEL"]) if os.environ.get("FACECAP_MODEL") else None]
     shared = os.environ.get("FACECAP_SHARED")
     if shared:
-        candidates.append(Path(shared) / "models" / MODEL_NAME)
+        candidates.append(Path(shared) / "models" / MODEL_FILE)
     return next((c.resolve() for c in candidates if c is not None and c.is_file()), None)
-
-
-class Tap:
-    """Watches the edge broker as a plain subscriber: which faces were published, and when."""
-
-    def __init__(self, port: int) -> None:
-        self.face_ids: dict[str, datetime | None] = {}
-        self.invalid = 0
-        self._lock = threading.Lock()
-        self.client = MqttClient(MqttSettings(host="127.0.0.1", port=port), f"demo-tap-{os.getpid()}",
-                                 on_message=self._on_message)
-
-    def start(self) -> None:
-        self.client.start()
-        self.client.subscribe("faces/#")
-
-    def _on_message(self, message: ReceivedMessage) -> None:
-        try:
-            face = parse_message(message.topic, message.payload, message.content_type, message.user_properties)
-        except ContractError:
-            with self._lock:
-                self.invalid += 1
-            return
-        with self._lock:
-            self.face_ids[face.face_id] = face.captured_at
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.face_ids)
-
-    def ids(self) -> set[str]:
-        with self._lock:
-            return set(self.face_ids)
 
 
 def detector_stats(log_text: str) -> dict[str, str]:
@@ -92,11 +57,6 @@ def detector_stats(log_text: str) -> dict[str, str]:
     if not lines:
         return {}
     return dict(re.findall(r"(\w+)=(\S+)", lines[-1].split("stats: ", 1)[1]))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def run(args: argparse.Namespace) -> int:

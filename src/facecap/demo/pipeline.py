@@ -16,12 +16,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..devservers import CertificateAuthority, MosquittoServer, S3Server, TcpProxy, free_port, tail
+from ..polling import wait_until
 
 DEVICE_ID = "demo-jetson"
 PROCESSOR_USER = "processor"
@@ -310,10 +311,3 @@ def _wait_port(port: int, component: Component, timeout: float = 20.0) -> None:
     raise RuntimeError(f"{component.name} is not listening on {port}:\n{tail(component.log)}")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

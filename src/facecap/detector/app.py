@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import cv2
 
 from ..config import resolve_device_id
-from ..contract import new_face_id
+from ..contract import new_face_id, status_topic
 from ..mqtt import MqttClient, StatusTopic
 from .camera import Camera, CameraUnavailableError, check_source
 from .config import DetectorConfig, resolve_model_path
@@ -21,10 +21,6 @@ from .service import DetectorService, Shot, StatsReporter, keep_shot
 from .tracking import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
-
-
-def status_topic(device_id: str) -> str:
-    return f"facecap/{device_id}/detector/status"
 
 
 def build_detector(config: DetectorConfig, cli_model: str | None) -> FaceDetector:
@@ -73,7 +69,7 @@ class DetectorApp:
             cv2.setNumThreads(config.detection.threads)
         detector = build_detector(config, cli_model)
         client = MqttClient(config.mqtt, f"{device_id}-detector-{config.camera_id}",
-                            status=StatusTopic(status_topic(device_id)))
+                            status=StatusTopic(status_topic(device_id, "detector")))
         publisher = FacePublisher(client, topic_prefix=config.topic_prefix,
                                   max_payload_bytes=config.output.max_payload_bytes,
                                   max_queued_bytes=config.output.max_queued_bytes)

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from ..config import resolve_device_id
+from ..contract import status_topic
 from ..mqtt import MqttClient, ReceivedMessage, StatusTopic
 from .config import LoggerConfig
 from .facelog import FaceLog
@@ -17,10 +18,6 @@ log = logging.getLogger(__name__)
 faces_log = logging.getLogger("facecap.faces")
 
 WAITING_NOTE_SECONDS = 10.0
-
-
-def status_topic(device_id: str) -> str:
-    return f"facecap/{device_id}/logger/status"
 
 
 class FaceLogger:
@@ -33,7 +30,7 @@ class FaceLogger:
         self.client = MqttClient(
             config.mqtt,
             f"facecap-logger-{self.device_id}",
-            status=StatusTopic(status_topic(self.device_id)),
+            status=StatusTopic(status_topic(self.device_id, "logger")),
             on_message=self._on_message,
         )
 

@@ -6,13 +6,12 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ConfigModel, LoggingSettings
-from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TOPIC_PREFIX, ID_PATTERN
+from ..config import ConfigModel, LoggingSettings, TopicConfig
+from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, ID_PATTERN, check_topic_prefix, status_topic
 from ..mqtt import MqttSettings
 from ..storage import parse_store_url
 
 DEFAULT_CLIENT_ID = "facecap-processor"
-_TOPIC_LEVELS = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _SHARE_GROUP = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
 
 
@@ -20,19 +19,14 @@ class RetrySettings(ConfigModel):
     initial_delay_seconds: float = Field(0.5, gt=0, description="First delay before retrying a failed store.")
     max_delay_seconds: float = Field(30.0, gt=0, description="Ceiling of the exponential backoff.")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RetrySettings:
-        if self.max_delay_seconds < self.initial_delay_seconds:
-            raise ValueError("maxDelaySeconds must be at least initialDelaySeconds")
-        return self
+    ordered_fields = (("initial_delay_seconds", "max_delay_seconds"),)
 
 
-class ProcessorConfig(ConfigModel):
+class ProcessorConfig(TopicConfig):
     mqtt: MqttSettings = Field(
         default_factory=MqttSettings,
         description=f"Cloud broker. clientId empty means {DEFAULT_CLIENT_ID!r}; give each replica its own.",
     )
-    topic_prefix: str = Field(DEFAULT_TOPIC_PREFIX, description="Faces arrive on <topicPrefix>/<device>/<camera>.")
     share_group: str = Field(
         "", description="Empty: a plain subscription. A name: $share/<name>/... so processors split the load.")
     store: str = Field("file:///var/lib/facecap/faces", description="s3://bucket/prefix or file:///path.")
@@ -51,12 +45,10 @@ class ProcessorConfig(ConfigModel):
     kms_key_id: str = Field("", description="KMS key id or ARN with aws:kms (empty: the account's S3 key).")
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
-    @field_validator("topic_prefix", "quarantine_prefix")
+    @field_validator("quarantine_prefix")
     @classmethod
     def _levels(cls, value: str) -> str:
-        if not _TOPIC_LEVELS.match(value) or any(level in (".", "..") for level in value.split("/")):
-            raise ValueError("must be levels of [A-Za-z0-9._-] separated by / (no wildcards, no ..)")
-        return value
+        return check_topic_prefix(value)  # the same levels, since they become object key parts too
 
     @field_validator("share_group")
     @classmethod
@@ -98,7 +90,7 @@ class ProcessorConfig(ConfigModel):
 
     @property
     def status_topic(self) -> str:
-        return f"facecap/{self.client_id}/processor/status"
+        return status_topic(self.client_id, "processor")
 
     @property
     def receive_maximum(self) -> int:
