@@ -36,7 +36,7 @@ import numpy as np
 import psutil
 
 from facecap.detector.detection import YuNetDetector, default_cascade_path
-from facecap.devservers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "face_detection_yunet_2023mar.onnx"

@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.demo.pipeline import LocalPipeline, PipelineSettings, wait_until
+from facecap.devkit.demo.pipeline import LocalPipeline, PipelineSettings, wait_until
 from facecap.mqtt import MqttClient, MqttSettings
 
 STORED = re.compile(r"stored \S+ face-id=(\S+) capture_to_store_ms=([\d.]+)")

@@ -13,7 +13,7 @@ import pytest
 from facecap.cli import COMMAND_MODULES, build_parser, main
 from facecap.config import COMPONENT_MODELS
 from facecap.contract import parse_message
-from facecap.devservers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer
 
 from .helpers import Collector, subscriber
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from facecap.config import load_config
-from facecap.devservers import find_binary
+from facecap.devkit.servers import find_binary
 
 from .conftest import REPO
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from facecap.contract import parse_message
-from facecap.demo.inventory import Inventory, read_body, read_inventory
-from facecap.demo.pipeline import Launched, LocalPipeline, PipelineSettings, wait_until
-from facecap.demo.video import DEFAULT_VISITS, render_video
+from facecap.devkit.demo.inventory import Inventory, read_body, read_inventory
+from facecap.devkit.demo.pipeline import Launched, LocalPipeline, PipelineSettings, wait_until
+from facecap.devkit.demo.video import DEFAULT_VISITS, render_video
 from facecap.errors import ContractError
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 

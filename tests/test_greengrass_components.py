@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from facecap.contract import parse_message
-from facecap.devservers import free_port
+from facecap.devkit.servers import free_port
 from facecap.mqtt import MqttClient, MqttSettings
 
 from .conftest import MosquittoFactory

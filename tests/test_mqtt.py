@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from facecap.contract import parse_message
-from facecap.devservers import CertificateAuthority, MosquittoServer, mosquitto_version
+from facecap.devkit.servers import CertificateAuthority, MosquittoServer, mosquitto_version
 from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, ReceivedMessage, StatusTopic
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..devservers import CertificateAuthority, MosquittoServer, S3Server, TcpProxy, free_port, tail
+from ..link import TcpProxy
+from ..servers import CertificateAuthority, MosquittoServer, S3Server, free_port, tail
 
 DEVICE_ID = "demo-jetson"
 PROCESSOR_USER = "processor"

@@ -47,7 +47,7 @@ class LoopStats:
     encode_failures: int = 0
 
 
-class DetectorService:
+class CaptureLoop:
     def __init__(
         self,
         *,
