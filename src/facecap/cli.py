@@ -55,9 +55,11 @@ def _register(module_name: str, subparsers: Any) -> None:
 
 
 def _register_missing(subparsers: Any, command: str) -> None:
-    parser = subparsers.add_parser(command, help="(development kit: not installed here)",
-                                   description=DEVKIT_MISSING.format(command=command))
-    parser.add_argument("ignored", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    # Takes every argument as a positional (no option prefix, no --help), so whatever the user typed
+    # after `demo` ends in the one line below rather than in a usage error.
+    parser = subparsers.add_parser(command, help="(development kit: not installed here)", add_help=False,
+                                   prefix_chars="\0", description=DEVKIT_MISSING.format(command=command))
+    parser.add_argument("ignored", nargs="*")
 
     def run(_args: argparse.Namespace) -> int:
         print("facecap: " + DEVKIT_MISSING.format(command=command), file=sys.stderr)
