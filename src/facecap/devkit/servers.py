@@ -125,6 +125,46 @@ class CertificateAuthority:
 
 # --- mosquitto ------------------------------------------------------------------------------------------
 
+def render_mosquitto_conf(*, port: int, log_path: Path, folder: Path | None, tls: tuple[Path, Path, Path] | None,
+                          require_certificate: bool, password_file: Path | None, acl_file: Path | None,
+                          extra: str) -> str:
+    """The mosquitto.conf of a MosquittoServer. folder: where persistence keeps its file (None: no
+    persistence); tls: (CA, server certificate, server key); a password file refuses anonymous clients."""
+    lines = [
+        f"listener {port} {LOOPBACK}",
+        f"allow_anonymous {'false' if password_file else 'true'}",
+        # Started as root, Mosquitto would switch to the `mosquitto` user and lose access to this folder.
+        f"user {getpass.getuser()}",
+        f"log_dest file {log_path}",
+        "log_type all",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        "max_queued_messages 100000",
+        "max_inflight_messages 0",
+        "set_tcp_nodelay true",  # as the cloud broker's configuration has it
+    ]
+    if folder is not None:
+        lines += ["persistence true", f"persistence_location {folder}/", "autosave_interval 1"]
+    if tls is not None:
+        cafile, certfile, keyfile = tls
+        lines += [f"cafile {cafile}", f"certfile {certfile}", f"keyfile {keyfile}"]
+        if require_certificate:
+            lines += ["require_certificate true"]
+    if password_file is not None:
+        lines.append(f"password_file {password_file}")
+    if acl_file is not None:
+        lines.append(f"acl_file {acl_file}")
+    return "\n".join(lines) + "\n" + extra + "\n"
+
+
+def write_password_file(path: Path, users: dict[str, str]) -> Path:
+    """A Mosquitto password file for name -> password, written by mosquitto_passwd."""
+    path.write_text("")
+    for name, password in users.items():
+        subprocess.run([find_binary("mosquitto_passwd") or "mosquitto_passwd", "-b", str(path), name, password],
+                       check=True, capture_output=True)
+    return path
+
+
 class MosquittoServer:
     """One Mosquitto broker on a free loopback port.
 
@@ -159,36 +199,15 @@ class MosquittoServer:
         self.conf_path = folder / "mosquitto.conf"
         self.process: subprocess.Popen[bytes] | None = None
         self.server_cert = ca.issue("server", server=True) if ca else None
-        lines = [
-            f"listener {self.port} {LOOPBACK}",
-            f"allow_anonymous {'false' if users else 'true'}",
-            # Started as root, Mosquitto would switch to the `mosquitto` user and lose access to this folder.
-            f"user {getpass.getuser()}",
-            f"log_dest file {self.log_path}",
-            "log_type all",
-            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-            "max_queued_messages 100000",
-            "max_inflight_messages 0",
-            "set_tcp_nodelay true",  # as the cloud broker's configuration has it
-        ]
-        if persistence:
-            lines += ["persistence true", f"persistence_location {folder}/", "autosave_interval 1"]
-        if self.server_cert and ca:
-            lines += [f"cafile {ca.cert}", f"certfile {self.server_cert.cert}", f"keyfile {self.server_cert.key}"]
-            if require_certificate:
-                lines += ["require_certificate true"]
-        if users:
-            password_file = folder / "passwords"
-            password_file.write_text("")
-            for name, password in users.items():
-                subprocess.run([find_binary("mosquitto_passwd") or "mosquitto_passwd", "-b", str(password_file),
-                                name, password], check=True, capture_output=True)
-            lines.append(f"password_file {password_file}")
+        password_file = write_password_file(folder / "passwords", users) if users else None
+        acl_file = None
         if acl is not None:
             acl_file = folder / "acl"
             acl_file.write_text(acl)
-            lines.append(f"acl_file {acl_file}")
-        self.conf_path.write_text("\n".join(lines) + "\n" + extra + "\n")
+        tls = (ca.cert, self.server_cert.cert, self.server_cert.key) if self.server_cert and ca else None
+        self.conf_path.write_text(render_mosquitto_conf(
+            port=self.port, log_path=self.log_path, folder=folder if persistence else None, tls=tls,
+            require_certificate=require_certificate, password_file=password_file, acl_file=acl_file, extra=extra))
 
     def start(self, timeout: float = 10.0) -> MosquittoServer:
         assert self.binary is not None
