@@ -69,3 +69,21 @@ def test_each_component_has_a_command_module_and_one_runner_class(component: str
     tree = ast.parse(runner.read_text(encoding="utf-8"))
     classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
     assert [name for name in classes if name.endswith("Runner")] == [COMPONENTS[component]]
+
+
+def test_a_runner_builds_without_a_broker() -> None:
+    """The FaceLogger runner with a client that never connects: its handler logs a face all the same."""
+    from facecap.logger.config import LoggerConfig
+    from facecap.logger.runner import FaceLoggerRunner
+    from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
+
+    from .helpers import sample_face
+
+    client = MqttClient(MqttSettings(host="127.0.0.1", port=9), "never-started")
+    runner = FaceLoggerRunner(LoggerConfig(), client=client)
+    assert runner.client is client
+    face = sample_face()
+    runner.handle(ReceivedMessage(face.topic, face.payload, face.content_type, face.user_properties, qos=1,
+                                  retain=False))
+    runner.handle(ReceivedMessage(face.topic, b"not an image", None, (), qos=1, retain=False))
+    assert (runner.facelog.total_faces, runner.facelog.total_rejected) == (1, 1)

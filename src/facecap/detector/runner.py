@@ -85,9 +85,9 @@ class DetectorRunner:
                                   max_queued_bytes=config.output.max_queued_bytes)
         tracker = build_tracker(config)
         loop = CaptureLoop(detector=detector, tracker=tracker, publisher=publisher,
-                                  crop_settings=crop_settings(config), device_id=device_id,
-                                  camera_id=config.camera_id, min_face_size=config.detection.min_face_size,
-                                  edge_margin=config.tracking.edge_margin)
+                           crop_settings=crop_settings(config), device_id=device_id,
+                           camera_id=config.camera_id, min_face_size=config.detection.min_face_size,
+                           edge_margin=config.tracking.edge_margin)
         camera = Camera(config.camera)
         log.info("detector %s on %s, device %s camera %s, %s mode, OpenCV %s", detector.name, camera.description,
                  device_id, config.camera_id, config.tracking.mode, cv2.__version__)
