@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from .stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +66,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot set up the MQTT client: %s", exc)
         return 2
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received: finishing", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return runner.run(stop)
+    return runner.run(stop_on_signals(log, "finishing"))
 
 
 # --- facecap detect ---------------------------------------------------------------------------------------

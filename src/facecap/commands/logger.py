@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from ..config import config_source, load_config
 from ..logger.config import LoggerConfig
 from ..logger.runner import FaceLoggerRunner
 from ..logs import setup_logging
+from .stopping import stop_on_signals
 
 
 def register(subparsers: Any) -> None:
@@ -28,11 +26,4 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(LoggerConfig, "logger", config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
-    stop = threading.Event()
-
-    def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    return FaceLoggerRunner(config).run(stop)
+    return FaceLoggerRunner(config).run(stop_on_signals())

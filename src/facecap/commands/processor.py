@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from .stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(ProcessorConfig, "processor", config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received: draining", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals(log, "draining")
     store = open_store(config.store, server_side_encryption=config.server_side_encryption,
                        kms_key_id=config.kms_key_id, max_connections=config.workers + 2)
     try:
