@@ -23,7 +23,14 @@ from pathlib import Path
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.devservers import LOOPBACK, CertificateAuthority, MosquittoServer, free_port, stop_process, wait_for_port
+from facecap.devkit.servers import (
+    LOOPBACK,
+    CertificateAuthority,
+    MosquittoServer,
+    free_port,
+    stop_process,
+    wait_for_port,
+)
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 from facecap.stats import percentile
 

@@ -36,7 +36,7 @@ import numpy as np
 import psutil
 
 from facecap.detector.detection import YuNetDetector, default_cascade_path
-from facecap.devservers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer
 from facecap.release import MODEL_FILE
 
 REPO = Path(__file__).resolve().parent.parent

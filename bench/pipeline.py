@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.demo.pipeline import LocalPipeline, PipelineSettings
+from facecap.devkit.demo.pipeline import LocalPipeline, PipelineSettings
 from facecap.mqtt import MqttClient, MqttSettings
 from facecap.polling import wait_until
 from facecap.stats import percentile

@@ -40,7 +40,7 @@ from typing import Any
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.devservers import LOOPBACK, MosquittoServer, S3Server, free_port
+from facecap.devkit.servers import LOOPBACK, MosquittoServer, S3Server, free_port
 from facecap.mqtt import MqttClient, MqttSettings
 
 BUCKET = "facecap-bench"

@@ -15,6 +15,12 @@ with `pip wheel --no-deps`, and the YuNet model is taken from FACECAP_MODEL_SOUR
 downloaded from its pinned URL (or a mirror: FACECAP_MODEL_URL, --model-url); its sha256 is checked either
 way.
 
+The wheel is the device wheel: runtime code only. It is built from a staged copy of the sources that leaves
+out DEVICE_EXCLUDES (the development kit facecap/devkit/, the build tooling facecap/packaging/ and the demo
+command), so a device never carries launchers for test servers or the recipe generator; `facecap demo`
+there says in one line that it is part of the development kit. The project itself is unchanged: a checkout
+(`pip install -e .`) has everything.
+
 `--all --output DIR` builds every project into one folder laid out for a local deployment
 (`greengrass-cli deployment create --recipeDir DIR/recipes --artifactDir DIR/artifacts`).
 """
@@ -63,6 +69,8 @@ MODEL_SOURCE_ENV = "FACECAP_MODEL_SOURCE"
 MODEL_URL_ENV = "FACECAP_MODEL_URL"  # a mirror of the same file; the digest is checked all the same
 # The files a wheel is built from; everything else in the repository stays out of the build.
 WHEEL_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "src")
+# Development tooling under src/ that the device wheel leaves out (paths relative to src/).
+DEVICE_EXCLUDES = ("facecap/devkit", "facecap/packaging", "facecap/commands/demo.py")
 
 
 class BuildError(Exception):
@@ -137,19 +145,31 @@ def _build_backend_available() -> bool:
     return wanted is None or installed >= int(wanted.group(1))
 
 
+def _stage_sources(source: Path) -> None:
+    """Copy WHEEL_INPUTS into `source`, without caches and without DEVICE_EXCLUDES."""
+    source.mkdir()
+    leave_out = {(REPO / "src" / path).resolve() for path in DEVICE_EXCLUDES}
+    caches = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        excluded = {name for name in names if (Path(folder) / name).resolve() in leave_out}
+        return excluded | set(caches(folder, names))
+
+    for name in WHEEL_INPUTS:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=ignore)
+        elif path.is_file():
+            shutil.copy2(path, source / name)
+
+
 def build_wheel(output: Path) -> Path:
-    """`pip wheel --no-deps` of a copy of the package sources, so the build never writes into the working
-    tree (setuptools leaves build/ and *.egg-info behind) and never picks up stray files."""
+    """`pip wheel --no-deps` of a staged copy of the package sources (runtime code only), so the build never
+    writes into the working tree (setuptools leaves build/ and *.egg-info behind) and never picks up stray
+    files."""
     with tempfile.TemporaryDirectory(prefix="facecap-wheel-") as temp:
         source = Path(temp) / "source"
-        source.mkdir()
-        for name in WHEEL_INPUTS:
-            path = REPO / name
-            if path.is_dir():
-                shutil.copytree(path, source / name,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
-            elif path.is_file():
-                shutil.copy2(path, source / name)
+        _stage_sources(source)
         if not (source / "README.md").exists():
             # pyproject names README.md as the long description; a checkout without it still builds.
             (source / "README.md").write_text("facecap\n", encoding="utf-8")

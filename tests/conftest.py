@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from facecap.devservers import CertificateAuthority, MosquittoServer, S3Server, find_binary
+from facecap.devkit.servers import CertificateAuthority, MosquittoServer, S3Server, find_binary
 from facecap.release import MODEL_FILE
 
 from .greengrass_harness import BuiltComponent, Nucleus, build_components, load_build

@@ -21,7 +21,8 @@ from facecap.broker.config import BrokerConfig
 from facecap.broker.preflight import preflight
 from facecap.config import load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, OutgoingFace, build_message, parse_message
-from facecap.devservers import CertificateAuthority, MosquittoServer, TcpProxy
+from facecap.devkit.link import TcpProxy
+from facecap.devkit.servers import CertificateAuthority, MosquittoServer
 from facecap.errors import ConfigError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings
 from facecap.polling import wait_until

@@ -18,7 +18,7 @@ import pytest
 
 from facecap.broker.config import BridgeSettings
 from facecap.broker.tlsforward import TlsForwarder, bridge_tls_context, failure_reason, peer_uid
-from facecap.devservers import Certificate, CertificateAuthority, free_port
+from facecap.devkit.servers import Certificate, CertificateAuthority, free_port
 from facecap.errors import ConfigError
 from facecap.polling import wait_until
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, build_message
-from facecap.devservers import LOOPBACK, free_port, stop_process, wait_for_port
+from facecap.devkit.servers import LOOPBACK, free_port, stop_process, wait_for_port
 from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings
 

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facecap.demo.inventory import Inventory, read_body, read_inventory
-from facecap.demo.pipeline import Launched, LocalPipeline, PipelineSettings
-from facecap.demo.tap import Tap
-from facecap.demo.video import DEFAULT_VISITS, render_video
+from facecap.devkit.demo.inventory import Inventory, read_body, read_inventory
+from facecap.devkit.demo.pipeline import Launched, LocalPipeline, PipelineSettings
+from facecap.devkit.demo.tap import Tap
+from facecap.devkit.demo.video import DEFAULT_VISITS, render_video
 from facecap.polling import wait_until
 
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, HarnessError, Nucleus

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from facecap.contract import parse_message
-from facecap.devservers import free_port
+from facecap.devkit.servers import free_port
 from facecap.mqtt import MqttClient, MqttSettings
 from facecap.release import MODEL_FILE
 
@@ -105,9 +105,33 @@ def test_build_lays_out_every_component(edge_build: Path) -> None:
     with zipfile.ZipFile(edge_build / "artifacts" / LOGGER / version / wheel) as archive:
         names = archive.namelist()
         entry_points = archive.read(f"facecap-{version}.dist-info/entry_points.txt").decode()
-    assert "facecap/cli.py" in names and "facecap/packaging/recipes.py" in names
     assert "facecap = facecap.cli:main" in entry_points
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
+
+
+def test_the_device_wheel_holds_only_runtime_code(edge_build: Path, tmp_path: Path) -> None:
+    wheel = next((edge_build / "artifacts" / LOGGER).glob("*/*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    for runtime in ("facecap/cli.py", "facecap/contract.py", "facecap/config.py", "facecap/detector/runner.py",
+                    "facecap/broker/runner.py", "facecap/logger/runner.py", "facecap/processor/runner.py",
+                    "facecap/storage/s3.py", "facecap/commands/detector.py"):
+        assert runtime in names
+    assert "facecap/mqtt.py" in names or "facecap/mqtt/__init__.py" in names
+    tooling = sorted(n for n in names if n.startswith(("facecap/devkit/", "facecap/packaging/"))
+                     or n == "facecap/commands/demo.py")
+    assert tooling == []
+    # On a device, `facecap demo` says in one line why it is not there; the other commands still parse.
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    demo = subprocess.run([sys.executable, "-m", "facecap.cli", "demo"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert demo.returncode == 2
+    assert demo.stderr.splitlines() == [demo.stderr.strip()]
+    assert "the demo is part of the development kit" in demo.stderr
+    where = subprocess.run([sys.executable, "-c", "import facecap.cli; print(facecap.cli.__file__)"], env=env,
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert where.stdout.strip().startswith(str(tmp_path / "site"))
 
 
 def test_gdk_style_build_in_a_project_folder(edge_build: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from facecap.config import load_config
 from facecap.contract import FaceMetadata, build_message
-from facecap.devservers import MosquittoServer, stop_process
+from facecap.devkit.servers import MosquittoServer, stop_process
 from facecap.errors import ConfigError
 from facecap.logger.config import LoggerConfig
 from facecap.logger.facelog import FaceLog

@@ -14,7 +14,7 @@ import pytest
 from awscrt import mqtt5
 
 from facecap.contract import OutgoingFace, parse_message
-from facecap.devservers import CertificateAuthority, MosquittoServer, mosquitto_version
+from facecap.devkit.servers import CertificateAuthority, MosquittoServer, mosquitto_version
 from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
 

@@ -25,12 +25,12 @@ import pytest
 
 from facecap.config import deep_merge, load_config
 from facecap.contract import OutgoingFace, parse_message
-from facecap.devservers import MosquittoServer, S3Server
+from facecap.devkit.servers import MosquittoServer, S3Server
 from facecap.mqtt import MqttClient, ReceivedMessage
 from facecap.polling import wait_until
 from facecap.processor.config import ProcessorConfig
 from facecap.processor.plan import plan_message
-from facecap.processor.service import Processor
+from facecap.processor.runner import ProcessorRunner as Processor
 from facecap.storage import face_key, open_store
 from facecap.storage.files import FileStore
 from facecap.storage.keys import join_key

@@ -160,3 +160,18 @@ def test_healthcheck_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     config = json.dumps({"heartbeatFile": str(path), "heartbeatIntervalSeconds": 1})
     assert main(["processor", "healthcheck", "--config", config]) == 0
     assert "ok: heartbeat" in capsys.readouterr().out
+
+
+def test_processor_reads_facecap_config_like_every_component(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "hb"
+    write_heartbeat(path, {"connected": True, "disconnectedSince": None})
+    monkeypatch.setenv("FACECAP_CONFIG", json.dumps({"heartbeatFile": str(path), "heartbeatIntervalSeconds": 1}))
+    assert main(["processor", "healthcheck"]) == 0
+    assert "ok: heartbeat" in capsys.readouterr().out
+    # --config wins over the variable.
+    assert main(["processor", "healthcheck", "--config", json.dumps({"heartbeatFile": str(tmp_path / "no")})]) == 1
+    # The processor itself: a bad key in $FACECAP_CONFIG stops it before it connects, naming the key.
+    monkeypatch.setenv("FACECAP_CONFIG", json.dumps({"workers": 0}))
+    assert main(["processor"]) == 2
+    assert "workers" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from facecap.devservers import S3Server
+from facecap.devkit.servers import S3Server
 from facecap.storage import StoreError, open_store
 from facecap.storage.s3 import S3Store
 

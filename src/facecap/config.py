@@ -30,6 +30,8 @@ from .contract import DEFAULT_TOPIC_PREFIX, check_id, check_topic_prefix
 from .errors import ConfigError, ContractError
 
 ENV_PREFIX = "FACECAP_"
+# Where a component's whole configuration comes from when --config is not given.
+CONFIG_ENV = "FACECAP_CONFIG"
 _UNREPLACED = re.compile(r"^\{(configuration|iot|work|artifacts):([^}]*)\}$")
 
 M = TypeVar("M", bound="ConfigModel")
@@ -185,6 +187,15 @@ def _unreplaced_variables(data: Any, path: str = "") -> list[tuple[str, str]]:
         return [(path or "<root>", f"Greengrass left the recipe variable {data} unreplaced: "
                  f"the component configuration has no value at {match.group(2) or '/'}")]
     return []
+
+
+def config_source(arg: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The configuration a component runs with: ``--config`` when given, else ``$FACECAP_CONFIG``, else None
+    (the defaults). Read when the command runs, never as an argparse default, so `--help` and tests that
+    build the parser do not depend on the environment."""
+    if arg:
+        return arg
+    return (os.environ if env is None else env).get(CONFIG_ENV) or None
 
 
 def read_config_source(source: str) -> dict[str, Any]:

@@ -271,6 +271,36 @@ def _parse_number(name: str, text: str, kind: type[int] | type[float]) -> float:
         raise ContractError("bad-property", f"{name} {text!r} is not a number") from None
 
 
+def _check_payload(payload: bytes, content_type: str | None, max_payload_bytes: int) -> str:
+    """The payload's content type, sniffed from its bytes; ContractError when it is too large, not an image,
+    or not what the content type property says."""
+    if len(payload) > max_payload_bytes:
+        raise ContractError("too-large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}")
+    sniffed = sniff_content_type(payload)
+    if sniffed is None:
+        raise ContractError("not-an-image", f"payload of {len(payload)} bytes is neither JPEG nor PNG")
+    if content_type and content_type != sniffed:
+        raise ContractError("content-type-mismatch", f"content type {content_type!r} but payload is {sniffed}")
+    return sniffed
+
+
+def _check_properties(props: Mapping[str, str], digest: str, device: str, camera: str) -> None:
+    """ContractError unless the v1 properties are complete and agree with the payload and the topic."""
+    if props["schema"] != SCHEMA:
+        raise ContractError("bad-schema", f"schema {props['schema']!r} is not {SCHEMA}")
+    missing = [name for name in ("face-id", "captured-at", "sha256") if not props.get(name)]
+    if missing:
+        raise ContractError("missing-property", f"missing {', '.join(missing)}")
+    face_id = props["face-id"]
+    if not _FACE_ID.match(face_id):
+        raise ContractError("bad-face-id", f"face-id {face_id!r} is not a 26-character ULID")
+    if props["sha256"].lower() != digest:
+        raise ContractError("sha256-mismatch", f"sha256 property {props['sha256']!r} but payload hashes to {digest}")
+    for name, topic_value in (("device-id", device), ("camera-id", camera)):
+        if name in props and props[name] != topic_value:
+            raise ContractError(f"{name}-mismatch", f"{name} property {props[name]!r} but topic says {topic_value!r}")
+
+
 def parse_message(
     topic: str,
     payload: bytes,
@@ -285,13 +315,7 @@ def parse_message(
     The device id is always the topic's: the cloud broker's ACL ties a device to its own topic, while a
     property is whatever the publisher wrote. A property that disagrees with the topic is rejected.
     """
-    if len(payload) > max_payload_bytes:
-        raise ContractError("too-large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}")
-    sniffed = sniff_content_type(payload)
-    if sniffed is None:
-        raise ContractError("not-an-image", f"payload of {len(payload)} bytes is neither JPEG nor PNG")
-    if content_type and content_type != sniffed:
-        raise ContractError("content-type-mismatch", f"content type {content_type!r} but payload is {sniffed}")
+    sniffed = _check_payload(payload, content_type, max_payload_bytes)
     device, camera = _topic_ids(topic, topic_prefix)
     digest = hashlib.sha256(payload).hexdigest()
     props = dict(user_properties)
@@ -300,24 +324,12 @@ def parse_message(
         # A bare image from an older publisher: the payload's hash is its identity.
         return FaceMessage(topic, payload, sniffed, digest, device, camera, digest, None, legacy=True)
 
-    if props["schema"] != SCHEMA:
-        raise ContractError("bad-schema", f"schema {props['schema']!r} is not {SCHEMA}")
-    missing = [name for name in ("face-id", "captured-at", "sha256") if not props.get(name)]
-    if missing:
-        raise ContractError("missing-property", f"missing {', '.join(missing)}")
-    face_id = props["face-id"]
-    if not _FACE_ID.match(face_id):
-        raise ContractError("bad-face-id", f"face-id {face_id!r} is not a 26-character ULID")
-    if props["sha256"].lower() != digest:
-        raise ContractError("sha256-mismatch", f"sha256 property {props['sha256']!r} but payload hashes to {digest}")
-    for name, topic_value in (("device-id", device), ("camera-id", camera)):
-        if name in props and props[name] != topic_value:
-            raise ContractError(f"{name}-mismatch", f"{name} property {props[name]!r} but topic says {topic_value!r}")
+    _check_properties(props, digest, device, camera)
     return FaceMessage(
         topic=topic,
         payload=payload,
         content_type=sniffed,
-        face_id=face_id,
+        face_id=props["face-id"],
         device_id=device,
         camera_id=camera,
         sha256=digest,

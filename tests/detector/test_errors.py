@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from facecap.detector.camera import has_gstreamer
-from facecap.devservers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer
 from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorRunner, detector_config

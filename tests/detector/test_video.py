@@ -11,7 +11,7 @@ import pytest
 from facecap.contract import FaceMessage, parse_message
 from facecap.detector.config import DetectionSettings
 from facecap.detector.detection import YuNetDetector
-from facecap.devservers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer
 from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorRunner, detector_config

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facecap.devservers import LOOPBACK, MosquittoServer, free_port, stop_process, tail, wait_for_port
+from facecap.devkit.servers import LOOPBACK, MosquittoServer, free_port, stop_process, tail, wait_for_port
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 from facecap.polling import wait_until
 

@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.devservers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from facecap.devservers import S3Server
+from facecap.devkit.servers import S3Server
 
 
 def s3_with_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, bucket: str) -> Any:

@@ -48,7 +48,7 @@ class LoopStats:
 
 
 @dataclass(kw_only=True)
-class DetectorService:
+class CaptureLoop:
     detector: FaceDetector
     tracker: Tracker[Shot]
     publisher: FacePublisher

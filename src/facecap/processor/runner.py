@@ -74,8 +74,13 @@ class FailureReporter:
                 self._count = 0
 
 
-class Processor:
-    def __init__(self, config: ProcessorConfig, store: Store) -> None:
+class ProcessorRunner:
+    """The processor: its configuration, the store it writes to, and the MQTT client it reads from.
+
+    `client` is for tests: an already built client (manual acknowledgement, persistent session) whose
+    handler is this runner's `handle`; by default the client is built from the configuration."""
+
+    def __init__(self, config: ProcessorConfig, store: Store, client: MqttClient | None = None) -> None:
         self.config = config
         self.store = store
         self.stats = ProcessorStats()
@@ -92,12 +97,12 @@ class Processor:
         self._subscribed = threading.Event()
         self._disconnected_since: float | None = time.time()
         self._supervisor: threading.Thread | None = None
-        self.client = MqttClient(
+        self.client = client if client is not None else MqttClient(
             config.mqtt,
             DEFAULT_CLIENT_ID,
             persistent=True,
             status=StatusTopic(config.status_topic),
-            on_message=self._on_message,
+            on_message=self.handle,
             manual_ack=True,
             receive_maximum=config.receive_maximum,
         )
@@ -112,6 +117,15 @@ class Processor:
         self.client.start(wait=False)
         self._supervisor = threading.Thread(target=self._supervise, name="processor-supervisor", daemon=True)
         self._supervisor.start()
+
+    def run(self, stop: threading.Event) -> int:
+        """Run until `stop` is set, then drain. Whatever was left unfinished stays unacknowledged in the
+        broker's session: nothing is lost, so a requested stop is a clean exit (0)."""
+        self.start()
+        while not stop.wait(1.0):
+            pass
+        self.stop()
+        return 0
 
     def wait_ready(self, timeout: float) -> bool:
         """True once subscribed (tests and benchmarks wait for this before publishing)."""
@@ -146,7 +160,7 @@ class Processor:
 
     # --- receiving ---------------------------------------------------------------------------------------
 
-    def _on_message(self, message: ReceivedMessage) -> None:
+    def handle(self, message: ReceivedMessage) -> None:
         # The MQTT client's dispatcher thread: queue and return, so receiving never waits for S3.
         if self._draining.is_set():
             return  # unacknowledged: the broker redelivers it to our next session

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..devservers import CertificateAuthority, MosquittoServer, S3Server, TcpProxy, free_port, tail
-from ..polling import wait_until
+from ...polling import wait_until
+from ..link import TcpProxy
+from ..servers import CertificateAuthority, MosquittoServer, S3Server, free_port, tail
 
 DEVICE_ID = "demo-jetson"
 PROCESSOR_USER = "processor"

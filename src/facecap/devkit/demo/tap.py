@@ -7,9 +7,9 @@ import os
 import threading
 from datetime import datetime
 
-from ..contract import parse_message
-from ..errors import ContractError
-from ..mqtt import MqttClient, MqttSettings, ReceivedMessage
+from ...contract import parse_message
+from ...errors import ContractError
+from ...mqtt import MqttClient, MqttSettings, ReceivedMessage
 
 
 class Tap:
