@@ -32,8 +32,9 @@ Given the build output of components/build.py (recipes + artifacts; `build_compo
 Deliberate differences, because no nucleus runs here: every step runs as the current user (the nucleus
 runs components as ggc_user and RequiresPrivilege steps as root); there is no token exchange service or
 cloud; configuration keys are compared case-sensitively (the nucleus's are not); every component passed to
-`deploy` counts as a root component of the deployment; dependants do not wait for a HARD dependency to be
-RUNNING before they start (`start_all` starts in dependency order at once).
+`deploy` counts as a root component of the deployment; components start only when a test calls `start` or
+`start_all` (which holds back a component whose HARD dependency is not RUNNING or FINISHED, where the
+nucleus would keep it waiting).
 """
 
 from __future__ import annotations
@@ -412,6 +413,7 @@ class Nucleus:
         self.history: dict[str, list[str]] = {}  # name -> every lifecycle state it went through
         self.deployments: list[DeploymentResult] = []
         self.ignored_reports: list[tuple[str, str, str]] = []  # (component, its state, the state it reported)
+        self.waiting: list[str] = []  # held back by start_all: a HARD dependency is not RUNNING
         self._lock = threading.RLock()
         self._state_changed = threading.Condition(self._lock)
         self._ipc: IpcServer | None = None
@@ -722,11 +724,30 @@ class Nucleus:
                          name=f"watch-{name}", daemon=True).start()
         return service.process
 
-    def start_all(self) -> None:
-        """Start every deployed component with a Run step, dependencies first."""
+    def start_all(self, dependency_timeout: float = 30.0) -> list[str]:
+        """Start every deployed component, dependencies first, as the nucleus does: a component waits while a
+        HARD dependency is STARTING (up to `dependency_timeout` here) and is not started unless that dependency
+        is then RUNNING or FINISHED. A component without Run or Startup is FINISHED at once. Returns the
+        components left waiting (the nucleus would wait for ever), also kept in `self.waiting`."""
+        self.waiting = []
         for name in self.startup_order():
-            if self._step(name, "Run") is not None:
+            if self._step(name, "Run") is None and self._step(name, "Startup") is None:
+                with self._lock:
+                    self._report(name, "FINISHED")  # GenericExternalService: nothing done
+                continue
+            dependencies = self.services[name].component.dependencies
+            hard = [d for d, spec in dependencies.items()
+                    if str(get(spec, "DependencyType", "HARD") or "HARD").upper() == "HARD"]
+            if all(self._dependency_ready(d, dependency_timeout) for d in hard):
                 self.start(name)
+            else:
+                self.waiting.append(name)
+        return self.waiting
+
+    def _dependency_ready(self, name: str, timeout: float) -> bool:
+        with self._state_changed:
+            self._state_changed.wait_for(lambda: self.services[name].state not in ("STARTING", "STOPPING"), timeout)
+            return self.services[name].state in ("RUNNING", "FINISHED")
 
     def startup_order(self) -> list[str]:
         order: list[str] = []
@@ -746,19 +767,21 @@ class Nucleus:
 
     def stop(self, name: str, grace: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds; returns the Run process's exit code."""
-        service = self.services.get(name)
-        if service is None or service.process is None:
-            return None
         with self._lock:
+            service = self.services.get(name)
+            process = service.process if service else None
+            if service is None or process is None:
+                return None
             service.generation += 1  # its exit is ours, not an error
             if service.state != "BROKEN":
                 self._set_state(name, "STOPPING")
-        code = _terminate(service.process, grace)
+        code = _terminate(process, grace)  # outside the lock: a stopping component may still call us over IPC
         with self._lock:
-            service.process = None
-            if service.log is not None:
-                service.log.close()
-                service.log = None
+            if service.process is process:  # not already done by a concurrent stop
+                service.process = None
+                if service.log is not None:
+                    service.log.close()
+                    service.log = None
             if service.state == "STOPPING":
                 self._set_state(name, "FINISHED")
         return code

@@ -285,3 +285,19 @@ def test_supervised_crash_loop_ends_broken_after_three_errors(tmp_path: Path) ->
         assert nucleus.log_text("crash").count("started") == 3
     finally:
         nucleus.close()
+
+
+@pytest.mark.integration
+def test_start_all_holds_back_dependants_of_a_failed_hard_dependency(tmp_path: Path) -> None:
+    nucleus = Nucleus(tmp_path / "gg")
+    try:
+        broker = component("broker", {"Startup": {"Script": "exit 1"}})
+        hard = component("hard", {"Run": "sleep 60"}, dependencies={"broker": {"DependencyType": "HARD"}})
+        soft = component("soft", {"Run": "sleep 60"}, dependencies={"broker": {"DependencyType": "SOFT"}})
+        bundle = component("bundle", dependencies={"hard": {}, "soft": {"DependencyType": "SOFT"}})
+        nucleus.deploy([broker, hard, soft, bundle])
+        assert nucleus.start_all(dependency_timeout=10) == ["hard"]
+        assert nucleus.state("broker") == "ERRORED" and nucleus.running("soft") and not nucleus.running("hard")
+        assert nucleus.state("bundle") == "FINISHED"  # no process: FINISHED, whatever its dependencies do
+    finally:
+        nucleus.close()
