@@ -97,9 +97,12 @@ class GreengrassIpc:
                     "on" if self._validator else "off", "on" if self._on_configuration else "off")
 
     def _connect(self) -> Any:
-        from awsiot.greengrasscoreipc import connect
-        from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-
+        try:
+            from awsiot.greengrasscoreipc import connect
+            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+        except ImportError as error:
+            raise GreengrassError("Greengrass IPC needs awsiotsdk, which is not installed: "
+                                  "pip install --no-deps awsiotsdk==1.31.0") from error
         socket_path = self._env[SOCKET_ENV]
         try:
             connection = connect(ipc_socket=socket_path, authtoken=self._env[TOKEN_ENV],
