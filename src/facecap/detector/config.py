@@ -173,7 +173,7 @@ class DetectorConfig(ConfigModel):
     def _check_id(cls, value: str, info: ValidationInfo) -> str:
         if value == "" and info.field_name == "device_id":
             return value
-        if not ID_PATTERN.match(value) or value in (".", ".."):
+        if not ID_PATTERN.fullmatch(value) or value in (".", ".."):
             raise ValueError("must match [A-Za-z0-9._-]{1,64} and not be . or ..")
         return value
 

@@ -28,6 +28,6 @@ class LoggerConfig(ConfigModel):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if not _TOPIC_LEVELS.match(value):
+        if not _TOPIC_LEVELS.fullmatch(value):
             raise ValueError("must be one or more topic levels without wildcards or empty levels, e.g. faces")
         return value

@@ -39,6 +39,9 @@ class ProcessorConfig(ConfigModel):
     quarantine_prefix: str = Field("quarantine", description="Where rejected messages go, inside the store.")
     workers: int = Field(16, ge=1, le=256, description="Faces stored in parallel.")
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1, description="Larger payloads are quarantined.")
+    max_faces_per_second_per_device: float = Field(
+        50.0, ge=0, description="Each device's ceiling (with a 2 s burst); faces above it are quarantined with "
+                                "reason rate. 0 turns it off.")
     retry: RetrySettings = Field(default_factory=RetrySettings,
                                  description="Backoff of failed stores (the message stays unacknowledged).")
     drain_timeout_seconds: float = Field(
@@ -54,14 +57,14 @@ class ProcessorConfig(ConfigModel):
     @field_validator("topic_prefix", "quarantine_prefix")
     @classmethod
     def _levels(cls, value: str) -> str:
-        if not _TOPIC_LEVELS.match(value) or any(level in (".", "..") for level in value.split("/")):
+        if not _TOPIC_LEVELS.fullmatch(value) or any(level in (".", "..") for level in value.split("/")):
             raise ValueError("must be levels of [A-Za-z0-9._-] separated by / (no wildcards, no ..)")
         return value
 
     @field_validator("share_group")
     @classmethod
     def _group(cls, value: str) -> str:
-        if not _SHARE_GROUP.match(value):
+        if not _SHARE_GROUP.fullmatch(value):
             raise ValueError("must match [A-Za-z0-9._-]{0,64} (it becomes a topic level)")
         return value
 
@@ -82,7 +85,7 @@ class ProcessorConfig(ConfigModel):
     def _consistent(self) -> ProcessorConfig:
         if self.kms_key_id and self.server_side_encryption != "aws:kms":
             raise ValueError("kmsKeyId needs serverSideEncryption aws:kms")
-        if not ID_PATTERN.match(self.client_id):
+        if not ID_PATTERN.fullmatch(self.client_id):
             raise ValueError(f"mqtt.clientId {self.client_id!r} must match [A-Za-z0-9._-]{{1,64}} "
                              "(it names the status topic)")
         return self
