@@ -220,3 +220,19 @@ def test_edge_broker_bridges_in_with_the_files_add_device_printed(cloud_broker: 
         local.stop()
     finally:
         edge.stop()
+
+
+def test_processor_identity_reads_the_broker_counters_and_devices_do_not(cloud_broker: CloudBroker) -> None:
+    """docs/operations.md reads $SYS/broker/... as the processor; a device must not see them."""
+    counters, spied = Collector(), Collector()
+    operator = connect(cloud_broker.processor_settings(), "operator", on_message=counters)
+    operator.subscribe("$SYS/broker/clients/connected")
+    device = connect(cloud_broker.device_settings("device-a"), "device-a", on_message=spied)
+    with suppress(MqttConnectError):
+        device.subscribe("$SYS/broker/clients/connected")
+    assert counters.wait_for(1, timeout=15)  # Mosquitto publishes $SYS every 10 s by default
+    assert counters.messages[0].payload.isdigit()
+    time.sleep(0.5)
+    assert spied.messages == []
+    operator.stop()
+    device.stop()
