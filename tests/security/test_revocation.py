@@ -24,8 +24,7 @@ def test_removed_device_cannot_connect_and_the_others_stay_connected(cloud: Clou
     cloud.reload()
 
     # Refused at the TLS handshake, whatever it claims to be.
-    for overrides in ({}, {"username": "device-a"},
-                      {"username": "processor", "password_file": str(cloud.secrets / "processor/password")}):
+    for overrides in ({}, {"username": "processor", "password_file": str(cloud.secrets / "processor/password")}):
         with pytest.raises(MqttConnectError):
             connect(cloud.device_settings("device-gone", **overrides), "device-gone")
     # The reload dropped nobody: the same connections still carry faces.
