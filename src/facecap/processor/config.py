@@ -7,7 +7,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from ..config import ConfigModel, LoggingSettings
-from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TOPIC_PREFIX, ID_PATTERN
+from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TOPIC_PREFIX, ID_PATTERN, RESERVED_ID_PREFIX
 from ..mqtt import MqttSettings
 from ..storage import parse_store_url
 
@@ -30,7 +30,8 @@ class RetrySettings(ConfigModel):
 class ProcessorConfig(ConfigModel):
     mqtt: MqttSettings = Field(
         default_factory=MqttSettings,
-        description=f"Cloud broker. clientId empty means {DEFAULT_CLIENT_ID!r}; give each replica its own.",
+        description=f"Cloud broker. clientId empty means {DEFAULT_CLIENT_ID!r}; give each replica its own, "
+                    "starting with 'facecap' (reserved: no device can take it).",
     )
     topic_prefix: str = Field(DEFAULT_TOPIC_PREFIX, description="Faces arrive on <topicPrefix>/<device>/<camera>.")
     share_group: str = Field(
@@ -88,6 +89,11 @@ class ProcessorConfig(ConfigModel):
         if not ID_PATTERN.fullmatch(self.client_id):
             raise ValueError(f"mqtt.clientId {self.client_id!r} must match [A-Za-z0-9._-]{{1,64}} "
                              "(it names the status topic)")
+        if not self.client_id.lower().startswith(RESERVED_ID_PREFIX):
+            # Devices share the cloud broker's client-id space (their id is their certificate's CN), and no
+            # device id may start with "facecap": so no device can take over or kick this session.
+            raise ValueError(f"mqtt.clientId {self.client_id!r} must start with {RESERVED_ID_PREFIX!r}, "
+                             "which no device id may")
         return self
 
     @property
