@@ -358,3 +358,25 @@ def test_scripts_are_strict_bash() -> None:
         assert text.startswith("#!/usr/bin/env bash\n"), script.name
         assert "\nset -euo pipefail\n" in text, script.name
         assert os.access(script, os.X_OK), script.name
+
+
+@pytest.mark.integration
+def test_init_broker_works_with_a_ca_kept_elsewhere(tmp_path: Path) -> None:
+    from .cloudbroker import run_script
+
+    workstation, instance = tmp_path / "workstation", tmp_path / "instance"
+    # Without a CA and without --make-ca nothing is created on the instance.
+    refused = run_script("init-broker.sh", "203.0.113.10", secrets=instance, check=False)
+    assert refused.returncode != 0 and "--make-ca" in refused.stderr
+    assert not (instance / "ca").exists()
+    # The CA lives on the workstation, which issues the broker's certificate and CRL ...
+    run_script("make-ca.sh", secrets=workstation)
+    run_script("init-broker.sh", "203.0.113.10", secrets=workstation)
+    shutil.copytree(workstation / "broker", instance / "broker")
+    # ... and the instance, given only secrets/broker/, sets up the processor's identity without a CA key.
+    result = run_script("init-broker.sh", secrets=instance)
+    assert "the CA is elsewhere" in result.stdout
+    assert not (instance / "ca").exists()
+    assert (instance / "processor" / "password").is_file()
+    assert (instance / "broker" / "processor.passwd").read_text().startswith("processor:")
+    assert (instance / "processor" / "ca.crt").read_bytes() == (workstation / "ca" / "ca.crt").read_bytes()
