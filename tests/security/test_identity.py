@@ -129,3 +129,29 @@ def test_processor_identity_cannot_publish_faces(cloud: CloudBroker) -> None:
     assert face_ids(faces) == [barrier]
     for client in (writer, watcher, device_a):
         client.stop()
+
+
+def test_receipts_come_only_from_the_processor_and_reach_only_their_device(cloud: CloudBroker) -> None:
+    own, spied = Collector(), Collector()
+    device_a = connect(cloud.device_settings("device-a"), "device-a", on_message=own)
+    device_a.subscribe("facecap/device-a/receipts")
+    device_b = connect(cloud.device_settings("device-b"), "device-b", on_message=spied)
+    for topic in ("facecap/device-a/receipts", "facecap/+/receipts"):
+        with suppress(MqttConnectError):  # refused, or granted and never delivered
+            device_b.subscribe(topic)
+    # A device cannot forge receipts, for itself or another device; its health topics are its own.
+    for topic in ("facecap/device-a/receipts", "facecap/device-b/receipts"):
+        with pytest.raises(PublishError):
+            publish(device_a, topic, b"forged")
+    for topic in ("facecap/device-a/detector/status", "facecap/device-a/stats"):
+        publish(device_a, topic, b"ok")
+    with pytest.raises(PublishError):
+        publish(device_a, "facecap/device-b/detector/status", b"forged")
+    processor = connect(cloud.processor_settings(), "processor-receipts")
+    publish(processor, "facecap/device-a/receipts", b"receipt")
+    assert own.wait_for(1)
+    time.sleep(0.5)
+    assert [m.payload for m in own.messages] == [b"receipt"]
+    assert spied.messages == []
+    for client in (device_a, device_b, processor):
+        client.stop()
