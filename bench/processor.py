@@ -216,7 +216,7 @@ def consumer_env(broker: MosquittoServer, s3: S3Server, *, client_id: str, prefi
 
 def measure(name: str, workers: int, broker: MosquittoServer, s3: S3Server, *, faces: list[OutgoingFace],
             folder: Path, endpoint: str | None = None) -> Result:
-    client_id = f"bench-{name}"
+    client_id = f"facecap-bench-{name}"
     heartbeat = folder / f"{name}.heartbeat"
     queue_backlog(broker, client_id, faces)
     env = consumer_env(broker, s3, client_id=client_id, prefix=name, heartbeat=heartbeat, workers=workers,

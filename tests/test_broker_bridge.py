@@ -348,9 +348,11 @@ def test_largest_face_crosses_and_a_larger_one_is_refused_at_the_edge(
 
 def test_bridge_lives_within_the_cloud_brokers_acl(mosquitto: MosquittoFactory, edges: list[EdgeBroker],
                                                    tmp_path: Path) -> None:
-    """With the cloud broker's own ACL (cloud/mosquitto/acl, user name = device id) the bridge delivers its
-    device's faces and announces its state on the cloud, and the state turns to 0 when the edge goes."""
-    acl = (REPO / "cloud" / "mosquitto" / "acl").read_text() + "\nuser reader\ntopic read $SYS/broker/connection/#\n"
+    """With the cloud broker's own ACLs (cloud/mosquitto/acl for devices, whose user name is the device id,
+    and processor.acl) the bridge delivers its device's faces and announces its state on the cloud, and the
+    state turns to 0 when the edge goes. (The certificate identity is tested in tests/test_cloud_broker.py.)"""
+    acl = "\n".join((REPO / "cloud" / "mosquitto" / name).read_text() for name in ("acl", "processor.acl"))
+    acl += "\nuser reader\ntopic read $SYS/broker/connection/#\n"
     cloud = mosquitto("cloud", users={"jetson-test": "device-pass", "processor": "proc-pass",
                                       "reader": "reader-pass"}, acl=acl)
     secret = tmp_path / "bridge-password"

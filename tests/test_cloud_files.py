@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -197,7 +198,8 @@ def test_compose_mounts_config_secrets_and_persistence(compose: dict[str, Any]) 
     volumes = {v["target"]: v for v in compose["services"]["broker"]["volumes"]}
     assert volumes["/mosquitto/data"]["type"] == "volume"
     for target, source in (("/mosquitto/config/mosquitto.conf", CLOUD / "mosquitto" / "mosquitto.conf"),
-                           ("/mosquitto/config/acl", CLOUD / "mosquitto" / "acl")):
+                           ("/mosquitto/config/acl", CLOUD / "mosquitto" / "acl"),
+                           ("/mosquitto/config/processor.acl", CLOUD / "mosquitto" / "processor.acl")):
         assert Path(volumes[target]["source"]) == source and source.is_file()
         assert volumes[target]["read_only"] is True
     assert volumes["/mosquitto/secrets"]["read_only"] is True
@@ -231,6 +233,69 @@ def test_processor_environment_is_a_valid_processor_configuration(compose: dict[
     # Docker's stop timeout must leave the processor time to drain.
     grace = processor["stop_grace_period"]
     assert grace.endswith("s") and float(grace[:-1]) > config.drain_timeout_seconds
+
+
+@pytest.mark.integration
+def test_broker_runs_read_only_as_mosquitto_without_capabilities(compose: dict[str, Any]) -> None:
+    broker = compose["services"]["broker"]
+    assert broker["read_only"] is True
+    assert broker["cap_drop"] == ["ALL"] and "cap_add" not in broker
+    assert broker["user"] == "1883:1883"  # the scripts give the secrets to this uid
+    assert "no-new-privileges:true" in broker["security_opt"]
+    # The only place it writes is the persistence volume.
+    conf = (CLOUD / "mosquitto" / "mosquitto.conf").read_text()
+    assert re.search(r"^persistence_location /mosquitto/data/$", conf, flags=re.MULTILINE)
+    assert "log_dest stdout" in conf
+
+
+def documented_docker_run() -> list[str]:
+    """The `docker run` command of cloud/README.md, split as the shell would."""
+    readme = (CLOUD / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
+    [block] = [b for b in blocks if b.lstrip().startswith("docker run ")]
+    return shlex.split(block.replace("\\\n", " "))
+
+
+def docker_run_options(words: list[str]) -> tuple[dict[str, list[str]], str]:
+    """Options (each with every value it was given) and the image of a `docker run` command."""
+    flags_without_value = {"-d", "--read-only", "--rm"}
+    options: dict[str, list[str]] = {}
+    index = 2
+    while words[index].startswith("-"):
+        name = words[index]
+        if name in flags_without_value:
+            options.setdefault(name, []).append("")
+            index += 1
+        else:
+            options.setdefault(name, []).append(words[index + 1])
+            index += 2
+    return options, words[index]
+
+
+@pytest.mark.unit
+def test_documented_docker_run_agrees_with_the_compose_processor() -> None:
+    service = yaml.safe_load(COMPOSE.read_text())["services"]["processor"]
+    words = documented_docker_run()
+    assert words[:2] == ["docker", "run"]
+    options, image = docker_run_options(words)
+    assert image == service["image"]
+    assert {e.split("=", 1)[0] for e in options["-e"]} == set(service["environment"])
+    # The secrets: compose mounts each at /run/secrets/<name>, read-only, from the same files.
+    secret_files = yaml.safe_load(COMPOSE.read_text())["secrets"]
+    mounts = {m.split(":")[1]: m.split(":") for m in options["-v"]}
+    assert set(mounts) == {f"/run/secrets/{name}" for name in service["secrets"]}
+    for name in service["secrets"]:
+        source, _, mode = mounts[f"/run/secrets/{name}"]
+        assert mode == "ro"
+        assert source.endswith(secret_files[name]["file"].removeprefix("./"))
+    env = dict(e.split("=", 1) for e in options["-e"])
+    assert env["FACECAP_MQTT__CA_FILE"] in mounts and env["FACECAP_MQTT__PASSWORD_FILE"] in mounts
+    # The same hardening: non-root, read-only with the same tmpfs, no capabilities, no privilege gain.
+    assert options["--user"] == [dict(dockerfile_instructions())["USER"]]
+    assert "--read-only" in options and service["read_only"] is True
+    assert options["--tmpfs"] == service["tmpfs"]
+    assert options["--cap-drop"] == service["cap_drop"] == ["ALL"]
+    assert options["--security-opt"] == service["security_opt"]
 
 
 @pytest.mark.integration
@@ -299,3 +364,25 @@ def test_scripts_are_strict_bash() -> None:
         assert text.startswith("#!/usr/bin/env bash\n"), script.name
         assert "\nset -euo pipefail\n" in text, script.name
         assert os.access(script, os.X_OK), script.name
+
+
+@pytest.mark.integration
+def test_init_broker_works_with_a_ca_kept_elsewhere(tmp_path: Path) -> None:
+    from .support.cloudbroker import run_script
+
+    workstation, instance = tmp_path / "workstation", tmp_path / "instance"
+    # Without a CA and without --make-ca nothing is created on the instance.
+    refused = run_script("init-broker.sh", "203.0.113.10", secrets=instance, check=False)
+    assert refused.returncode != 0 and "--make-ca" in refused.stderr
+    assert not (instance / "ca").exists()
+    # The CA lives on the workstation, which issues the broker's certificate and CRL ...
+    run_script("make-ca.sh", secrets=workstation)
+    run_script("init-broker.sh", "203.0.113.10", secrets=workstation)
+    shutil.copytree(workstation / "broker", instance / "broker")
+    # ... and the instance, given only secrets/broker/, sets up the processor's identity without a CA key.
+    result = run_script("init-broker.sh", secrets=instance)
+    assert "the CA is elsewhere" in result.stdout
+    assert not (instance / "ca").exists()
+    assert (instance / "processor" / "password").is_file()
+    assert (instance / "broker" / "processor.passwd").read_text().startswith("processor:")
+    assert (instance / "processor" / "ca.crt").read_bytes() == (workstation / "ca" / "ca.crt").read_bytes()

@@ -274,7 +274,9 @@ def test_deployment_template_configures_every_edge_component(tmp_path: Path) -> 
         config = load_config(model, spec.short_name, None, env)
         assert config.model_dump()["device_id"] == "jetson-01"
     broker = nucleus.services["com.facecap.EdgeBroker"].configuration["bridge"]
-    assert broker["host"] == "203.0.113.10" and broker["tls"] is True and broker["username"] == "jetson-01"
+    assert broker["host"] == "203.0.113.10" and broker["tls"] is True
+    # The client certificate is the device's identity on the cloud broker; there is no device password.
+    assert broker["certFile"] == "/greengrass/v2/facecap/cloud/client.crt" and broker["passwordFile"] == ""
 
 
 @pytest.mark.unit

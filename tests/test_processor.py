@@ -326,8 +326,10 @@ def test_shared_subscription_splits_the_load_into_a_folder(mosquitto: MosquittoF
     broker = mosquitto()
     root = tmp_path / "faces"
     faces = make_faces(300, size=5000)
-    config_a = make_config(broker, tmp_path / "a", store=f"file://{root}", shareGroup="g", mqtt={"clientId": "proc-a"})
-    config_b = make_config(broker, tmp_path / "b", store=f"file://{root}", shareGroup="g", mqtt={"clientId": "proc-b"})
+    config_a = make_config(broker, tmp_path / "a", store=f"file://{root}", shareGroup="g",
+                           mqtt={"clientId": "facecap-a"})
+    config_b = make_config(broker, tmp_path / "b", store=f"file://{root}", shareGroup="g",
+                           mqtt={"clientId": "facecap-b"})
     with running(config_a) as first, running(config_b) as second:
         publish(broker, faces)
         assert wait_until(lambda: first.stats.stored + second.stats.stored >= 300, 30)

@@ -165,7 +165,7 @@ def _env_overlay(model: type[BaseModel], env: Mapping[str, str], problems: list[
         if not path:
             continue  # another component's variable, or FACECAP_CONFIG itself
         value: Any = raw
-        if _is_structured(annotation) and not _UNREPLACED.match(raw):
+        if _is_structured(annotation) and not _UNREPLACED.fullmatch(raw):
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
@@ -183,7 +183,7 @@ def _unreplaced_variables(data: Any, path: str = "") -> list[tuple[str, str]]:
         return [p for key, value in data.items() for p in _unreplaced_variables(value, f"{path}.{key}".lstrip("."))]
     if isinstance(data, list):
         return [p for i, value in enumerate(data) for p in _unreplaced_variables(value, f"{path}[{i}]")]
-    if isinstance(data, str) and (match := _UNREPLACED.match(data)):
+    if isinstance(data, str) and (match := _UNREPLACED.fullmatch(data)):
         return [(path or "<root>", f"Greengrass left the recipe variable {data} unreplaced: "
                  f"the component configuration has no value at {match.group(2) or '/'}")]
     return []

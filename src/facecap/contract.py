@@ -23,8 +23,15 @@ DEFAULT_TOPIC_PREFIX = "faces"
 # Mosquitto's message_size_limit on both brokers is derived from this, so the bridge never drops a face.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9._-]+$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # use with fullmatch: "$" alone lets a final "\n" through
+# Names the system uses itself, which no device may have (cloud/scripts/common.sh keeps the same list, and
+# add-device.sh refuses them): the processor's user name, the store's quarantine folder, the compose service
+# name in the broker's certificate, and - compared without case - every name starting with "facecap": the
+# processor's client ids (facecap-processor...), the bridges' (facecap-edge-...), which share the broker's
+# client-id space with the devices, and the first level of the facecap/<id>/... topics.
+RESERVED_IDS = frozenset({"processor", "quarantine", "broker"})
+RESERVED_ID_PREFIX = "facecap"
 JPEG = "image/jpeg"
 PNG = "image/png"
 EXTENSIONS = {JPEG: "jpg", PNG: "png"}
@@ -88,7 +95,7 @@ def face_id_time(face_id: str) -> datetime:
 
 def check_id(kind: str, value: str) -> str:
     """Device and camera ids become topic levels and object key parts: keep them to a safe alphabet."""
-    if not ID_PATTERN.match(value) or value in (".", ".."):
+    if not ID_PATTERN.fullmatch(value) or value in (".", ".."):
         raise ContractError(f"bad-{kind}", f"{kind} {value!r} must match [A-Za-z0-9._-]{{1,64}} and not be . or ..")
     return value
 
@@ -96,7 +103,7 @@ def check_id(kind: str, value: str) -> str:
 def check_topic_prefix(value: str) -> str:
     """A topic prefix is one or more levels of the id alphabet: no wildcards, no empty, . or .. levels, so
     that every component (and the processor's object keys) reads the same topics."""
-    if not all(_TOPIC_LEVEL.match(level) and level not in (".", "..") for level in value.split("/")):
+    if not all(_TOPIC_LEVEL.fullmatch(level) and level not in (".", "..") for level in value.split("/")):
         raise ValueError("must be one or more topic levels of [A-Za-z0-9._-] separated by /, without wildcards, "
                          "empty levels, . or .. (e.g. faces)")
     return value
@@ -107,6 +114,11 @@ def status_topic(device_id: str, component: str) -> str:
     return f"facecap/{device_id}/{component}/status"
 
 
+def is_reserved_id(value: str) -> bool:
+    lowered = value.lower()
+    return lowered in RESERVED_IDS or lowered.startswith(RESERVED_ID_PREFIX)
+
+
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds, e.g. 2026-11-22T21:56:25.123Z."""
     utc = moment.astimezone(timezone.utc)
@@ -114,7 +126,7 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    if not _RFC3339_MS.match(text):
+    if not _RFC3339_MS.fullmatch(text):
         raise ContractError("bad-property", f"captured-at {text!r} is not RFC 3339 UTC with milliseconds")
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
@@ -222,7 +234,7 @@ def build_message(
         raise ContractError("not-an-image", "payload is neither JPEG nor PNG")
     if len(payload) > max_payload_bytes:
         raise ContractError("too-large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}")
-    if not _FACE_ID.match(meta.face_id):
+    if not _FACE_ID.fullmatch(meta.face_id):
         raise ContractError("bad-face-id", f"face-id {meta.face_id!r} is not a 26-character ULID")
     x, y, w, h = (int(v) for v in meta.bbox)
     props: list[tuple[str, str]] = [
@@ -250,6 +262,8 @@ def _topic_ids(topic: str, prefix: str) -> tuple[str, str]:
     if len(rest) not in (1, 2):
         raise ContractError("bad-topic", f"topic {topic!r} is not {prefix}/<device-id>/<camera-id>")
     device = check_id("device-id", rest[0])
+    if is_reserved_id(device):
+        raise ContractError("reserved-device-id", f"device id {device!r} is reserved for the system's own use")
     camera = check_id("camera-id", rest[1]) if len(rest) == 2 else "default"
     return device, camera
 
@@ -292,7 +306,7 @@ def _check_properties(props: Mapping[str, str], digest: str, device: str, camera
     if missing:
         raise ContractError("missing-property", f"missing {', '.join(missing)}")
     face_id = props["face-id"]
-    if not _FACE_ID.match(face_id):
+    if not _FACE_ID.fullmatch(face_id):
         raise ContractError("bad-face-id", f"face-id {face_id!r} is not a 26-character ULID")
     if props["sha256"].lower() != digest:
         raise ContractError("sha256-mismatch", f"sha256 property {props['sha256']!r} but payload hashes to {digest}")

@@ -29,7 +29,7 @@ LOG_TYPES = ("error", "warning", "notice", "information", "subscribe", "unsubscr
 
 
 def _text(value: str, what: str = "the value") -> str:
-    if not _NO_CONTROL.match(value):
+    if not _NO_CONTROL.fullmatch(value):
         raise ValueError(f"{what} must not contain line breaks or other control characters")
     if value != value.strip():
         raise ValueError(f"{what} must not begin or end with blanks (mosquitto.conf trims them)")
@@ -122,7 +122,7 @@ class BridgeSettings(ConfigModel):
     @classmethod
     def _host(cls, value: str) -> str:
         # Mosquitto's `address host:port` splits at the first colon, so an IPv6 literal cannot be written.
-        if not _NO_SPACE.match(value) or ":" in value:
+        if not _NO_SPACE.fullmatch(value) or ":" in value:
             raise ValueError("must be a host name or IPv4 address, without port or blanks (the port is "
                              "bridge.port; for IPv6 use a DNS name)")
         return value

@@ -7,7 +7,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from ..config import ConfigModel, LoggingSettings, TopicConfig
-from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, ID_PATTERN, check_topic_prefix, status_topic
+from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, ID_PATTERN, RESERVED_ID_PREFIX, check_topic_prefix, status_topic
 from ..mqtt import MqttSettings
 from ..storage import parse_store_url
 
@@ -25,7 +25,8 @@ class RetrySettings(ConfigModel):
 class ProcessorConfig(TopicConfig):
     mqtt: MqttSettings = Field(
         default_factory=MqttSettings,
-        description=f"Cloud broker. clientId empty means {DEFAULT_CLIENT_ID!r}; give each replica its own.",
+        description=f"Cloud broker. clientId empty means {DEFAULT_CLIENT_ID!r}; give each replica its own, "
+                    "starting with 'facecap' (reserved: no device can take it).",
     )
     share_group: str = Field(
         "", description="Empty: a plain subscription. A name: $share/<name>/... so processors split the load.")
@@ -33,6 +34,9 @@ class ProcessorConfig(TopicConfig):
     quarantine_prefix: str = Field("quarantine", description="Where rejected messages go, inside the store.")
     workers: int = Field(16, ge=1, le=256, description="Faces stored in parallel.")
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1, description="Larger payloads are quarantined.")
+    max_faces_per_second_per_device: float = Field(
+        50.0, ge=0, description="Each device's ceiling (with a 2 s burst); faces above it are quarantined with "
+                                "reason rate. 0 turns it off.")
     retry: RetrySettings = Field(default_factory=RetrySettings,
                                  description="Backoff of failed stores (the message stays unacknowledged).")
     drain_timeout_seconds: float = Field(
@@ -53,7 +57,7 @@ class ProcessorConfig(TopicConfig):
     @field_validator("share_group")
     @classmethod
     def _group(cls, value: str) -> str:
-        if not _SHARE_GROUP.match(value):
+        if not _SHARE_GROUP.fullmatch(value):
             raise ValueError("must match [A-Za-z0-9._-]{0,64} (it becomes a topic level)")
         return value
 
@@ -74,9 +78,14 @@ class ProcessorConfig(TopicConfig):
     def _consistent(self) -> ProcessorConfig:
         if self.kms_key_id and self.server_side_encryption != "aws:kms":
             raise ValueError("kmsKeyId needs serverSideEncryption aws:kms")
-        if not ID_PATTERN.match(self.client_id):
+        if not ID_PATTERN.fullmatch(self.client_id):
             raise ValueError(f"mqtt.clientId {self.client_id!r} must match [A-Za-z0-9._-]{{1,64}} "
                              "(it names the status topic)")
+        if not self.client_id.lower().startswith(RESERVED_ID_PREFIX):
+            # Devices share the cloud broker's client-id space (their id is their certificate's CN), and no
+            # device id may start with "facecap": so no device can take over or kick this session.
+            raise ValueError(f"mqtt.clientId {self.client_id!r} must start with {RESERVED_ID_PREFIX!r}, "
+                             "which no device id may")
         return self
 
     @property

@@ -25,8 +25,9 @@ from ..contract import parse_time
 from ..mqtt import MqttClient, ReceivedMessage, StatusTopic
 from ..storage import Store, StoreError
 from .config import DEFAULT_CLIENT_ID, ProcessorConfig
+from .guard import DeviceGuard, clip
 from .heartbeat import write_heartbeat
-from .plan import Put, plan_message
+from .plan import Plan, Put, plan_message, quarantine_plan
 from .stats import ProcessorStats
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class ProcessorRunner:
         self.config = config
         self.store = store
         self.stats = ProcessorStats()
+        self.guard = DeviceGuard(config.max_faces_per_second_per_device, config.topic_prefix)
         self._failures = FailureReporter()
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="store")
         # The broker sends at most receive_maximum unacknowledged QoS 1 messages; this bound also holds
@@ -177,12 +179,15 @@ class ProcessorRunner:
             if self._abandon.is_set():
                 self.stats.count("abandoned")
                 return
-            plan = plan_message(message, topic_prefix=self.config.topic_prefix,
-                                max_payload_bytes=self.config.max_payload_bytes,
-                                quarantine_prefix=self.config.quarantine_prefix,
-                                received_at=datetime.now(timezone.utc))
+            verdict = self.guard.screen(message)
+            if verdict == "retained":
+                self.client.ack(message)
+                self.stats.count("ignored")
+                return
+            plan = self._plan(message, verdict)
             if plan.quarantined:
-                log.warning("quarantined a message on %s: %s: %s", message.topic, plan.reason, plan.detail)
+                log.warning("quarantined a message on %s: %s: %s", clip(message.topic), plan.reason,
+                            clip(plan.detail))
             for put in plan.puts:
                 if not self._put_with_retry(put):
                     self.stats.count("abandoned")
@@ -194,13 +199,23 @@ class ProcessorRunner:
         except Exception:
             # A bug, not bad input (bad input is quarantined): keep the process alive, and leave the
             # message unacknowledged so it is not lost.
-            log.exception("failed to process a message on %s; left unacknowledged", message.topic)
+            log.exception("failed to process a message on %s; left unacknowledged", clip(message.topic))
         finally:
             self._slots.release()
             with self._idle:
                 self._pending -= 1
                 if self._pending == 0:
                     self._idle.notify_all()
+
+    def _plan(self, message: ReceivedMessage, verdict: str) -> Plan:
+        received_at = datetime.now(timezone.utc)
+        if verdict == "rate":
+            return quarantine_plan(message, "rate", "over the device's ceiling of "
+                                   f"{self.config.max_faces_per_second_per_device:g} faces/s",
+                                   self.config.quarantine_prefix, received_at)
+        return plan_message(message, topic_prefix=self.config.topic_prefix,
+                            max_payload_bytes=self.config.max_payload_bytes,
+                            quarantine_prefix=self.config.quarantine_prefix, received_at=received_at)
 
     def _put_with_retry(self, put: Put) -> bool:
         """Store until it works. False only when shutdown gave up on it."""
@@ -246,6 +261,7 @@ class ProcessorRunner:
             if now >= next_stats:
                 next_stats = now + self.config.stats_interval_seconds
                 log.info("%s", self.stats.summary(self._pending))
+                log.info("%s", self.guard.summary())
 
     def _subscribe(self) -> bool:
         try:

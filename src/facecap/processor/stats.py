@@ -18,6 +18,7 @@ class ProcessorStats:
     quarantined: int = 0
     store_failures: int = 0
     abandoned: int = 0  # left unacknowledged at shutdown, for the broker to redeliver
+    ignored: int = 0  # retained copies of faces: acknowledged, neither stored nor quarantined
     _latencies: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _window_start: float = field(default_factory=time.monotonic)

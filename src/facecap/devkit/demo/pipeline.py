@@ -29,12 +29,13 @@ DEVICE_ID = "demo-jetson"
 PROCESSOR_USER = "processor"
 BUCKET = "facecap-demo"
 
-# The cloud broker's rules, as cloud/mosquitto ships them: a device publishes only under its own topics,
-# the processor reads every face.
+# The cloud broker's topic rules, as cloud/mosquitto/acl and processor.acl ship them: a device publishes
+# only under its own topics, the processor reads every face. (The demo's single listener keeps passwords;
+# the shipped broker takes a device's identity from its certificate instead, see cloud/README.md.)
 CLOUD_ACL = """\
 pattern write faces/%u/#
 pattern readwrite facecap/%u/#
-pattern readwrite $SYS/broker/connection/%c/state
+pattern readwrite $SYS/broker/connection/facecap-edge-%u/state
 user processor
 topic read faces/#
 topic read $share/+/faces/#
