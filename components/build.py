@@ -59,14 +59,11 @@ def _load_release() -> ModuleType:
 RELEASE = _load_release()
 WHEEL_PATTERN = re.compile(r"^facecap-(?P<version>[^-]+)-py3-none-any\.whl$")
 MODEL_NAME: str = RELEASE.MODEL_FILE
-# The file is a plain git blob at a fixed commit, so the URL and the digest never change.
-MODEL_URL = (
-    "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
-    "2b5e61dee21441ef4676505f835ab63ee53bae1e/onnx/yunet_s_640_640.onnx"
-)
-MODEL_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+# The pinned URL and digest of the model, shared with `facecap detect` and the demo, which fetch it too.
+MODEL_URL: str = RELEASE.MODEL_URL
+MODEL_SHA256: str = RELEASE.MODEL_SHA256
 MODEL_SOURCE_ENV = "FACECAP_MODEL_SOURCE"
-MODEL_URL_ENV = "FACECAP_MODEL_URL"  # a mirror of the same file; the digest is checked all the same
+MODEL_URL_ENV: str = RELEASE.MODEL_URL_ENV  # a mirror of the same file; the digest is checked all the same
 # The files a wheel is built from; everything else in the repository stays out of the build.
 WHEEL_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "src")
 # Development tooling under src/ that the device wheel leaves out (paths relative to src/).

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, FacecapError, UsageError
 
 # Each module has `register(subparsers)`, which adds one or more subcommands with `func` set to a
 # handler taking the parsed arguments and returning an exit code (`run`, or `run_<action>` for a second
@@ -36,6 +38,8 @@ DEVKIT_MISSING = ("the {command} is part of the development kit, which this inst
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facecap", description="Edge-to-cloud face capture.")
     parser.add_argument("--version", action="version", version=f"facecap {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error too (anywhere on the line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         _register(name, subparsers)
@@ -69,15 +73,49 @@ def _register_missing(subparsers: Any, command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # --debug is taken anywhere on the line, so it can be added to any command as typed.
+    debug = "--debug" in arguments
+    args = build_parser().parse_args([a for a in arguments if a != "--debug"])
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"facecap: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except (FacecapError, OSError, UnicodeDecodeError) as exc:
+        error = as_user_error(exc)
+        if error is None:
+            raise  # not a user mistake: a bug, whose traceback is the report
+        if debug or logging.getLogger("facecap").isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        for line in error_lines(args.command, error):
+            print(line, file=sys.stderr)
+        return error.exit_code
     return code
+
+
+def as_user_error(exc: BaseException) -> FacecapError | None:
+    """The user mistake behind an exception, or None for a bug. A file the user named that is missing,
+    unreadable or not text reaches here as OSError or UnicodeDecodeError from wherever it was opened."""
+    if isinstance(exc, FacecapError):
+        return exc
+    if isinstance(exc, OSError) and exc.filename:
+        return UsageError(f"{exc.filename}: {exc.strerror or exc}", "check the path and its permissions")
+    if isinstance(exc, UnicodeDecodeError):
+        return UsageError(f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          "save it as UTF-8")
+    return None
+
+
+def error_lines(command: str, error: FacecapError) -> list[str]:
+    """`facecap <command>: <what> — <what to do>`, one line per problem of a configuration."""
+    prefix = f"facecap {command}:"
+    if isinstance(error, ConfigError):
+        lines = [f"{prefix} {key}: {reason}" for key, reason in error.problems] or [f"{prefix} {error}"]
+    else:
+        lines = [f"{prefix} {error}"]
+    if error.hint:
+        lines[-1] += f" — {error.hint}"
+    return lines
 
 
 if __name__ == "__main__":

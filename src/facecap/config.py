@@ -198,16 +198,15 @@ def config_source(arg: str | None, env: Mapping[str, str] | None = None) -> str 
     return (os.environ if env is None else env).get(CONFIG_ENV) or None
 
 
-def read_config_source(source: str) -> dict[str, Any]:
-    """Parse ``--config``: a JSON object given inline, or the path of a JSON file."""
+def read_config_source(source: str, option: str = "--config") -> dict[str, Any]:
+    """Parse a configuration given as `option`: a JSON object given inline, or the path of a JSON file."""
     text = source.strip()
-    origin = "--config"
+    origin = option
+    if not text:
+        raise ConfigError("facecap", [(option, "empty: give a JSON object or the path of a JSON file")])
     if not text.startswith("{"):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError("facecap", [("--config", f"not a JSON object and not a file: {source!r}")])
-        text = path.read_text(encoding="utf-8")
-        origin = str(path)
+        text = _read_config_file(Path(source), option)
+        origin = source
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -217,19 +216,37 @@ def read_config_source(source: str) -> dict[str, Any]:
     return data
 
 
+def _read_config_file(path: Path, option: str) -> str:
+    hint = "give a JSON object or the path of a JSON file"
+    if not path.exists():
+        raise ConfigError("facecap", [(option, f"file {path} does not exist (and it is not a JSON object)")], hint)
+    if not path.is_file():
+        raise ConfigError("facecap", [(option, f"{path} is not a file")], hint)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("facecap", [(str(path), f"not UTF-8 text (byte {exc.start})")],
+                          "save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError("facecap", [(str(path), f"cannot read it: {exc.strerror}")],
+                          "check its permissions") from None
+
+
 def load_config(
     model: type[M],
     component: str,
     source: str | Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    option: str = "--config",
 ) -> M:
-    """Build a validated configuration, or raise ConfigError naming every bad key."""
+    """Build a validated configuration, or raise ConfigError naming every bad key. `option` names the
+    source in errors (the command line argument it came from)."""
     problems: list[tuple[str, str]] = []
     data: dict[str, Any] = {}
     if isinstance(source, Mapping):
         data = dict(source)
-    elif source:
-        data = read_config_source(source)
+    elif source is not None:
+        data = read_config_source(source, option)
     data = deep_merge(data, _env_overlay(model, os.environ if env is None else env, problems))
     problems += _unreplaced_variables(data)
     if problems:
@@ -238,6 +255,33 @@ def load_config(
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(component, [_describe_error(err) for err in exc.errors()]) from None
+
+
+def with_flags(
+    model: type[M],
+    component: str,
+    flags: Mapping[str, tuple[str, Any]],
+    base: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> M:
+    """Like load_config, with command line flags set over `base`: {flag: (dotted key, value or None)}. A flag
+    goes through the same model as its key, so both take the same values; a problem names the flag."""
+    data: dict[str, Any] = dict(base or {})
+    flag_of: dict[str, str] = {}
+    for flag, (key, value) in flags.items():
+        if value is None:
+            continue
+        nested: Any = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        data = deep_merge(data, nested)
+        flag_of[key] = flag
+    try:
+        return load_config(model, component, data, env=env)
+    except ConfigError as exc:
+        problems = [(f"{flag_of[key]} ({key})" if key in flag_of else key, reason) for key, reason in exc.problems]
+        hint = "give the flag a value its key accepts" if any(k in flag_of for k, _ in exc.problems) else exc.hint
+        raise ConfigError(component, problems, hint) from None
 
 
 def _describe_error(err: Any) -> tuple[str, str]:

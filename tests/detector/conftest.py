@@ -52,6 +52,8 @@ class DetectorProcess:
         folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder / "detector.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("FACECAP_")}
+        # No model from a developer's cache either: a test without one must see the Haar fallback.
+        environment["XDG_CACHE_HOME"] = str(folder / "cache")
         environment.update(env or {})
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()
         self.process = subprocess.Popen(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from facecap.config import component_model, default_configuration, describe, load_config
-from facecap.detector.config import DetectorConfig, resolve_model_path
+from facecap.detector.config import DetectorConfig
+from facecap.detector.model import ModelChoice, cache_dir, find_model
 from facecap.errors import ConfigError
+from facecap.release import MODEL_FILE
 
 pytestmark = pytest.mark.unit
 
@@ -58,9 +62,26 @@ def test_backoff_bounds_must_be_ordered() -> None:
                     {"camera": {"reconnectMinSeconds": 5, "reconnectMaxSeconds": 1}}, env={})
 
 
-def test_model_path_comes_from_config_then_option_then_environment() -> None:
-    env = {"FACECAP_MODEL": "/env/m.onnx"}
-    assert resolve_model_path("/cfg/m.onnx", "/cli/m.onnx", env) == ("/cfg/m.onnx", "detection.modelPath")
-    assert resolve_model_path("", "/cli/m.onnx", env) == ("/cli/m.onnx", "--model")
-    assert resolve_model_path("", None, env) == ("/env/m.onnx", "FACECAP_MODEL")
-    assert resolve_model_path("", None, {}) == ("", "")
+def test_model_path_comes_from_config_then_option_then_environment_then_shared_then_cache(tmp_path: Path) -> None:
+    files = {name: tmp_path / name / "m.onnx" for name in ("cfg", "cli", "env", "cache/facecap")}
+    for path in files.values():
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"onnx")
+    shared = tmp_path / "shared" / "models" / MODEL_FILE
+    shared.parent.mkdir(parents=True)
+    shared.write_bytes(b"onnx")
+    env = {"FACECAP_MODEL": str(files["env"]), "FACECAP_SHARED": str(tmp_path / "shared"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    cfg, cli = str(files["cfg"]), str(files["cli"])
+    assert find_model(cfg, cli, env) == ModelChoice(cfg, "detection.modelPath")
+    assert find_model("", cli, env) == ModelChoice(cli, "--model")
+    assert find_model("", None, env) == ModelChoice(str(files["env"]), "FACECAP_MODEL")
+    del env["FACECAP_MODEL"]
+    assert find_model("", None, env) == ModelChoice(str(shared), "FACECAP_SHARED")
+    del env["FACECAP_SHARED"]
+    assert find_model("", None, env).path == ""  # no copy named MODEL_FILE in the cache yet
+    cached = cache_dir(env) / MODEL_FILE
+    cached.write_bytes(b"onnx")
+    assert find_model("", None, env) == ModelChoice(str(cached), "the cache")
+    with pytest.raises(ConfigError, match=r"--model: YuNet model file .*nope.onnx does not exist"):
+        find_model("", str(tmp_path / "nope.onnx"), env)

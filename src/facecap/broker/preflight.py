@@ -20,7 +20,19 @@ COMPONENT = "broker"
 # Debian and Ubuntu install the broker in sbin, which is not on a service account's PATH.
 MOSQUITTO_LOCATIONS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
-Problems = list[tuple[str, str]]
+
+
+class Problems(list[tuple[str, str]]):
+    """(key, reason) pairs; `files` are those about a file or folder that must exist on the machine the
+    broker runs on, which `facecap validate-config` on another machine reports as warnings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: list[tuple[str, str]] = []
+
+    def missing_file(self, key: str, reason: str) -> None:
+        self.append((key, reason))
+        self.files.append((key, reason))
 
 
 def is_loopback(host: str) -> bool:
@@ -41,9 +53,9 @@ def find_mosquitto(configured: str) -> str | None:
 
 def _readable_file(key: str, path: str, what: str, problems: Problems) -> None:
     if not Path(path).is_file():
-        problems.append((key, f"{what} {path} does not exist"))
+        problems.missing_file(key, f"{what} {path} does not exist")
     elif not os.access(path, os.R_OK):
-        problems.append((key, f"{what} {path} is not readable by uid {os.geteuid()} (the component's user)"))
+        problems.missing_file(key, f"{what} {path} is not readable by uid {os.geteuid()} (the component's user)")
 
 
 def read_first_line(path: str) -> str:
@@ -64,8 +76,8 @@ def _check_bridge(config: BrokerConfig, problems: Problems) -> None:
         if bridge.ca_file:
             _readable_file("bridge.caFile", bridge.ca_file, "CA file", problems)
         elif not Path(bridge.ca_path).is_dir():
-            problems.append(("bridge.caPath", f"CA folder {bridge.ca_path} does not exist; set bridge.caFile "
-                                              "to the CA of the cloud broker"))
+            problems.missing_file("bridge.caPath", f"CA folder {bridge.ca_path} does not exist; set "
+                                                   "bridge.caFile to the CA of the cloud broker")
         if bridge.cert_file:
             _readable_file("bridge.certFile", bridge.cert_file, "certificate", problems)
             _readable_file("bridge.keyFile", bridge.key_file, "private key", problems)
@@ -116,12 +128,12 @@ def _check_persistence(config: BrokerConfig, work_dir: Path, create: bool, probl
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            problems.append((key, f"cannot create {folder}: {exc.strerror}"))
+            problems.missing_file(key, f"cannot create {folder}: {exc.strerror}")
             return
     if not folder.is_dir():
-        problems.append((key, f"{folder} does not exist"))
+        problems.missing_file(key, f"{folder} does not exist")
     elif not os.access(folder, os.W_OK | os.X_OK):
-        problems.append((key, f"{folder} is not writable by uid {os.geteuid()}"))
+        problems.missing_file(key, f"{folder} is not writable by uid {os.geteuid()}")
 
 
 def preflight(config: BrokerConfig, work_dir: Path, *, starting: bool = True) -> str:
@@ -130,12 +142,22 @@ def preflight(config: BrokerConfig, work_dir: Path, *, starting: bool = True) ->
     starting: the broker is about to start, so a missing persistence folder is created instead of
     reported, and the listener port must be free. Off for `broker render`, which may well be run beside
     the broker that holds the port."""
-    problems: Problems = []
+    problems = preflight_problems(config, work_dir, starting=starting)
+    if problems:
+        raise ConfigError(COMPONENT, problems)
     binary = find_mosquitto(config.mosquitto_path)
-    if binary is None:
+    assert binary is not None
+    return binary
+
+
+def preflight_problems(config: BrokerConfig, work_dir: Path, *, starting: bool = False) -> Problems:
+    """Every problem `preflight` would raise; with starting False, none needs the network or the port
+    (what `facecap validate-config broker` runs)."""
+    problems = Problems()
+    if find_mosquitto(config.mosquitto_path) is None:
         where = config.mosquitto_path or "on PATH or in " + ", ".join(MOSQUITTO_LOCATIONS)
-        problems.append(("mosquittoPath", f"no mosquitto binary {where}; install it (apt-get install "
-                                          "mosquitto) or set mosquittoPath"))
+        problems.missing_file("mosquittoPath", f"no mosquitto binary {where}; install it (apt-get install "
+                                               "mosquitto) or set mosquittoPath")
     if config.bridge.enabled:
         _check_bridge(config, problems)
     _check_local(config, problems)
@@ -144,7 +166,4 @@ def preflight(config: BrokerConfig, work_dir: Path, *, starting: bool = True) ->
                                        "if it is the mosquitto system service that the Debian package starts, "
                                        "stop it: sudo systemctl disable --now mosquitto"))
     _check_persistence(config, work_dir, starting, problems)
-    if problems:
-        raise ConfigError(COMPONENT, problems)
-    assert binary is not None
-    return binary
+    return problems

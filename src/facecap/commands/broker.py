@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..broker.config import BrokerConfig
-from ..broker.preflight import preflight
+from ..broker.preflight import preflight_problems
 from ..broker.runner import EdgeBrokerRunner
 from ..config import config_source, load_config
 from ..errors import ConfigError
@@ -33,12 +33,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(BrokerConfig, "broker", config_source(args.config))
     runner = EdgeBrokerRunner(config, Path.cwd())
     if args.action == "render":
+        # Checked first, so an error leaves stdout empty rather than half a configuration to redirect.
+        problems = preflight_problems(config, runner.work_dir, starting=False)
+        if problems:
+            raise ConfigError("broker", problems, hint="the broker would not start: fix these keys")
         sys.stdout.write(runner.conf_text(masked=True))
-        try:
-            preflight(config, runner.work_dir, starting=False)
-        except ConfigError as exc:
-            print(f"facecap: the broker would not start: {exc}", file=sys.stderr)
-            return 2
         return 0
     setup_logging(config.logging.level, config.logging.format)
     return runner.run()

@@ -41,11 +41,14 @@ def register(subparsers: Any) -> None:
     detect.add_argument("images", nargs="+", metavar="IMAGE")
     detect.add_argument("--json", action="store_true", help="one JSON line per image")
     detect.add_argument("--detector", choices=("yunet", "haar"), default="yunet")
-    detect.add_argument("--model", metavar="PATH", help="YuNet model (default: $FACECAP_MODEL)")
+    detect.add_argument("--model", metavar="PATH",
+                        help="YuNet model (default: $FACECAP_MODEL, $FACECAP_SHARED/models, the cache "
+                             "~/.cache/facecap, else downloaded once into it; Haar when offline)")
     detect.add_argument("--width", type=int, metavar="PIXELS",
                         help="detect on images scaled down to this width (0: full size; default: the detector "
                         "component's detection.width)")
-    detect.add_argument("--threshold", type=float, default=0.7, help="YuNet score threshold (default 0.7)")
+    detect.add_argument("--threshold", type=float,
+                        help="YuNet score threshold, 0 to 1 (default: detection.scoreThreshold, 0.7)")
     detect.set_defaults(func=run_detect)
 
 
@@ -72,35 +75,51 @@ def run(args: argparse.Namespace) -> int:
 # --- facecap detect ---------------------------------------------------------------------------------------
 
 def run_detect(args: argparse.Namespace) -> int:
+    from ..config import with_flags
+    from ..detector.config import DetectorConfig
+    from ..detector.detection import create_detector
+    from ..detector.model import find_model
+
+    # The flags go through the detector's own model, so they take exactly what its keys take.
+    settings = with_flags(DetectorConfig, "detect", {
+        "--threshold": ("detection.scoreThreshold", args.threshold),
+        "--width": ("detection.width", args.width),
+    }, env={}).detection
+    kind = args.detector
+    model = find_model("", args.model, download=kind == "yunet", notify=_notify)
+    if kind == "yunet" and not model.path:
+        kind = "haar"  # find_model said why, in one line
+    detector = create_detector(kind, model.path, model.origin or "--model", score_threshold=settings.score_threshold,
+                               width=settings.width, min_face_size=1)
+    failures = sum(not _detect_one(detector, path, args.json) for path in args.images)
+    return 1 if failures else 0
+
+
+def _notify(message: str) -> None:
+    print(f"facecap detect: {message}", file=sys.stderr, flush=True)
+
+
+def _detect_one(detector: Any, path: str, as_json: bool) -> bool:
+    """Print the faces of one image; False when it cannot be read (a JSON record with "error" says so)."""
     import cv2
 
-    from ..detector.config import DetectionSettings, resolve_model_path
-    from ..detector.detection import create_detector
-    from ..errors import ConfigError
-
-    model_path, origin = resolve_model_path("", args.model)
-    if args.detector == "yunet" and not model_path:
-        raise ConfigError("detect", [("--model", "YuNet needs a model: pass --model PATH or set FACECAP_MODEL")])
-    detector = create_detector(args.detector, model_path, origin or "--model", score_threshold=args.threshold,
-                               width=DetectionSettings().width if args.width is None else args.width,
-                               min_face_size=1)
-    failures = 0
-    for path in args.images:
-        image = cv2.imread(path, cv2.IMREAD_COLOR) if Path(path).is_file() else None
-        if image is None:
-            print(f"facecap detect: cannot read {path} as an image", file=sys.stderr)
-            failures += 1
-            continue
-        height, width = image.shape[:2]
-        faces = detector.detect(image)
-        if args.json:
-            print(json.dumps({
-                "image": path, "width": width, "height": height,
-                "faces": [{"bbox": [round(v) for v in face.bbox], "score": round(face.score, 4)} for face in faces],
-            }), flush=True)
-        else:
-            print(f"{path}: {width}x{height}, {len(faces)} face{'s' if len(faces) != 1 else ''}")
-            for face in faces:
-                x, y, w, h = (round(v) for v in face.bbox)
-                print(f"  x={x} y={y} w={w} h={h} score={face.score:.3f}")
-    return 1 if failures else 0
+    image = cv2.imread(path, cv2.IMREAD_COLOR) if Path(path).is_file() else None
+    if image is None:
+        reason = "no such file" if not Path(path).exists() else "not a readable image"
+        _notify(f"{path}: {reason} — check the path and that it is a JPEG or PNG")
+        if as_json:
+            print(json.dumps({"image": path, "error": reason}), flush=True)
+        return False
+    height, width = image.shape[:2]
+    faces = detector.detect(image)
+    if as_json:
+        print(json.dumps({
+            "image": path, "width": width, "height": height,
+            "faces": [{"bbox": [round(v) for v in face.bbox], "score": round(face.score, 4)} for face in faces],
+        }), flush=True)
+    else:
+        print(f"{path}: {width}x{height}, {len(faces)} face{'s' if len(faces) != 1 else ''}")
+        for face in faces:
+            x, y, w, h = (round(v) for v in face.bbox)
+            print(f"  x={x} y={y} w={w} h={h} score={face.score:.3f}")
+    return True

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from ..config import COMPONENT_MODELS, component_model, load_config
+from ..errors import ConfigError
+from ..validation import check, errors
 
 
 def register(subparsers: Any) -> None:
@@ -15,18 +18,29 @@ def register(subparsers: Any) -> None:
         "validate-config",
         help="check a component configuration and print it with every default filled in",
         description="Validate CONFIG (a JSON string or file) for COMPONENT. Exits 0 and prints the effective "
-        "configuration (secrets masked) when it is valid, or exits 2 naming each bad key.",
+        "configuration (secrets masked) when it is valid, or exits 2 naming each bad key. It runs the checks the "
+        "component runs at start that need no network; files the component needs (passwords, certificates, the "
+        "model) are warnings here, since they live on the device, unless --strict.",
     )
     parser.add_argument("component", metavar="COMPONENT",
                         help="component name: " + (", ".join(sorted(COMPONENT_MODELS)) or "(none registered)"))
     parser.add_argument("config", metavar="CONFIG", help="JSON string or path of a JSON file")
     parser.add_argument("--with-env", action="store_true",
                         help="also apply FACECAP_* environment variables, as the component would")
+    parser.add_argument("--strict", action="store_true",
+                        help="a file that must exist and does not is an error (run it on the device itself)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    model = component_model(args.component)
-    config = load_config(model, args.component, args.config, env=os.environ if args.with_env else {})
+    env = os.environ if args.with_env else {}
+    problems = check(args.component, args.config, args.strict, env=env, option="CONFIG")
+    if errors(problems):
+        raise ConfigError(args.component, [(p.key, p.reason) for p in errors(problems)],
+                          hint="the component would refuse this configuration: fix it")
+    for problem in problems:
+        print(f"facecap validate-config: {problem.line()} — the component will refuse to start unless it "
+              "exists on its machine (--strict makes this an error)", file=sys.stderr)
+    config = load_config(component_model(args.component), args.component, args.config, env=env, option="CONFIG")
     print(json.dumps(config.model_dump(mode="json", by_alias=True), indent=2))
     return 0

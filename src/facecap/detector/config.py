@@ -6,8 +6,6 @@ FACECAP_MODEL, which the environment overlay would otherwise take for such a key
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -68,7 +66,8 @@ class DetectionSettings(ConfigModel):
         "else Haar with a warning.",
     )
     model_path: str = Field(
-        "", description=f"YuNet ONNX model file; empty uses `--model`, then the {MODEL_ENV} environment variable."
+        "", description=f"YuNet ONNX model file; empty uses `--model`, then the {MODEL_ENV} environment variable, "
+        "then $FACECAP_SHARED/models, then a copy in ~/.cache/facecap; else Haar."
     )
     score_threshold: float = Field(0.7, gt=0, lt=1, description="YuNet confidence below which a face is ignored.")
     nms_threshold: float = Field(0.3, gt=0, lt=1, description="YuNet overlap above which boxes are merged.")
@@ -165,17 +164,3 @@ class DetectorConfig(ComponentConfig):
     @classmethod
     def _check_camera_id(cls, value: str) -> str:
         return as_value_error(check_id, "camera-id", value)
-
-
-def resolve_model_path(configured: str, cli_model: str | None, env: dict[str, str] | None = None) -> tuple[str, str]:
-    """The YuNet model path and where it came from: config, then --model, then FACECAP_MODEL.
-    Returns ("", "") when none is given."""
-    environ = os.environ if env is None else env
-    for origin, value in (
-        ("detection.modelPath", configured),
-        ("--model", cli_model or ""),
-        (MODEL_ENV, environ.get(MODEL_ENV, "")),
-    ):
-        if value:
-            return str(Path(value).expanduser()), origin
-    return "", ""

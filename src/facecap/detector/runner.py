@@ -14,9 +14,10 @@ from ..contract import new_face_id, status_topic
 from ..mqtt import MqttClient, StatusTopic
 from .camera import Camera, CameraUnavailableError, check_source
 from .capture import CaptureLoop, Shot, StatsReporter, keep_shot
-from .config import DetectorConfig, resolve_model_path
+from .config import DetectorConfig
 from .crop import CropSettings
 from .detection import FaceDetector, create_detector
+from .model import find_model
 from .publisher import FacePublisher
 from .tracking import Tracker, TrackerSettings
 
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 
 def build_detector(config: DetectorConfig, cli_model: str | None) -> FaceDetector:
     detection = config.detection
-    model_path, origin = resolve_model_path(detection.model_path, cli_model)
-    return create_detector(detection.detector, model_path, origin, score_threshold=detection.score_threshold,
+    model = find_model(detection.model_path, cli_model)
+    return create_detector(detection.detector, model.path, model.origin, score_threshold=detection.score_threshold,
                            nms_threshold=detection.nms_threshold, width=detection.width,
                            min_face_size=detection.min_face_size, max_faces=detection.max_faces,
                            haar_cascade_path=detection.haar_cascade_path)

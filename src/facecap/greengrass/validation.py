@@ -1,13 +1,14 @@
-"""A validator for GreengrassIpc from a component's configuration model: the same checks the component makes
-when it starts, so what a deployment's validation accepts is what the component will run with."""
+"""A validator for GreengrassIpc from a component's configuration model: facecap.validation.check, the checks
+the component makes when it starts without the network, so what a deployment's validation accepts is what the
+component will run with."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from typing import Any
 
-from ..config import ConfigModel, load_config
-from ..errors import ConfigError
+from ..config import ConfigModel
+from ..validation import check, errors
 from .ipc import Validator
 
 
@@ -18,10 +19,8 @@ def model_validator(model: type[ConfigModel], component: str, recipe_keys: Colle
 
     def validate(configuration: dict[str, Any]) -> list[str]:
         data = {k: v for k, v in configuration.items() if k not in ignored}
-        try:
-            load_config(model, component, data, env={})  # the proposal alone, not this process's variables
-        except ConfigError as error:
-            return [f"{key}: {reason}" for key, reason in error.problems]
-        return []
+        # The proposal alone, not this process's variables. Files the proposal names may arrive with the
+        # same deployment, so only errors refuse it; the component checks the files when it starts.
+        return [problem.line() for problem in errors(check(component, data, env={}, model=model))]
 
     return validate

@@ -1,0 +1,114 @@
+"""The one set of configuration rules: what each component checks at start without the network.
+
+`check` is what `facecap validate-config`, the Greengrass configuration validation and each component at
+start run (`require`), so a configuration one of them accepts is one the others accept:
+
+- the model: every key's type and range, unknown keys, Greengrass variables left unreplaced;
+- the start rules: required keys (bridge.host), TLS towards a non-loopback host, the broker preflight;
+- files that must exist (passwords, certificates, the model, mosquitto). They are on the machine the
+  component runs on, so validating elsewhere reports them as warnings, and errors with `strict`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import ConfigModel, component_model, load_config
+from .errors import ConfigError
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    reason: str
+    severity: Severity = "error"
+
+    def line(self) -> str:
+        return f"{self.key}: {self.reason}" if self.severity == "error" else f"warning: {self.key}: {self.reason}"
+
+
+def check(component: str, data: Mapping[str, Any] | str, strict: bool = False, *,
+          env: Mapping[str, str] | None = None, model: type[ConfigModel] | None = None,
+          option: str = "--config") -> list[Problem]:
+    """Every problem of a component's configuration (a mapping, or a JSON text or file as --config takes);
+    empty when it would start. `env`: FACECAP_* variables to apply (default: none, the proposal alone)."""
+    try:
+        config = load_config(model or component_model(component), component, data, env=env or {}, option=option)
+    except ConfigError as error:
+        return [Problem(key, reason) for key, reason in error.problems]
+    return start_problems(component, config, strict)
+
+
+def start_problems(component: str, config: Any, strict: bool = True) -> list[Problem]:
+    """The start rules of a validated configuration; a file problem is a warning unless `strict`."""
+    found: list[tuple[str, str, bool]] = []  # key, reason, about a file
+    rule = _RULES.get(component)
+    if rule is not None:
+        rule(config, found)
+    return [Problem(key, reason, "error" if strict or not is_file else "warning") for key, reason, is_file in found]
+
+
+def errors(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.severity == "error"]
+
+
+def require(component: str, config: Any) -> None:
+    """At a component's start, on its own machine: raise ConfigError naming every problem, files included."""
+    problems = start_problems(component, config, strict=True)
+    if problems:
+        raise ConfigError(component, [(p.key, p.reason) for p in problems])
+
+
+# --- the rules ---------------------------------------------------------------------------------------------
+
+Found = list[tuple[str, str, bool]]
+
+
+def _readable(key: str, path: str, what: str, found: Found) -> None:
+    if not Path(path).is_file():
+        found.append((key, f"{what} {path} does not exist", True))
+    elif not os.access(path, os.R_OK):
+        found.append((key, f"{what} {path} is not readable by uid {os.geteuid()}", True))
+
+
+def mqtt_problems(settings: Any, found: Found, section: str = "mqtt") -> None:
+    """The files an MQTT connection reads when it starts: the password file, and with TLS the CA, the
+    client certificate and its key."""
+    if settings.password_file:
+        _readable(f"{section}.passwordFile", settings.password_file, "password file", found)
+    if settings.tls:
+        for key, path, what in (("caFile", settings.ca_file, "CA file"), ("certFile", settings.cert_file,
+                                "certificate"), ("keyFile", settings.key_file, "private key")):
+            if path:
+                _readable(f"{section}.{key}", path, what, found)
+
+
+def _broker(config: Any, found: Found) -> None:
+    from .broker.preflight import preflight_problems
+
+    problems = preflight_problems(config, Path.cwd(), starting=False)
+    found.extend((key, reason, (key, reason) in problems.files) for key, reason in problems)
+
+
+def _detector(config: Any, found: Found) -> None:
+    if config.detection.model_path:
+        _readable("detection.modelPath", config.detection.model_path, "YuNet model file", found)
+    mqtt_problems(config.mqtt, found)
+
+
+def _mqtt_component(config: Any, found: Found) -> None:
+    mqtt_problems(config.mqtt, found)
+
+
+_RULES: dict[str, Callable[[Any, Found], None]] = {
+    "broker": _broker,
+    "detector": _detector,
+    "logger": _mqtt_component,
+    "processor": _mqtt_component,
+}
