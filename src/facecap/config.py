@@ -237,10 +237,13 @@ def load_config(
     component: str,
     source: str | Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    *,
     option: str = "--config",
+    overrides: Mapping[str, Any] | None = None,
 ) -> M:
     """Build a validated configuration, or raise ConfigError naming every bad key. `option` names the
-    source in errors (the command line argument it came from)."""
+    source in errors (the command line argument it came from); `overrides` (command line flags) win over
+    the environment."""
     problems: list[tuple[str, str]] = []
     data: dict[str, Any] = {}
     if isinstance(source, Mapping):
@@ -248,6 +251,7 @@ def load_config(
     elif source is not None:
         data = read_config_source(source, option)
     data = deep_merge(data, _env_overlay(model, os.environ if env is None else env, problems))
+    data = deep_merge(data, overrides or {})
     problems += _unreplaced_variables(data)
     if problems:
         raise ConfigError(component, problems)
@@ -266,7 +270,7 @@ def with_flags(
 ) -> M:
     """Like load_config, with command line flags set over `base`: {flag: (dotted key, value or None)}. A flag
     goes through the same model as its key, so both take the same values; a problem names the flag."""
-    data: dict[str, Any] = dict(base or {})
+    data: dict[str, Any] = {}
     flag_of: dict[str, str] = {}
     for flag, (key, value) in flags.items():
         if value is None:
@@ -277,7 +281,7 @@ def with_flags(
         data = deep_merge(data, nested)
         flag_of[key] = flag
     try:
-        return load_config(model, component, data, env=env)
+        return load_config(model, component, dict(base or {}), env=env, overrides=data)
     except ConfigError as exc:
         problems = [(f"{flag_of[key]} ({key})" if key in flag_of else key, reason) for key, reason in exc.problems]
         hint = "give the flag a value its key accepts" if any(k in flag_of for k, _ in exc.problems) else exc.hint

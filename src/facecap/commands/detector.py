@@ -58,17 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from ..config import config_source, load_config
     from ..detector.config import DetectorConfig
     from ..detector.runner import DetectorRunner
-    from ..errors import MqttError
     from ..logs import setup_logging
+    from ..validation import require
 
     config = load_config(DetectorConfig, COMPONENT, config_source(args.config))
+    require(COMPONENT, config)
     setup_logging(config.logging.level, config.logging.format)
-    try:
-        runner = DetectorRunner.build(config, args.model)
-    except MqttError as exc:
-        log.error("cannot set up the MQTT client: %s", exc)
-        return 2
-
+    runner = DetectorRunner.build(config, args.model)  # a ConfigError or MqttError ends in one line (cli.py)
     return runner.run(stop_on_signals(log, "finishing"))
 
 

@@ -9,6 +9,7 @@ from ..config import config_source, load_config
 from ..logger.config import LoggerConfig
 from ..logger.runner import FaceLoggerRunner
 from ..logs import setup_logging
+from ..validation import require
 from .stopping import stop_on_signals
 
 
@@ -25,5 +26,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(LoggerConfig, "logger", config_source(args.config))
+    require("logger", config)
     setup_logging(config.logging.level, config.logging.format)
     return FaceLoggerRunner(config).run(stop_on_signals())

@@ -37,23 +37,19 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import config_source, load_config
-    from ..errors import MqttConnectError
     from ..logs import setup_logging
     from ..processor.config import ProcessorConfig
     from ..processor.runner import ProcessorRunner
     from ..storage import open_store
+    from ..validation import require
 
     config = load_config(ProcessorConfig, "processor", config_source(args.config))
+    require("processor", config)
     setup_logging(config.logging.level, config.logging.format)
     stop = stop_on_signals(log, "draining")
     store = open_store(config.store, server_side_encryption=config.server_side_encryption,
                        kms_key_id=config.kms_key_id, max_connections=config.workers + 2)
-    try:
-        runner = ProcessorRunner(config, store)
-    except MqttConnectError as exc:  # e.g. a configured certificate file that does not exist
-        log.error("cannot start: %s", exc)
-        return 1
-    return runner.run(stop)
+    return ProcessorRunner(config, store).run(stop)
 
 
 def run_healthcheck(args: argparse.Namespace) -> int:

@@ -9,12 +9,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigModel, load_config, read_config_source, resolve_device_id
+from pydantic import Field
+
+from ..config import ConfigModel, read_config_source, resolve_device_id, with_flags
 from ..contract import DEFAULT_TOPIC_PREFIX, FaceMetadata, build_message, face_topic, sniff_content_type
 from ..errors import ConfigError, FacecapError
 from ..imagesize import image_size
 from ..logs import setup_logging
 from ..mqtt import MqttClient, MqttSettings
+from ..validation import mqtt_problems
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,13 @@ class _SendConfig(ConfigModel):
     """Only the connection, so FACECAP_MQTT__* variables apply as they do for the components."""
 
     mqtt: MqttSettings = MqttSettings()
+
+
+class _SendOptions(ConfigModel):
+    """The flags of `send` that are not connection settings, checked like configuration keys."""
+
+    repeat: int = Field(1, ge=1, description="Send the set this many times (new face ids).")
+    rate: float = Field(0.0, ge=0, description="Messages per second (0: as fast as acknowledged).")
 
 
 def register(subparsers: Any) -> None:
@@ -40,8 +50,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--device-id", default="", help="device id (default: thing name or host name)")
     parser.add_argument("--camera-id", default="manual", help="camera id (default: manual)")
     parser.add_argument("--topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="topic prefix (default: faces)")
-    parser.add_argument("--repeat", type=int, default=1, help="send the set this many times (new face ids)")
-    parser.add_argument("--rate", type=float, default=0.0, help="messages per second (0: as fast as acked)")
+    parser.add_argument("--repeat", type=int, help="send the set this many times, at least 1 (new face ids)")
+    parser.add_argument("--rate", type=float, help="messages per second (default 0: as fast as acked)")
     parser.add_argument("--legacy", action="store_true",
                         help="send bare images without properties, as the old publishers did")
     parser.set_defaults(func=run)
@@ -66,22 +76,32 @@ def _load_images(paths: list[Path]) -> list[tuple[Path, bytes, tuple[int, int]]]
     return images
 
 
+def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
+    """The connection and the other flags, each checked by the model its values belong to."""
+    mqtt = read_config_source(args.mqtt, "--mqtt") if args.mqtt else {}
+    settings = with_flags(_SendConfig, "send", {"--host": ("mqtt.host", args.host), "--port": ("mqtt.port", args.port)},
+                          base={"mqtt": mqtt}).mqtt
+    options = with_flags(_SendOptions, "send", {"--repeat": ("repeat", args.repeat), "--rate": ("rate", args.rate)},
+                         env={})
+    found: list[tuple[str, str, bool]] = []
+    mqtt_problems(settings, found, "--mqtt")
+    if found:
+        raise ConfigError("send", [(key, reason) for key, reason, _ in found], hint="fix the path in --mqtt")
+    return settings, options
+
+
 def run(args: argparse.Namespace) -> int:
     setup_logging()
-    mqtt = read_config_source(args.mqtt) if args.mqtt else {}
-    settings = load_config(_SendConfig, "send", {"mqtt": mqtt}).mqtt
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        settings = settings.model_copy(update=overrides)
+    settings, options = _settings(args)
     images = _load_images(args.images)
     device = resolve_device_id(args.device_id)
     face_topic(device, args.camera_id, args.topic_prefix)  # validates both ids before connecting
     client = MqttClient(settings, f"facecap-send-{device}-{int(time.time())}")
     client.start()
     futures = []
-    interval = 1.0 / args.rate if args.rate > 0 else 0.0
+    interval = 1.0 / options.rate if options.rate > 0 else 0.0
     try:
-        for round_ in range(args.repeat):
+        for round_ in range(options.repeat):
             for index, (path, data, (width, height)) in enumerate(images):
                 props: tuple[tuple[str, str], ...] = ()
                 content_type: str | None = None
