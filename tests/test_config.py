@@ -93,7 +93,7 @@ def test_invalid_json_in_env_and_source(tmp_path: Path) -> None:
     bad.write_text("{\n  'single quotes': 1\n}")
     with pytest.raises(ConfigError, match="invalid JSON at line 2"):
         load_config(SampleConfig, "sample", str(bad), env={})
-    with pytest.raises(ConfigError, match="file .*file.json does not exist"):
+    with pytest.raises(ConfigError, match=r"file /no/such/file\.json does not exist"):
         load_config(SampleConfig, "sample", "/no/such/file.json", env={})
     a_list = tmp_path / "list.json"
     a_list.write_text("[1]")

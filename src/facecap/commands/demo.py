@@ -10,8 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..detector.model import find_model
 from ..devkit.demo.pipeline import LocalPipeline, PipelineSettings
-from ..devkit.demo.runner import DemoRunner, find_model
+from ..devkit.demo.runner import DemoRunner
+from ..errors import UsageError
 from ..release import MODEL_FILE
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--store", choices=("file", "s3"), default="file",
                         help="file: a local folder (default); s3: the local SeaweedFS S3 server")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
-    parser.add_argument("--model", type=Path, help=f"YuNet model (default: $FACECAP_MODEL, then "
-                                                   f"$FACECAP_SHARED/models/{MODEL_FILE}; else Haar)")
+    parser.add_argument("--model", help=f"YuNet model (default: $FACECAP_MODEL, then $FACECAP_SHARED/models/"
+                                        f"{MODEL_FILE}, then the cache ~/.cache/facecap, else downloaded once "
+                                        "into it; Haar when offline)")
     parser.add_argument("--mode", choices=("best", "every"), default="best", help="tracking mode (default best)")
     parser.set_defaults(func=run)
 
@@ -44,10 +47,13 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging()
     out: Path = args.out.resolve()
-    model = find_model(args.model)
-    if model is None:
-        log.warning("no YuNet model found (--model, FACECAP_MODEL or FACECAP_SHARED): the detector falls back "
-                    "to Haar cascades, which find fewer faces")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the folder ({exc.strerror})",
+                         "choose a folder that can be created") from None
+    found = find_model("", args.model, download=True, notify=lambda text: print(f"demo: {text}", flush=True))
+    model = Path(found.path) if found.path else None
     pipeline = LocalPipeline(PipelineSettings(workdir=out, store=args.store, model=model,
                                               detector_overrides={"tracking": {"mode": args.mode}}))
     source = args.source

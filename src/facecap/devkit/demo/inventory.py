@@ -24,7 +24,12 @@ class StoredObject:
 
     @property
     def face_id(self) -> str:
-        return self.metadata.get("face-id", "")
+        """From the metadata, else from the key (`.../<captured-at>_<face-id>.<ext>`, storage/keys.py), so a
+        listing without metadata (one request instead of one per object) still knows each face."""
+        if "face-id" in self.metadata:
+            return self.metadata["face-id"]
+        stem = self.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        return stem.rsplit("_", 1)[1] if "_" in stem else ""
 
     @property
     def captured_at(self) -> datetime | None:

@@ -4,7 +4,6 @@ what was published and stored, print the summary and write the gallery (`facecap
 from __future__ import annotations
 
 import logging
-import os
 import re
 import statistics
 import time
@@ -12,22 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...errors import UsageError
 from ...polling import wait_until
-from ...release import MODEL_FILE
 from ...stats import percentile
 from .inventory import StoredObject, read_body, read_inventory
 from .pipeline import Component, LocalPipeline
 from .tap import Tap
 
 log = logging.getLogger(__name__)
-
-
-def find_model(explicit: Path | None) -> Path | None:
-    candidates = [explicit, Path(os.environ["FACECAP_MODEL"]) if os.environ.get("FACECAP_MODEL") else None]
-    shared = os.environ.get("FACECAP_SHARED")
-    if shared:
-        candidates.append(Path(shared) / "models" / MODEL_FILE)
-    return next((c.resolve() for c in candidates if c is not None and c.is_file()), None)
 
 
 def detector_stats(log_text: str) -> dict[str, str]:
@@ -107,7 +98,10 @@ class DemoRunner:
 
     def _finish(self, tap: Tap, detector: Component) -> Outcome:
         """Stop the detector and wait (bounded) until every face it published is stored."""
-        detector.stop()
+        ended_by_itself = not detector.running
+        code = detector.stop()
+        if ended_by_itself and code:
+            raise detector_failure(detector, code)
         published = tap.count()
         all_stored = wait_until(lambda: _stored_count(self.pipeline, tap) >= published, timeout=60, interval=0.5)
         time.sleep(1)
@@ -147,6 +141,14 @@ class DemoRunner:
             print(f"  {key:<26} {value}")
         print(f"  {'gallery':<26} {gallery}")
         print(f"  {'logs':<26} {self.pipeline.logs}")
+
+
+def detector_failure(detector: Component, code: int) -> UsageError:
+    """The detector's own one-line error (its stderr is in its log), rather than a count of missing faces."""
+    lines = [line for line in detector.log_text().splitlines() if line.startswith("facecap detector:")]
+    cause = lines[-1].removeprefix("facecap detector:").strip() if lines else f"exit code {code}"
+    what, _, hint = cause.partition(" — ")
+    return UsageError(f"the detector stopped: {what}", hint or f"see {detector.log}")
 
 
 def write_gallery_for(out: Path, store_url: str, faces: list[Any], client: Any, summary: dict[str, str]) -> Path:
