@@ -155,6 +155,22 @@ def test_heartbeat_health(tmp_path: Path) -> None:
     assert not check_heartbeat(path, 30)[0]
 
 
+def test_heartbeat_unhealthy_after_a_time_disconnected_or_failing(tmp_path: Path) -> None:
+    path = tmp_path / "hb"
+    # Never connected since its start 20 s ago: fine for a limit of 60 s, not for 10 s.
+    write_heartbeat(path, {"connected": False, "subscribed": False, "disconnectedSince": time.time() - 20})
+    assert check_heartbeat(path, 30, unhealthy_after=60)[0]
+    healthy, text = check_heartbeat(path, 30, unhealthy_after=10)
+    assert not healthy and "never subscribed" in text and "limit 10 s" in text
+    # Store failing 20 s: unhealthy past the limit only while faces wait.
+    write_heartbeat(path, {"connected": True, "disconnectedSince": None, "storeFailingFor": 20.0, "pending": 4})
+    assert check_heartbeat(path, 30, unhealthy_after=60)[0]
+    healthy, text = check_heartbeat(path, 30, unhealthy_after=10)
+    assert not healthy and "store has been failing" in text and "4 face(s) pending" in text
+    write_heartbeat(path, {"connected": True, "disconnectedSince": None, "storeFailingFor": 20.0, "pending": 0})
+    assert check_heartbeat(path, 30, unhealthy_after=10)[0]
+
+
 def test_healthcheck_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "hb"
     assert main(["processor", "healthcheck", "--file", str(path)]) == 1

@@ -26,7 +26,9 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="processor_action", metavar="ACTION")
     health = actions.add_parser("healthcheck", help="exit 0 if the running processor's heartbeat is fresh",
                                 description="Read the heartbeat file the processor writes and exit 0 if it is "
-                                            "fresh and the processor is connected, 1 otherwise.")
+                                            "fresh and the processor is connected, 1 otherwise: also when it "
+                                            "has been disconnected, or its store failing with faces pending, "
+                                            "for longer than unhealthyAfterSeconds.")
     # SUPPRESS: an absent option here must not erase a --config given before `healthcheck`.
     health.add_argument("--config", default=argparse.SUPPRESS, help="same configuration as the processor's")
     health.add_argument("--max-age", type=float, default=None,
@@ -60,6 +62,6 @@ def run_healthcheck(args: argparse.Namespace) -> int:
     config = load_config(ProcessorConfig, "processor", config_source(getattr(args, "config", None)))
     path = Path(args.file or config.heartbeat_file)
     max_age = args.max_age if args.max_age is not None else 3 * config.heartbeat_interval_seconds
-    healthy, explanation = check_heartbeat(path, max_age)
+    healthy, explanation = check_heartbeat(path, max_age, config.unhealthy_after_seconds)
     print(explanation, file=sys.stdout if healthy else sys.stderr)
     return 0 if healthy else 1

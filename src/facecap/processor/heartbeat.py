@@ -23,9 +23,13 @@ def write_heartbeat(path: Path, state: Mapping[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def check_heartbeat(path: Path, max_age: float, now: float | None = None) -> tuple[bool, str]:
-    """(healthy, explanation)."""
+def check_heartbeat(path: Path, max_age: float, unhealthy_after: float | None = None,
+                    now: float | None = None) -> tuple[bool, str]:
+    """(healthy, explanation). Unhealthy when the file is missing or older than max_age, when the processor
+    has not been connected for longer than `unhealthy_after` (never connected since it started counts),
+    or when its store has been failing that long with faces pending. `unhealthy_after` defaults to max_age."""
     now = time.time() if now is None else now
+    limit = max_age if unhealthy_after is None else unhealthy_after
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
         written = float(state["time"])
@@ -37,8 +41,13 @@ def check_heartbeat(path: Path, max_age: float, now: float | None = None) -> tup
     if age > max_age:
         return False, f"heartbeat is {age:.0f} s old (limit {max_age:g} s): the processor is stuck or gone"
     down_since = state.get("disconnectedSince")
-    if isinstance(down_since, (int, float)) and now - down_since > max_age:
-        return False, f"not connected to the broker for {now - down_since:.0f} s"
+    if isinstance(down_since, (int, float)) and now - down_since > limit:
+        never = "" if state.get("subscribed") else " (never subscribed since it started)"
+        return False, f"not connected to the broker for {now - down_since:.0f} s{never} (limit {limit:g} s)"
+    failing = state.get("storeFailingFor")
+    if isinstance(failing, (int, float)) and failing + age > limit and state.get("pending"):
+        return False, (f"the store has been failing for {failing + age:.0f} s with {state.get('pending')} "
+                       f"face(s) pending (limit {limit:g} s)")
     return True, (f"ok: heartbeat {age:.1f} s old, connected {state.get('connected')}, "
                   f"stored {state.get('stored')}, quarantined {state.get('quarantined')}, "
                   f"pending {state.get('pending')}")
