@@ -63,5 +63,8 @@ def run_healthcheck(args: argparse.Namespace) -> int:
     path = Path(args.file or config.heartbeat_file)
     max_age = args.max_age if args.max_age is not None else 3 * config.heartbeat_interval_seconds
     healthy, explanation = check_heartbeat(path, max_age, config.unhealthy_after_seconds)
-    print(explanation, file=sys.stdout if healthy else sys.stderr)
+    if healthy:
+        print(explanation)
+    else:
+        print(f"facecap processor healthcheck: {explanation}", file=sys.stderr)
     return 0 if healthy else 1
