@@ -40,7 +40,7 @@ class Case:
     stdout_empty: bool = False
 
 
-def cases() -> list[Case]:  # noqa: PLR0915 - one table
+def cases() -> list[Case]:
     bad_mqtt = json.dumps({"mqtt": {"username": "a", "passwordFile": f"{NOPE}/pw"}})
     table = [
         # validate-config runs the components' own start rules

@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..detector.model import find_model
 from ..devkit.demo.pipeline import LocalPipeline, PipelineSettings
 from ..devkit.demo.runner import DemoRunner
 from ..errors import UsageError
@@ -43,6 +42,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..detector.model import find_model
     from ..logs import setup_logging
 
     setup_logging()
