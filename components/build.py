@@ -28,7 +28,6 @@ there says in one line that it is part of the development kit. The project itsel
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -187,11 +186,8 @@ def build_wheel(output: Path) -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    digest: str = RELEASE.sha256_of(path)
+    return digest
 
 
 def fetch_model(target: Path, source: str | None, url: str = MODEL_URL) -> None:

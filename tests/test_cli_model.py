@@ -4,14 +4,10 @@ sends the wrong file, it says so in one line and falls back to Haar."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +16,8 @@ import pytest
 from facecap.devkit.servers import free_port
 from facecap.release import MODEL_FILE, MODEL_SHA256, sha256_of
 
+from .support.helpers import model_mirror
+
 pytestmark = pytest.mark.integration
 
 FACECAP = str(Path(sys.executable).parent / "facecap")
@@ -27,19 +25,8 @@ FACECAP = str(Path(sys.executable).parent / "facecap")
 
 @pytest.fixture
 def mirror(model_path: Path, tmp_path: Path) -> Iterator[str]:
-    """A loopback HTTP server with the real model and a wrong file (the pinned URL needs the internet)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    shutil.copyfile(model_path, served / "yunet.onnx")
-    (served / "other.onnx").write_bytes(b"a different file")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with model_mirror(model_path, tmp_path / "served") as base:
+        yield base
 
 
 def detect(image: Path, cache: Path, url: str) -> subprocess.CompletedProcess[str]:

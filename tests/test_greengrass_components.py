@@ -5,16 +5,13 @@ artifact with its dependencies) and runs them against real Mosquitto brokers.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -31,7 +28,7 @@ from facecap.release import MODEL_FILE
 
 from .conftest import MosquittoFactory
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus
-from .support.helpers import Collector, sample_face, subscriber
+from .support.helpers import Collector, model_mirror, sample_face, subscriber
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "components" / "build.py"
@@ -160,24 +157,13 @@ def test_a_model_with_the_wrong_digest_is_refused(edge_build: Path, tmp_path: Pa
 
 def test_the_model_is_downloaded_and_checked(edge_build: Path, model_path: Path, tmp_path: Path) -> None:
     """The download path, from a mirror on loopback (the pinned URL needs the internet)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    shutil.copyfile(model_path, served / "yunet.onnx")
-    (served / "other.onnx").write_bytes(b"a different file")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
     wheel = next((edge_build / "artifacts" / DETECTOR).glob("*/*.whl"))
-    try:
+    with model_mirror(model_path, tmp_path / "served") as base:
         good = run_build("--project", str(REPO / "components" / DETECTOR), "--output", str(tmp_path / "good"),
                          "--wheel", str(wheel), env={"FACECAP_MODEL_URL": f"{base}/yunet.onnx",
                                                      "FACECAP_MODEL_SOURCE": ""})
         bad = run_build("--project", str(REPO / "components" / DETECTOR), "--output", str(tmp_path / "bad"),
                         "--wheel", str(wheel), "--model-url", f"{base}/other.onnx", env={"FACECAP_MODEL_SOURCE": ""})
-    finally:
-        server.shutdown()
-        server.server_close()
     assert good.returncode == 0, good.stderr
     downloaded = next((tmp_path / "good" / "artifacts" / DETECTOR).glob(f"*/{MODEL_FILE}"))
     assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == MODEL_SHA256

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
+import shutil
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
 from facecap.devkit.servers import MosquittoServer
@@ -70,3 +76,20 @@ def subscriber(server: MosquittoServer, topic_filter: str, collector: Collector,
     client.start()
     client.subscribe(topic_filter)
     return client
+
+
+@contextlib.contextmanager
+def model_mirror(model: Path, folder: Path) -> Iterator[str]:
+    """A loopback HTTP server (base URL) with the real model as yunet.onnx and a wrong file as other.onnx,
+    standing in for the model's pinned URL, which needs the internet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, folder / "yunet.onnx")
+    (folder / "other.onnx").write_bytes(b"a different file")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
