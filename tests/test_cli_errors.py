@@ -58,6 +58,8 @@ def cases() -> list[Case]:
                                     "--strict"), 2, "bridge.caFile"),
         Case("validate-strict-password", ("validate-config", "detector", bad_mqtt, "--strict"), 2,
              "mqtt.passwordFile"),
+        Case("validate-strict-video", ("validate-config", "detector", '{"camera":{"source":"' + NOPE + '/v.mp4"}}',
+                                       "--strict"), 2, "camera.source"),
         Case("validate-warning-password", ("validate-config", "detector", bad_mqtt), 0,
              "warning: mqtt.passwordFile"),
         # broker
@@ -71,6 +73,7 @@ def cases() -> list[Case]:
         # detect: flags through the detector's model, one model lookup, unreadable files
         Case("detect-threshold-negative", ("detect", "--threshold", "-1", "{image}"), 2, "--threshold"),
         Case("detect-threshold-above-one", ("detect", "--threshold", "7", "{image}"), 2, "--threshold"),
+        Case("detect-no-image", ("detect", "--json"), 2, "IMAGE"),
         Case("detect-width", ("detect", "--width", "-5", "{image}"), 2, "--width"),
         Case("detect-model-missing", ("detect", "--model", f"{NOPE}/m.onnx", "{image}"), 2, "--model"),
         Case("detect-env-model-missing", ("detect", "{image}"), 2, "FACECAP_MODEL",
@@ -100,6 +103,7 @@ def cases() -> list[Case]:
                                            "--config", '{"unhealthyAfterSeconds":10}'), 1, "store has been failing"),
         # send
         Case("send-port-range", ("send", "{image}", "--port", "70000"), 2, "--port"),
+        Case("send-port-not-a-number", ("send", "{image}", "--port", "abc"), 2, "--port"),
         Case("send-repeat", ("send", "{image}", "--repeat", "-1"), 2, "--repeat"),
         Case("send-rate", ("send", "{image}", "--rate", "-1"), 2, "--rate"),
         Case("send-refused", ("send", "{image}", "--port", "{closed}", "--mqtt", '{"connectTimeoutSeconds":1}'), 1,

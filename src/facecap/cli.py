@@ -12,7 +12,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import ConfigError, FacecapError, UsageError
@@ -35,8 +35,17 @@ DEVKIT_MISSING = ("the {command} is part of the development kit, which this inst
                   "leaves out; run it from a checkout of facecap (pip install -e .)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage mistake (an unknown option, a flag value of the wrong type, a missing argument) in one line,
+    like every other mistake, instead of the usage text followed by the error. Subcommands use this class
+    too (argparse makes subparsers of the parser's own class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} — see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facecap", description="Edge-to-cloud face capture.")
+    parser = OneLineParser(prog="facecap", description="Edge-to-cloud face capture.")
     parser.add_argument("--version", action="version", version=f"facecap {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of an error too (anywhere on the line)")

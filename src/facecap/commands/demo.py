@@ -10,8 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..devkit.demo.pipeline import LocalPipeline, PipelineSettings
-from ..devkit.demo.runner import DemoRunner
 from ..errors import UsageError
 from ..release import MODEL_FILE
 
@@ -43,6 +41,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..detector.model import find_model
+    from ..devkit.demo.pipeline import LocalPipeline, PipelineSettings
+    from ..devkit.demo.runner import DemoRunner
     from ..logs import setup_logging
 
     setup_logging()
