@@ -55,7 +55,9 @@ def render_reference() -> str:
         "On Greengrass, each component's recipe holds these defaults as its DefaultConfiguration, and a",
         "deployment changes them with a configuration update (MERGE, RESET); see",
         "[greengrass.md](greengrass.md). `facecap validate-config COMPONENT CONFIG` checks a configuration",
-        "without starting anything. Nested keys are written with dots here",
+        "without starting anything, with the rules the component applies when it starts (and the Greengrass",
+        "validation applies to an update): files it needs are warnings there, errors with `--strict`.",
+        "Nested keys are written with dots here",
         "(`camera.source` is `{\"camera\": {\"source\": ...}}`).",
         "",
     ]
