@@ -36,6 +36,7 @@ import numpy as np
 import psutil
 
 from facecap.detector.detection import YuNetDetector, default_cascade_path
+from facecap.detector.scaling import Scaling
 from facecap.devservers import MosquittoServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,7 +113,7 @@ def boxes_of(detector: YuNetDetector) -> Callable[[Any], list[Box]]:
 def speed(shared: Path, passes: int, widths: list[int]) -> None:
     cv2.setNumThreads(1)
     model = str(shared / "models" / MODEL)
-    scaled = {width: YuNetDetector(model, width=width) for width in widths}
+    scaled = {width: YuNetDetector(model, scaling=Scaling(width=width)) for width in widths}
     cascade = cv2.CascadeClassifier(default_cascade_path())
 
     def old_method(frame: Any) -> list[Box]:

@@ -11,6 +11,7 @@ import pytest
 from facecap.contract import FaceMessage, parse_message
 from facecap.detector.config import DetectionSettings
 from facecap.detector.detection import YuNetDetector
+from facecap.detector.scaling import Scaling
 from facecap.devservers import MosquittoServer
 from tests.helpers import Collector, subscriber
 
@@ -32,7 +33,7 @@ def crop_shows_a_face(message: FaceMessage, model_path: Path) -> bool:
     assert image is not None
     # Give the face room: YuNet looks for faces, not for images that are all face.
     framed = cv2.copyMakeBorder(image, 40, 40, 40, 40, cv2.BORDER_CONSTANT, value=(127, 127, 127))
-    return len(YuNetDetector(str(model_path), width=0).detect(framed)) > 0
+    return len(YuNetDetector(str(model_path), scaling=Scaling(width=0)).detect(framed)) > 0
 
 
 def test_best_shot_mode_sends_one_message_per_person_per_visit(
@@ -71,7 +72,7 @@ def test_every_mode_sends_one_message_per_detection(
     broker: MosquittoServer, street: Scene, street_video: Path, model_path: Path, run_detector: DetectorRunner,
 ) -> None:
     # What the detector should find: the same model, run here on the same decoded frames.
-    reference = YuNetDetector(str(model_path), width=DetectionSettings().width)
+    reference = YuNetDetector(str(model_path), scaling=DetectionSettings().scaling())
     capture = cv2.VideoCapture(str(street_video))
     expected: list[tuple[int, tuple[float, float, float, float]]] = []
     frame = 0

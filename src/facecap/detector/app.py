@@ -31,7 +31,7 @@ def build_detector(config: DetectorConfig, cli_model: str | None) -> FaceDetecto
     detection = config.detection
     model_path, origin = resolve_model_path(detection.model_path, cli_model)
     return create_detector(detection.detector, model_path, origin, score_threshold=detection.score_threshold,
-                           nms_threshold=detection.nms_threshold, width=detection.width,
+                           nms_threshold=detection.nms_threshold, scaling=detection.scaling(),
                            min_face_size=detection.min_face_size, max_faces=detection.max_faces,
                            haar_cascade_path=detection.haar_cascade_path)
 
