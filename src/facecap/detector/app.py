@@ -43,6 +43,8 @@ def build_tracker(config: DetectorConfig) -> Tracker[Shot]:
         min_improvement=tracking.min_improvement, lost_after=tracking.lost_after_seconds,
         min_hits=tracking.min_hits, iou_threshold=tracking.iou_threshold,
         every_min_interval=tracking.every_min_interval_seconds, max_tracks=tracking.max_tracks,
+        first_shot=tracking.first_shot, first_shot_min_score=tracking.first_shot_min_score,
+        first_shot_min_sharpness=tracking.first_shot_min_sharpness,
     )
     return Tracker(settings, new_id=new_face_id, keep=keep_shot)
 

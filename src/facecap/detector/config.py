@@ -138,6 +138,22 @@ class TrackingSettings(ConfigModel):
         0.2, ge=0, description="In `every` mode, least time between two messages of the same face (0: none)."
     )
     max_tracks: int = Field(32, ge=1, description="Most faces followed at once (bounds memory).")
+    first_shot: bool = Field(
+        False,
+        description="In `best` mode, also send each track's first good shot at once (once it has `minHits` "
+        "detections), so a consumer can react while the person is still there; the best shot is still sent "
+        "when the track ends. The two are separate faces with the same track id and the property `shot` = "
+        "`first` or `best`. Off by default: it doubles the messages per person.",
+    )
+    first_shot_min_score: float = Field(
+        0.8, gt=0, le=1, description="Least detector score of a first shot (with firstShot)."
+    )
+    first_shot_min_sharpness: float = Field(
+        100, ge=0,
+        description="Least sharpness (variance of the Laplacian of the face at 64x64 grey; sharp faces ~800, "
+        "motion-blurred ~300) of a first shot; it must also be at least `detection.minFaceSize` and not touch "
+        "the frame edge (with firstShot).",
+    )
     edge_margin: int = Field(
         2, ge=0, description="A face closer than this many pixels to the frame edge counts as cut off."
     )
