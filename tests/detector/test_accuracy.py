@@ -147,7 +147,7 @@ def test_detect_json_lines(shared_dir: Path, model_path: Path, capsys: pytest.Ca
     assert lines[1]["faces"] == []
     faces = lines[0]["faces"]
     assert len(faces) == 2 and all(list(face) == ["bbox", "score"] for face in faces)
-    # Boxes are in the image's own pixels (detection ran at 640 wide): compare with the manifest.
+    # Boxes are in the image's own pixels (detection ran at 0.7 of its size): compare with the manifest.
     truth = load_manifest(shared_dir)["facerec__two_people.jpg"]["boxes"]
     for face in faces:
         assert max(iou(scaled(face["bbox"], 1), scaled(box, 1)) for box in truth) >= 0.6  # type: ignore[attr-defined]
