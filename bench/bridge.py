@@ -23,8 +23,16 @@ from pathlib import Path
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.devservers import LOOPBACK, CertificateAuthority, MosquittoServer, free_port, stop_process, wait_for_port
+from facecap.devkit.servers import (
+    LOOPBACK,
+    CertificateAuthority,
+    MosquittoServer,
+    free_port,
+    stop_process,
+    wait_for_port,
+)
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
+from facecap.stats import percentile
 
 
 def faces(count: int, size: int) -> list[OutgoingFace]:
@@ -103,11 +111,6 @@ def publish(pub: MqttClient, batch: list[OutgoingFace], sent_at: dict[str, float
     for future in futures:
         assert future is not None
         future.result(timeout=120)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def throughput(pub: MqttClient, at_cloud: Arrivals, count: int, size: int) -> None:

@@ -41,10 +41,10 @@ import psutil
 
 from facecap.detector.detection import YuNetDetector, default_cascade_path
 from facecap.detector.scaling import Scaling
-from facecap.devservers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer
+from facecap.release import MODEL_FILE
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = "face_detection_yunet_2023mar.onnx"
 Box = tuple[float, float, float, float]
 
 
@@ -116,7 +116,7 @@ def boxes_of(detector: YuNetDetector) -> Callable[[Any], list[Box]]:
 
 def speed(shared: Path, passes: int, widths: list[int]) -> None:
     cv2.setNumThreads(1)
-    model = str(shared / "models" / MODEL)
+    model = str(shared / "models" / MODEL_FILE)
     scaled = {width: YuNetDetector(model, scaling=Scaling(width=width)) for width in widths}
     cascade = cv2.CascadeClassifier(default_cascade_path())
 
@@ -147,7 +147,7 @@ def memory(shared: Path, seconds: float) -> None:
         config = {
             "deviceId": "bench", "cameraId": "street",
             "camera": {"source": str(video), "loop": True, "maxFps": 0},
-            "detection": {"modelPath": str(shared / "models" / MODEL)},
+            "detection": {"modelPath": str(shared / "models" / MODEL_FILE)},
             "tracking": {"mode": "every", "everyMinIntervalSeconds": 0},
             "mqtt": {"host": broker.host, "port": broker.port, "maxReconnectDelaySeconds": 2},
             "statsIntervalSeconds": 2,
@@ -200,7 +200,7 @@ def main() -> None:
         speed(shared, args.passes, [int(w) for w in args.widths.split(",") if w])
     if not args.skip_hd:
         sys.path.insert(0, str(REPO))
-        importlib.import_module("bench.hd_detection").hd_speed(shared, str(shared / "models" / MODEL))
+        importlib.import_module("bench.hd_detection").hd_speed(shared, str(shared / "models" / MODEL_FILE))
     if not args.skip_memory and not args.only_hd:
         memory(shared, args.seconds)
 

@@ -29,8 +29,10 @@ from pathlib import Path
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.demo.pipeline import LocalPipeline, PipelineSettings, wait_until
+from facecap.devkit.demo.pipeline import LocalPipeline, PipelineSettings
 from facecap.mqtt import MqttClient, MqttSettings
+from facecap.polling import wait_until
+from facecap.stats import percentile
 
 STORED = re.compile(r"stored \S+ face-id=(\S+) capture_to_store_ms=([\d.]+)")
 TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z")
@@ -153,11 +155,6 @@ def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: flo
     for future in futures:
         assert future is not None
         future.result(timeout=120)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 EDGE_PARTS = ("publisher (this script)", "edge broker (facecap broker + mosquitto)", "face logger")

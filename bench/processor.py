@@ -40,7 +40,7 @@ from typing import Any
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.devservers import LOOPBACK, MosquittoServer, S3Server, free_port
+from facecap.devkit.servers import LOOPBACK, MosquittoServer, S3Server, free_port
 from facecap.mqtt import MqttClient, MqttSettings
 
 BUCKET = "facecap-bench"
@@ -216,7 +216,7 @@ def consumer_env(broker: MosquittoServer, s3: S3Server, *, client_id: str, prefi
 
 def measure(name: str, workers: int, broker: MosquittoServer, s3: S3Server, *, faces: list[OutgoingFace],
             folder: Path, endpoint: str | None = None) -> Result:
-    client_id = f"bench-{name}"
+    client_id = f"facecap-bench-{name}"
     heartbeat = folder / f"{name}.heartbeat"
     queue_backlog(broker, client_id, faces)
     env = consumer_env(broker, s3, client_id=client_id, prefix=name, heartbeat=heartbeat, workers=workers,

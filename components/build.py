@@ -15,6 +15,12 @@ with `pip wheel --no-deps`, and the YuNet model is taken from FACECAP_MODEL_SOUR
 downloaded from its pinned URL (or a mirror: FACECAP_MODEL_URL, --model-url); its sha256 is checked either
 way.
 
+The wheel is the device wheel: runtime code only. It is built from a staged copy of the sources that leaves
+out DEVICE_EXCLUDES (the development kit facecap/devkit/, the build tooling facecap/packaging/ and the demo
+command), so a device never carries launchers for test servers or the recipe generator; `facecap demo`
+there says in one line that it is part of the development kit. The project itself is unchanged: a checkout
+(`pip install -e .`) has everything.
+
 `--all --output DIR` builds every project into one folder laid out for a local deployment
 (`greengrass-cli deployment create --recipeDir DIR/recipes --artifactDir DIR/artifacts`).
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -33,10 +40,25 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_release() -> ModuleType:
+    """facecap's release facts (model file, version parser), loaded by path: facecap itself may not be
+    importable under the GDK's Python, and its package would import pydantic."""
+    spec = importlib.util.spec_from_file_location("facecap_release", REPO / "src" / "facecap" / "release.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {REPO / 'src' / 'facecap' / 'release.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RELEASE = _load_release()
 WHEEL_PATTERN = re.compile(r"^facecap-(?P<version>[^-]+)-py3-none-any\.whl$")
-MODEL_NAME = "face_detection_yunet_2023mar.onnx"
+MODEL_NAME: str = RELEASE.MODEL_FILE
 # The file is a plain git blob at a fixed commit, so the URL and the digest never change.
 MODEL_URL = (
     "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
@@ -47,6 +69,8 @@ MODEL_SOURCE_ENV = "FACECAP_MODEL_SOURCE"
 MODEL_URL_ENV = "FACECAP_MODEL_URL"  # a mirror of the same file; the digest is checked all the same
 # The files a wheel is built from; everything else in the repository stays out of the build.
 WHEEL_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "src")
+# Development tooling under src/ that the device wheel leaves out (paths relative to src/).
+DEVICE_EXCLUDES = ("facecap/devkit", "facecap/packaging", "facecap/commands/demo.py")
 
 
 class BuildError(Exception):
@@ -98,13 +122,12 @@ def _expect_field(recipe: Path, text: str, field: str, expected: str) -> None:
 
 
 def project_version() -> str:
-    """The facecap version in pyproject.toml (no tomllib: this must run on Python 3.10)."""
-    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
-    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, flags=re.MULTILINE | re.DOTALL)
-    version = re.search(r'^version\s*=\s*"([^"]+)"', project.group(1) if project else "", flags=re.MULTILINE)
-    if not version:
-        raise BuildError(f"{REPO / 'pyproject.toml'}: no [project] version")
-    return version.group(1)
+    """The facecap version in pyproject.toml."""
+    try:
+        version: str = RELEASE.project_version(REPO)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    return version
 
 
 def _build_backend_available() -> bool:
@@ -122,19 +145,31 @@ def _build_backend_available() -> bool:
     return wanted is None or installed >= int(wanted.group(1))
 
 
+def _stage_sources(source: Path) -> None:
+    """Copy WHEEL_INPUTS into `source`, without caches and without DEVICE_EXCLUDES."""
+    source.mkdir()
+    leave_out = {(REPO / "src" / path).resolve() for path in DEVICE_EXCLUDES}
+    caches = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        excluded = {name for name in names if (Path(folder) / name).resolve() in leave_out}
+        return excluded | set(caches(folder, names))
+
+    for name in WHEEL_INPUTS:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=ignore)
+        elif path.is_file():
+            shutil.copy2(path, source / name)
+
+
 def build_wheel(output: Path) -> Path:
-    """`pip wheel --no-deps` of a copy of the package sources, so the build never writes into the working
-    tree (setuptools leaves build/ and *.egg-info behind) and never picks up stray files."""
+    """`pip wheel --no-deps` of a staged copy of the package sources (runtime code only), so the build never
+    writes into the working tree (setuptools leaves build/ and *.egg-info behind) and never picks up stray
+    files."""
     with tempfile.TemporaryDirectory(prefix="facecap-wheel-") as temp:
         source = Path(temp) / "source"
-        source.mkdir()
-        for name in WHEEL_INPUTS:
-            path = REPO / name
-            if path.is_dir():
-                shutil.copytree(path, source / name,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
-            elif path.is_file():
-                shutil.copy2(path, source / name)
+        _stage_sources(source)
         if not (source / "README.md").exists():
             # pyproject names README.md as the long description; a checkout without it still builds.
             (source / "README.md").write_text("facecap\n", encoding="utf-8")

@@ -39,6 +39,9 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 echo "setup: installing facecap with its extras into $VENV"
 "$VENV/bin/python" -m pip install -q -e ".[detector,processor,dev,cloudcheck,demo]"
+# awsiotsdk (Greengrass IPC) pins an older awscrt than facecap needs; it is pure Python and works with ours,
+# so it goes in without its dependencies (see pyproject.toml and docs/greengrass.md).
+"$VENV/bin/python" -m pip install -q --no-deps "awsiotsdk==1.31.0"
 # checkov pins boto3, packaging and networkx to versions that clash with ours, so it gets a venv of its own
 # (the cloud tests find it at .venv-checkov/bin/checkov).
 if [ ! -x .venv-checkov/bin/checkov ]; then

@@ -16,12 +16,25 @@ Given the build output of components/build.py (recipes + artifacts; `build_compo
   work/<name>, logs/<name>.log), and runs Bootstrap, Install and Run as `sh -c` processes in the work
   folder, with the environment the nucleus gives them (PATH, HOME, AWS_IOT_THING_NAME, AWS_REGION, SVCUID,
   GG_ROOT_CA_PATH, ... then the lifecycle's and the step's Setenv), honouring Timeout and SkipIf,
-* stops a process as the nucleus does: SIGTERM to the process and its children, SIGKILL after a grace period.
+* stops a process as the nucleus does: SIGTERM to the process and its children, SIGKILL after a grace period,
+* serves Greengrass IPC (tests/greengrass_ipc.py) on the socket named in
+  AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT, each component authenticated by its SVCUID,
+* validates a deployment's configuration as DynamicComponentConfigurationValidator does: a running component
+  of the same version whose configuration would change, and that subscribed to validation, gets the proposed
+  configuration; a REJECTED report or no report within the timeout fails the deployment with no state change
+  (`DeploymentFailed`); a deployment that goes through sends ConfigurationUpdateEvents for every changed key,
+* tracks each component's lifecycle state as Lifecycle does: a Run process is RUNNING once started; a Startup
+  process keeps it STARTING until it reports RUNNING over IPC or exits 0 (ERRORED after its Timeout); an
+  exit with a non-zero code, or an ERRORED report, is ERRORED, and the third error in the same state (within
+  an hour) is BROKEN. With `supervise=True` the stand-in also restarts an ERRORED component, as the nucleus
+  does; without it (the default) a test decides when to start what.
 
 Deliberate differences, because no nucleus runs here: every step runs as the current user (the nucleus
-runs components as ggc_user and RequiresPrivilege steps as root); there is no IPC socket, token exchange
-service or cloud; configuration keys are compared case-sensitively (the nucleus's are not); every
-component passed to `deploy` counts as a root component of the deployment.
+runs components as ggc_user and RequiresPrivilege steps as root); there is no token exchange service or
+cloud; configuration keys are compared case-sensitively (the nucleus's are not); every component passed to
+`deploy` counts as a root component of the deployment; components start only when a test calls `start` or
+`start_all` (which holds back a component whose HARD dependency is not RUNNING or FINISHED, where the
+nucleus would keep it waiting).
 """
 
 from __future__ import annotations
@@ -38,7 +51,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +64,8 @@ from typing import Any
 
 import yaml
 
+from .greengrass_ipc import IpcServer, changed_key_paths
+
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 
 # KernelConfigResolver's patterns; Java's \w is ASCII-only.
@@ -55,11 +73,32 @@ SAME_COMPONENT = re.compile(r"\{([.\w-]+):([^:}]*)}", re.ASCII)
 CROSS_COMPONENT = re.compile(r"\{([.\w-]+):([.\w-]+):([^:}]*)}", re.ASCII)
 BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "components" / "build.py"
 DEFAULT_STEP_TIMEOUT = 120.0  # seconds, Greengrass's default for Bootstrap, Install and Startup
+DEFAULT_VALIDATION_TIMEOUT = 20.0  # DynamicComponentConfigurationValidator.DEFAULT_TIMEOUT_SECOND
+MAXIMUM_CONTINUAL_ERROR = 3  # Lifecycle: the third ERRORED in the same state makes a component BROKEN
+ERROR_RESET_TIME = 3600.0  # seconds, Lifecycle's default errorResetTime
+# Lifecycle.ALLOWED_STATE_TRANSITION_FOR_REPORTING: what a component may report (UpdateState) in each state.
+ALLOWED_REPORTS = {"NEW": {"ERRORED"}, "STARTING": {"RUNNING", "ERRORED", "FINISHED"},
+                   "RUNNING": {"ERRORED", "FINISHED"}, "STOPPING": {"ERRORED", "FINISHED"}}
 NUCLEUS_VERSION = "2.14.0"
 
 
 class HarnessError(Exception):
     """A recipe or deployment the nucleus would refuse."""
+
+
+@dataclass(frozen=True)
+class DeploymentResult:
+    deployment_id: str
+    status: str  # SUCCEEDED or FAILED_NO_STATE_CHANGE, as the nucleus reports them
+    message: str = ""
+
+
+class DeploymentFailed(Exception):  # noqa: N818 - named after the deployment outcome it carries
+    """The deployment failed before it changed anything (a configuration validation said no)."""
+
+    def __init__(self, result: DeploymentResult) -> None:
+        super().__init__(result.message)
+        self.result = result
 
 
 # --- Jackson's view of configuration values --------------------------------------------------------------
@@ -339,6 +378,14 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
     log: Any = None
     run_log_start: int = 0  # where the latest Run's output begins in the log, which every run appends to
+    state: str = "NEW"
+    generation: int = 0  # bumped at every start and stop, so a stale process exit changes nothing
+    errors: dict[str, list[float]] = field(default_factory=dict)  # state -> times of ERRORED in that state
+
+    def carry_over(self, previous: Service) -> None:
+        """A redeployed component keeps its process and lifecycle state."""
+        self.process, self.log, self.run_log_start = previous.process, previous.log, previous.run_log_start
+        self.state, self.generation, self.errors = previous.state, previous.generation, previous.errors
 
 
 class Nucleus:
@@ -351,8 +398,11 @@ class Nucleus:
         region: str = "us-east-1",
         extra_env: Mapping[str, str] | None = None,
         target_platform: Mapping[str, str] | None = None,
+        *,
+        supervise: bool = False,
     ) -> None:
         self.root = root.resolve()
+        self.supervise = supervise
         self.thing_name = thing_name
         self.region = region
         self.extra_env = dict(extra_env or {})
@@ -360,6 +410,17 @@ class Nucleus:
         self.services: dict[str, Service] = {}
         self.reinstall: set[str] = set()
         self._svcuid: dict[str, str] = {}  # name -> token, stable for a component like the nucleus's private config
+        self.history: dict[str, list[str]] = {}  # name -> every lifecycle state it went through
+        self.deployments: list[DeploymentResult] = []
+        self.ignored_reports: list[tuple[str, str, str]] = []  # (component, its state, the state it reported)
+        self.waiting: list[str] = []  # held back by start_all: a HARD dependency is not RUNNING
+        self._lock = threading.RLock()
+        self._state_changed = threading.Condition(self._lock)
+        self._ipc: IpcServer | None = None
+        socket_path = self.root / "ipc.socket"
+        if len(str(socket_path)) > 100:  # sun_path holds 108 bytes; pytest's folders can be longer
+            socket_path = Path(tempfile.mkdtemp(prefix="gg-ipc-")) / "ipc.socket"
+        self.socket_path = socket_path
         for folder in ("packages/artifacts", "packages/artifacts-unarchived", "packages/recipes", "work", "logs"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
 
@@ -389,11 +450,18 @@ class Nucleus:
         self,
         components: Iterable[BuiltComponent],
         updates: Mapping[str, ConfigurationUpdate] | None = None,
+        *,
+        validation_timeout: float = DEFAULT_VALIDATION_TIMEOUT,
     ) -> set[str]:
         """Resolve configuration and lifecycle of every component of a deployment (artifacts copied into
         the component store). Returns the names whose interpolated lifecycle changed, the components the
         nucleus would restart; of those, `self.reinstall` holds the ones it would install again (a new
-        version or a changed Install step). Components left out of the deployment are stopped and removed."""
+        version or a changed Install step). Components left out of the deployment are stopped and removed.
+
+        Before anything changes, running components validate their new configuration over IPC (the
+        deployment's configurationValidationPolicy, `validation_timeout` seconds): a rejection or a missing
+        report raises DeploymentFailed and leaves every component as it was. Every deployment's outcome is
+        appended to `self.deployments`."""
         deployed = {c.name: c for c in components}
         updates = dict(updates or {})
         unknown = set(updates) - set(deployed)
@@ -403,10 +471,22 @@ class Nucleus:
             missing = [d for d in component.dependencies if d not in deployed]
             if missing:
                 raise HarnessError(f"{component.name} depends on {missing}, which the deployment lacks")
+        resolved = self._resolve(deployed, updates)
+        deployment_id = str(uuid.uuid4())
+        failure = self._validate(deployment_id, resolved, validation_timeout)
+        if failure:
+            result = DeploymentResult(deployment_id, "FAILED_NO_STATE_CHANGE", failure)
+            self.deployments.append(result)
+            raise DeploymentFailed(result)
         for name in set(self.services) - set(deployed):
             self.stop(name)
             del self.services[name]
+        changed = self._apply(resolved)
+        self.deployments.append(DeploymentResult(deployment_id, "SUCCEEDED"))
+        return changed
 
+    def _resolve(self, deployed: Mapping[str, BuiltComponent],
+                 updates: Mapping[str, ConfigurationUpdate]) -> dict[str, Service]:
         resolved: dict[str, Service] = {}
         for name, component in deployed.items():
             previous = self.services.get(name)
@@ -415,12 +495,44 @@ class Nucleus:
                 defaults, updates.get(name), previous.configuration if previous else None)
             resolved[name] = Service(component, configuration)
             self._store_artifacts(component)
-        changed: set[str] = set()
-        self.reinstall = set()
-        for name, service in resolved.items():
+        for service in resolved.values():
             manifest = select_manifest(service.component.recipe, self.platform)
             service.lifecycle = self.interpolate(resolve_lifecycle(service.component.recipe, manifest),
                                                  service.component, resolved)
+        return resolved
+
+    def _validate(self, deployment_id: str, resolved: Mapping[str, Service], timeout: float) -> str:
+        """Ask each running component of the same version whose configuration changes; the failure, or ""."""
+        if self._ipc is None:
+            return ""
+        reports = {}
+        for name, service in resolved.items():
+            previous = self.services.get(name)
+            if (previous is None or previous.component.version != service.component.version
+                    or previous.configuration == service.configuration):
+                continue  # new components and new versions are not asked (they start with the new one)
+            report = self._ipc.request_validation(name, deployment_id, service.configuration)
+            if report is not None:
+                reports[name] = report
+        try:
+            deadline = time.monotonic() + timeout
+            answers = {name: report.result(timeout=max(0.0, deadline - time.monotonic()))
+                       for name, report in reports.items()}
+        except Exception as error:  # a timeout or a cancelled report fails the deployment
+            return f"Error while waiting for validation report for one or more components:{error!r}"
+        finally:
+            for name in reports:
+                self._ipc.discard_validation(name, deployment_id)
+        rejected = [f" {{ name = {name}, message = {answer.get('message')} }}"
+                    for name, answer in sorted(answers.items()) if answer.get("status") == "REJECTED"]
+        if rejected:
+            return "Components reported that their to-be-deployed configuration is invalid" + "".join(rejected)
+        return ""
+
+    def _apply(self, resolved: Mapping[str, Service]) -> set[str]:
+        changed: set[str] = set()
+        self.reinstall = set()
+        for name, service in resolved.items():
             previous = self.services.get(name)
             if previous is None or previous.lifecycle != service.lifecycle:
                 changed.add(name)
@@ -428,8 +540,11 @@ class Nucleus:
                     or get(previous.lifecycle, "Install") != get(service.lifecycle, "Install")):
                 self.reinstall.add(name)
             if previous is not None:
-                service.process, service.log = previous.process, previous.log
+                service.carry_over(previous)
             self.services[name] = service
+            if previous is not None and self._ipc is not None:
+                paths = changed_key_paths(previous.configuration, service.configuration)
+                self._ipc.configuration_changed(name, paths)
         return changed
 
     def _store_artifacts(self, component: BuiltComponent) -> None:
@@ -499,7 +614,7 @@ class Nucleus:
     def environment(self, name: str, step: Any) -> dict[str, str]:
         """The nucleus's Exec environment: its PATH and HOME, ShellRunner's variables, the root Setenv,
         then the lifecycle's and the step's Setenv (later wins)."""
-        token = self._svcuid.setdefault(name, secrets.token_urlsafe(16))
+        token = self.svcuid(name)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
         env.update({
             "SVCUID": token,
@@ -509,7 +624,7 @@ class Nucleus:
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
             "GGC_VERSION": NUCLEUS_VERSION,
-            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": str(self.root / "ipc.socket"),
+            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT": str(self.socket_path),
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://localhost:0/2016-11-01/credentialprovider/",
         })
         env.update(self.extra_env)
@@ -566,32 +681,73 @@ class Nucleus:
         for step_name in ("Bootstrap", "Install"):
             result = self.run_step(name, step_name)
             if not result.ok:
+                with self._lock:
+                    self._errored(name)
                 return result
+        with self._lock:
+            self._set_state(name, "INSTALLED")
         return result
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
-        """Start the Run step in the background, its output appended to logs/<name>.log."""
+        """Start the component in the background, its output appended to logs/<name>.log: its Startup step if
+        it has one (the nucleus then never runs Run), else its Run step."""
+        self.start_ipc()  # up before any component could connect
         service = self.services[name]
         if service.process is not None and service.process.poll() is None:
             raise HarnessError(f"{name} is already running")
-        step = self._step(name, "Run")
+        step_name = "Startup" if self._step(name, "Startup") is not None else "Run"
+        step = self._step(name, step_name)
         if step is None:
             raise HarnessError(f"{name} has no Run step")
         env = self.environment(name, step)
         script = str(get(step, "Script") if isinstance(step, Mapping) else step)
-        service.log = self.log_path(name).open("ab")
-        service.run_log_start = service.log.tell()
-        service.log.write(b"--- Run ---\n")
-        service.log.flush()
-        service.process = subprocess.Popen(["sh", "-c", script], cwd=self.work_path(name), env=env,
-                                           stdout=service.log, stderr=subprocess.STDOUT, start_new_session=True)
+        with self._lock:
+            service.log = self.log_path(name).open("ab")
+            service.run_log_start = service.log.tell()
+            service.log.write(f"--- {step_name} ---\n".encode())
+            service.log.flush()
+            service.generation += 1
+            generation = service.generation
+            self._set_state(name, "STARTING")
+            service.process = subprocess.Popen(["sh", "-c", script], cwd=self.work_path(name), env=env,
+                                               stdout=service.log, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
+            if step_name == "Run":
+                self._report(name, "RUNNING")  # GenericExternalService: RUNNING as soon as Run's process exists
+            else:
+                timeout = float(get(step, "Timeout", DEFAULT_STEP_TIMEOUT) if isinstance(step, Mapping)
+                                else DEFAULT_STEP_TIMEOUT)
+                timer = threading.Timer(timeout, self._startup_timed_out, (name, generation))
+                timer.daemon = True
+                timer.start()
+        threading.Thread(target=self._watch, args=(name, service.process, generation, step_name),
+                         name=f"watch-{name}", daemon=True).start()
         return service.process
 
-    def start_all(self) -> None:
-        """Start every deployed component with a Run step, dependencies first."""
+    def start_all(self, dependency_timeout: float = 30.0) -> list[str]:
+        """Start every deployed component, dependencies first, as the nucleus does: a component waits while a
+        HARD dependency is STARTING (up to `dependency_timeout` here) and is not started unless that dependency
+        is then RUNNING or FINISHED. A component without Run or Startup is FINISHED at once. Returns the
+        components left waiting (the nucleus would wait for ever), also kept in `self.waiting`."""
+        self.waiting = []
         for name in self.startup_order():
-            if self._step(name, "Run") is not None:
+            if self._step(name, "Run") is None and self._step(name, "Startup") is None:
+                with self._lock:
+                    self._report(name, "FINISHED")  # GenericExternalService: nothing done
+                continue
+            dependencies = self.services[name].component.dependencies
+            hard = [d for d, spec in dependencies.items()
+                    if str(get(spec, "DependencyType", "HARD") or "HARD").upper() == "HARD"]
+            if all(self._dependency_ready(d, dependency_timeout) for d in hard):
                 self.start(name)
+            else:
+                self.waiting.append(name)
+        return self.waiting
+
+    def _dependency_ready(self, name: str, timeout: float) -> bool:
+        with self._state_changed:
+            self._state_changed.wait_for(lambda: self.services[name].state not in ("STARTING", "STOPPING"), timeout)
+            return self.services[name].state in ("RUNNING", "FINISHED")
 
     def startup_order(self) -> list[str]:
         order: list[str] = []
@@ -611,22 +767,152 @@ class Nucleus:
 
     def stop(self, name: str, grace: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds; returns the Run process's exit code."""
-        service = self.services.get(name)
-        if service is None or service.process is None:
-            return None
-        code = _terminate(service.process, grace)
-        service.process = None
-        if service.log is not None:
-            service.log.close()
-            service.log = None
+        with self._lock:
+            service = self.services.get(name)
+            process = service.process if service else None
+            if service is None or process is None:
+                return None
+            service.generation += 1  # its exit is ours, not an error
+            if service.state != "BROKEN":
+                self._set_state(name, "STOPPING")
+        code = _terminate(process, grace)  # outside the lock: a stopping component may still call us over IPC
+        with self._lock:
+            if service.process is process:  # not already done by a concurrent stop
+                service.process = None
+                if service.log is not None:
+                    service.log.close()
+                    service.log = None
+            if service.state == "STOPPING":
+                self._set_state(name, "FINISHED")
         return code
 
     def stop_all(self, grace: float = 5.0) -> dict[str, int | None]:
         return {name: self.stop(name, grace) for name in reversed(self.startup_order())}
 
+    def close(self) -> None:
+        """Stop every component and the IPC server."""
+        self.stop_all()
+        if self._ipc is not None:
+            self._ipc.stop()
+            self._ipc = None
+
     def running(self, name: str) -> bool:
         process = self.services[name].process if name in self.services else None
         return process is not None and process.poll() is None
+
+    # IPC: the server, and what it asks of the nucleus
+    @property
+    def ipc(self) -> IpcServer:
+        """The IPC server, started on first use (the real one is up before any component runs)."""
+        return self.start_ipc()
+
+    def start_ipc(self) -> IpcServer:
+        with self._lock:
+            if self._ipc is None:
+                self._ipc = IpcServer(self.socket_path, self)
+                self._ipc.start()
+            return self._ipc
+
+    def svcuid(self, name: str) -> str:
+        """The component's IPC token (SVCUID), e.g. for a test that speaks IPC as that component."""
+        with self._lock:
+            return self._svcuid.setdefault(name, secrets.token_urlsafe(16))
+
+    def component_for_token(self, token: str) -> str | None:
+        with self._lock:
+            return next((name for name, known in self._svcuid.items()
+                         if name in self.services and secrets.compare_digest(known, token)), None)
+
+    def configuration_of(self, component: str) -> dict[str, Any] | None:
+        with self._lock:
+            service = self.services.get(component)
+            return copy.deepcopy(service.configuration) if service else None
+
+    def report_state(self, component: str, state: str) -> None:
+        """UpdateState: allowed only from the states Lifecycle allows it from; anything else is ignored."""
+        with self._lock:
+            service = self.services[component]
+            if state not in ALLOWED_REPORTS.get(service.state, set()):
+                self.ignored_reports.append((component, service.state, state))
+                return
+            if state == "ERRORED":
+                self._errored(component)
+            else:
+                self._report(component, state)
+
+    # lifecycle states
+    def state(self, name: str) -> str:
+        with self._lock:
+            return self.services[name].state
+
+    def wait_for_state(self, name: str, *states: str, timeout: float = 30.0) -> str:
+        """Block until the component is in one of `states`; its state then."""
+        with self._state_changed:
+            if not self._state_changed.wait_for(lambda: self.services[name].state in states, timeout):
+                raise TimeoutError(f"{name} did not reach {states} in {timeout} s: {self.history.get(name)}")
+            return self.services[name].state
+
+    def _set_state(self, name: str, state: str) -> None:
+        self.services[name].state = state
+        self.history.setdefault(name, []).append(state)
+        self._state_changed.notify_all()
+
+    def _report(self, name: str, state: str) -> None:
+        # A state other than ERRORED clears the error count of the state it is reported in (Lifecycle).
+        service = self.services[name]
+        service.errors.pop(service.state, None)
+        self._set_state(name, state)
+
+    def _errored(self, name: str) -> None:
+        service = self.services[name]
+        if service.state in ("NEW", "STARTING", "RUNNING"):
+            times = service.errors.setdefault(service.state, [])
+            now = time.monotonic()
+            if times and now - times[-1] >= ERROR_RESET_TIME:
+                times.clear()
+            times.append(now)
+            if len(times) >= MAXIMUM_CONTINUAL_ERROR:
+                self._set_state(name, "BROKEN")
+                self._in_background(self.stop, name)  # the nucleus stops a BROKEN component for good
+                return
+        self._set_state(name, "ERRORED")
+        if self.supervise:
+            self._in_background(self._restart, name, service.generation)
+
+    def _in_background(self, function: Any, *args: Any) -> None:
+        # Never from an IPC or watcher thread: stopping waits for the process, which may wait for us.
+        threading.Thread(target=function, args=args, daemon=True).start()
+
+    def _restart(self, name: str, generation: int) -> None:
+        service = self.services.get(name)
+        if service is None or service.generation != generation:
+            return
+        self.stop(name)
+        if self.services.get(name) is service:
+            self.start(name)
+
+    def _watch(self, name: str, process: subprocess.Popen[bytes], generation: int, step_name: str) -> None:
+        code = process.wait()
+        with self._lock:
+            service = self.services.get(name)
+            if service is None or service.generation != generation:
+                return  # stopped on purpose, or already restarted
+            if step_name == "Startup":
+                if code == 0 and service.state == "STARTING":
+                    self._report(name, "RUNNING")
+                elif code != 0 and service.state in ("STARTING", "RUNNING"):
+                    self._errored(name)
+            elif service.state == "RUNNING":
+                if code == 0:
+                    self._report(name, "FINISHED")
+                else:
+                    self._errored(name)
+
+    def _startup_timed_out(self, name: str, generation: int) -> None:
+        with self._lock:
+            service = self.services.get(name)
+            if service is not None and service.generation == generation and service.state == "STARTING":
+                self._errored(name)
 
 
 def read_from(path: Path, offset: int) -> str:

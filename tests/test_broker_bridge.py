@@ -21,13 +21,15 @@ from facecap.broker.config import BrokerConfig
 from facecap.broker.preflight import preflight
 from facecap.config import load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, OutgoingFace, build_message, parse_message
-from facecap.devservers import CertificateAuthority, TcpProxy
+from facecap.devkit.link import TcpProxy
+from facecap.devkit.servers import CertificateAuthority, MosquittoServer
 from facecap.errors import ConfigError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings
+from facecap.polling import wait_until
 
 from .conftest import REPO, MosquittoFactory, require_binary
-from .edgebroker import EdgeBroker, bridge_to
-from .helpers import Collector, fake_jpeg, publish_all, sample_face, settings_for
+from .support.edgebroker import EdgeBroker, bridge_to
+from .support.helpers import Collector, fake_jpeg, publish_all, sample_face, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +48,15 @@ def start_edge(edges: list[EdgeBroker], folder: Path, bridge: dict[str, object],
     edge = EdgeBroker(folder, bridge, **kwargs)  # type: ignore[arg-type]
     edges.append(edge)
     return edge.start()
+
+
+def bridged_edge(mosquitto: MosquittoFactory, edges: list[EdgeBroker], tmp_path: Path,
+                 **cloud_options: object) -> tuple[MosquittoServer, EdgeBroker]:
+    """A plain cloud broker and an edge broker whose bridge to it is up."""
+    cloud = mosquitto("cloud", **cloud_options)
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud))
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    return cloud, edge
 
 
 def edge_client(edge: EdgeBroker, name: str) -> MqttClient:
@@ -69,11 +80,63 @@ def photo_faces(shared_dir: Path, count: int) -> list[OutgoingFace]:
     return faces
 
 
+def one_face_crosses(edge: EdgeBroker, received: Collector) -> None:
+    """A face published on the edge broker arrives, intact, at the cloud subscriber collecting into `received`."""
+    pub = edge_client(edge, "detector")
+    face = sample_face()
+    publish_all(pub, [face])
+    assert received.wait_for(1), edge.log_tail()
+    assert received.messages[0].payload == face.payload
+    pub.stop()
+
+
+def cloud_consumer(cloud: MosquittoServer, client_id: str, **settings: object) -> tuple[Collector, MqttClient]:
+    """A subscriber to faces/# on the cloud broker with a persistent session, as the processor has, so what
+    the bridge delivers while it is away (or right after the cloud comes back) waits for it."""
+    received = Collector()
+    sub = MqttClient(settings_for(cloud, session_expiry_seconds=600, **settings), client_id, persistent=True,
+                     on_message=received)
+    sub.start()
+    sub.subscribe("faces/#")
+    return received, sub
+
+
+class PacedPublisher:
+    """Publishes `faces` through `client` at `rate` a second from a thread of its own, keeping every
+    publish's future (the broker's PUBACK)."""
+
+    def __init__(self, client: MqttClient, faces: list[OutgoingFace], rate: float) -> None:
+        self.futures: list[Future[None] | None] = []
+        self._thread = threading.Thread(target=self._run, args=(client, faces, rate))
+        self._thread.start()
+
+    def _run(self, client: MqttClient, faces: list[OutgoingFace], rate: float) -> None:
+        start = time.monotonic()
+        for i, face in enumerate(faces):
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
+            self.futures.append(client.publish(face.topic, face.payload, content_type=face.content_type,
+                                               user_properties=face.user_properties))
+
+    def join_acknowledged(self) -> None:
+        """Wait for the last publish, then for the broker's acknowledgement of every face."""
+        self._thread.join()
+        for future in self.futures:
+            assert future is not None
+            future.result(timeout=10)
+
+
+def arrived_face_ids(received: Collector, sent: set[str], timeout: float = 60) -> list[str]:
+    """Wait until every face id in `sent` has arrived (or `timeout`); the face id of every message received."""
+    def ids() -> list[str]:
+        return [dict(m.user_properties)["face-id"] for m in received.messages]
+
+    wait_until(lambda: sent <= set(ids()), timeout)
+    return ids()
+
+
 def test_contract_messages_cross_the_bridge_with_payload_and_properties_intact(
         mosquitto: MosquittoFactory, edges: list[EdgeBroker], tmp_path: Path, shared_dir: Path) -> None:
-    cloud = mosquitto("cloud")
-    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud))
-    assert edge.wait_bridge_state("1"), edge.log_tail()
+    cloud, edge = bridged_edge(mosquitto, edges, tmp_path)
     received = Collector()
     sub = MqttClient(settings_for(cloud), "cloud-reader", on_message=received)
     sub.start()
@@ -108,49 +171,22 @@ def test_contract_messages_cross_the_bridge_with_payload_and_properties_intact(
 
 def test_cloud_outage_of_15_s_loses_no_face(mosquitto: MosquittoFactory, edges: list[EdgeBroker],
                                             tmp_path: Path) -> None:
-    cloud = mosquitto("cloud")
-    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud))
-    assert edge.wait_bridge_state("1"), edge.log_tail()
-    received = Collector()
-    # The cloud consumer has a persistent session, as the processor does, so what the bridge delivers
-    # right after the cloud comes back waits for it.
-    sub = MqttClient(settings_for(cloud, session_expiry_seconds=600), "cloud-processor", persistent=True,
-                     on_message=received)
-    sub.start()
-    sub.subscribe("faces/#")
+    cloud, edge = bridged_edge(mosquitto, edges, tmp_path)
+    received, sub = cloud_consumer(cloud, "cloud-processor")
     pub = edge_client(edge, "detector")
 
     total, rate = 500, 50.0
     faces = [sample_face(size=20_000, frame=i) for i in range(total)]
-    futures: list[Future[None] | None] = []
-
-    def publish_at_rate() -> None:
-        start = time.monotonic()
-        for i, face in enumerate(faces):
-            time.sleep(max(0.0, start + i / rate - time.monotonic()))
-            futures.append(pub.publish(face.topic, face.payload, content_type=face.content_type,
-                                       user_properties=face.user_properties))
-
-    publisher = threading.Thread(target=publish_at_rate)
-    publisher.start()
+    publisher = PacedPublisher(pub, faces, rate)
     time.sleep(2.0)
     cloud.stop()
     outage_started = time.monotonic()
     assert edge.wait_bridge_state("0", timeout=5), "the edge never noticed the outage"
     time.sleep(max(0.0, 15.0 - (time.monotonic() - outage_started)))
     cloud.start()
-    publisher.join()
-    for future in futures:
-        assert future is not None
-        future.result(timeout=10)  # the edge accepted every face while the cloud was away
-
+    publisher.join_acknowledged()  # the edge accepted every face while the cloud was away
     sent = {f.face_id for f in faces}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if sent <= {dict(m.user_properties)["face-id"] for m in received.messages}:
-            break
-        time.sleep(0.2)
-    ids = [dict(m.user_properties)["face-id"] for m in received.messages]
+    ids = arrived_face_ids(received, sent)
     missing = sent - set(ids)
     duplicates = len(ids) - len(set(ids))
     print(f"\ncloud outage 15 s, {total} faces at {rate:g}/s: received {len(ids)}, distinct {len(set(ids))}, "
@@ -175,26 +211,12 @@ def test_uplink_cut_for_30_s_leaves_the_edge_answering_and_loses_no_face(
     edge = start_edge(edges, tmp_path / "edge", bridge)
     try:
         assert edge.wait_bridge_state("1"), edge.log_tail()
-        received = Collector()
-        sub = MqttClient(settings_for(cloud, tls=True, ca_file=str(ca.cert), username="reader",
-                                      password="reader-pass", session_expiry_seconds=600),
-                         "cloud-processor-cut", persistent=True, on_message=received)
-        sub.start()
-        sub.subscribe("faces/#")
+        received, sub = cloud_consumer(cloud, "cloud-processor-cut", tls=True, ca_file=str(ca.cert),
+                                       username="reader", password="reader-pass")
         pub = edge_client(edge, "detector")
         faces = [sample_face(size=20_000, frame=i) for i in range(360)]
-        futures: list[Future[None] | None] = []
         rate = 10.0
-
-        def publish_at_rate() -> None:
-            start = time.monotonic()
-            for i, face in enumerate(faces):
-                time.sleep(max(0.0, start + i / rate - time.monotonic()))
-                futures.append(pub.publish(face.topic, face.payload, content_type=face.content_type,
-                                           user_properties=face.user_properties))
-
-        publisher = threading.Thread(target=publish_at_rate)
-        publisher.start()
+        publisher = PacedPublisher(pub, faces, rate)
         time.sleep(2.0)
         link.cut()
         cut_at = time.monotonic()
@@ -205,16 +227,9 @@ def test_uplink_cut_for_30_s_leaves_the_edge_answering_and_loses_no_face(
             time.sleep(max(0.0, began + 1.0 - time.monotonic()))
         assert edge.bridge_state() == "0"
         link.restore()
-        publisher.join()
-        for future in futures:
-            assert future is not None
-            future.result(timeout=10)  # the edge took every face while the uplink was down
-        deadline = time.monotonic() + 60
+        publisher.join_acknowledged()  # the edge took every face while the uplink was down
         sent = {f.face_id for f in faces}
-        while time.monotonic() < deadline and not sent <= {dict(m.user_properties)["face-id"]
-                                                           for m in received.messages}:
-            time.sleep(0.2)
-        ids = [dict(m.user_properties)["face-id"] for m in received.messages]
+        ids = arrived_face_ids(received, sent)
         missing = sent - set(ids)
         attempts = edge.log_text().count("Connecting bridge (step 1)")
         print(f"\nuplink cut 30 s, {len(faces)} faces at {rate:g}/s: {len(probes)} probes, "
@@ -236,14 +251,8 @@ def test_uplink_cut_for_30_s_leaves_the_edge_answering_and_loses_no_face(
 
 def test_queued_faces_survive_a_restart_of_the_edge_broker(mosquitto: MosquittoFactory, edges: list[EdgeBroker],
                                                           tmp_path: Path) -> None:
-    cloud = mosquitto("cloud")
-    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud))
-    assert edge.wait_bridge_state("1"), edge.log_tail()
-    received = Collector()
-    sub = MqttClient(settings_for(cloud, session_expiry_seconds=600), "cloud-processor-restart",
-                     persistent=True, on_message=received)
-    sub.start()
-    sub.subscribe("faces/#")
+    cloud, edge = bridged_edge(mosquitto, edges, tmp_path)
+    received, sub = cloud_consumer(cloud, "cloud-processor-restart")
     cloud.stop()
     pub = edge_client(edge, "detector")
     faces = [sample_face(size=10_000, frame=i) for i in range(50)]
@@ -283,13 +292,8 @@ def test_bridge_with_tls_and_password(mosquitto: MosquittoFactory, ca: Certifica
                                   password="reader-pass"), "cloud-reader-tls", on_message=received)
     sub.start()
     sub.subscribe("faces/#")
-    pub = edge_client(edge, "detector")
-    face = sample_face()
-    publish_all(pub, [face])
-    assert received.wait_for(1), edge.log_tail()
-    assert received.messages[0].payload == face.payload
+    one_face_crosses(edge, received)
     assert "(p5, c0, k60, u'jetson-test')" in cloud.log_text()
-    pub.stop()
     sub.stop()
 
 
@@ -306,11 +310,7 @@ def test_bridge_with_client_certificate(mosquitto: MosquittoFactory, ca: Certifi
                                   key_file=str(device.key)), f"cloud-reader-{tls_by}", on_message=received)
     sub.start()
     sub.subscribe("faces/#")
-    pub = edge_client(edge, "detector")
-    face = sample_face()
-    publish_all(pub, [face])
-    assert received.wait_for(1), edge.log_tail()
-    assert received.messages[0].payload == face.payload
+    one_face_crosses(edge, received)
     conf = edge.conf_path.read_text()
     if tls_by == "mosquitto":
         assert f"bridge_certfile {device.cert}" in conf
@@ -318,7 +318,6 @@ def test_bridge_with_client_certificate(mosquitto: MosquittoFactory, ca: Certifi
     else:
         assert "bridge_certfile" not in conf
         assert "address 127.0.0.1:" in conf
-    pub.stop()
     sub.stop()
 
 
@@ -327,9 +326,7 @@ def test_largest_face_crosses_and_a_larger_one_is_refused_at_the_edge(
     """The edge limit is the contract's payload limit and the cloud allows that payload plus room for the
     properties (cloud/mosquitto/mosquitto.conf): the largest face crosses, and a larger one is refused
     where the publisher hears of it, instead of vanishing at the bridge."""
-    cloud = mosquitto("cloud", extra="max_packet_size 1114112")
-    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud))
-    assert edge.wait_bridge_state("1"), edge.log_tail()
+    cloud, edge = bridged_edge(mosquitto, edges, tmp_path, extra="max_packet_size 1114112")
     received = Collector()
     sub = MqttClient(settings_for(cloud), "cloud-reader-size", on_message=received)
     sub.start()
@@ -351,9 +348,11 @@ def test_largest_face_crosses_and_a_larger_one_is_refused_at_the_edge(
 
 def test_bridge_lives_within_the_cloud_brokers_acl(mosquitto: MosquittoFactory, edges: list[EdgeBroker],
                                                    tmp_path: Path) -> None:
-    """With the cloud broker's own ACL (cloud/mosquitto/acl, user name = device id) the bridge delivers its
-    device's faces and announces its state on the cloud, and the state turns to 0 when the edge goes."""
-    acl = (REPO / "cloud" / "mosquitto" / "acl").read_text() + "\nuser reader\ntopic read $SYS/broker/connection/#\n"
+    """With the cloud broker's own ACLs (cloud/mosquitto/acl for devices, whose user name is the device id,
+    and processor.acl) the bridge delivers its device's faces and announces its state on the cloud, and the
+    state turns to 0 when the edge goes. (The certificate identity is tested in tests/test_cloud_broker.py.)"""
+    acl = "\n".join((REPO / "cloud" / "mosquitto" / name).read_text() for name in ("acl", "processor.acl"))
+    acl += "\nuser reader\ntopic read $SYS/broker/connection/#\n"
     cloud = mosquitto("cloud", users={"jetson-test": "device-pass", "processor": "proc-pass",
                                       "reader": "reader-pass"}, acl=acl)
     secret = tmp_path / "bridge-password"
@@ -408,10 +407,7 @@ def test_wrong_ca_is_refused_and_the_log_says_why(mosquitto: MosquittoFactory, c
     reason = (f"WARNING facecap.broker.tlsforward: bridge TLS to {cloud.host}:{cloud.port}: connection failed: "
               "certificate verify failed: self-signed certificate in certificate chain")
     assert edge.wait_for_log(reason), edge.log_tail()
-    deadline = time.monotonic() + 20
-    while edge.log_text().count("Connecting bridge (step 1)") < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert edge.log_text().count("Connecting bridge (step 1)") >= 3, edge.log_tail()
+    assert wait_until(lambda: edge.log_text().count("Connecting bridge (step 1)") >= 3, 20), edge.log_tail()
     assert edge.log_text().count("certificate verify failed") == 1
     assert edge.bridge_state() == "0"
     assert "New client connected" not in cloud.log_text()

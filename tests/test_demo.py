@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from facecap.demo.video import DEFAULT_VISITS
+from facecap.devkit.demo.video import DEFAULT_VISITS
 
 pytestmark = pytest.mark.e2e
 

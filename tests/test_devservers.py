@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from facecap.devservers import S3Server
+from facecap.devkit.servers import S3Server
 
 from .conftest import MosquittoFactory
 

@@ -6,27 +6,27 @@ lost and duplicate counts; both must be 0."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 import pytest
 
-from facecap.contract import parse_message
-from facecap.demo.inventory import Inventory, read_body, read_inventory
-from facecap.demo.pipeline import Launched, LocalPipeline, PipelineSettings, wait_until
-from facecap.demo.video import DEFAULT_VISITS, render_video
-from facecap.errors import ContractError
-from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
+from facecap.devkit.demo.inventory import Inventory, read_body, read_inventory
+from facecap.devkit.demo.pipeline import Launched, LocalPipeline, PipelineSettings
+from facecap.devkit.demo.tap import Tap
+from facecap.devkit.demo.video import DEFAULT_VISITS, render_video
+from facecap.polling import wait_until
 
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, HarnessError, Nucleus
 
 pytestmark = pytest.mark.e2e
+T = TypeVar("T")
 
 RECIPE_NAMES = {"broker": "com.facecap.EdgeBroker", "logger": "com.facecap.FaceLogger",
                 "detector": "com.facecap.FaceDetector"}
@@ -53,33 +53,6 @@ class HarnessLauncher:
                 raise HarnessError(f"{name} {result.step} failed:\n{result.output}")
         process = self.nucleus.start(name)
         return Launched(process, self.nucleus.log_path(name), self.nucleus.services[name].run_log_start)
-
-
-class EdgeTap:
-    """A subscriber on the edge broker: the ground truth of what the detector published."""
-
-    def __init__(self, port: int) -> None:
-        self.ids: list[str] = []
-        self.invalid = 0
-        self._lock = threading.Lock()
-        self.client = MqttClient(MqttSettings(host="127.0.0.1", port=port), f"e2e-tap-{port}",
-                                 on_message=self._on_message)
-        self.client.start()
-        self.client.subscribe("faces/#")
-
-    def _on_message(self, message: ReceivedMessage) -> None:
-        try:
-            face = parse_message(message.topic, message.payload, message.content_type, message.user_properties)
-        except ContractError:
-            with self._lock:
-                self.invalid += 1
-            return
-        with self._lock:
-            self.ids.append(face.face_id)
-
-    def unique(self) -> set[str]:
-        with self._lock:
-            return set(self.ids)
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +86,12 @@ def stored_ids(pipeline: LocalPipeline) -> set[str]:
 def test_faces_seen_by_the_detector_are_stored_once_per_visit(pipeline: LocalPipeline, sample_video: Path,
                                                                model_path: Path) -> None:
     logger = pipeline.start_logger()
-    tap = EdgeTap(pipeline.edge_port)
+    tap = Tap(pipeline.edge_port, f"e2e-tap-{pipeline.edge_port}")
+    tap.start()
     detector = pipeline.start_detector(str(sample_video))
     assert wait_until(lambda: not detector.running, timeout=90), "the detector did not finish the video"
     assert detector.process is not None and detector.process.returncode == 0, detector.log_text()[-2000:]
-    published = tap.unique()
+    published = tap.ids()
     assert wait_until(lambda: stored_ids(pipeline) >= published, timeout=60)
     found = inventory(pipeline)
     print(f"visits {len(DEFAULT_VISITS)}, published {len(published)}, stored {len(found.faces)}")
@@ -140,11 +114,11 @@ def test_faces_seen_by_the_detector_are_stored_once_per_visit(pipeline: LocalPip
     tap.client.stop()
 
 
-def run_with_fault(pipeline: LocalPipeline, video: Path, fault: Callable[[LocalPipeline], None],
-                   name: str) -> None:
-    """Faces keep coming (every detection, looping video) while `fault` happens; then every face the
-    detector published must be stored exactly once."""
-    tap = EdgeTap(pipeline.edge_port)
+def run_with_fault(pipeline: LocalPipeline, video: Path, fault: Callable[[LocalPipeline], None]) -> FaultOutcome:
+    """Faces keep coming (every detection, looping video) while `fault` happens; then wait until every face
+    the detector published is stored, and take stock."""
+    tap = Tap(pipeline.edge_port, f"e2e-tap-{pipeline.edge_port}")
+    tap.start()
     pipeline.settings.detector_overrides = {
         "camera": {"loop": True},
         "tracking": {"mode": "every", "everyMinIntervalSeconds": 0.25},
@@ -154,53 +128,76 @@ def run_with_fault(pipeline: LocalPipeline, video: Path, fault: Callable[[LocalP
     fault(pipeline)
     time.sleep(8)  # faces keep coming after the fault is over, too
     detector.stop()
-    published = tap.unique()
-    assert wait_until(lambda: stored_ids(pipeline) >= published, timeout=120, interval=1.0)
+    published = tap.ids()
+    wait_until(lambda: stored_ids(pipeline) >= published, timeout=120, interval=1.0)
+    tap.client.stop()
     found = inventory(pipeline)
     per_face = Counter(face.face_id for face in found.faces)
-    lost = len(published - set(per_face))
-    duplicates = sum(count - 1 for count in per_face.values())
-    print(f"{name}: published {len(published)} (messages seen at the edge {len(tap.ids)}), "
-          f"stored {len(found.faces)}, lost {lost}, duplicate objects {duplicates}")
-    tap.client.stop()
-    assert len(published) >= 15
-    assert lost == 0
-    assert duplicates == 0
-    assert not found.quarantined
+    return FaultOutcome(published=published, seen=tap.seen, per_face=per_face,
+                        quarantined=[q.key for q in found.quarantined])
 
 
-def test_cloud_broker_restart_loses_nothing(pipeline: LocalPipeline, sample_video: Path) -> None:
-    def restart_cloud(local: LocalPipeline) -> None:
-        assert local.cloud is not None
-        local.cloud.restart()
+@dataclass(frozen=True)
+class FaultOutcome:
+    published: set[str]
+    seen: int  # messages seen at the edge: a face sent again counts again
+    per_face: Counter[str]  # stored objects per face id
+    quarantined: list[str]
 
-    run_with_fault(pipeline, sample_video, restart_cloud, "cloud broker restarted")
+    @property
+    def lost(self) -> list[str]:
+        return sorted(self.published - set(self.per_face))
 
-
-def test_uplink_cut_for_30_s_loses_nothing(pipeline: LocalPipeline, sample_video: Path) -> None:
-    def cut_link(local: LocalPipeline) -> None:
-        assert local.link is not None
-        local.link.cut()
-        time.sleep(30)
-        local.link.restore()
-
-    run_with_fault(pipeline, sample_video, cut_link, "uplink cut for 30 s")
+    @property
+    def duplicated(self) -> list[str]:
+        return sorted(face_id for face_id, count in self.per_face.items() if count > 1)
 
 
-def test_processor_killed_and_restarted_loses_nothing(pipeline: LocalPipeline, sample_video: Path) -> None:
-    def kill_processor(local: LocalPipeline) -> None:
-        local.components["processor"].kill()
-        time.sleep(3)
-        local.restart("processor")
-
-    run_with_fault(pipeline, sample_video, kill_processor, "processor SIGKILL")
+def _part(part: T | None) -> T:
+    assert part is not None, "the pipeline part is not running"
+    return part
 
 
-def test_s3_down_for_20_s_loses_nothing(pipeline: LocalPipeline, sample_video: Path) -> None:
-    def stop_s3(local: LocalPipeline) -> None:
-        assert local.s3 is not None
-        local.s3.stop()
-        time.sleep(20)
-        local.s3.start()
+def _restart_cloud(local: LocalPipeline) -> None:
+    _part(local.cloud).restart()
 
-    run_with_fault(pipeline, sample_video, stop_s3, "S3 down for 20 s")
+
+def _cut_uplink(local: LocalPipeline) -> None:
+    link = _part(local.link)
+    link.cut()
+    time.sleep(30)
+    link.restore()
+
+
+def _kill_processor(local: LocalPipeline) -> None:
+    local.components["processor"].kill()
+    time.sleep(3)
+    local.restart("processor")
+
+
+def _stop_s3(local: LocalPipeline) -> None:
+    s3 = _part(local.s3)
+    s3.stop()
+    time.sleep(20)
+    s3.start()
+
+
+FAULTS: dict[str, Callable[[LocalPipeline], None]] = {
+    "cloud broker restarted": _restart_cloud,
+    "uplink cut for 30 s": _cut_uplink,
+    "processor SIGKILL": _kill_processor,
+    "S3 down for 20 s": _stop_s3,
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_a_fault_loses_nothing(pipeline: LocalPipeline, sample_video: Path, name: str) -> None:
+    outcome = run_with_fault(pipeline, sample_video, FAULTS[name])
+    stored = sum(outcome.per_face.values())
+    print(f"{name}: published {len(outcome.published)} (messages seen at the edge {outcome.seen}), "
+          f"stored {stored}, lost {len(outcome.lost)}, duplicate objects {len(outcome.duplicated)}")
+    assert len(outcome.published) >= 15, f"only {len(outcome.published)} faces published around the fault"
+    assert not outcome.lost, f"{len(outcome.lost)} of {len(outcome.published)} published faces never stored: " \
+                             f"{outcome.lost}"
+    assert not outcome.duplicated, f"faces stored more than once: {outcome.duplicated}"
+    assert not outcome.quarantined, f"quarantined: {outcome.quarantined}"

@@ -25,12 +25,13 @@ from typing import Any
 import pytest
 
 from facecap.contract import parse_message
-from facecap.devservers import free_port
+from facecap.devkit.servers import free_port
 from facecap.mqtt import MqttClient, MqttSettings
+from facecap.release import MODEL_FILE
 
 from .conftest import MosquittoFactory
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus
-from .helpers import Collector, sample_face, subscriber
+from .support.helpers import Collector, sample_face, subscriber
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "components" / "build.py"
@@ -75,7 +76,7 @@ def wait_for_text(nucleus: Nucleus, name: str, texts: list[str], timeout: float 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """host/port of a broker the harness runs, in the shape tests/helpers.py expects."""
+    """host/port of a broker the harness runs, in the shape tests/support/helpers.py expects."""
 
     host: str
     port: int
@@ -93,10 +94,10 @@ def test_build_lays_out_every_component(edge_build: Path) -> None:
     assert recipes == sorted(f"{name}-{version}.yaml" for name in (BROKER, DETECTOR, LOGGER, STACK))
     wheel = f"facecap-{version}-py3-none-any.whl"
     for name, files in ((BROKER, [wheel]), (LOGGER, [wheel]),
-                        (DETECTOR, ["face_detection_yunet_2023mar.onnx", wheel]), (STACK, [])):
+                        (DETECTOR, [MODEL_FILE, wheel]), (STACK, [])):
         folder = edge_build / "artifacts" / name / version
         assert sorted(p.name for p in folder.iterdir()) == files
-    model = edge_build / "artifacts" / DETECTOR / version / "face_detection_yunet_2023mar.onnx"
+    model = edge_build / "artifacts" / DETECTOR / version / MODEL_FILE
     assert hashlib.sha256(model.read_bytes()).hexdigest() == MODEL_SHA256
     # The built recipe is the project's recipe, byte for byte: publish fills in bucket and version.
     source = (REPO / "components" / DETECTOR / "recipe.yaml").read_bytes()
@@ -104,9 +105,33 @@ def test_build_lays_out_every_component(edge_build: Path) -> None:
     with zipfile.ZipFile(edge_build / "artifacts" / LOGGER / version / wheel) as archive:
         names = archive.namelist()
         entry_points = archive.read(f"facecap-{version}.dist-info/entry_points.txt").decode()
-    assert "facecap/cli.py" in names and "facecap/packaging/recipes.py" in names
     assert "facecap = facecap.cli:main" in entry_points
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
+
+
+def test_the_device_wheel_holds_only_runtime_code(edge_build: Path, tmp_path: Path) -> None:
+    wheel = next((edge_build / "artifacts" / LOGGER).glob("*/*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    for runtime in ("facecap/cli.py", "facecap/contract.py", "facecap/config.py", "facecap/detector/runner.py",
+                    "facecap/broker/runner.py", "facecap/logger/runner.py", "facecap/processor/runner.py",
+                    "facecap/storage/s3.py", "facecap/commands/detector.py"):
+        assert runtime in names
+    assert "facecap/mqtt.py" in names or "facecap/mqtt/__init__.py" in names
+    tooling = sorted(n for n in names if n.startswith(("facecap/devkit/", "facecap/packaging/"))
+                     or n == "facecap/commands/demo.py")
+    assert tooling == []
+    # On a device, `facecap demo` says in one line why it is not there; the other commands still parse.
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    demo = subprocess.run([sys.executable, "-m", "facecap.cli", "demo"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert demo.returncode == 2
+    assert demo.stderr.splitlines() == [demo.stderr.strip()]
+    assert "the demo is part of the development kit" in demo.stderr
+    where = subprocess.run([sys.executable, "-c", "import facecap.cli; print(facecap.cli.__file__)"], env=env,
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert where.stdout.strip().startswith(str(tmp_path / "site"))
 
 
 def test_gdk_style_build_in_a_project_folder(edge_build: Path, tmp_path: Path) -> None:
@@ -154,7 +179,7 @@ def test_the_model_is_downloaded_and_checked(edge_build: Path, model_path: Path,
         server.shutdown()
         server.server_close()
     assert good.returncode == 0, good.stderr
-    downloaded = next((tmp_path / "good" / "artifacts" / DETECTOR).glob("*/face_detection_yunet_2023mar.onnx"))
+    downloaded = next((tmp_path / "good" / "artifacts" / DETECTOR).glob(f"*/{MODEL_FILE}"))
     assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == MODEL_SHA256
     assert bad.returncode == 1 and "other.onnx" in bad.stderr and MODEL_SHA256 in bad.stderr
     assert not list((tmp_path / "bad" / "artifacts" / DETECTOR).glob("*/*.onnx"))

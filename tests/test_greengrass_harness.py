@@ -248,3 +248,56 @@ def test_stop_sends_sigterm_then_sigkill(tmp_path: Path) -> None:
     assert nucleus.stop("stubborn", grace=0.5) == -9
     assert time.monotonic() - started < 5
     assert not nucleus.running("stubborn")
+
+
+@pytest.mark.integration
+def test_lifecycle_states_of_run_steps(tmp_path: Path) -> None:
+    nucleus = Nucleus(tmp_path / "gg")
+    try:
+        nucleus.deploy([component("done", {"Run": "exit 0"}), component("crash", {"Run": "exit 3"}),
+                        component("long", {"Run": "sleep 60"})])
+        for name in ("done", "crash", "long"):
+            nucleus.start(name)
+        assert nucleus.wait_for_state("done", "FINISHED", "ERRORED") == "FINISHED"
+        assert nucleus.wait_for_state("crash", "FINISHED", "ERRORED") == "ERRORED"
+        time.sleep(0.3)
+        assert nucleus.history["crash"] == ["STARTING", "RUNNING", "ERRORED"]  # not supervised: no restart
+        # A Run step is RUNNING from its start, so a component's own RUNNING report is ignored, as the
+        # nucleus ignores it; ERRORED is taken.
+        assert nucleus.state("long") == "RUNNING"
+        nucleus.report_state("long", "RUNNING")
+        assert nucleus.ignored_reports == [("long", "RUNNING", "RUNNING")]
+        nucleus.report_state("long", "ERRORED")
+        assert nucleus.state("long") == "ERRORED"
+    finally:
+        nucleus.close()
+
+
+@pytest.mark.integration
+def test_supervised_crash_loop_ends_broken_after_three_errors(tmp_path: Path) -> None:
+    nucleus = Nucleus(tmp_path / "gg", supervise=True)
+    try:
+        nucleus.deploy([component("crash", {"Run": "echo started; exit 3"})])
+        nucleus.start("crash")
+        assert nucleus.wait_for_state("crash", "BROKEN") == "BROKEN"
+        assert [s for s in nucleus.history["crash"] if s in ("RUNNING", "ERRORED", "BROKEN")] == [
+            "RUNNING", "ERRORED", "RUNNING", "ERRORED", "RUNNING", "BROKEN"]
+        assert nucleus.log_text("crash").count("started") == 3
+    finally:
+        nucleus.close()
+
+
+@pytest.mark.integration
+def test_start_all_holds_back_dependants_of_a_failed_hard_dependency(tmp_path: Path) -> None:
+    nucleus = Nucleus(tmp_path / "gg")
+    try:
+        broker = component("broker", {"Startup": {"Script": "exit 1"}})
+        hard = component("hard", {"Run": "sleep 60"}, dependencies={"broker": {"DependencyType": "HARD"}})
+        soft = component("soft", {"Run": "sleep 60"}, dependencies={"broker": {"DependencyType": "SOFT"}})
+        bundle = component("bundle", dependencies={"hard": {}, "soft": {"DependencyType": "SOFT"}})
+        nucleus.deploy([broker, hard, soft, bundle])
+        assert nucleus.start_all(dependency_timeout=10) == ["hard"]
+        assert nucleus.state("broker") == "ERRORED" and nucleus.running("soft") and not nucleus.running("hard")
+        assert nucleus.state("bundle") == "FINISHED"  # no process: FINISHED, whatever its dependencies do
+    finally:
+        nucleus.close()

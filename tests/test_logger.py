@@ -17,13 +17,14 @@ import pytest
 
 from facecap.config import load_config
 from facecap.contract import FaceMetadata, build_message
-from facecap.devservers import MosquittoServer, stop_process
+from facecap.devkit.servers import MosquittoServer, stop_process
 from facecap.errors import ConfigError
 from facecap.logger.config import LoggerConfig
 from facecap.logger.facelog import FaceLog
 from facecap.mqtt import MqttClient
+from facecap.polling import wait_until
 
-from .helpers import Collector, fake_jpeg, sample_face, settings_for, subscriber
+from .support.helpers import Collector, fake_jpeg, sample_face, settings_for, subscriber
 
 CAPTURED = datetime(2026, 11, 22, 21, 56, 25, 123000, tzinfo=timezone.utc)
 
@@ -148,22 +149,13 @@ def start_logger(broker: MosquittoServer, folder: Path, **config: Any) -> tuple[
     return process, log_path
 
 
-def wait_for(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.integration
 def test_logger_process_logs_every_face_and_survives_garbage(broker: MosquittoServer, tmp_path: Path) -> None:
     statuses = Collector()
     status_sub = subscriber(broker, "facecap/edge-test/logger/status", statuses)
     process, log_path = start_logger(broker, tmp_path)
     try:
-        assert wait_for(lambda: "logging faces on faces/#" in log_path.read_text(), 20), log_path.read_text()
+        assert wait_until(lambda: "logging faces on faces/#" in log_path.read_text(), 20), log_path.read_text()
         pub = MqttClient(settings_for(broker), "detector-for-logger")
         pub.start()
         faces = [sample_face(device=f"jetson-{i % 2}", size=3_000, frame=i) for i in range(100)]
@@ -190,7 +182,7 @@ def test_logger_process_logs_every_face_and_survives_garbage(broker: MosquittoSe
         def face_lines() -> list[str]:
             return [line for line in log_path.read_text().splitlines() if " facecap.faces: face " in line]
 
-        assert wait_for(lambda: len(face_lines()) >= 100, 20), log_path.read_text()[-3000:]
+        assert wait_until(lambda: len(face_lines()) >= 100, 20), log_path.read_text()[-3000:]
         text = log_path.read_text()
         lines = face_lines()
         assert len(lines) == 100
@@ -226,7 +218,7 @@ def test_logger_waits_for_a_broker_that_starts_late(broker: MosquittoServer, tmp
         time.sleep(3)
         assert process.poll() is None, log_path.read_text()
         broker.start()
-        assert wait_for(lambda: "logging faces on faces/#" in log_path.read_text(), 20), log_path.read_text()
+        assert wait_until(lambda: "logging faces on faces/#" in log_path.read_text(), 20), log_path.read_text()
         pub = MqttClient(settings_for(broker), "late-detector")
         pub.start()
         face = sample_face(device="late")
@@ -234,7 +226,7 @@ def test_logger_waits_for_a_broker_that_starts_late(broker: MosquittoServer, tmp
                              user_properties=face.user_properties)
         assert future is not None
         future.result(timeout=10)
-        assert wait_for(lambda: f"face-id={face.face_id}" in log_path.read_text(), 10)
+        assert wait_until(lambda: f"face-id={face.face_id}" in log_path.read_text(), 10)
         pub.stop()
     finally:
         process.send_signal(signal.SIGTERM)

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from facecap.devservers import free_port
+from facecap.devkit.servers import free_port
 from facecap.logs import setup_logging
 
 pytestmark = pytest.mark.unit

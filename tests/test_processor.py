@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -23,20 +23,22 @@ from typing import Any
 
 import pytest
 
-from facecap.config import load_config
+from facecap.config import deep_merge, load_config
 from facecap.contract import OutgoingFace, parse_message
-from facecap.devservers import MosquittoServer, S3Server
+from facecap.devkit.servers import MosquittoServer, S3Server
 from facecap.mqtt import MqttClient, ReceivedMessage
+from facecap.polling import wait_until
 from facecap.processor.config import ProcessorConfig
 from facecap.processor.plan import plan_message
-from facecap.processor.service import Processor
+from facecap.processor.runner import ProcessorRunner as Processor
 from facecap.storage import face_key, open_store
 from facecap.storage.files import FileStore
 from facecap.storage.keys import join_key
 from facecap.storage.s3 import s3_metadata
 
 from .conftest import MosquittoFactory
-from .helpers import Collector, fake_jpeg, sample_face, settings_for, subscriber
+from .support.helpers import Collector, fake_jpeg, sample_face, settings_for, subscriber
+from .support.s3 import s3_with_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +50,7 @@ PREFIX = "store"
 
 @pytest.fixture
 def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The S3 server, reachable through the standard AWS variables only, with an empty bucket."""
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    client = s3_server.client()
-    client.create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
-    return client
+    return s3_with_bucket(s3_server, monkeypatch, BUCKET)
 
 
 def make_config(broker: MosquittoServer, tmp_path: Path, store: str = f"s3://{BUCKET}/{PREFIX}",
@@ -70,12 +65,7 @@ def make_config(broker: MosquittoServer, tmp_path: Path, store: str = f"s3://{BU
         "statsIntervalSeconds": 5,
         "drainTimeoutSeconds": 10,
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return load_config(ProcessorConfig, "processor", data, env={})
+    return load_config(ProcessorConfig, "processor", deep_merge(data, overrides), env={})
 
 
 @contextmanager
@@ -147,15 +137,6 @@ def lost_and_duplicates(keys: Sequence[str], faces: Sequence[OutgoingFace]) -> t
     return lost, duplicates
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
-
-
 # --- acceptance ------------------------------------------------------------------------------------------
 
 def test_thousand_faces_make_exactly_thousand_objects(broker: MosquittoServer, s3: Any, tmp_path: Path) -> None:
@@ -196,16 +177,21 @@ def test_every_message_twice_still_one_object_per_face(broker: MosquittoServer, 
     assert len(keys) == 300
 
 
-def test_s3_down_for_20_s_mid_stream_loses_nothing(broker: MosquittoServer, s3: Any, s3_server: S3Server,
-                                                    tmp_path: Path) -> None:
+def test_s3_down_mid_stream_loses_nothing(broker: MosquittoServer, s3: Any, s3_server: S3Server,
+                                          tmp_path: Path) -> None:
     faces = make_faces(600)
     with running(make_config(broker, tmp_path)) as processor:
         stream = publish_in_background(broker, faces, per_second=20)  # ~30 s of traffic
         assert wait_until(lambda: processor.stats.stored >= 60, 30)
         s3_server.stop()
         time.sleep(0.5)  # a put that finished just before the stop is counted after its PUBACK
-        stopped_at = processor.stats.stored
-        time.sleep(19.5)
+        stopped_at, failed_before = processor.stats.stored, processor.stats.store_failures
+        workers, window = processor.config.workers, processor.config.receive_maximum
+        # The outage lasts until the processor is at its worst: its receive window is full (the broker
+        # queues the rest of the stream) and every worker has retried through the backoff to its ceiling.
+        assert wait_until(lambda: processor.pending >= window
+                          and processor.stats.store_failures >= failed_before + 5 * workers, 30), \
+            processor.stats.summary(processor.pending)
         assert processor.stats.stored == stopped_at, "stored while the S3 server was down?"
         assert processor.stats.store_failures > 0
         assert stream.is_alive(), "the outage must fall in the middle of the stream"
@@ -340,8 +326,10 @@ def test_shared_subscription_splits_the_load_into_a_folder(mosquitto: MosquittoF
     broker = mosquitto()
     root = tmp_path / "faces"
     faces = make_faces(300, size=5000)
-    config_a = make_config(broker, tmp_path / "a", store=f"file://{root}", shareGroup="g", mqtt={"clientId": "proc-a"})
-    config_b = make_config(broker, tmp_path / "b", store=f"file://{root}", shareGroup="g", mqtt={"clientId": "proc-b"})
+    config_a = make_config(broker, tmp_path / "a", store=f"file://{root}", shareGroup="g",
+                           mqtt={"clientId": "facecap-a"})
+    config_b = make_config(broker, tmp_path / "b", store=f"file://{root}", shareGroup="g",
+                           mqtt={"clientId": "facecap-b"})
     with running(config_a) as first, running(config_b) as second:
         publish(broker, faces)
         assert wait_until(lambda: first.stats.stored + second.stats.stored >= 300, 30)

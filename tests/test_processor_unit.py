@@ -20,7 +20,7 @@ from facecap.processor.heartbeat import check_heartbeat, write_heartbeat
 from facecap.processor.plan import plan_message
 from facecap.storage import face_key
 
-from .helpers import fake_jpeg, sample_face
+from .support.helpers import fake_jpeg, sample_face
 
 pytestmark = pytest.mark.unit
 
@@ -49,7 +49,7 @@ def test_docker_environment_variables() -> None:
         "FACECAP_MQTT__CA_FILE": "/run/secrets/ca.crt",
         "FACECAP_MQTT__USERNAME": "processor",
         "FACECAP_MQTT__PASSWORD_FILE": "/run/secrets/processor-password",
-        "FACECAP_MQTT__CLIENT_ID": "processor-a",
+        "FACECAP_MQTT__CLIENT_ID": "facecap-processor-a",
         "FACECAP_SHARE_GROUP": "processors",
         "FACECAP_WORKERS": "8",
         "FACECAP_RETRY__MAX_DELAY_SECONDS": "5",
@@ -60,7 +60,7 @@ def test_docker_environment_variables() -> None:
     assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls) == ("mosquitto", 8883, True)
     assert config.mqtt.password_file == "/run/secrets/processor-password"
     assert config.topic_filter == "$share/processors/faces/#"
-    assert config.status_topic == "facecap/processor-a/processor/status"
+    assert config.status_topic == "facecap/facecap-processor-a/processor/status"
     assert config.workers == 8 and config.retry.max_delay_seconds == 5
     assert config.heartbeat_file == "/run/hb"
 
@@ -83,6 +83,9 @@ def test_kms_key_needs_kms_and_client_id_must_be_a_safe_level() -> None:
                        env={}).kms_key_id == "alias/x"
     with pytest.raises(ConfigError, match="clientId"):
         load_config(ProcessorConfig, "processor", {"mqtt": {"clientId": "a/b"}}, env={})
+    # A client id a device could have (its certificate's CN) is refused: only "facecap..." ids are safe.
+    with pytest.raises(ConfigError, match="must start with 'facecap'"):
+        load_config(ProcessorConfig, "processor", {"mqtt": {"clientId": "processor-2"}}, env={})
 
 
 def message(topic: str, payload: bytes, content_type: str | None = None,
@@ -160,3 +163,18 @@ def test_healthcheck_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     config = json.dumps({"heartbeatFile": str(path), "heartbeatIntervalSeconds": 1})
     assert main(["processor", "healthcheck", "--config", config]) == 0
     assert "ok: heartbeat" in capsys.readouterr().out
+
+
+def test_processor_reads_facecap_config_like_every_component(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "hb"
+    write_heartbeat(path, {"connected": True, "disconnectedSince": None})
+    monkeypatch.setenv("FACECAP_CONFIG", json.dumps({"heartbeatFile": str(path), "heartbeatIntervalSeconds": 1}))
+    assert main(["processor", "healthcheck"]) == 0
+    assert "ok: heartbeat" in capsys.readouterr().out
+    # --config wins over the variable.
+    assert main(["processor", "healthcheck", "--config", json.dumps({"heartbeatFile": str(tmp_path / "no")})]) == 1
+    # The processor itself: a bad key in $FACECAP_CONFIG stops it before it connects, naming the key.
+    monkeypatch.setenv("FACECAP_CONFIG", json.dumps({"workers": 0}))
+    assert main(["processor"]) == 2
+    assert "workers" in capsys.readouterr().err

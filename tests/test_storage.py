@@ -17,7 +17,7 @@ from facecap.storage import StoreError, face_key, message_digest, open_store, pa
 from facecap.storage.files import FileStore
 from facecap.storage.s3 import METADATA_BUDGET, TRUNCATED, s3_metadata
 
-from .helpers import fake_jpeg
+from .support.helpers import fake_jpeg
 
 pytestmark = pytest.mark.unit
 

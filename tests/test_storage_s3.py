@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from facecap.devservers import S3Server
+from facecap.devkit.servers import S3Server
 from facecap.storage import StoreError, open_store
 from facecap.storage.s3 import S3Store
+
+from .support.s3 import s3_with_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -18,13 +20,7 @@ BUCKET = "facecap-store-test"
 
 @pytest.fixture
 def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    client = s3_server.client()
-    client.create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
-    return client
+    return s3_with_bucket(s3_server, monkeypatch, BUCKET)
 
 
 def test_put_stores_bytes_content_type_metadata_and_encryption(s3_env: Any) -> None:

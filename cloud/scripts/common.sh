@@ -10,8 +10,12 @@ DEVICES_DIR="${SECRETS}/devices"
 # The broker runs as this uid/gid inside the eclipse-mosquitto image.
 MOSQUITTO_UID=1883
 MOSQUITTO_IMAGE="${MOSQUITTO_IMAGE:-eclipse-mosquitto:2.0}"
-# Identities that are not devices; a device may not take these names.
-RESERVED_IDS=(processor)
+# Names the system uses itself, which no device may take (the same list as facecap.contract.RESERVED_IDS):
+# the processor's user name, the store's quarantine folder, the compose service name in the server
+# certificate, and - as a prefix, compared without case - "facecap", which the processor's client ids
+# (facecap-processor...), the bridges' client ids (facecap-edge-...) and the facecap/ topics use.
+RESERVED_IDS=(processor quarantine broker)
+RESERVED_PREFIX=facecap
 
 die() {
     echo "error: $*" >&2
@@ -26,6 +30,15 @@ check_id() {
     [[ "$id" != "." && "$id" != ".." ]] || die "invalid id '$id'"
 }
 
+# Refuse a device id the system uses itself.
+check_not_reserved() {
+    local id="$1" reserved
+    for reserved in "${RESERVED_IDS[@]}"; do
+        [[ "${id,,}" != "$reserved" ]] || die "'$id' is reserved for the broker's own identities"
+    done
+    [[ "${id,,}" != "${RESERVED_PREFIX}"* ]] || die "'$id' is reserved: ids starting with '${RESERVED_PREFIX}' are the system's own"
+}
+
 need_ca() {
     [[ -f "${CA_DIR}/ca.key" && -f "${CA_DIR}/ca.crt" ]] || die "no CA in ${CA_DIR}: run make-ca.sh first"
 }
@@ -33,6 +46,53 @@ need_ca() {
 # A fresh random password: 32 characters from the base64 alphabet without / + =.
 new_password() {
     openssl rand -base64 48 | tr -d '/+=\n' | cut -c1-32
+}
+
+# The broker's certificate revocation list. remove-device.sh and revoke-cert.sh add to it; the broker reads
+# it at start and on SIGHUP.
+CRL_FILE="${BROKER_DIR}/crl.pem"
+# The CRL is handed to our broker only, never fetched, so it need not be fresh; but OpenSSL refuses every
+# certificate once the CRL's nextUpdate has passed, so it is valid as long as a CA (10 years).
+CRL_DAYS=3650
+
+# An `openssl ca` configuration over the CA's small database (index.txt, the list of revoked certificates).
+# A CA made elsewhere without one gets an empty database on first use.
+ca_config() {
+    [[ -f "${CA_DIR}/index.txt" ]] || : > "${CA_DIR}/index.txt"
+    [[ -f "${CA_DIR}/crlnumber" ]] || echo 1000 > "${CA_DIR}/crlnumber"
+    local conf="${CA_DIR}/openssl-ca.cnf"
+    cat > "$conf" <<CONF
+[ca]
+default_ca = facecap
+[facecap]
+database = ${CA_DIR}/index.txt
+crlnumber = ${CA_DIR}/crlnumber
+certificate = ${CA_DIR}/ca.crt
+private_key = ${CA_DIR}/ca.key
+default_md = sha256
+default_crl_days = ${CRL_DAYS}
+CONF
+    echo "$conf"
+}
+
+# Write the CRL the broker reads (world-readable: it holds only serial numbers).
+make_crl() {
+    need_ca
+    mkdir -p "$BROKER_DIR"
+    openssl ca -config "$(ca_config)" -gencrl -out "${CRL_FILE}.new" 2>/dev/null
+    chmod 0644 "${CRL_FILE}.new"
+    mv "${CRL_FILE}.new" "$CRL_FILE"
+}
+
+# Revoke one certificate file and rewrite the CRL. Revoking one already revoked is not an error.
+revoke_cert() {
+    local cert="$1" out
+    need_ca
+    if ! out="$(openssl ca -config "$(ca_config)" -revoke "$cert" 2>&1)"; then
+        [[ "$out" == *"lready revoked"* ]] || die "cannot revoke ${cert}: ${out}"
+    fi
+    make_crl
+    echo "revoked $(openssl x509 -in "$cert" -noout -serial) ($(openssl x509 -in "$cert" -noout -subject))"
 }
 
 # Set USER's password in the mosquitto password FILE (hashed by mosquitto_passwd). The password goes
@@ -73,12 +133,13 @@ broker_owns() {
     fi
 }
 
-# Tell a running compose broker to re-read its password and ACL files (SIGHUP); quiet if none runs.
+# Tell a running compose broker to re-read its password file, ACLs and CRL (SIGHUP); quiet if none runs.
+# A reload keeps every connection; a revoked device already connected is cut at its next reconnection.
 reload_broker() {
     if command -v docker >/dev/null 2>&1 \
         && docker compose -f "${SCRIPTS_DIR}/../compose.yaml" ps --status running broker 2>/dev/null | grep -q broker; then
         docker compose -f "${SCRIPTS_DIR}/../compose.yaml" kill -s HUP broker >/dev/null
-        echo "broker reloaded its password and ACL files"
+        echo "broker reloaded its password file, ACLs and CRL"
     else
         echo "no running broker found: the change takes effect when the broker starts (or send it SIGHUP)"
     fi

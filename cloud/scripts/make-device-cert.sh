@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Issue (or re-issue, to rotate) the TLS client certificate of one device. The certificate's CN is the
-# device id; the broker also requires the device's password (add-device.sh), so a stolen certificate
-# alone does not get in.
+# device id, which the broker takes as its user name and client id. remove-device.sh revokes it.
 #
 # usage: make-device-cert.sh [--days N] DEVICE_ID
 set -euo pipefail

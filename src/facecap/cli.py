@@ -1,5 +1,8 @@
-"""The `facecap` command. Each part registers its subcommand from its own module, imported lazily so that
-`facecap --help` never pays for OpenCV or boto3."""
+"""The `facecap` command. Each part registers its subcommand from its own module in facecap.commands, which
+imports the part itself only when the command runs, so that `facecap --help` never pays for OpenCV or boto3.
+
+`facecap demo` belongs to the development kit, which the device wheel leaves out: there the command is
+still listed, and running it says so in one line instead of failing with a traceback."""
 
 from __future__ import annotations
 
@@ -7,21 +10,27 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .errors import ConfigError
 
 # Each module has `register(subparsers)`, which adds one or more subcommands with `func` set to a
-# callable taking the parsed arguments and returning an exit code.
+# handler taking the parsed arguments and returning an exit code (`run`, or `run_<action>` for a second
+# subcommand of the same module).
 COMMAND_MODULES = (
-    "facecap.demo.command",
+    "facecap.commands.demo",
     "facecap.commands.send",
     "facecap.commands.validate_config",
     "facecap.commands.broker",
     "facecap.commands.logger",
-    "facecap.detector.command",
+    "facecap.commands.detector",
     "facecap.commands.processor",
 )
+# Command modules of the development kit (not in the device wheel), with the subcommand each adds.
+DEVKIT_COMMANDS = {"facecap.commands.demo": "demo"}
+DEVKIT_MISSING = ("the {command} is part of the development kit, which this installation (the device wheel) "
+                  "leaves out; run it from a checkout of facecap (pip install -e .)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +38,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"facecap {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+        _register(name, subparsers)
     return parser
+
+
+def _register(module_name: str, subparsers: Any) -> None:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name not in DEVKIT_COMMANDS or not (missing == module_name or missing.startswith("facecap.devkit")):
+            raise
+        _register_missing(subparsers, DEVKIT_COMMANDS[module_name])
+        return
+    module.register(subparsers)
+
+
+def _register_missing(subparsers: Any, command: str) -> None:
+    # Takes every argument as a positional (no option prefix, no --help), so whatever the user typed
+    # after `demo` ends in the one line below rather than in a usage error.
+    parser = subparsers.add_parser(command, help="(development kit: not installed here)", add_help=False,
+                                   prefix_chars="\0", description=DEVKIT_MISSING.format(command=command))
+    parser.add_argument("ignored", nargs="*")
+
+    def run(_args: argparse.Namespace) -> int:
+        print("facecap: " + DEVKIT_MISSING.format(command=command), file=sys.stderr)
+        return 2
+
+    parser.set_defaults(func=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

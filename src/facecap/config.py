@@ -18,16 +18,20 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from typing_extensions import Self
 
+from .contract import DEFAULT_TOPIC_PREFIX, check_id, check_topic_prefix
 from .errors import ConfigError, ContractError
 
 ENV_PREFIX = "FACECAP_"
+# Where a component's whole configuration comes from when --config is not given.
+CONFIG_ENV = "FACECAP_CONFIG"
 _UNREPLACED = re.compile(r"^\{(configuration|iot|work|artifacts):([^}]*)\}$")
 
 M = TypeVar("M", bound="ConfigModel")
@@ -43,6 +47,15 @@ class ConfigModel(BaseModel):
         frozen=True,
         validate_default=True,
     )
+    # (lower, upper) field pairs where upper must be at least lower, e.g. a backoff's start and ceiling.
+    ordered_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_ordered_fields(self) -> Self:
+        for lower, upper in self.ordered_fields:
+            if getattr(self, upper) < getattr(self, lower):
+                raise ValueError(f"{to_camel(upper)} must be at least {to_camel(lower)}")
+        return self
 
 
 class LoggingSettings(ConfigModel):
@@ -52,8 +65,51 @@ class LoggingSettings(ConfigModel):
     format: str = Field("text", pattern=r"^(text|json)$", description="`text` lines or one JSON object a line.")
 
 
+class DeviceConfig(ConfigModel):
+    """A component that runs on a device and names it."""
+
+    device_id: str = Field("", description="Device id in topics, [A-Za-z0-9._-]{1,64}; empty uses "
+                                           "AWS_IOT_THING_NAME (the Greengrass thing name), then the host name.")
+
+    @field_validator("device_id")
+    @classmethod
+    def _check_device_id(cls, value: str) -> str:
+        return value if value == "" else as_value_error(check_id, "device-id", value)
+
+
+class TopicConfig(ConfigModel):
+    """A component that publishes or reads face messages."""
+
+    topic_prefix: str = Field(DEFAULT_TOPIC_PREFIX,
+                              description="Faces travel on `<topicPrefix>/<deviceId>/<cameraId>`; the logger and "
+                                          "the processor read `<topicPrefix>/#`.")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _check_topic_prefix(cls, value: str) -> str:
+        return check_topic_prefix(value)
+
+
+class ComponentConfig(TopicConfig, DeviceConfig):
+    """An edge component that handles faces: deviceId and topicPrefix, each checked by one rule."""
+
+
+def as_value_error(check: Callable[[str, str], str], kind: str, value: str) -> str:
+    """Run a contract check where pydantic wants a ValueError (it reports its text under the key)."""
+    try:
+        return check(kind, value)
+    except ContractError as exc:
+        raise ValueError(exc.detail) from None
+
+
 def _snake_upper(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+
+def env_name(*keys: str) -> str:
+    """The environment variable load_config reads a key from: camelCase keys -> FACECAP_UPPER_SNAKE, nested
+    keys joined by a double underscore (`mqtt`, `passwordFile` -> FACECAP_MQTT__PASSWORD_FILE)."""
+    return ENV_PREFIX + "__".join(_snake_upper(key) for key in keys)
 
 
 def _is_structured(annotation: Any) -> bool:
@@ -66,21 +122,22 @@ def _is_structured(annotation: Any) -> bool:
     return False
 
 
-def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """`overlay` over `base`, object by object at every level (a list or value replaces)."""
     merged = dict(base)
     for key, value in overlay.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(dict(merged[key]), value)
+            merged[key] = deep_merge(dict(merged[key]), value)
         else:
             merged[key] = value
     return merged
 
 
-def _field_for_env(model: type[BaseModel], env_name: str) -> tuple[str, Any] | None:
-    """Find the field whose UPPER_SNAKE alias or name is `env_name`: (alias, annotation)."""
+def _field_for_env(model: type[BaseModel], part: str) -> tuple[str, Any] | None:
+    """Find the field whose UPPER_SNAKE alias or name is `part` of a variable's name: (alias, annotation)."""
     for name, info in model.model_fields.items():
         alias = info.alias or name
-        if env_name in (_snake_upper(alias), name.upper()):
+        if part in (_snake_upper(alias), name.upper()):
             return alias, info.annotation
     return None
 
@@ -108,7 +165,7 @@ def _env_overlay(model: type[BaseModel], env: Mapping[str, str], problems: list[
         if not path:
             continue  # another component's variable, or FACECAP_CONFIG itself
         value: Any = raw
-        if _is_structured(annotation) and not _UNREPLACED.match(raw):
+        if _is_structured(annotation) and not _UNREPLACED.fullmatch(raw):
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
@@ -126,10 +183,19 @@ def _unreplaced_variables(data: Any, path: str = "") -> list[tuple[str, str]]:
         return [p for key, value in data.items() for p in _unreplaced_variables(value, f"{path}.{key}".lstrip("."))]
     if isinstance(data, list):
         return [p for i, value in enumerate(data) for p in _unreplaced_variables(value, f"{path}[{i}]")]
-    if isinstance(data, str) and (match := _UNREPLACED.match(data)):
+    if isinstance(data, str) and (match := _UNREPLACED.fullmatch(data)):
         return [(path or "<root>", f"Greengrass left the recipe variable {data} unreplaced: "
                  f"the component configuration has no value at {match.group(2) or '/'}")]
     return []
+
+
+def config_source(arg: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The configuration a component runs with: ``--config`` when given, else ``$FACECAP_CONFIG``, else None
+    (the defaults). Read when the command runs, never as an argparse default, so `--help` and tests that
+    build the parser do not depend on the environment."""
+    if arg:
+        return arg
+    return (os.environ if env is None else env).get(CONFIG_ENV) or None
 
 
 def read_config_source(source: str) -> dict[str, Any]:
@@ -164,7 +230,7 @@ def load_config(
         data = dict(source)
     elif source:
         data = read_config_source(source)
-    data = _deep_merge(data, _env_overlay(model, os.environ if env is None else env, problems))
+    data = deep_merge(data, _env_overlay(model, os.environ if env is None else env, problems))
     problems += _unreplaced_variables(data)
     if problems:
         raise ConfigError(component, problems)
@@ -209,8 +275,6 @@ def resolve_device_id(configured: str) -> str:
     """An empty deviceId means the Greengrass thing name (the nucleus sets AWS_IOT_THING_NAME for every
     component), falling back to the host name on a laptop."""
     import socket
-
-    from .contract import check_id
 
     candidate = configured or os.environ.get("AWS_IOT_THING_NAME", "") or socket.gethostname().split(".")[0]
     try:

@@ -23,7 +23,15 @@ DEFAULT_TOPIC_PREFIX = "faces"
 # Mosquitto's message_size_limit on both brokers is derived from this, so the bridge never drops a face.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9._-]+$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # use with fullmatch: "$" alone lets a final "\n" through
+# Names the system uses itself, which no device may have (cloud/scripts/common.sh keeps the same list, and
+# add-device.sh refuses them): the processor's user name, the store's quarantine folder, the compose service
+# name in the broker's certificate, and - compared without case - every name starting with "facecap": the
+# processor's client ids (facecap-processor...), the bridges' (facecap-edge-...), which share the broker's
+# client-id space with the devices, and the first level of the facecap/<id>/... topics.
+RESERVED_IDS = frozenset({"processor", "quarantine", "broker"})
+RESERVED_ID_PREFIX = "facecap"
 JPEG = "image/jpeg"
 PNG = "image/png"
 EXTENSIONS = {JPEG: "jpg", PNG: "png"}
@@ -92,9 +100,28 @@ def face_id_time(face_id: str) -> datetime:
 
 def check_id(kind: str, value: str) -> str:
     """Device and camera ids become topic levels and object key parts: keep them to a safe alphabet."""
-    if not ID_PATTERN.match(value) or value in (".", ".."):
+    if not ID_PATTERN.fullmatch(value) or value in (".", ".."):
         raise ContractError(f"bad-{kind}", f"{kind} {value!r} must match [A-Za-z0-9._-]{{1,64}} and not be . or ..")
     return value
+
+
+def check_topic_prefix(value: str) -> str:
+    """A topic prefix is one or more levels of the id alphabet: no wildcards, no empty, . or .. levels, so
+    that every component (and the processor's object keys) reads the same topics."""
+    if not all(_TOPIC_LEVEL.fullmatch(level) and level not in (".", "..") for level in value.split("/")):
+        raise ValueError("must be one or more topic levels of [A-Za-z0-9._-] separated by /, without wildcards, "
+                         "empty levels, . or .. (e.g. faces)")
+    return value
+
+
+def status_topic(device_id: str, component: str) -> str:
+    """Where a component publishes its retained online/offline status."""
+    return f"facecap/{device_id}/{component}/status"
+
+
+def is_reserved_id(value: str) -> bool:
+    lowered = value.lower()
+    return lowered in RESERVED_IDS or lowered.startswith(RESERVED_ID_PREFIX)
 
 
 def format_time(moment: datetime) -> str:
@@ -104,7 +131,7 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    if not _RFC3339_MS.match(text):
+    if not _RFC3339_MS.fullmatch(text):
         raise ContractError("bad-property", f"captured-at {text!r} is not RFC 3339 UTC with milliseconds")
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
@@ -216,7 +243,7 @@ def build_message(
         raise ContractError("not-an-image", "payload is neither JPEG nor PNG")
     if len(payload) > max_payload_bytes:
         raise ContractError("too-large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}")
-    if not _FACE_ID.match(meta.face_id):
+    if not _FACE_ID.fullmatch(meta.face_id):
         raise ContractError("bad-face-id", f"face-id {meta.face_id!r} is not a 26-character ULID")
     if meta.shot:
         _check_shot(meta.shot)
@@ -248,6 +275,8 @@ def _topic_ids(topic: str, prefix: str) -> tuple[str, str]:
     if len(rest) not in (1, 2):
         raise ContractError("bad-topic", f"topic {topic!r} is not {prefix}/<device-id>/<camera-id>")
     device = check_id("device-id", rest[0])
+    if is_reserved_id(device):
+        raise ContractError("reserved-device-id", f"device id {device!r} is reserved for the system's own use")
     camera = check_id("camera-id", rest[1]) if len(rest) == 2 else "default"
     return device, camera
 
@@ -275,6 +304,36 @@ def _parse_number(name: str, text: str, kind: type[int] | type[float]) -> float:
         raise ContractError("bad-property", f"{name} {text!r} is not a number") from None
 
 
+def _check_payload(payload: bytes, content_type: str | None, max_payload_bytes: int) -> str:
+    """The payload's content type, sniffed from its bytes; ContractError when it is too large, not an image,
+    or not what the content type property says."""
+    if len(payload) > max_payload_bytes:
+        raise ContractError("too-large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}")
+    sniffed = sniff_content_type(payload)
+    if sniffed is None:
+        raise ContractError("not-an-image", f"payload of {len(payload)} bytes is neither JPEG nor PNG")
+    if content_type and content_type != sniffed:
+        raise ContractError("content-type-mismatch", f"content type {content_type!r} but payload is {sniffed}")
+    return sniffed
+
+
+def _check_properties(props: Mapping[str, str], digest: str, device: str, camera: str) -> None:
+    """ContractError unless the v1 properties are complete and agree with the payload and the topic."""
+    if props["schema"] != SCHEMA:
+        raise ContractError("bad-schema", f"schema {props['schema']!r} is not {SCHEMA}")
+    missing = [name for name in ("face-id", "captured-at", "sha256") if not props.get(name)]
+    if missing:
+        raise ContractError("missing-property", f"missing {', '.join(missing)}")
+    face_id = props["face-id"]
+    if not _FACE_ID.fullmatch(face_id):
+        raise ContractError("bad-face-id", f"face-id {face_id!r} is not a 26-character ULID")
+    if props["sha256"].lower() != digest:
+        raise ContractError("sha256-mismatch", f"sha256 property {props['sha256']!r} but payload hashes to {digest}")
+    for name, topic_value in (("device-id", device), ("camera-id", camera)):
+        if name in props and props[name] != topic_value:
+            raise ContractError(f"{name}-mismatch", f"{name} property {props[name]!r} but topic says {topic_value!r}")
+
+
 def parse_message(
     topic: str,
     payload: bytes,
@@ -289,13 +348,7 @@ def parse_message(
     The device id is always the topic's: the cloud broker's ACL ties a device to its own topic, while a
     property is whatever the publisher wrote. A property that disagrees with the topic is rejected.
     """
-    if len(payload) > max_payload_bytes:
-        raise ContractError("too-large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}")
-    sniffed = sniff_content_type(payload)
-    if sniffed is None:
-        raise ContractError("not-an-image", f"payload of {len(payload)} bytes is neither JPEG nor PNG")
-    if content_type and content_type != sniffed:
-        raise ContractError("content-type-mismatch", f"content type {content_type!r} but payload is {sniffed}")
+    sniffed = _check_payload(payload, content_type, max_payload_bytes)
     device, camera = _topic_ids(topic, topic_prefix)
     digest = hashlib.sha256(payload).hexdigest()
     props = dict(user_properties)
@@ -304,24 +357,12 @@ def parse_message(
         # A bare image from an older publisher: the payload's hash is its identity.
         return FaceMessage(topic, payload, sniffed, digest, device, camera, digest, None, legacy=True)
 
-    if props["schema"] != SCHEMA:
-        raise ContractError("bad-schema", f"schema {props['schema']!r} is not {SCHEMA}")
-    missing = [name for name in ("face-id", "captured-at", "sha256") if not props.get(name)]
-    if missing:
-        raise ContractError("missing-property", f"missing {', '.join(missing)}")
-    face_id = props["face-id"]
-    if not _FACE_ID.match(face_id):
-        raise ContractError("bad-face-id", f"face-id {face_id!r} is not a 26-character ULID")
-    if props["sha256"].lower() != digest:
-        raise ContractError("sha256-mismatch", f"sha256 property {props['sha256']!r} but payload hashes to {digest}")
-    for name, topic_value in (("device-id", device), ("camera-id", camera)):
-        if name in props and props[name] != topic_value:
-            raise ContractError(f"{name}-mismatch", f"{name} property {props[name]!r} but topic says {topic_value!r}")
+    _check_properties(props, digest, device, camera)
     return FaceMessage(
         topic=topic,
         payload=payload,
         content_type=sniffed,
-        face_id=face_id,
+        face_id=props["face-id"],
         device_id=device,
         camera_id=camera,
         sha256=digest,

@@ -40,3 +40,7 @@ class MqttAuthError(MqttConnectError):
 
 class PublishError(MqttError):
     """A publish failed or the broker answered it with a failure reason code."""
+
+
+class GreengrassError(FacecapError):
+    """Greengrass IPC failed: the nucleus refused the connection or an operation (e.g. accessControl)."""

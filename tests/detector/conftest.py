@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from facecap.config import deep_merge
+
 from .scenes import Scene, street_scene
 
 DetectorRunner = Callable[..., "DetectorProcess"]
@@ -29,7 +31,7 @@ def street_video(street: Scene, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def detector_config(video: Path, broker: Any, model: Path | None, **sections: Any) -> dict[str, Any]:
-    """A configuration for the street video on a test broker; `sections` are merged one level deep."""
+    """A configuration for the street video on a test broker, with `sections` merged over it."""
     config: dict[str, Any] = {
         "deviceId": "jetson-test",
         "cameraId": "street",
@@ -39,12 +41,7 @@ def detector_config(video: Path, broker: Any, model: Path | None, **sections: An
                  "maxReconnectDelaySeconds": 1},
         "statsIntervalSeconds": 1,
     }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    return config
+    return deep_merge(config, sections)
 
 
 class DetectorProcess:

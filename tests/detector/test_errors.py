@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from facecap.detector.camera import has_gstreamer
-from facecap.devservers import MosquittoServer
-from tests.helpers import Collector, subscriber
+from facecap.devkit.servers import MosquittoServer
+from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorRunner, detector_config
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from facecap.devservers import MosquittoServer
-from tests.helpers import Collector, subscriber
+from facecap.devkit.servers import MosquittoServer
+from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorProcess, DetectorRunner, detector_config
 

@@ -12,8 +12,8 @@ from facecap.contract import FaceMessage, parse_message
 from facecap.detector.config import DetectionSettings
 from facecap.detector.detection import YuNetDetector
 from facecap.detector.scaling import Scaling
-from facecap.devservers import MosquittoServer
-from tests.helpers import Collector, subscriber
+from facecap.devkit.servers import MosquittoServer
+from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorRunner, detector_config
 from .scenes import Scene, match_visit

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ConfigModel, LoggingSettings
+from ..config import ConfigModel, DeviceConfig, LoggingSettings
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES
 
 # mosquitto.conf is read line by line and a value runs to the end of its line, so a value with a line
@@ -29,7 +29,7 @@ LOG_TYPES = ("error", "warning", "notice", "information", "subscribe", "unsubscr
 
 
 def _text(value: str, what: str = "the value") -> str:
-    if not _NO_CONTROL.match(value):
+    if not _NO_CONTROL.fullmatch(value):
         raise ValueError(f"{what} must not contain line breaks or other control characters")
     if value != value.strip():
         raise ValueError(f"{what} must not begin or end with blanks (mosquitto.conf trims them)")
@@ -122,7 +122,7 @@ class BridgeSettings(ConfigModel):
     @classmethod
     def _host(cls, value: str) -> str:
         # Mosquitto's `address host:port` splits at the first colon, so an IPv6 literal cannot be written.
-        if not _NO_SPACE.match(value) or ":" in value:
+        if not _NO_SPACE.fullmatch(value) or ":" in value:
             raise ValueError("must be a host name or IPv4 address, without port or blanks (the port is "
                              "bridge.port; for IPv6 use a DNS name)")
         return value
@@ -167,10 +167,9 @@ class QueueLimits(ConfigModel):
                                              "unlimited.")
 
 
-class BrokerConfig(ConfigModel):
+class BrokerConfig(DeviceConfig):
     """Configuration of `facecap broker`, the EdgeBroker component."""
 
-    device_id: str = Field("", description="Device id; empty: the Greengrass thing name, else the hostname.")
     mosquitto_path: str = Field("", description="The mosquitto binary; empty searches PATH and /usr/sbin.")
     local: LocalListener = Field(default_factory=LocalListener)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
@@ -186,7 +185,7 @@ class BrokerConfig(ConfigModel):
     extra_config: list[str] = Field([], description="Extra global mosquitto.conf lines, appended verbatim.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
-    @field_validator("device_id", "mosquitto_path")
+    @field_validator("mosquitto_path")
     @classmethod
     def _plain_text(cls, value: str) -> str:
         return _text(value)

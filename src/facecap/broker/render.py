@@ -52,8 +52,18 @@ def render_conf(
         lines.append(f"user {user}")
     lines += _listener(config)
     lines += _persistence(config, work_dir)
+    lines += _limits(config)
+    lines += _logging(config)
+    if config.extra_config:
+        lines += ["", "# extraConfig", *config.extra_config]
+    if config.bridge.enabled:
+        lines += _bridge(config, device_id, password, forwarder_port)
+    return "\n".join(lines) + "\n"
+
+
+def _limits(config: BrokerConfig) -> list[str]:
     queue = config.queue
-    lines += [
+    return [
         "",
         "# Limits. The bridge is one client: these bound the backlog an outage of the cloud link builds up.",
         f"max_queued_messages {queue.max_queued_messages}",
@@ -65,6 +75,11 @@ def render_conf(
         # Applies to the connections the broker accepts (the local components); in Mosquitto 2.0 the
         # bridge's own outgoing socket is not covered (the TLS forwarder sets it on the link to the cloud).
         "set_tcp_nodelay true",
+    ]
+
+
+def _logging(config: BrokerConfig) -> list[str]:
+    return [
         "",
         # Mosquitto 2.0.11 block-buffers stdout when it is a pipe, so a log line could wait hours there;
         # stderr is unbuffered, and Greengrass writes both streams to the component log.
@@ -77,11 +92,6 @@ def render_conf(
         # $SYS figures (queued messages, drops) refresh this often; operations.md reads them.
         "sys_interval 10",
     ]
-    if config.extra_config:
-        lines += ["", "# extraConfig", *config.extra_config]
-    if config.bridge.enabled:
-        lines += _bridge(config, device_id, password, forwarder_port)
-    return "\n".join(lines) + "\n"
 
 
 def _listener(config: BrokerConfig) -> list[str]:

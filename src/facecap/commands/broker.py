@@ -4,15 +4,14 @@ the mosquitto.conf it would run, with the password masked, and says whether the 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..broker.config import BrokerConfig
 from ..broker.preflight import preflight
-from ..broker.run import conf_text, run_broker
-from ..config import load_config
+from ..broker.runner import EdgeBrokerRunner
+from ..config import config_source, load_config
 from ..errors import ConfigError
 from ..logs import setup_logging
 
@@ -24,22 +23,22 @@ def register(subparsers: Any) -> None:
                     "Mosquitto in the foreground. `render` only prints the file (password masked).")
     parser.add_argument("action", nargs="?", choices=("run", "render"), default="run",
                         help="run (default) or render")
-    parser.add_argument("--config", default=os.environ.get("FACECAP_CONFIG", ""),
+    parser.add_argument("--config",
                         help="JSON object or JSON file (default: $FACECAP_CONFIG); FACECAP_* variables "
                              "override single keys")
-    parser.set_defaults(func=main)
+    parser.set_defaults(func=run)
 
 
-def main(args: argparse.Namespace) -> int:
-    config = load_config(BrokerConfig, "broker", args.config or None)
-    work_dir = Path.cwd()
+def run(args: argparse.Namespace) -> int:
+    config = load_config(BrokerConfig, "broker", config_source(args.config))
+    runner = EdgeBrokerRunner(config, Path.cwd())
     if args.action == "render":
-        sys.stdout.write(conf_text(config, work_dir, masked=True))
+        sys.stdout.write(runner.conf_text(masked=True))
         try:
-            preflight(config, work_dir, starting=False)
+            preflight(config, runner.work_dir, starting=False)
         except ConfigError as exc:
             print(f"facecap: the broker would not start: {exc}", file=sys.stderr)
             return 2
         return 0
     setup_logging(config.logging.level, config.logging.format)
-    return run_broker(config, work_dir)
+    return runner.run()

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
-from ..config import load_config
+from ..config import config_source, load_config
 from ..logger.config import LoggerConfig
-from ..logger.run import FaceLogger
+from ..logger.runner import FaceLoggerRunner
 from ..logs import setup_logging
+from .stopping import stop_on_signals
 
 
 def register(subparsers: Any) -> None:
@@ -20,20 +17,13 @@ def register(subparsers: Any) -> None:
         "logger", help="log every face message on the local broker",
         description="Subscribe to <topicPrefix>/# on the local broker and log one line per face, messages "
                     "that break the contract with their reason, and a periodic summary.")
-    parser.add_argument("--config", default=os.environ.get("FACECAP_CONFIG", ""),
+    parser.add_argument("--config",
                         help="JSON object or JSON file (default: $FACECAP_CONFIG); FACECAP_* variables "
                              "override single keys")
-    parser.set_defaults(func=main)
+    parser.set_defaults(func=run)
 
 
-def main(args: argparse.Namespace) -> int:
-    config = load_config(LoggerConfig, "logger", args.config or None)
+def run(args: argparse.Namespace) -> int:
+    config = load_config(LoggerConfig, "logger", config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
-    stop = threading.Event()
-
-    def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    return FaceLogger(config).run(stop)
+    return FaceLoggerRunner(config).run(stop_on_signals())

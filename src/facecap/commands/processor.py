@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from .stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,8 @@ def register(subparsers: Any) -> None:
         description="Subscribe to faces with a persistent session, store each one (s3:// or file://), and "
                     "acknowledge it only once stored. Configured by --config and FACECAP_* variables.",
     )
-    parser.add_argument("--config", help="JSON object or JSON file (FACECAP_* environment variables override)")
+    parser.add_argument("--config", help="JSON object or JSON file (default: $FACECAP_CONFIG); FACECAP_* variables "
+                                          "override single keys")
     parser.set_defaults(func=run)
     actions = parser.add_subparsers(dest="processor_action", metavar="ACTION")
     health = actions.add_parser("healthcheck", help="exit 0 if the running processor's heartbeat is fresh",
@@ -32,49 +32,36 @@ def register(subparsers: Any) -> None:
     health.add_argument("--max-age", type=float, default=None,
                         help="seconds a heartbeat may be old (default: 3 x heartbeatIntervalSeconds)")
     health.add_argument("--file", default=None, help="heartbeat file (default: heartbeatFile from the config)")
-    health.set_defaults(func=healthcheck)
+    health.set_defaults(func=run_healthcheck)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..config import config_source, load_config
     from ..errors import MqttConnectError
     from ..logs import setup_logging
     from ..processor.config import ProcessorConfig
-    from ..processor.service import Processor
+    from ..processor.runner import ProcessorRunner
     from ..storage import open_store
 
-    config = load_config(ProcessorConfig, "processor", args.config)
+    config = load_config(ProcessorConfig, "processor", config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received: draining", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals(log, "draining")
     store = open_store(config.store, server_side_encryption=config.server_side_encryption,
                        kms_key_id=config.kms_key_id, max_connections=config.workers + 2)
     try:
-        processor = Processor(config, store)
+        runner = ProcessorRunner(config, store)
     except MqttConnectError as exc:  # e.g. a configured certificate file that does not exist
         log.error("cannot start: %s", exc)
         return 1
-    processor.start()
-    while not stop.wait(1.0):
-        pass
-    processor.stop()
-    # Whatever was left unfinished stays unacknowledged in the broker's session: nothing is lost, so a
-    # requested stop is a clean exit.
-    return 0
+    return runner.run(stop)
 
 
-def healthcheck(args: argparse.Namespace) -> int:
-    from ..config import load_config
+def run_healthcheck(args: argparse.Namespace) -> int:
+    from ..config import config_source, load_config
     from ..processor.config import ProcessorConfig
     from ..processor.heartbeat import check_heartbeat
 
-    config = load_config(ProcessorConfig, "processor", getattr(args, "config", None))
+    config = load_config(ProcessorConfig, "processor", config_source(getattr(args, "config", None)))
     path = Path(args.file or config.heartbeat_file)
     max_age = args.max_age if args.max_age is not None else 3 * config.heartbeat_interval_seconds
     healthy, explanation = check_heartbeat(path, max_age)

@@ -2,6 +2,6 @@
 
 Modules, from the camera to the broker: camera (frame sources with reconnect), detection (YuNet or
 Haar), tracking (pure: follow faces, choose what to send), crop (pure: padding, quality, encoding),
-publisher (non-blocking, bounded), service (the capture loop), command (the CLI). Importing this
-package does not import OpenCV.
+publisher (non-blocking, bounded), capture (the capture loop), runner (the wiring: DetectorRunner). The
+CLI is facecap.commands.detector. Importing this package does not import OpenCV.
 """

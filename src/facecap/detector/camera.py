@@ -58,7 +58,7 @@ def source_kind(settings: CameraSettings) -> str:
     if settings.kind != "auto":
         return settings.kind
     source = settings.source
-    if source.isdigit() or _DEVICE_PATH.match(source):
+    if source.isdigit() or _DEVICE_PATH.fullmatch(source):
         return "v4l2"
     if "://" in source:
         return "url"

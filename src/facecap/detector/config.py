@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from ..config import ConfigModel, LoggingSettings
-from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TOPIC_PREFIX, ID_PATTERN
+from ..config import ComponentConfig, ConfigModel, LoggingSettings, as_value_error
+from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, check_id
 from ..mqtt import MqttSettings
 from .scaling import Scaling
 
@@ -24,11 +24,10 @@ DetectorKind = Literal["auto", "yunet", "haar"]
 
 
 class CameraSettings(ConfigModel):
-    source: str = Field(
-        "0",
-        description="What to read: a V4L2 device index (`0`) or path (`/dev/video0`), a video file, an "
-        "RTSP/HTTP URL, or a GStreamer pipeline ending in `appsink`.",
-    )
+    """Where frames come from, and how a lost camera is reopened."""
+
+    source: str = Field("0", description="What to read: a V4L2 device index (`0`) or path (`/dev/video0`), a "
+                                         "video file, an RTSP/HTTP URL, or a GStreamer pipeline ending in `appsink`.")
     kind: CameraKind = Field(
         "auto", description="How to read `source`; `auto` decides from its form (digits, `://`, `!`, path)."
     )
@@ -60,11 +59,7 @@ class CameraSettings(ConfigModel):
             raise ValueError("must not be empty")
         return value.strip()
 
-    @model_validator(mode="after")
-    def _check_backoff(self) -> CameraSettings:
-        if self.reconnect_max_seconds < self.reconnect_min_seconds:
-            raise ValueError("reconnectMaxSeconds must be at least reconnectMinSeconds")
-        return self
+    ordered_fields = (("reconnect_min_seconds", "reconnect_max_seconds"),)
 
 
 class DetectionSettings(ConfigModel):
@@ -181,12 +176,10 @@ class OutputSettings(ConfigModel):
     )
 
 
-class DetectorConfig(ConfigModel):
+class DetectorConfig(ComponentConfig):
     """Everything the `facecap detector` command needs."""
 
-    device_id: str = Field("", description="Device id in topics; empty uses AWS_IOT_THING_NAME, then the host name.")
     camera_id: str = Field("camera0", description="Camera id in topics, [A-Za-z0-9._-]{1,64}.")
-    topic_prefix: str = Field(DEFAULT_TOPIC_PREFIX, description="Faces go to `<topicPrefix>/<deviceId>/<cameraId>`.")
     camera: CameraSettings = Field(default_factory=CameraSettings, description="The frame source.")
     detection: DetectionSettings = Field(default_factory=DetectionSettings, description="Face detection.")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="What is sent when.")
@@ -200,21 +193,10 @@ class DetectorConfig(ConfigModel):
         10, gt=0, description="On SIGTERM, how long to wait for faces still in flight to reach the broker."
     )
 
-    @field_validator("device_id", "camera_id")
+    @field_validator("camera_id")
     @classmethod
-    def _check_id(cls, value: str, info: ValidationInfo) -> str:
-        if value == "" and info.field_name == "device_id":
-            return value
-        if not ID_PATTERN.match(value) or value in (".", ".."):
-            raise ValueError("must match [A-Za-z0-9._-]{1,64} and not be . or ..")
-        return value
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _check_prefix(cls, value: str) -> str:
-        if not value or any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
-            raise ValueError("must be a topic without wildcards and without a leading or trailing /")
-        return value
+    def _check_camera_id(cls, value: str) -> str:
+        return as_value_error(check_id, "camera-id", value)
 
 
 def resolve_model_path(configured: str, cli_model: str | None, env: dict[str, str] | None = None) -> tuple[str, str]:

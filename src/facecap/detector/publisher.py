@@ -23,21 +23,26 @@ log = logging.getLogger(__name__)
 _FAILURE_LOG_SECONDS = 10.0
 
 
+class _Throttle:
+    """Says yes at most once per `interval` seconds, so a flood of one warning stays a line now and then."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            return False
+        self._last = now
+        return True
+
+
 class Publisher(Protocol):
     """The part of facecap.mqtt.MqttClient used here (a protocol, so tests can pass a slow fake)."""
 
-    def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        content_type: str | None = None,
-        user_properties: Sequence[tuple[str, str]] | Mapping[str, str] = (),
-        retain: bool = False,
-        qos: int = 1,
-        block: bool = True,
-        timeout: float | None = None,
-    ) -> Future[None] | None: ...
+    def publish(self, topic: str, payload: bytes, *, content_type: str | None,
+                user_properties: Sequence[tuple[str, str]] | Mapping[str, str], block: bool) -> Future[None] | None: ...
 
 
 @dataclass
@@ -56,8 +61,8 @@ class FacePublisher:
         self._max_payload_bytes = max_payload_bytes
         self._max_queued_bytes = max_queued_bytes
         self._lock = threading.Lock()
-        self._last_drop_log = 0.0
-        self._last_failure_log = 0.0
+        self._drop_log = _Throttle(_FAILURE_LOG_SECONDS)
+        self._failure_log = _Throttle(_FAILURE_LOG_SECONDS)
         self.stats = PublishStats()
 
     def submit(self, payload: bytes, meta: FaceMetadata) -> bool:
@@ -97,19 +102,13 @@ class FacePublisher:
                 self.stats.published += 1
                 return
             self.stats.failed += 1
-            now = time.monotonic()
-            report = now - self._last_failure_log >= _FAILURE_LOG_SECONDS
-            if report:
-                self._last_failure_log = now
+            report = self._failure_log.due()
         if report:
             log.warning("publish failed (%d so far): %s", self.stats.failed, error)
 
     def _drop(self, reason: str) -> None:
         with self._lock:
             self.stats.dropped += 1
-            now = time.monotonic()
-            report = now - self._last_drop_log >= _FAILURE_LOG_SECONDS
-            if report:
-                self._last_drop_log = now
+            report = self._drop_log.due()
         if report:
             log.warning("dropping faces (%d so far): %s", self.stats.dropped, reason)

@@ -6,9 +6,9 @@ The build itself (wheel, model, greengrass-build/) is components/build.py, which
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from ..release import project_version
 from .components import ALL_COMPONENTS
 from .deployment import render_deployment_template
 from .recipes import render_gdk_config, render_recipe
@@ -27,12 +27,10 @@ def repository_root() -> Path:
 
 def package_version(root: Path) -> str:
     """[project] version from pyproject.toml: the version of the wheel and of every component."""
-    text = (root / "pyproject.toml").read_text(encoding="utf-8")
-    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, flags=re.MULTILINE | re.DOTALL)
-    version = re.search(r'^version\s*=\s*"([^"]+)"', project.group(1) if project else "", flags=re.MULTILINE)
-    if not version:
-        raise RuntimeError(f"{root / 'pyproject.toml'} has no [project] version")
-    return version.group(1)
+    try:
+        return project_version(root)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def generated_files(root: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import ConfigModel, component_model
 
@@ -12,7 +13,6 @@ GDK_VERSION = "1.6.2"
 # `gdk component publish` appends -<region>-<account> to the bucket; both can be overridden on its command line.
 PUBLISH_BUCKET = "facecap-greengrass-components"
 PUBLISH_REGION = "us-east-1"
-MODEL_FILE = "face_detection_yunet_2023mar.onnx"
 # Greengrass names x86_64 `amd64` (PlatformResolver); Jetsons are aarch64.
 ARCHITECTURES = ("aarch64", "amd64")
 
@@ -54,6 +54,13 @@ class ComponentSpec:
         return component_model(self.model) if self.model else None
 
 
+def _component(short_name: str, command: str, description: str, **details: Any) -> ComponentSpec:
+    """A component with its own project folder that runs `facecap <command>`, configured by that model."""
+    name = f"{NAMESPACE}.{short_name}"
+    return ComponentSpec(name=name, folder=f"components/{name}", description=description, command=command,
+                         model=command, **details)
+
+
 PYTHON_KEY = RecipeKey(
     "python", "python3",
     "Python >= 3.10 (with venv and ensurepip) that Install builds the component's virtual environment from; "
@@ -62,12 +69,9 @@ PYTHON_KEY = RecipeKey(
 BROKER = f"{NAMESPACE}.EdgeBroker"
 FIRST_START_BROKER = Dependency(BROKER, "HARD")
 
-EDGE_BROKER = ComponentSpec(
-    name=BROKER,
-    folder=f"components/{BROKER}",
-    description="Mosquitto on the device: the local broker of the face messages, bridged to the cloud broker.",
-    command="broker",
-    model="broker",
+EDGE_BROKER = _component(
+    "EdgeBroker", "broker",
+    "Mosquitto on the device: the local broker of the face messages, bridged to the cloud broker.",
     recipe_keys=(
         PYTHON_KEY,
         RecipeKey("installMosquitto", False,
@@ -76,13 +80,9 @@ EDGE_BROKER = ComponentSpec(
     ),
 )
 
-FACE_DETECTOR = ComponentSpec(
-    name=f"{NAMESPACE}.FaceDetector",
-    folder=f"components/{NAMESPACE}.FaceDetector",
-    description="Watches a camera, detects faces with YuNet and publishes the best shot of each face to the "
-                "local broker.",
-    command="detector",
-    model="detector",
+FACE_DETECTOR = _component(
+    "FaceDetector", "detector",
+    "Watches a camera, detects faces with YuNet and publishes the best shot of each face to the local broker.",
     extra="detector",
     ships_model=True,
     dependencies=(FIRST_START_BROKER,),
@@ -94,12 +94,8 @@ FACE_DETECTOR = ComponentSpec(
     ),
 )
 
-FACE_LOGGER = ComponentSpec(
-    name=f"{NAMESPACE}.FaceLogger",
-    folder=f"components/{NAMESPACE}.FaceLogger",
-    description="Logs one line per face message seen on the local broker, and a periodic summary.",
-    command="logger",
-    model="logger",
+FACE_LOGGER = _component(
+    "FaceLogger", "logger", "Logs one line per face message seen on the local broker, and a periodic summary.",
     dependencies=(FIRST_START_BROKER,),
     recipe_keys=(PYTHON_KEY,),
 )

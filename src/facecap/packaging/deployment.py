@@ -28,8 +28,8 @@ MERGES: dict[str, dict[str, Any]] = {
         "bridge": {
             "host": "BRIDGE_ADDRESS", "port": 8883, "tls": True,
             "caFile": f"{CLOUD_FILES}/ca.crt", "certFile": f"{CLOUD_FILES}/client.crt",
+            # The certificate is the device's identity on the cloud broker: no user name or password.
             "keyFile": f"{CLOUD_FILES}/client.key",
-            "username": "THING_NAME", "passwordFile": f"{CLOUD_FILES}/password",
         },
     },
     FACE_DETECTOR.name: {"deviceId": "THING_NAME", "cameraId": "camera0", "camera": {"source": "0"}},

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
-from ..config import default_configuration
+from ..config import default_configuration, env_name
+from ..release import MODEL_FILE
 from . import yamltext
 from .components import (
     ARCHITECTURES,
     GDK_VERSION,
-    MODEL_FILE,
     PUBLISH_BUCKET,
     PUBLISH_REGION,
     PUBLISHER,
@@ -34,11 +36,6 @@ INSTALL_TIMEOUT_SECONDS = 900
 
 def wheel_name(version: str) -> str:
     return f"facecap-{version}-py3-none-any.whl"
-
-
-def env_var(key: str) -> str:
-    """The variable facecap.config.load_config reads a top-level key from: camelCase -> FACECAP_UPPER_SNAKE."""
-    return "FACECAP_" + re.sub(r"(?<!^)(?=[A-Z])", "_", key).upper()
 
 
 def version_requirement(version: str) -> str:
@@ -64,78 +61,42 @@ def default_config(spec: ComponentSpec) -> tuple[dict[str, Any], dict[str, Any]]
     return modelled, recipe_level
 
 
-def _venv_script(spec: ComponentSpec) -> list[str]:
+# The install scripts are shell files in templates/ (shellchecked by the tests once rendered). A line that is
+# only `@NAME@` takes a block (or vanishes when the block is empty); `@NAME@` inside a line takes a value.
+_TEMPLATES = resources.files(__package__) / "templates"
+_PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
+
+
+def render_template(name: str, values: Mapping[str, str]) -> str:
+    """templates/<name> with its placeholders filled in, without the file's final line break."""
+    lines: list[str] = []
+    for line in (_TEMPLATES / name).read_text(encoding="utf-8").splitlines():
+        whole = _PLACEHOLDER.fullmatch(line)
+        if whole:
+            block = values[whole.group(1)]
+            lines += block.splitlines()
+        else:
+            lines.append(_PLACEHOLDER.sub(lambda m: values[m.group(1)], line))
+    return "\n".join(lines)
+
+
+def venv_script(spec: ComponentSpec) -> str:
     """Make the venv in the work folder and pip-install the wheel, unless that is already done."""
-    lines = [
-        "# Runs at every nucleus start: do nothing when this wheel is already installed the same way.",
-        'requirement="$WHEEL_FILE"',
-        'venv_options=""',
-    ]
-    if spec.extra:
-        lines += [
-            'if [ "$SYSTEM_SITE_PACKAGES" = true ]; then',
-            '  venv_options="--system-site-packages"',
-            "else",
-            f'  requirement="$WHEEL_FILE[{spec.extra}]"',
-            "fi",
-        ]
-    lines += [
-        'wanted="$requirement $venv_options $PYTHON_FOR_VENV"',
-        'stamp="$VENV_DIR/facecap-install.txt"',
-        'if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then',
-        '  echo "facecap is already installed in $VENV_DIR"',
-        "  exit 0",
-        "fi",
-        "if ! \"$PYTHON_FOR_VENV\" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))'; then",
-        '  echo "$PYTHON_FOR_VENV is not Python >= 3.10 with venv and ensurepip: install python3-venv, or set" \\',
-        '    "the configuration key python to such an interpreter" >&2',
-        "  exit 1",
-        "fi",
-        'rm -rf "$VENV_DIR"',
-        '"$PYTHON_FOR_VENV" -m venv $venv_options "$VENV_DIR"',
-        '"$VENV_DIR/bin/python" -m pip install --no-input --disable-pip-version-check "$requirement"',
-    ]
-    if spec.extra:
-        lines += [
-            'if [ "$SYSTEM_SITE_PACKAGES" = true ] && ! "$VENV_DIR/bin/python" -c "import cv2"; then',
-            '  echo "systemSitePackages is true but $PYTHON_FOR_VENV has no OpenCV (import cv2)" >&2',
-            "  exit 1",
-            "fi",
-        ]
-    return [*lines, 'echo "$wanted" > "$stamp"', 'echo "installed $requirement into $VENV_DIR"']
+    extra = {"EXTRA": spec.extra} if spec.extra else {}
+    return render_template("venv.sh", {
+        "EXTRA_REQUIREMENT": render_template("venv-extra-requirement.sh", extra) if spec.extra else "",
+        "EXTRA_CHECK": render_template("venv-extra-check.sh", extra) if spec.extra else "",
+    })
 
 
-# EdgeBroker's Install runs as root, for apt-get only. Not a Bootstrap step: whenever a deployment brings a
-# new or changed Bootstrap step, the nucleus runs it and then restarts itself and every component
-# (KernelUpdateActivator), which would happen at every EdgeBroker upgrade.
-_MOSQUITTO_AS_ROOT = [
-    'mosquitto="${FACECAP_MOSQUITTO_PATH:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"',
-    'if [ ! -x "$mosquitto" ] && [ "$INSTALL_MOSQUITTO" = true ] && [ -z "${FACECAP_MOSQUITTO_PATH:-}" ]; then',
-    "  export DEBIAN_FRONTEND=noninteractive",
-    "  apt-get update",
-    "  apt-get install -y --no-install-recommends mosquitto",
-    "  # The package starts its own broker on port 1883, where this component's broker listens.",
-    "  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto || true; fi",
-    "  mosquitto=/usr/sbin/mosquitto",
-    "fi",
-    'if [ ! -x "$mosquitto" ]; then',
-    '  echo "mosquitto not found: apt-get install mosquitto, set installMosquitto to true, or set" \\',
-    '    "mosquittoPath" >&2',
-    "  exit 1",
-    "fi",
-    "# The rest as the component's user, who owns the work folder (the nucleus makes it so before each",
-    "# step): nothing in it ends up owned by root, and pip never runs as root.",
-    'as_owner=""',
-    'if [ "$(id -u)" -eq 0 ] && [ "$(stat -c %u .)" -ne 0 ]; then',
-    '  as_owner="setpriv --reuid=$(stat -c %u .) --regid=$(stat -c %g .) --init-groups --"',
-    "fi",
-]
-
-
-def _install_script(spec: ComponentSpec) -> str:
+def install_script(spec: ComponentSpec) -> str:
     if spec.command != "broker":
-        return "\n".join(["set -eu", *_venv_script(spec)])
-    return "\n".join(["set -eu", *_MOSQUITTO_AS_ROOT, "$as_owner sh -eu <<'VENV'", *_venv_script(spec), "VENV"])
+        return render_template("install.sh", {"VENV": venv_script(spec)})
+    # EdgeBroker's Install runs as root, for apt-get only. Not a Bootstrap step: whenever a deployment brings
+    # a new or changed Bootstrap step, the nucleus runs it and then restarts itself and every component
+    # (KernelUpdateActivator), which would happen at every EdgeBroker upgrade.
+    return render_template("install-broker.sh", {"MOSQUITTO_AS_ROOT": render_template("mosquitto-as-root.sh", {}),
+                                                 "VENV": venv_script(spec)})
 
 
 def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
@@ -143,7 +104,7 @@ def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
     if spec.command == "broker" and "mosquittoPath" not in modelled:
         raise ValueError("the EdgeBroker install step reads mosquittoPath, which BrokerConfig no longer has")
     setenv: dict[str, Any] = {"VENV_DIR": "{work:path}/venv", "PYTHONUNBUFFERED": "1"}
-    setenv.update({env_var(key): f"{{configuration:/{key}}}" for key in modelled})
+    setenv.update({env_name(key): f"{{configuration:/{key}}}" for key in modelled})
     if spec.ships_model:
         setenv["FACECAP_MODEL"] = f"{{artifacts:path}}/{MODEL_FILE}"
     install_env: dict[str, Any] = {
@@ -163,7 +124,7 @@ def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
         **install,
         "Timeout": INSTALL_TIMEOUT_SECONDS,
         "Setenv": install_env,
-        "Script": yamltext.Script(_install_script(spec)),
+        "Script": yamltext.Script(install_script(spec)),
     }
     # exec: the nucleus's SIGTERM reaches facecap itself, which flushes and exits 0.
     steps["Run"] = {"Script": yamltext.Script(f'exec "$VENV_DIR/bin/facecap" {spec.command}')}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..config import COMPONENT_MODELS, component_model, describe
+from ..config import COMPONENT_MODELS, component_model, describe, env_name
 from .components import EDGE_COMPONENTS, ComponentSpec
-from .recipes import env_var
 
 
 def _cell(text: str) -> str:
@@ -29,7 +28,7 @@ def _component_section(spec: ComponentSpec) -> list[str]:
         spec.description,
         "",
         "On Greengrass the recipe passes each top-level key in its own environment variable: "
-        + ", ".join(f"`{k}` in `{env_var(k)}`" for k in top_level) + ".",
+        + ", ".join(f"`{k}` in `{env_name(k)}`" for k in top_level) + ".",
         "",
         *_table(describe(model)),
         "",

@@ -6,13 +6,12 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ConfigModel, LoggingSettings
-from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_TOPIC_PREFIX, ID_PATTERN
+from ..config import ConfigModel, LoggingSettings, TopicConfig
+from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, ID_PATTERN, RESERVED_ID_PREFIX, check_topic_prefix, status_topic
 from ..mqtt import MqttSettings
 from ..storage import parse_store_url
 
 DEFAULT_CLIENT_ID = "facecap-processor"
-_TOPIC_LEVELS = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _SHARE_GROUP = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
 
 
@@ -20,25 +19,24 @@ class RetrySettings(ConfigModel):
     initial_delay_seconds: float = Field(0.5, gt=0, description="First delay before retrying a failed store.")
     max_delay_seconds: float = Field(30.0, gt=0, description="Ceiling of the exponential backoff.")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RetrySettings:
-        if self.max_delay_seconds < self.initial_delay_seconds:
-            raise ValueError("maxDelaySeconds must be at least initialDelaySeconds")
-        return self
+    ordered_fields = (("initial_delay_seconds", "max_delay_seconds"),)
 
 
-class ProcessorConfig(ConfigModel):
+class ProcessorConfig(TopicConfig):
     mqtt: MqttSettings = Field(
         default_factory=MqttSettings,
-        description=f"Cloud broker. clientId empty means {DEFAULT_CLIENT_ID!r}; give each replica its own.",
+        description=f"Cloud broker. clientId empty means {DEFAULT_CLIENT_ID!r}; give each replica its own, "
+                    "starting with 'facecap' (reserved: no device can take it).",
     )
-    topic_prefix: str = Field(DEFAULT_TOPIC_PREFIX, description="Faces arrive on <topicPrefix>/<device>/<camera>.")
     share_group: str = Field(
         "", description="Empty: a plain subscription. A name: $share/<name>/... so processors split the load.")
     store: str = Field("file:///var/lib/facecap/faces", description="s3://bucket/prefix or file:///path.")
     quarantine_prefix: str = Field("quarantine", description="Where rejected messages go, inside the store.")
     workers: int = Field(16, ge=1, le=256, description="Faces stored in parallel.")
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1, description="Larger payloads are quarantined.")
+    max_faces_per_second_per_device: float = Field(
+        50.0, ge=0, description="Each device's ceiling (with a 2 s burst); faces above it are quarantined with "
+                                "reason rate. 0 turns it off.")
     retry: RetrySettings = Field(default_factory=RetrySettings,
                                  description="Backoff of failed stores (the message stays unacknowledged).")
     drain_timeout_seconds: float = Field(
@@ -51,17 +49,15 @@ class ProcessorConfig(ConfigModel):
     kms_key_id: str = Field("", description="KMS key id or ARN with aws:kms (empty: the account's S3 key).")
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
-    @field_validator("topic_prefix", "quarantine_prefix")
+    @field_validator("quarantine_prefix")
     @classmethod
     def _levels(cls, value: str) -> str:
-        if not _TOPIC_LEVELS.match(value) or any(level in (".", "..") for level in value.split("/")):
-            raise ValueError("must be levels of [A-Za-z0-9._-] separated by / (no wildcards, no ..)")
-        return value
+        return check_topic_prefix(value)  # the same levels, since they become object key parts too
 
     @field_validator("share_group")
     @classmethod
     def _group(cls, value: str) -> str:
-        if not _SHARE_GROUP.match(value):
+        if not _SHARE_GROUP.fullmatch(value):
             raise ValueError("must match [A-Za-z0-9._-]{0,64} (it becomes a topic level)")
         return value
 
@@ -82,9 +78,14 @@ class ProcessorConfig(ConfigModel):
     def _consistent(self) -> ProcessorConfig:
         if self.kms_key_id and self.server_side_encryption != "aws:kms":
             raise ValueError("kmsKeyId needs serverSideEncryption aws:kms")
-        if not ID_PATTERN.match(self.client_id):
+        if not ID_PATTERN.fullmatch(self.client_id):
             raise ValueError(f"mqtt.clientId {self.client_id!r} must match [A-Za-z0-9._-]{{1,64}} "
                              "(it names the status topic)")
+        if not self.client_id.lower().startswith(RESERVED_ID_PREFIX):
+            # Devices share the cloud broker's client-id space (their id is their certificate's CN), and no
+            # device id may start with "facecap": so no device can take over or kick this session.
+            raise ValueError(f"mqtt.clientId {self.client_id!r} must start with {RESERVED_ID_PREFIX!r}, "
+                             "which no device id may")
         return self
 
     @property
@@ -98,7 +99,7 @@ class ProcessorConfig(ConfigModel):
 
     @property
     def status_topic(self) -> str:
-        return f"facecap/{self.client_id}/processor/status"
+        return status_topic(self.client_id, "processor")
 
     @property
     def receive_maximum(self) -> int:

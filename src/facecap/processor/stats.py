@@ -6,21 +6,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
-    return sorted_values[index]
+from ..stats import percentile
 
 
 @dataclass
 class ProcessorStats:
+    """Counts since the start, and the store latencies of the current interval, all under one lock."""
+
     received: int = 0
     stored: int = 0
     quarantined: int = 0
     store_failures: int = 0
     abandoned: int = 0  # left unacknowledged at shutdown, for the broker to redeliver
+    ignored: int = 0  # retained copies of faces: acknowledged, neither stored nor quarantined
     _latencies: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _window_start: float = field(default_factory=time.monotonic)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +44,24 @@ class StoreUrl:
 
 
 def check_key_parts(key: str) -> list[str]:
-    """Split a relative key and refuse anything that could leave the store's root."""
+    """Split a relative key and refuse anything that could leave the store's root, or that would show
+    differently from what it is: control characters (a newline in a file name) and bidi controls (U+202E
+    makes "gpj.exe" read as "exe.jpg")."""
     parts = key.split("/")
     if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise StoreError(f"unsafe object key {key!r}", transient=False)
+    bad = next((char for char in key if _is_control(char)), None)
+    if bad is not None:
+        raise StoreError(f"unsafe object key {key!r}: control character U+{ord(bad):04X}", transient=False)
     return parts
+
+
+# Explicit embeddings, overrides and isolates, and the marks: none belongs in a key.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS
 
 
 def parse_store_url(url: str) -> StoreUrl:
@@ -56,10 +70,10 @@ def parse_store_url(url: str) -> StoreUrl:
     if parts.query or parts.fragment:
         raise ValueError(f"store URL {url!r} must not have a query or fragment")
     if parts.scheme == "s3":
-        if not _BUCKET.match(parts.netloc):
+        if not _BUCKET.fullmatch(parts.netloc):
             raise ValueError(f"{parts.netloc!r} is not a valid S3 bucket name (s3://bucket/prefix)")
         prefix = parts.path.strip("/")
-        if prefix and not all(_PREFIX_PART.match(p) and p not in (".", "..") for p in prefix.split("/")):
+        if prefix and not all(_PREFIX_PART.fullmatch(p) and p not in (".", "..") for p in prefix.split("/")):
             raise ValueError(f"prefix {prefix!r} may only hold [A-Za-z0-9._-] levels separated by /")
         return StoreUrl("s3", bucket=parts.netloc, prefix=prefix)
     if parts.scheme == "file":

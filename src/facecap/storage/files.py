@@ -47,10 +47,14 @@ class FileStore:
         return data
 
 
+_FILE_MODE = 0o640
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(temporary, "wb") as handle:
+        # 0640 at most (the umask may take more): faces are personal data, not for every local user.
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -6,32 +6,30 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from .stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
-CONFIG_ENV = "FACECAP_CONFIG"
 COMPONENT = "detector"
 
 
 def register(subparsers: Any) -> None:
-    run = subparsers.add_parser(
+    detector = subparsers.add_parser(
         "detector",
         help="run the face detector on a camera and publish faces to MQTT",
         description="Read a camera, detect and track faces, and publish the best shot of each as a contract "
         "v1 message. Stops on SIGTERM after flushing what is in flight.",
     )
-    run.add_argument("--config", metavar="JSON|FILE",
-                     help=f"configuration as a JSON object or a JSON file (default: ${CONFIG_ENV}, else defaults)")
-    run.add_argument("--model", metavar="PATH",
-                     help="YuNet model, used when detection.modelPath is empty (default: $FACECAP_MODEL)")
-    run.set_defaults(func=run_detector)
+    detector.add_argument("--config", metavar="JSON|FILE",
+                          help="configuration as a JSON object or a JSON file (default: $FACECAP_CONFIG, else "
+                               "defaults)")
+    detector.add_argument("--model", metavar="PATH",
+                          help="YuNet model, used when detection.modelPath is empty (default: $FACECAP_MODEL)")
+    detector.set_defaults(func=run)
 
     detect = subparsers.add_parser(
         "detect",
@@ -53,30 +51,22 @@ def register(subparsers: Any) -> None:
 
 # --- facecap detector ----------------------------------------------------------------------------------
 
-def run_detector(args: argparse.Namespace) -> int:
-    from ..config import load_config
+def run(args: argparse.Namespace) -> int:
+    from ..config import config_source, load_config
+    from ..detector.config import DetectorConfig
+    from ..detector.runner import DetectorRunner
     from ..errors import MqttError
     from ..logs import setup_logging
-    from .app import DetectorApp
-    from .config import DetectorConfig
 
-    config = load_config(DetectorConfig, COMPONENT, args.config or os.environ.get(CONFIG_ENV) or None)
+    config = load_config(DetectorConfig, COMPONENT, config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
     try:
-        app = DetectorApp.build(config, args.model)
+        runner = DetectorRunner.build(config, args.model)
     except MqttError as exc:
         log.error("cannot set up the MQTT client: %s", exc)
         return 2
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received: finishing", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return app.run(stop)
+    return runner.run(stop_on_signals(log, "finishing"))
 
 
 # --- facecap detect ---------------------------------------------------------------------------------------
@@ -84,10 +74,10 @@ def run_detector(args: argparse.Namespace) -> int:
 def run_detect(args: argparse.Namespace) -> int:
     import cv2
 
+    from ..detector.config import DetectionSettings, resolve_model_path
+    from ..detector.detection import create_detector
+    from ..detector.scaling import Scaling
     from ..errors import ConfigError
-    from .config import DetectionSettings, resolve_model_path
-    from .detection import create_detector
-    from .scaling import Scaling
 
     model_path, origin = resolve_model_path("", args.model)
     if args.detector == "yunet" and not model_path:

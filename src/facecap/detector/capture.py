@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ..contract import FaceMetadata
@@ -50,28 +50,17 @@ class LoopStats:
     encode_failures: int = 0
 
 
-class DetectorService:
-    def __init__(
-        self,
-        *,
-        detector: FaceDetector,
-        tracker: Tracker[Shot],
-        publisher: FacePublisher,
-        crop_settings: CropSettings,
-        device_id: str,
-        camera_id: str,
-        min_face_size: int,
-        edge_margin: int,
-    ) -> None:
-        self.detector = detector
-        self.tracker = tracker
-        self.publisher = publisher
-        self.crop_settings = crop_settings
-        self.device_id = device_id
-        self.camera_id = camera_id
-        self.min_face_size = min_face_size
-        self.edge_margin = edge_margin
-        self.stats = LoopStats()
+@dataclass(kw_only=True)
+class CaptureLoop:
+    detector: FaceDetector
+    tracker: Tracker[Shot]
+    publisher: FacePublisher
+    crop_settings: CropSettings
+    device_id: str
+    camera_id: str
+    min_face_size: int
+    edge_margin: int
+    stats: LoopStats = field(default_factory=LoopStats, init=False)
 
     def run(self, frames: Iterable[Frame]) -> None:
         """Process frames until the source ends or stops, then send what the open tracks still hold."""

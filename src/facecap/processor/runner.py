@@ -25,8 +25,9 @@ from ..contract import parse_time
 from ..mqtt import MqttClient, ReceivedMessage, StatusTopic
 from ..storage import Store, StoreError
 from .config import DEFAULT_CLIENT_ID, ProcessorConfig
+from .guard import DeviceGuard, clip
 from .heartbeat import write_heartbeat
-from .plan import Put, plan_message
+from .plan import Plan, Put, plan_message, quarantine_plan
 from .stats import ProcessorStats
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,17 @@ class FailureReporter:
                 self._count = 0
 
 
-class Processor:
-    def __init__(self, config: ProcessorConfig, store: Store) -> None:
+class ProcessorRunner:
+    """The processor: its configuration, the store it writes to, and the MQTT client it reads from.
+
+    `client` is for tests: an already built client (manual acknowledgement, persistent session) whose
+    handler is this runner's `handle`; by default the client is built from the configuration."""
+
+    def __init__(self, config: ProcessorConfig, store: Store, client: MqttClient | None = None) -> None:
         self.config = config
         self.store = store
         self.stats = ProcessorStats()
+        self.guard = DeviceGuard(config.max_faces_per_second_per_device, config.topic_prefix)
         self._failures = FailureReporter()
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="store")
         # The broker sends at most receive_maximum unacknowledged QoS 1 messages; this bound also holds
@@ -92,12 +99,12 @@ class Processor:
         self._subscribed = threading.Event()
         self._disconnected_since: float | None = time.time()
         self._supervisor: threading.Thread | None = None
-        self.client = MqttClient(
+        self.client = client if client is not None else MqttClient(
             config.mqtt,
             DEFAULT_CLIENT_ID,
             persistent=True,
             status=StatusTopic(config.status_topic),
-            on_message=self._on_message,
+            on_message=self.handle,
             manual_ack=True,
             receive_maximum=config.receive_maximum,
         )
@@ -112,6 +119,15 @@ class Processor:
         self.client.start(wait=False)
         self._supervisor = threading.Thread(target=self._supervise, name="processor-supervisor", daemon=True)
         self._supervisor.start()
+
+    def run(self, stop: threading.Event) -> int:
+        """Run until `stop` is set, then drain. Whatever was left unfinished stays unacknowledged in the
+        broker's session: nothing is lost, so a requested stop is a clean exit (0)."""
+        self.start()
+        while not stop.wait(1.0):
+            pass
+        self.stop()
+        return 0
 
     def wait_ready(self, timeout: float) -> bool:
         """True once subscribed (tests and benchmarks wait for this before publishing)."""
@@ -146,7 +162,7 @@ class Processor:
 
     # --- receiving ---------------------------------------------------------------------------------------
 
-    def _on_message(self, message: ReceivedMessage) -> None:
+    def handle(self, message: ReceivedMessage) -> None:
         # The MQTT client's dispatcher thread: queue and return, so receiving never waits for S3.
         if self._draining.is_set():
             return  # unacknowledged: the broker redelivers it to our next session
@@ -163,12 +179,15 @@ class Processor:
             if self._abandon.is_set():
                 self.stats.count("abandoned")
                 return
-            plan = plan_message(message, topic_prefix=self.config.topic_prefix,
-                                max_payload_bytes=self.config.max_payload_bytes,
-                                quarantine_prefix=self.config.quarantine_prefix,
-                                received_at=datetime.now(timezone.utc))
+            verdict = self.guard.screen(message)
+            if verdict == "retained":
+                self.client.ack(message)
+                self.stats.count("ignored")
+                return
+            plan = self._plan(message, verdict)
             if plan.quarantined:
-                log.warning("quarantined a message on %s: %s: %s", message.topic, plan.reason, plan.detail)
+                log.warning("quarantined a message on %s: %s: %s", clip(message.topic), plan.reason,
+                            clip(plan.detail))
             for put in plan.puts:
                 if not self._put_with_retry(put):
                     self.stats.count("abandoned")
@@ -180,13 +199,23 @@ class Processor:
         except Exception:
             # A bug, not bad input (bad input is quarantined): keep the process alive, and leave the
             # message unacknowledged so it is not lost.
-            log.exception("failed to process a message on %s; left unacknowledged", message.topic)
+            log.exception("failed to process a message on %s; left unacknowledged", clip(message.topic))
         finally:
             self._slots.release()
             with self._idle:
                 self._pending -= 1
                 if self._pending == 0:
                     self._idle.notify_all()
+
+    def _plan(self, message: ReceivedMessage, verdict: str) -> Plan:
+        received_at = datetime.now(timezone.utc)
+        if verdict == "rate":
+            return quarantine_plan(message, "rate", "over the device's ceiling of "
+                                   f"{self.config.max_faces_per_second_per_device:g} faces/s",
+                                   self.config.quarantine_prefix, received_at)
+        return plan_message(message, topic_prefix=self.config.topic_prefix,
+                            max_payload_bytes=self.config.max_payload_bytes,
+                            quarantine_prefix=self.config.quarantine_prefix, received_at=received_at)
 
     def _put_with_retry(self, put: Put) -> bool:
         """Store until it works. False only when shutdown gave up on it."""
@@ -232,6 +261,7 @@ class Processor:
             if now >= next_stats:
                 next_stats = now + self.config.stats_interval_seconds
                 log.info("%s", self.stats.summary(self._pending))
+                log.info("%s", self.guard.summary())
 
     def _subscribe(self) -> bool:
         try:

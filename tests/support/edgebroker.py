@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facecap.devservers import LOOPBACK, MosquittoServer, free_port, stop_process, tail, wait_for_port
+from facecap.devkit.servers import LOOPBACK, MosquittoServer, free_port, stop_process, tail, wait_for_port
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
+from facecap.polling import wait_until
 
 
 def bridge_to(cloud: MosquittoServer, **overrides: Any) -> dict[str, Any]:
@@ -103,12 +104,7 @@ class EdgeBroker:
         return tail(self.log_path, lines)
 
     def wait_for_log(self, text: str, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log_text():
-                return True
-            time.sleep(0.1)
-        return False
+        return wait_until(lambda: text in self.log_text(), timeout, 0.1)
 
     def answers(self, timeout: float = 2.0) -> bool:
         """Whether the local listener completes an MQTT handshake within timeout: a bare MQTT 3.1.1 CONNECT
@@ -147,9 +143,4 @@ class EdgeBroker:
         return got[-1].decode() if got else None
 
     def wait_bridge_state(self, expected: str, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.bridge_state(timeout=1.0) == expected:
-                return True
-            time.sleep(0.2)
-        return False
+        return wait_until(lambda: self.bridge_state(timeout=1.0) == expected, timeout)

@@ -71,21 +71,34 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
 
 
-def run_broker(config: BrokerConfig, work_dir: Path) -> int:
-    """Run Mosquitto until it exits; return its exit code (128 + n when it died of signal n).
+class EdgeBrokerRunner:
+    """The EdgeBroker: its configuration and the folder it writes mosquitto.conf to and runs in."""
 
-    When facecap does the bridge's TLS, the forwarder listens before Mosquitto starts (its port goes into
-    the conf) and stops only after Mosquitto has exited, so the bridge never loses its way out early."""
-    binary = preflight(config, work_dir)
-    # Loads the CA and client certificate now, so a file that exists but does not load stops the start
-    # with its key named, instead of every connection failing later.
-    context = bridge_tls_context(config.bridge) if forwards_tls(config) else None
-    forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context).start() if context else None
-    try:
-        return _run_mosquitto(config, work_dir, binary, forwarder)
-    finally:
-        if forwarder is not None:
-            forwarder.stop()
+    def __init__(self, config: BrokerConfig, work_dir: Path) -> None:
+        self.config = config
+        self.work_dir = work_dir
+
+    def conf_text(self, *, masked: bool) -> str:
+        """The mosquitto.conf it would run, for `facecap broker render` (no forwarder yet)."""
+        return conf_text(self.config, self.work_dir, masked=masked)
+
+    def run(self) -> int:
+        """Run Mosquitto until it exits; return its exit code (128 + n when it died of signal n).
+
+        When facecap does the bridge's TLS, the forwarder listens before Mosquitto starts (its port goes
+        into the conf) and stops only after Mosquitto has exited, so the bridge never loses its way out
+        early."""
+        config, work_dir = self.config, self.work_dir
+        binary = preflight(config, work_dir)
+        # Loads the CA and client certificate now, so a file that exists but does not load stops the start
+        # with its key named, instead of every connection failing later.
+        context = bridge_tls_context(config.bridge) if forwards_tls(config) else None
+        forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context).start() if context else None
+        try:
+            return _run_mosquitto(config, work_dir, binary, forwarder)
+        finally:
+            if forwarder is not None:
+                forwarder.stop()
 
 
 def _run_mosquitto(config: BrokerConfig, work_dir: Path, binary: str, forwarder: TlsForwarder | None) -> int:

@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.devservers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 
 
@@ -65,6 +65,7 @@ class Collector:
 
 
 def subscriber(server: MosquittoServer, topic_filter: str, collector: Collector, **kwargs: object) -> MqttClient:
+    """A started client subscribed to topic_filter; `with subscriber(...):` stops it however the block ends."""
     client = MqttClient(settings_for(server), f"sub-{time.monotonic_ns()}", on_message=collector, **kwargs)  # type: ignore[arg-type]
     client.start()
     client.subscribe(topic_filter)

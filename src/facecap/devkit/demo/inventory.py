@@ -9,9 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..contract import parse_time
-from ..storage import parse_store_url
-from ..storage.files import SIDECAR_SUFFIX
+from ...contract import parse_time
+from ...storage import parse_store_url
+from ...storage.files import SIDECAR_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ openssl command line. Nothing here is used on a device or in the cloud.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import os
@@ -126,6 +125,46 @@ class CertificateAuthority:
 
 # --- mosquitto ------------------------------------------------------------------------------------------
 
+def render_mosquitto_conf(*, port: int, log_path: Path, folder: Path | None, tls: tuple[Path, Path, Path] | None,
+                          require_certificate: bool, password_file: Path | None, acl_file: Path | None,
+                          extra: str) -> str:
+    """The mosquitto.conf of a MosquittoServer. folder: where persistence keeps its file (None: no
+    persistence); tls: (CA, server certificate, server key); a password file refuses anonymous clients."""
+    lines = [
+        f"listener {port} {LOOPBACK}",
+        f"allow_anonymous {'false' if password_file else 'true'}",
+        # Started as root, Mosquitto would switch to the `mosquitto` user and lose access to this folder.
+        f"user {getpass.getuser()}",
+        f"log_dest file {log_path}",
+        "log_type all",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        "max_queued_messages 100000",
+        "max_inflight_messages 0",
+        "set_tcp_nodelay true",  # as the cloud broker's configuration has it
+    ]
+    if folder is not None:
+        lines += ["persistence true", f"persistence_location {folder}/", "autosave_interval 1"]
+    if tls is not None:
+        cafile, certfile, keyfile = tls
+        lines += [f"cafile {cafile}", f"certfile {certfile}", f"keyfile {keyfile}"]
+        if require_certificate:
+            lines += ["require_certificate true"]
+    if password_file is not None:
+        lines.append(f"password_file {password_file}")
+    if acl_file is not None:
+        lines.append(f"acl_file {acl_file}")
+    return "\n".join(lines) + "\n" + extra + "\n"
+
+
+def write_password_file(path: Path, users: dict[str, str]) -> Path:
+    """A Mosquitto password file for name -> password, written by mosquitto_passwd."""
+    path.write_text("")
+    for name, password in users.items():
+        subprocess.run([find_binary("mosquitto_passwd") or "mosquitto_passwd", "-b", str(path), name, password],
+                       check=True, capture_output=True)
+    return path
+
+
 class MosquittoServer:
     """One Mosquitto broker on a free loopback port.
 
@@ -160,36 +199,15 @@ class MosquittoServer:
         self.conf_path = folder / "mosquitto.conf"
         self.process: subprocess.Popen[bytes] | None = None
         self.server_cert = ca.issue("server", server=True) if ca else None
-        lines = [
-            f"listener {self.port} {LOOPBACK}",
-            f"allow_anonymous {'false' if users else 'true'}",
-            # Started as root, Mosquitto would switch to the `mosquitto` user and lose access to this folder.
-            f"user {getpass.getuser()}",
-            f"log_dest file {self.log_path}",
-            "log_type all",
-            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-            "max_queued_messages 100000",
-            "max_inflight_messages 0",
-            "set_tcp_nodelay true",  # as the cloud broker's configuration has it
-        ]
-        if persistence:
-            lines += ["persistence true", f"persistence_location {folder}/", "autosave_interval 1"]
-        if self.server_cert and ca:
-            lines += [f"cafile {ca.cert}", f"certfile {self.server_cert.cert}", f"keyfile {self.server_cert.key}"]
-            if require_certificate:
-                lines += ["require_certificate true"]
-        if users:
-            password_file = folder / "passwords"
-            password_file.write_text("")
-            for name, password in users.items():
-                subprocess.run([find_binary("mosquitto_passwd") or "mosquitto_passwd", "-b", str(password_file),
-                                name, password], check=True, capture_output=True)
-            lines.append(f"password_file {password_file}")
+        password_file = write_password_file(folder / "passwords", users) if users else None
+        acl_file = None
         if acl is not None:
             acl_file = folder / "acl"
             acl_file.write_text(acl)
-            lines.append(f"acl_file {acl_file}")
-        self.conf_path.write_text("\n".join(lines) + "\n" + extra + "\n")
+        tls = (ca.cert, self.server_cert.cert, self.server_cert.key) if self.server_cert and ca else None
+        self.conf_path.write_text(render_mosquitto_conf(
+            port=self.port, log_path=self.log_path, folder=folder if persistence else None, tls=tls,
+            require_certificate=require_certificate, password_file=password_file, acl_file=acl_file, extra=extra))
 
     def start(self, timeout: float = 10.0) -> MosquittoServer:
         assert self.binary is not None
@@ -299,81 +317,3 @@ class S3Server:
         env = self.env()
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=env["AWS_REGION"],
                             aws_access_key_id=self.ACCESS_KEY, aws_secret_access_key=self.SECRET_KEY)
-
-
-# --- a network link that can be cut ------------------------------------------------------------------------
-
-class TcpProxy:
-    """Forwards a loopback port to another, and can cut the link: `cut()` drops every connection and
-    refuses new ones (as a lost uplink does), `restore()` lets connections through again."""
-
-    def __init__(self, target_port: int, target_host: str = LOOPBACK) -> None:
-        import threading
-
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._open = threading.Event()
-        self._open.set()
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._closed = False
-        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._server.bind((LOOPBACK, self.port))
-        self._server.listen(64)
-        self._thread = threading.Thread(target=self._accept, name=f"proxy-{self.port}", daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        import threading
-
-        while not self._closed:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            if not self._open.is_set():
-                client.close()  # the link is down: the connection attempt fails at once
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            for sock in (client, upstream):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            self._close_pair(source, sink)
-
-    def _close_pair(self, *sockets: socket.socket) -> None:
-        for sock in sockets:
-            with self._lock:
-                self._sockets.discard(sock)
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def cut(self) -> None:
-        self._open.clear()
-        with self._lock:
-            sockets = list(self._sockets)
-        self._close_pair(*sockets)
-
-    def restore(self) -> None:
-        self._open.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self.cut()
-        self._server.close()

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from ..config import resolve_device_id
+from ..contract import status_topic
 from ..mqtt import MqttClient, ReceivedMessage, StatusTopic
 from .config import LoggerConfig
 from .facelog import FaceLog
@@ -19,25 +20,24 @@ faces_log = logging.getLogger("facecap.faces")
 WAITING_NOTE_SECONDS = 10.0
 
 
-def status_topic(device_id: str) -> str:
-    return f"facecap/{device_id}/logger/status"
+class FaceLoggerRunner:
+    """A FaceLog fed by an MQTT subscription, with the retained status topic and a summary timer.
 
+    `client` is for tests: an already built client whose handler is this runner's `handle` (the default
+    is the client the component runs with, built from the configuration)."""
 
-class FaceLogger:
-    """A FaceLog fed by an MQTT subscription, with the retained status topic and a summary timer."""
-
-    def __init__(self, config: LoggerConfig) -> None:
+    def __init__(self, config: LoggerConfig, client: MqttClient | None = None) -> None:
         self.config = config
         self.device_id = resolve_device_id(config.device_id)
         self.facelog = FaceLog(topic_prefix=config.topic_prefix, max_payload_bytes=config.max_payload_bytes)
-        self.client = MqttClient(
+        self.client = client if client is not None else MqttClient(
             config.mqtt,
             f"facecap-logger-{self.device_id}",
-            status=StatusTopic(status_topic(self.device_id)),
-            on_message=self._on_message,
+            status=StatusTopic(status_topic(self.device_id, "logger")),
+            on_message=self.handle,
         )
 
-    def _on_message(self, message: ReceivedMessage) -> None:
+    def handle(self, message: ReceivedMessage) -> None:
         # Runs on the client's dispatcher thread; FaceLog turns every contract failure into a line, so
         # nothing a publisher sends can stop this thread.
         verdict = self.facelog.handle(message.topic, message.payload, message.content_type,

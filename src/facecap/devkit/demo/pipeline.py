@@ -16,23 +16,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..devservers import CertificateAuthority, MosquittoServer, S3Server, TcpProxy, free_port, tail
+from ...polling import wait_until
+from ..link import TcpProxy
+from ..servers import CertificateAuthority, MosquittoServer, S3Server, free_port, tail
 
 DEVICE_ID = "demo-jetson"
 PROCESSOR_USER = "processor"
 BUCKET = "facecap-demo"
 
-# The cloud broker's rules, as cloud/mosquitto ships them: a device publishes only under its own topics,
-# the processor reads every face.
+# The cloud broker's topic rules, as cloud/mosquitto/acl and processor.acl ship them: a device publishes
+# only under its own topics, the processor reads every face. (The demo's single listener keeps passwords;
+# the shipped broker takes a device's identity from its certificate instead, see cloud/README.md.)
 CLOUD_ACL = """\
 pattern write faces/%u/#
 pattern readwrite facecap/%u/#
-pattern readwrite $SYS/broker/connection/%c/state
+pattern readwrite $SYS/broker/connection/facecap-edge-%u/state
 user processor
 topic read faces/#
 topic read $share/+/faces/#
@@ -310,10 +313,3 @@ def _wait_port(port: int, component: Component, timeout: float = 20.0) -> None:
     raise RuntimeError(f"{component.name} is not listening on {port}:\n{tail(component.log)}")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -1,4 +1,4 @@
-"""Wiring of the FaceDetector: builds camera, detector, tracker, publisher and MQTT client from one
+"""The FaceDetector's runner (DetectorRunner): builds camera, detector, tracker, publisher and MQTT client from one
 configuration, runs them until stopped, and shuts down in order (flush in-flight faces, then offline)."""
 
 from __future__ import annotations
@@ -10,21 +10,17 @@ from dataclasses import dataclass
 import cv2
 
 from ..config import resolve_device_id
-from ..contract import new_face_id
+from ..contract import new_face_id, status_topic
 from ..mqtt import MqttClient, StatusTopic
 from .camera import Camera, CameraUnavailableError, check_source
+from .capture import CaptureLoop, Shot, StatsReporter, keep_shot
 from .config import DetectorConfig, resolve_model_path
 from .crop import CropSettings
 from .detection import FaceDetector, create_detector
 from .publisher import FacePublisher
-from .service import DetectorService, Shot, StatsReporter, keep_shot
 from .tracking import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
-
-
-def status_topic(device_id: str) -> str:
-    return f"facecap/{device_id}/detector/status"
 
 
 def build_detector(config: DetectorConfig, cli_model: str | None) -> FaceDetector:
@@ -57,45 +53,51 @@ def crop_settings(config: DetectorConfig) -> CropSettings:
 
 
 @dataclass
-class DetectorApp:
+class DetectorRunner:
+    """The FaceDetector: its configuration and its collaborators, which `build` makes from the
+    configuration (a test can pass its own to the constructor)."""
+
     config: DetectorConfig
     camera: Camera
     client: MqttClient
     publisher: FacePublisher
     tracker: Tracker[Shot]
-    service: DetectorService
+    loop: CaptureLoop
 
     @classmethod
-    def build(cls, config: DetectorConfig, cli_model: str | None = None) -> DetectorApp:
+    def build(cls, config: DetectorConfig, cli_model: str | None = None,
+              client: MqttClient | None = None) -> DetectorRunner:
         """Everything that can be checked before starting is checked here, raising ConfigError (a missing
-        file, model or certificate) or MqttError."""
+        file, model or certificate) or MqttError. `client`: an already built client (default: the one the
+        configuration describes)."""
         device_id = resolve_device_id(config.device_id)
         check_source(config.camera)
         if config.detection.threads:
             cv2.setNumThreads(config.detection.threads)
         detector = build_detector(config, cli_model)
-        client = MqttClient(config.mqtt, f"{device_id}-detector-{config.camera_id}",
-                            status=StatusTopic(status_topic(device_id)))
+        if client is None:
+            client = MqttClient(config.mqtt, f"{device_id}-detector-{config.camera_id}",
+                                status=StatusTopic(status_topic(device_id, "detector")))
         publisher = FacePublisher(client, topic_prefix=config.topic_prefix,
                                   max_payload_bytes=config.output.max_payload_bytes,
                                   max_queued_bytes=config.output.max_queued_bytes)
         tracker = build_tracker(config)
-        service = DetectorService(detector=detector, tracker=tracker, publisher=publisher,
-                                  crop_settings=crop_settings(config), device_id=device_id,
-                                  camera_id=config.camera_id, min_face_size=config.detection.min_face_size,
-                                  edge_margin=config.tracking.edge_margin)
+        loop = CaptureLoop(detector=detector, tracker=tracker, publisher=publisher,
+                           crop_settings=crop_settings(config), device_id=device_id,
+                           camera_id=config.camera_id, min_face_size=config.detection.min_face_size,
+                           edge_margin=config.tracking.edge_margin)
         camera = Camera(config.camera)
         log.info("detector %s on %s, device %s camera %s, %s mode, OpenCV %s", detector.name, camera.description,
                  device_id, config.camera_id, config.tracking.mode, cv2.__version__)
-        return cls(config, camera, client, publisher, tracker, service)
+        return cls(config, camera, client, publisher, tracker, loop)
 
     def figures(self) -> dict[str, object]:
         """The stats line's figures: counters since start, plus the current state."""
         published = self.publisher.stats
         return {
-            "frames": self.service.stats.frames, "faces": self.service.stats.faces,
+            "frames": self.loop.stats.frames, "faces": self.loop.stats.faces,
             "tracks": len(self.tracker.tracks), "tracks_total": self.tracker.stats.tracks_started,
-            "sent": self.service.stats.sent, "published": published.published, "dropped": published.dropped,
+            "sent": self.loop.stats.sent, "published": published.published, "dropped": published.dropped,
             "failed": published.failed, "in_flight": self.client.in_flight, "queued_bytes": published.queued_bytes,
             "connected": "yes" if self.client.connected else "no",
             "camera_outages": self.camera.stats.outages, "skipped": self.camera.stats.skipped,
@@ -109,7 +111,7 @@ class DetectorApp:
         reporter.start()
         code = 0
         try:
-            self.service.run(self.camera.frames(stop))
+            self.loop.run(self.camera.frames(stop))
         except CameraUnavailableError as exc:
             log.error("%s", exc)
             code = 1

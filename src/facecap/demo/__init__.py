@@ -1,1 +1,0 @@
-"""The embedded default: the whole pipeline on one machine (`facecap demo`)."""

@@ -1,0 +1,2 @@
+"""The embedded default: the whole pipeline on one machine (`facecap demo`; the command is
+facecap.commands.demo, the run is runner.DemoRunner)."""

@@ -1,0 +1,31 @@
+"""The MQTT 5 client every facecap component uses, over awscrt (the client inside awsiotsdk).
+
+One module a concern: settings.py (MqttSettings, the TLS context), options.py (the awscrt options and
+their measured quirks), inflight.py (the bounded in-flight window), acks.py (manual-ack accounting),
+dispatch.py (the thread that runs the message handler), messages.py (ReceivedMessage, StatusTopic) and
+client.py (MqttClient, which wires them to awscrt).
+
+A client starts once and stops once: stop() closes the in-flight window, so a publisher still waiting
+for a slot, or publishing later, gets None (the "window full" answer) instead of waiting for ever, and a
+second stop() only reports whether everything completed. The message handler is given to the
+constructor or set before start(); components that receive an injected client set it that way.
+"""
+
+from .acks import AckLedger
+from .client import ClientStats, MqttClient
+from .dispatch import MessageHandler
+from .inflight import InFlightWindow
+from .messages import ReceivedMessage, StatusTopic
+from .settings import MqttSettings, tls_context
+
+__all__ = [
+    "AckLedger",
+    "ClientStats",
+    "InFlightWindow",
+    "MessageHandler",
+    "MqttClient",
+    "MqttSettings",
+    "ReceivedMessage",
+    "StatusTopic",
+    "tls_context",
+]

@@ -1,0 +1,69 @@
+"""How to reach a broker (`MqttSettings`, the `mqtt` key of every component's configuration) and the TLS
+context built from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from awscrt import io
+from pydantic import Field, SecretStr, model_validator
+
+from ..config import ConfigModel
+from ..errors import MqttConnectError
+
+
+class MqttSettings(ConfigModel):
+    """How to reach a broker. Shared by every component's configuration under the key `mqtt`."""
+
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is the usual TLS port).")
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_file: str = Field("", description="PEM file of the CA that signed the broker's certificate (TLS).")
+    cert_file: str = Field("", description="PEM client certificate for mutual TLS (optional).")
+    key_file: str = Field("", description="PEM private key of the client certificate.")
+    username: str = Field("", description="User name for password authentication (optional).")
+    password_file: str = Field("", description="File whose first line is the password; keeps it out of configs.")
+    password: SecretStr = Field(SecretStr(""), description="Password itself (prefer passwordFile); never logged.")
+    client_id: str = Field("", description="Client id; empty derives one from the device id and component.")
+    keep_alive_seconds: int = Field(60, ge=5, le=65535, description="MQTT keep-alive interval.")
+    session_expiry_seconds: int = Field(
+        7 * 24 * 3600, ge=0, description="How long the broker keeps a persistent session while disconnected."
+    )
+    max_in_flight: int = Field(256, ge=1, le=65535, description="Publishes awaiting PUBACK at most.")
+    connect_timeout_seconds: float = Field(15.0, gt=0, description="How long a start waits for the first CONNACK.")
+    min_reconnect_delay_seconds: float = Field(0.5, gt=0, description="First reconnect delay (backoff start).")
+    max_reconnect_delay_seconds: float = Field(30.0, gt=0, description="Reconnect backoff ceiling.")
+
+    @model_validator(mode="after")
+    def _check_files(self) -> MqttSettings:
+        if (self.cert_file == "") != (self.key_file == ""):
+            raise ValueError("certFile and keyFile go together")
+        if self.password_file and self.password.get_secret_value():
+            raise ValueError("set password or passwordFile, not both")
+        return self
+
+    def read_password(self) -> str:
+        if self.password_file:
+            lines = Path(self.password_file).read_text(encoding="utf-8").splitlines()
+            return lines[0] if lines else ""
+        return self.password.get_secret_value()
+
+    def describe(self) -> str:
+        """Where we connect, for logs; never includes the password."""
+        auth = f" as {self.username}" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}{auth}"
+
+
+def tls_context(settings: MqttSettings) -> io.ClientTlsContext | None:
+    if not settings.tls:
+        return None
+    for key, path in (("caFile", settings.ca_file), ("certFile", settings.cert_file), ("keyFile", settings.key_file)):
+        if path and not Path(path).is_file():
+            raise MqttConnectError(f"mqtt.{key}: file {path} does not exist")
+    if settings.cert_file:
+        options = io.TlsContextOptions.create_client_with_mtls_from_path(settings.cert_file, settings.key_file)
+    else:
+        options = io.TlsContextOptions()
+    if settings.ca_file:
+        options.override_default_trust_store_from_path(None, settings.ca_file)
+    return io.ClientTlsContext(options)

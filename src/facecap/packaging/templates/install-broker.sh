@@ -1,0 +1,5 @@
+set -eu
+@MOSQUITTO_AS_ROOT@
+$as_owner sh -eu <<'VENV'
+@VENV@
+VENV

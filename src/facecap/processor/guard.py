@@ -1,0 +1,116 @@
+"""Per-device bounds in the processor, so one device cannot crowd out the others: retained copies of faces
+are ignored, each device's faces are counted, and faces above a device's rate ceiling are quarantined with
+reason "rate" (kept, never lost, but not stored as faces). Also the clipping of untrusted text for logs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..mqtt import ReceivedMessage
+
+log = logging.getLogger(__name__)
+
+# Log lines carry text a device chose (topics, property values in error details); a 1 MB value must not
+# push everything else out of the container's bounded log.
+MAX_LOGGED_CHARS = 200
+# A device's bucket holds this many seconds of its ceiling: an honest burst (several faces in one frame,
+# a short backlog after a reconnect) passes, a sustained flood does not.
+BURST_SECONDS = 2.0
+# Devices remembered for the rate ceiling and the counts; more ids than this means something is wrong,
+# and forgetting the quietest ones keeps the memory flat.
+_MAX_DEVICES = 10_000
+
+
+def clip(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """Text from a message, at most `limit` characters, with how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 30]}... ({len(text)} characters)"
+
+
+def device_of(topic: str, topic_prefix: str) -> str:
+    """The device level of a face topic (the broker's ACL makes it the publisher's identity), or "" when
+    the topic is not under the prefix (such a message is quarantined by the plan anyway)."""
+    head = topic_prefix + "/"
+    if not topic.startswith(head):
+        return ""
+    return topic[len(head):].split("/", 1)[0]
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class DeviceGuard:
+    """Thread-safe: the processor's workers call it concurrently."""
+
+    max_faces_per_second: float  # 0 disables the ceiling
+    topic_prefix: str
+    faces: Counter[str] = field(default_factory=Counter)  # every face message, per device, since start
+    limited: Counter[str] = field(default_factory=Counter)  # quarantined with reason "rate"
+    retained: Counter[str] = field(default_factory=Counter)  # ignored retained copies
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def screen(self, message: ReceivedMessage, now: float | None = None) -> str:
+        """"" to process the message, "retained" to ignore it, "rate" to quarantine it."""
+        device = device_of(message.topic, self.topic_prefix)
+        moment = time.monotonic() if now is None else now
+        with self._lock:
+            if len(self.faces) >= _MAX_DEVICES and device not in self.faces:
+                self._forget_quietest()
+            self.faces[device] += 1
+            if message.retain:
+                # A retained copy is resent on every new subscription; the face itself came live.
+                self.retained[device] += 1
+                if self.retained[device] == 1:
+                    log.warning("ignoring retained face messages of device %s (first on %s)", clip(device),
+                                clip(message.topic))
+                return "retained"
+            if self.max_faces_per_second > 0 and not self._take(device, moment):
+                self.limited[device] += 1
+                return "rate"
+        return ""
+
+    def _take(self, device: str, now: float) -> bool:
+        capacity = max(1.0, self.max_faces_per_second * BURST_SECONDS)
+        bucket = self._buckets.get(device)
+        if bucket is None:
+            bucket = self._buckets[device] = _Bucket(capacity, now)
+        bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * self.max_faces_per_second)
+        bucket.updated = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+    def _forget_quietest(self) -> None:
+        for device, _count in self.faces.most_common()[-(_MAX_DEVICES // 10):]:
+            for table in (self.faces, self.limited, self.retained):
+                table.pop(device, None)
+            self._buckets.pop(device, None)
+
+    def summary(self, top: int = 5) -> str:
+        """Faces per device since start (the busiest first), and who was limited or sent retained faces."""
+        with self._lock:
+            busiest = self.faces.most_common(top)
+            limited = self.limited.most_common(top)
+            retained = self.retained.most_common(top)
+            devices = len(self.faces)
+        parts = [f"faces per device ({devices} devices): " + _pairs(busiest)]
+        if limited:
+            parts.append("over the rate ceiling: " + _pairs(limited))
+        if retained:
+            parts.append("retained ignored: " + _pairs(retained))
+        return "; ".join(parts)
+
+
+def _pairs(counts: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{clip(device, 64)}={count}" for device, count in counts) or "none"

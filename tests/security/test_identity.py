@@ -1,0 +1,157 @@
+"""Attacks on identity: a device posing as the processor or as another device, against the shipped cloud
+broker. The identity on the device listener is the certificate's CN; client id and user name follow it."""
+
+from __future__ import annotations
+
+import time
+from contextlib import suppress
+
+import pytest
+
+from facecap.errors import MqttAuthError, MqttConnectError, PublishError
+from facecap.mqtt import MqttClient
+
+from ..support.cloudbroker import CloudBroker, connect, publish
+from ..support.helpers import Collector, fake_jpeg, sample_face
+
+pytestmark = pytest.mark.integration
+
+PROCESSOR_ID = "facecap-processor"  # the processor's default client id: known to every attacker
+
+
+def publish_face(client: MqttClient, device: str, camera: str = "cam0") -> str:
+    face = sample_face(device=device, camera=camera, size=500)
+    future = client.publish(face.topic, face.payload, content_type=face.content_type,
+                            user_properties=face.user_properties, timeout=10)
+    assert future is not None
+    future.result(timeout=10)
+    return face.face_id
+
+
+def face_ids(collector: Collector) -> list[str]:
+    return [dict(m.user_properties).get("face-id", "") for m in collector.messages]
+
+
+def test_device_cannot_take_over_the_processors_session_or_kick_it_off(cloud: CloudBroker) -> None:
+    faces = Collector()
+    processor = MqttClient(cloud.processor_settings(), PROCESSOR_ID, persistent=True, on_message=faces)
+    processor.start()
+    processor.subscribe("faces/#")
+    processor.stop()  # away for a moment: its persistent session queues the faces
+    device_b = connect(cloud.device_settings("device-b"), "device-b")
+    queued = [publish_face(device_b, "device-b") for _ in range(3)]
+    device_b.stop()
+
+    # The attacker resumes "the processor's" session, then keeps reconnecting with its client id.
+    stolen = Collector()
+    attacker = MqttClient(cloud.device_settings("device-a"), PROCESSOR_ID, persistent=True, on_message=stolen)
+    attacker.start()
+    with suppress(MqttConnectError):
+        attacker.subscribe("faces/#")
+
+    processor = MqttClient(cloud.processor_settings(), PROCESSOR_ID, persistent=True, on_message=faces)
+    processor.start()
+    assert faces.wait_for(3), "the faces queued for the processor were taken"
+    assert face_ids(faces) == queued
+    for _ in range(3):
+        connect(cloud.device_settings("device-a", client_id=PROCESSOR_ID), "ignored").stop()
+    device_b = connect(cloud.device_settings("device-b"), "device-b")
+    late = publish_face(device_b, "device-b")
+    assert faces.wait_for(4) and face_ids(faces)[-1] == late
+    assert processor.stats.connects == 1, "the processor was disconnected"
+    assert stolen.messages == []
+    # The broker renamed the attacker to its certificate's CN.
+    assert "as device-a (p5, c0" in cloud.log_text()
+    assert f"Client {PROCESSOR_ID} already connected" not in cloud.log_text()
+    for client in (device_b, attacker, processor):
+        client.stop()
+
+
+def test_device_cannot_set_another_devices_bridge_state(cloud: CloudBroker) -> None:
+    # Even with the other device's bridge client id, device-a is device-a.
+    device_a = connect(cloud.device_settings("device-a", client_id="facecap-edge-device-b"), "device-a")
+    with pytest.raises(PublishError):
+        publish(device_a, "$SYS/broker/connection/facecap-edge-device-b/state", b"1", retain=True)
+    # Its own state is allowed: the rule keys on the certificate, not on the client id.
+    publish(device_a, "$SYS/broker/connection/facecap-edge-device-a/state", b"1", retain=True)
+    device_a.stop()
+
+
+def test_certificate_of_a_with_the_name_and_password_of_b_is_still_a(cloud: CloudBroker) -> None:
+    faces = Collector()
+    processor = connect(cloud.processor_settings(), "processor-watch", on_message=faces)
+    processor.subscribe("faces/#")
+    # Devices have no passwords; the processor's is the only one there is, and it changes nothing here.
+    impostor = connect(cloud.device_settings(
+        "device-a", username="device-b", password_file=str(cloud.secrets / "processor" / "password")), "x")
+    with pytest.raises(PublishError):
+        publish_face(impostor, "device-b")
+    own = publish_face(impostor, "device-a")
+    assert faces.wait_for(1)
+    assert [m.topic for m in faces.messages] == ["faces/device-a/cam0"] and face_ids(faces) == [own]
+    impostor.stop()
+    processor.stop()
+
+
+def test_device_certificate_with_the_processor_password_reads_no_faces(cloud: CloudBroker) -> None:
+    processor_password = str(cloud.secrets / "processor" / "password")
+    spy = Collector()
+    intruder = connect(cloud.device_settings("device-a", username="processor", password_file=processor_password),
+                       "intruder", on_message=spy)
+    with suppress(MqttConnectError):  # a refused subscription is as good as one that never delivers
+        intruder.subscribe("faces/#")
+    with suppress(MqttConnectError):
+        intruder.subscribe("$share/processors/faces/#")
+    device_b = connect(cloud.device_settings("device-b"), "device-b")
+    publish_face(device_b, "device-b")
+    publish(device_b, "faces/device-b/cam1", fake_jpeg(200))
+    time.sleep(0.5)
+    assert spy.messages == []
+    # Without a certificate the processor's credentials do not even open the device listener.
+    with pytest.raises((MqttConnectError, MqttAuthError)):
+        connect(cloud.device_settings("device-a", cert_file="", key_file="", username="processor",
+                                      password_file=processor_password), "no-cert")
+    device_b.stop()
+    intruder.stop()
+
+
+def test_processor_identity_cannot_publish_faces(cloud: CloudBroker) -> None:
+    faces = Collector()
+    watcher = connect(cloud.processor_settings(), "processor-watch", on_message=faces)
+    watcher.subscribe("faces/#")
+    writer = connect(cloud.processor_settings(), "processor-writer")
+    for device in ("processor", "device-a"):
+        with pytest.raises(PublishError):
+            publish_face(writer, device)
+    device_a = connect(cloud.device_settings("device-a"), "device-a")
+    barrier = publish_face(device_a, "device-a")
+    assert faces.wait_for(1)
+    assert face_ids(faces) == [barrier]
+    for client in (writer, watcher, device_a):
+        client.stop()
+
+
+def test_receipts_come_only_from_the_processor_and_reach_only_their_device(cloud: CloudBroker) -> None:
+    own, spied = Collector(), Collector()
+    device_a = connect(cloud.device_settings("device-a"), "device-a", on_message=own)
+    device_a.subscribe("facecap/device-a/receipts")
+    device_b = connect(cloud.device_settings("device-b"), "device-b", on_message=spied)
+    for topic in ("facecap/device-a/receipts", "facecap/+/receipts"):
+        with suppress(MqttConnectError):  # refused, or granted and never delivered
+            device_b.subscribe(topic)
+    # A device cannot forge receipts, for itself or another device; its health topics are its own.
+    for topic in ("facecap/device-a/receipts", "facecap/device-b/receipts"):
+        with pytest.raises(PublishError):
+            publish(device_a, topic, b"forged")
+    for topic in ("facecap/device-a/detector/status", "facecap/device-a/stats"):
+        publish(device_a, topic, b"ok")
+    with pytest.raises(PublishError):
+        publish(device_a, "facecap/device-b/detector/status", b"forged")
+    processor = connect(cloud.processor_settings(), "processor-receipts")
+    publish(processor, "facecap/device-a/receipts", b"receipt")
+    assert own.wait_for(1)
+    time.sleep(0.5)
+    assert [m.payload for m in own.messages] == [b"receipt"]
+    assert spied.messages == []
+    for client in (device_a, device_b, processor):
+        client.stop()
