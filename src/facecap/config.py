@@ -258,7 +258,7 @@ def load_config(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(component, [_describe_error(err) for err in exc.errors()]) from None
+        raise ConfigError(component, _describe_errors(exc.errors())) from None
 
 
 def with_flags(
@@ -288,11 +288,21 @@ def with_flags(
         raise ConfigError(component, problems, hint) from None
 
 
-def _describe_error(err: Any) -> tuple[str, str]:
-    key = ".".join(str(part) for part in err["loc"]) or "<root>"
-    if err["type"] == "extra_forbidden":
-        return key, "unknown key"
-    return key, str(err["msg"])
+# pydantic names the member of a union that failed after the key ("width.constrained-int", "width.literal['auto']");
+# a key's own parts are camelCase names and list indexes.
+_UNION_MEMBER = re.compile(r"^(int|str|float|bool|none|.*[-\[(].*)$")
+
+
+def _describe_errors(errors: list[Any]) -> list[tuple[str, str]]:
+    """(key, reason) per bad key; a value that fits no member of a union is one problem, its reasons joined."""
+    reasons: dict[str, list[str]] = {}
+    for err in errors:
+        parts = [str(part) for part in err["loc"] if not _UNION_MEMBER.match(str(part))]
+        key = ".".join(parts) or "<root>"
+        reason = "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"])
+        if reason not in reasons.setdefault(key, []):
+            reasons[key].append(reason)
+    return [(key, ", or ".join(texts)) for key, texts in reasons.items()]
 
 
 def default_configuration(model: type[ConfigModel]) -> dict[str, Any]:

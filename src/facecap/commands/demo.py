@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
                                         f"{MODEL_FILE}, then the cache ~/.cache/facecap, else downloaded once "
                                         "into it; Haar when offline)")
     parser.add_argument("--mode", choices=("best", "every"), default="best", help="tracking mode (default best)")
+    parser.add_argument("--first-shot", action="store_true",
+                        help="tracking.firstShot: also send each person's first good shot at once (best mode)")
     parser.set_defaults(func=run)
 
 
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     found = find_model("", args.model, download=True, notify=lambda text: print(f"demo: {text}", flush=True))
     model = Path(found.path) if found.path else None
     pipeline = LocalPipeline(PipelineSettings(workdir=out, store=args.store, model=model,
-                                              detector_overrides={"tracking": {"mode": args.mode}}))
+                                              detector_overrides={"tracking": {"mode": args.mode,
+                                                                                 "firstShot": args.first_shot}}))
     source = args.source
     if source is None:
         from ..devkit.demo.video import render_video

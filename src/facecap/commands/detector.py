@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
                              "~/.cache/facecap, else downloaded once into it; Haar when offline)")
     detect.add_argument("--width", type=int, metavar="PIXELS",
                         help="detect on images scaled down to this width (0: full size; default: the detector "
-                        "component's detection.width)")
+                        "component's scale from detection.minFaceSize)")
     detect.add_argument("--threshold", type=float,
                         help="YuNet score threshold, 0 to 1 (default: detection.scoreThreshold, 0.7)")
     detect.set_defaults(func=run_detect)
@@ -86,7 +86,7 @@ def run_detect(args: argparse.Namespace) -> int:
     if kind == "yunet" and not model.path:
         kind = "haar"  # find_model said why, in one line
     detector = create_detector(kind, model.path, model.origin or "--model", score_threshold=settings.score_threshold,
-                               width=settings.width, min_face_size=1)
+                               scaling=settings.scaling(), min_face_size=1)
     failures = sum(not _detect_one(detector, path, args.json) for path in args.images)
     return 1 if failures else 0
 
