@@ -207,6 +207,9 @@ def test_detect_json_writes_an_error_record(outcomes: dict[str, Outcome]) -> Non
     assert record == {"image": f"{NOPE}/a.jpg", "error": "no such file"}
 
 
-def test_debug_shows_the_traceback_of_a_user_mistake(places: dict[str, str]) -> None:
+def test_debug_or_logging_level_debug_shows_the_traceback_of_a_user_mistake(places: dict[str, str]) -> None:
     debug = run_case(Case("debug", ("--debug", "send", "{image}", "--port", "70000"), 2, "--port"), places)
     assert debug.code == 2 and "Traceback" in debug.stderr and "--port (mqtt.port)" in debug.stderr
+    config = json.dumps({"logging": {"level": "DEBUG"}, "mqtt": {"username": "a", "passwordFile": f"{NOPE}/pw"}})
+    logged = run_case(Case("debug-level", ("logger", "--config", config), 2, "mqtt.passwordFile"), places)
+    assert logged.code == 2 and "Traceback" in logged.stderr and "mqtt.passwordFile" in logged.stderr

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from ..validation import require
 
     config = load_config(DetectorConfig, COMPONENT, config_source(args.config))
+    setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
     require(COMPONENT, config)
-    setup_logging(config.logging.level, config.logging.format)
     runner = DetectorRunner.build(config, args.model)  # a ConfigError or MqttError ends in one line (cli.py)
     return runner.run(stop_on_signals(log, "finishing"))
 

@@ -26,6 +26,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(LoggerConfig, "logger", config_source(args.config))
+    setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
     require("logger", config)
-    setup_logging(config.logging.level, config.logging.format)
     return FaceLoggerRunner(config).run(stop_on_signals())

@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from ..validation import require
 
     config = load_config(ProcessorConfig, "processor", config_source(args.config))
+    setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
     require("processor", config)
-    setup_logging(config.logging.level, config.logging.format)
     stop = stop_on_signals(log, "draining")
     store = open_store(config.store, server_side_encryption=config.server_side_encryption,
                        kms_key_id=config.kms_key_id, max_connections=config.workers + 2)
