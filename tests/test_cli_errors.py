@@ -100,7 +100,9 @@ def cases() -> list[Case]:
         Case("healthcheck-never-connected", ("processor", "healthcheck", "--file", "{down}", "--max-age", "600",
                                              "--config", '{"unhealthyAfterSeconds":10}'), 1, "not connected"),
         Case("healthcheck-store-failing", ("processor", "healthcheck", "--file", "{failing}", "--max-age", "600",
-                                           "--config", '{"unhealthyAfterSeconds":10}'), 1, "store has been failing"),
+                                           "--unhealthy-after", "10"), 1, "store has been failing"),
+        Case("healthcheck-unhealthy-after", ("processor", "healthcheck", "--unhealthy-after", "0"), 2,
+             "--unhealthy-after (unhealthyAfterSeconds)"),
         # send
         Case("send-port-range", ("send", "{image}", "--port", "70000"), 2, "--port"),
         Case("send-port-not-a-number", ("send", "{image}", "--port", "abc"), 2, "--port"),

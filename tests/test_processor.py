@@ -370,7 +370,8 @@ def test_health_and_status_follow_the_broker_connection(mosquitto: MosquittoFact
 
     broker = mosquitto()
     config = make_config(broker, tmp_path, store=f"file://{tmp_path / 'faces'}", heartbeatIntervalSeconds=0.2)
-    healthcheck = ["processor", "healthcheck", "--file", config.heartbeat_file, "--max-age", "1.5"]
+    healthcheck = ["processor", "healthcheck", "--file", config.heartbeat_file, "--max-age", "1.5",
+                   "--unhealthy-after", "1.5"]
     statuses = Collector()
     with running(config):
         watcher = subscriber(broker, "facecap/+/processor/status", statuses)

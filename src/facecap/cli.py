@@ -96,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # not a user mistake: a bug, whose traceback is the report
         if debug or logging.getLogger("facecap").isEnabledFor(logging.DEBUG):
             traceback.print_exc()
-        for line in error_lines(args.command, error):
+        # A second-level subcommand is part of the name (`facecap processor healthcheck: ...`).
+        command = " ".join(filter(None, (args.command, getattr(args, "processor_action", None))))
+        for line in error_lines(command, error):
             print(line, file=sys.stderr)
         return error.exit_code
     return code

@@ -265,11 +265,12 @@ def with_flags(
     model: type[M],
     component: str,
     flags: Mapping[str, tuple[str, Any]],
-    base: Mapping[str, Any] | None = None,
+    base: str | Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> M:
-    """Like load_config, with command line flags set over `base`: {flag: (dotted key, value or None)}. A flag
-    goes through the same model as its key, so both take the same values; a problem names the flag."""
+    """Like load_config, with command line flags set over `base` (a mapping, or --config's text or file) and
+    the environment: {flag: (dotted key, value or None)}. A flag goes through the same model as its key, so
+    both take the same values; a problem names the flag."""
     data: dict[str, Any] = {}
     flag_of: dict[str, str] = {}
     for flag, (key, value) in flags.items():
@@ -281,7 +282,7 @@ def with_flags(
         data = deep_merge(data, nested)
         flag_of[key] = flag
     try:
-        return load_config(model, component, dict(base or {}), env=env, overrides=data)
+        return load_config(model, component, base, env=env, overrides=data)
     except ConfigError as exc:
         problems = [(f"{flag_of[key]} ({key})" if key in flag_of else key, reason) for key, reason in exc.problems]
         hint = "give the flag a value its key accepts" if any(k in flag_of for k, _ in exc.problems) else exc.hint

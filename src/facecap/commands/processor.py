@@ -34,6 +34,9 @@ def register(subparsers: Any) -> None:
     health.add_argument("--max-age", type=float, default=None,
                         help="seconds a heartbeat may be old (default: 3 x heartbeatIntervalSeconds)")
     health.add_argument("--file", default=None, help="heartbeat file (default: heartbeatFile from the config)")
+    health.add_argument("--unhealthy-after", type=float, default=None, metavar="SECONDS",
+                        help="seconds disconnected, or failing to store with faces pending, before it is unhealthy "
+                             "(default: unhealthyAfterSeconds)")
     health.set_defaults(func=run_healthcheck)
 
 
@@ -55,11 +58,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_healthcheck(args: argparse.Namespace) -> int:
-    from ..config import config_source, load_config
+    from ..config import config_source, with_flags
     from ..processor.config import ProcessorConfig
     from ..processor.heartbeat import check_heartbeat
 
-    config = load_config(ProcessorConfig, "processor", config_source(getattr(args, "config", None)))
+    flags = {"--unhealthy-after": ("unhealthyAfterSeconds", args.unhealthy_after)}
+    config = with_flags(ProcessorConfig, "processor", flags, base=config_source(getattr(args, "config", None)))
     path = Path(args.file or config.heartbeat_file)
     max_age = args.max_age if args.max_age is not None else 3 * config.heartbeat_interval_seconds
     healthy, explanation = check_heartbeat(path, max_age, config.unhealthy_after_seconds)
