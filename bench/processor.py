@@ -270,7 +270,7 @@ def sync_consumer() -> int:
     from facecap.storage import face_key, open_store
 
     config = load_config(ProcessorConfig, "processor")
-    store = open_store(config.store, server_side_encryption=config.server_side_encryption)
+    store = open_store(config.store, server_side_encryption=config.server_side_encryption, s3_client="boto3")
     stored = [0]
 
     def on_message(message: Any) -> None:
