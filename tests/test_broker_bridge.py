@@ -288,7 +288,7 @@ def test_bridge_with_tls_and_password(mosquitto: MosquittoFactory, ca: Certifica
     publish_all(pub, [face])
     assert received.wait_for(1), edge.log_tail()
     assert received.messages[0].payload == face.payload
-    assert "(p5, c0, k60, u'jetson-test')" in cloud.log_text()
+    assert "(p5, c0, k20, u'jetson-test')" in cloud.log_text()  # MQTT 5, persistent, keep-alive 20 s
     pub.stop()
     sub.stop()
 
