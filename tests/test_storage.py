@@ -204,4 +204,3 @@ def test_s3_endpoint_and_region_come_from_the_standard_variables() -> None:
 def test_open_store_refuses_an_unknown_s3_client() -> None:
     with pytest.raises(ValueError, match="botocore"):
         open_store("s3://faces/x", s3_client="botocore")
-
