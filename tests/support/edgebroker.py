@@ -56,12 +56,13 @@ class EdgeBroker:
         port: int | None = None,
         extra: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         # A socket path has at most 107 bytes; pytest's folders can be longer.
-        self.run_dir = folder / "local"
-        if len(str(self.run_dir / "mosquitto.sock")) > 100:
+        self.run_dir = run_dir or folder / "local"
+        if run_dir is None and len(str(self.run_dir / "mosquitto.sock")) > 100:
             self.run_dir = Path(tempfile.mkdtemp(prefix="fc-edge-")) / "local"
         self.host = LOOPBACK
         self.port = port or free_port()
@@ -156,7 +157,8 @@ class EdgeBroker:
             got.append(message.payload)
             arrived.set()
 
-        client = MqttClient(self.settings("monitor"), f"state-probe-{time.monotonic_ns()}", on_message=on_message)
+        # As the detector: its outbox follows this state, so the ACL must let it read it.
+        client = MqttClient(self.settings("detector"), f"state-probe-{time.monotonic_ns()}", on_message=on_message)
         client.start()
         try:
             client.subscribe(self.state_topic)
