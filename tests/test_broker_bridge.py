@@ -24,7 +24,7 @@ from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, OutgoingFa
 from facecap.devkit.link import TcpProxy
 from facecap.devkit.servers import CertificateAuthority, MosquittoServer
 from facecap.errors import ConfigError, PublishError
-from facecap.mqtt import MqttClient, MqttSettings
+from facecap.mqtt import MqttClient
 from facecap.polling import wait_until
 
 from .conftest import REPO, MosquittoFactory, require_binary
@@ -438,8 +438,8 @@ def test_local_port_already_in_use(tmp_path: Path) -> None:
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        config = load_config(BrokerConfig, "broker", {"bridge": {"enabled": False}, "local": {"port": port, "tcp": True}},
-                             env={})
+        config = load_config(BrokerConfig, "broker",
+                             {"bridge": {"enabled": False}, "local": {"port": port, "tcp": True}}, env={})
         with pytest.raises(ConfigError) as caught:
             preflight(config, tmp_path)
         assert dict(caught.value.problems) == {

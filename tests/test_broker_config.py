@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from facecap.broker.config import BrokerConfig
+from facecap.broker.credentials import write_private
 from facecap.broker.preflight import preflight
 from facecap.broker.render import PASSWORD_MASK, bridge_state_topic, render_conf
-from facecap.broker.runner import write_private
 from facecap.config import default_configuration, load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES
 from facecap.errors import ConfigError

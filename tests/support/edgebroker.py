@@ -8,7 +8,8 @@
 The broker runs through the real command (`python -m facecap.cli broker --config JSON`) in its own work
 folder, as Greengrass would run it, so rendering, preflight, the 0600 conf and the signal pass-through are
 all exercised. Local clients log in with the identities the broker generated (`settings(identity)`): the
-socket by default, the TCP listener (also on, for the raw probes) with `tcp=True`. Its output (facecap's lines and Mosquitto's log) is in `log_text()`.
+socket by default, the TCP listener (also on, for the raw probes) with `tcp=True`. Its output (facecap's
+lines and Mosquitto's log) is in `log_text()`.
 """
 
 from __future__ import annotations
@@ -91,9 +92,10 @@ class EdgeBroker:
     def password(self, identity: str) -> str:
         return (self.run_dir / f"{identity}.password").read_text().splitlines()[0]
 
-    def settings(self, identity: str = "monitor", *, tcp: bool = False, **options: Any) -> MqttSettings:
+    def settings(self, identity: str = "monitor", tcp: bool = False, **options: Any) -> MqttSettings:
         """How a local client with one of the broker's identities connects: the socket, or TCP."""
-        where: dict[str, Any] = {"host": self.host, "port": self.port} if tcp else {"socket_path": str(self.socket_path)}
+        where: dict[str, Any] = ({"host": self.host, "port": self.port} if tcp
+                                 else {"socket_path": str(self.socket_path)})
         return MqttSettings(**where, username=identity, password_file=str(self.run_dir / f"{identity}.password"),
                             **{"connect_timeout_seconds": 5, **options})
 

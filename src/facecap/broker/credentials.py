@@ -25,7 +25,7 @@ from pathlib import Path
 
 IDENTITIES = ("detector", "sender", "logger", "monitor")
 SOCKET_NAME = "mosquitto.sock"
-PASSWD_NAME = "passwd"
+PASSWD_NAME = "passwd"  # noqa: S105 - a file name
 ACL_NAME = "acl"
 # Mosquitto 2.0's own hash ($7$): PBKDF2-HMAC-SHA512, 101 rounds, 12 bytes of salt, 64 bytes of hash.
 _PBKDF2_ROUNDS = 101

@@ -24,8 +24,8 @@ from awscrt import mqtt5
 from ..errors import MqttAuthError, MqttConnectError, PublishError
 from .acks import AckLedger
 from .dispatch import Dispatcher, MessageHandler
-from .local import check_local_paths
 from .inflight import InFlightWindow
+from .local import check_local_paths
 from .messages import ReceivedMessage, StatusTopic
 from .options import client_options, status_packet
 from .settings import MqttSettings

@@ -11,7 +11,6 @@ from pydantic import Field, SecretStr, model_validator
 from ..config import ConfigModel
 from ..errors import MqttConnectError
 
-
 AUTO_SOCKET = "auto"
 
 
