@@ -30,7 +30,7 @@ import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
 from facecap.devkit.demo.pipeline import LocalPipeline, PipelineSettings
-from facecap.mqtt import MqttClient, MqttSettings
+from facecap.mqtt import MqttClient
 from facecap.polling import wait_until
 from facecap.stats import percentile
 
@@ -186,11 +186,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each fixed-rate phase")
     parser.add_argument("--burst", type=int, default=3000, help="faces in the full-speed phase")
     parser.add_argument("--workers", type=int, default=16, help="processor workers (default 16)")
+    parser.add_argument("--local", choices=("socket", "tcp"), default="socket",
+                        help="how the publisher and the logger reach the edge broker: its Unix socket, as on a "
+                             "device (default), or its TCP loopback listener")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="facecap-bench-pipeline-") as folder:
         pipeline = LocalPipeline(PipelineSettings(
-            workdir=Path(folder), store="s3",
+            workdir=Path(folder), store="s3", local=args.local,
             processor_overrides={"logging": {"level": "DEBUG"}, "workers": args.workers}))
         try:
             pipeline.start_cloud()
@@ -210,14 +213,14 @@ def main() -> None:
             cpu_per_face: dict[str, dict[str, float]] = {}
             store_log = StoreLog(processor.log)
             sampler.start()
-            client = MqttClient(MqttSettings(host="127.0.0.1", port=pipeline.edge_port, max_in_flight=256),
-                                "bench-publisher")
+            # The publisher plays the detector: its identity, over the socket or TCP as --local says.
+            client = MqttClient(pipeline.edge_settings("detector", max_in_flight=256), "bench-publisher")
             client.start()
             rates = [float(r) for r in args.rates.split(",") if r]
             phases = [(f"{rate:g} faces/s", int(rate * args.seconds), rate) for rate in rates]
             phases.append(("full speed", args.burst, 0.0))
-            print(f"pipeline benchmark: {args.size} B faces, edge -> TLS bridge -> cloud -> processor "
-                  f"({args.workers} workers) -> S3 (SeaweedFS); {os.cpu_count()} cores\n")
+            print(f"pipeline benchmark: {args.size} B faces, local hop over {args.local}, edge -> TLS bridge -> "
+                  f"cloud -> processor ({args.workers} workers) -> S3 (SeaweedFS); {os.cpu_count()} cores\n")
             print(f"{'phase':<16}{'faces':>7}{'stored':>8}{'faces/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
             for name, count, rate in phases:
                 phase = Phase(name)
