@@ -91,7 +91,7 @@ def mosquitto_child(process: subprocess.Popen[bytes]) -> psutil.Process:
     return next(c for c in children if "mosquitto" in c.name())
 
 
-def client(port: int, name: str, on_message: object = None, persistent: bool = False,
+def client(port: int, name: str, on_message: object = None, *, persistent: bool = False,
            ca_file: str = "", identity: tuple[str, Path] | None = None) -> MqttClient:
     """identity: (user, the edge broker's run folder) for a local client, which must log in."""
     login = {}
