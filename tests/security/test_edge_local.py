@@ -6,8 +6,10 @@ clients, since the test's virtual environment lives where nobody cannot read."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +151,15 @@ def test_a_wrong_or_closed_socket_path_is_one_error_naming_it(edge: EdgeBroker, 
     os.waitpid(pid, 0)
     assert message == (f"mqtt.socketPath: {edge.socket_path}: permission denied for uid {NOBODY} (a folder on "
                        "the way is not open to this user)")
+
+
+def test_facecap_send_to_a_wrong_socket_path_says_so_in_one_line(tmp_path: Path, shared_dir: Path) -> None:
+    image = next((shared_dir / "faces" / "dev" / "images").glob("*.jpg"))
+    missing = tmp_path / "run" / "mosquitto.sock"
+    result = subprocess.run([sys.executable, "-m", "facecap.cli", "send", "--mqtt",
+                             json.dumps({"socketPath": str(missing), "connectTimeoutSeconds": 1}), str(image)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    lines = (result.stdout + result.stderr).strip().splitlines()  # facecap logs to stdout
+    assert len(lines) == 1 and lines[0].endswith(f"mqtt.socketPath: {missing}: no such socket (is the EdgeBroker "
+                                                 "running, with local.socket true?)"), lines
