@@ -8,9 +8,10 @@ message's captured-at, which this script sets just before publishing), then the 
 each component and the CPU time each part spent per stored face (which tells, on a machine where every
 part shares the same cores, which part is the ceiling and what the edge and the cloud side each cost).
 Phases: fixed rates (default 20/s and 100/s) and full speed (as fast as the edge broker acknowledges, with
-many publishes in flight).
+many publishes in flight). The publisher plays the detector (its identity on the edge broker) and reaches
+the broker as the components do on a device, over its Unix socket, or over TCP with --local tcp.
 
-    python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000]
+    python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000] [--local socket|tcp]
 """
 
 from __future__ import annotations
