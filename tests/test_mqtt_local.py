@@ -30,6 +30,8 @@ def test_auto_elsewhere_is_tcp_and_explicit_settings_are_kept() -> None:
     explicit = MqttSettings(socket_path="/elsewhere.sock")
     assert resolve_local(explicit, "detector", env={EDGE_DIR_ENV: "/run/edge"}) is explicit
     assert resolve_local(MqttSettings(socket_path=""), "detector", env={EDGE_DIR_ENV: "/run/edge"}).uses_socket is False
+    for elsewhere in (MqttSettings(host="broker.example.com"), MqttSettings(tls=True)):
+        assert not resolve_local(elsewhere, "detector", env={EDGE_DIR_ENV: "/run/edge"}).uses_socket
 
 
 def test_socket_path_must_be_absolute() -> None:

@@ -21,15 +21,18 @@ from .settings import AUTO_SOCKET, MqttSettings
 
 EDGE_DIR_ENV = "FACECAP_EDGE_BROKER_DIR"
 SOCKET_NAME = "mosquitto.sock"  # the same name as broker.credentials.SOCKET_NAME, which the broker writes
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def resolve_local(settings: MqttSettings, identity: str, env: Mapping[str, str] | None = None) -> MqttSettings:
     """`settings` with `socketPath: auto` made concrete: the EdgeBroker's socket and, when no username is
-    configured, the identity's user name and password file; plain TCP when not running beside it."""
+    configured, the identity's user name and password file; plain TCP when not running beside it, or when
+    the configuration names another broker (a host other than loopback, or TLS)."""
     if settings.socket_path != AUTO_SOCKET:
         return settings
     edge_dir = (os.environ if env is None else env).get(EDGE_DIR_ENV, "")
-    if not edge_dir:
+    # A broker elsewhere (another host, or TLS) is what the configuration asks for: keep to it.
+    if not edge_dir or settings.host not in LOOPBACK_HOSTS or settings.tls:
         return settings.model_copy(update={"socket_path": ""})
     update: dict[str, object] = {"socket_path": str(Path(edge_dir) / SOCKET_NAME)}
     if not settings.username:

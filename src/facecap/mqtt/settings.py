@@ -21,8 +21,8 @@ class MqttSettings(ConfigModel):
         AUTO_SOCKET,
         description="Unix socket of the broker; when set, host, port and TLS are not used. `auto`: the "
                     "EdgeBroker's socket and this component's own identity when it runs beside it under "
-                    "Greengrass (FACECAP_EDGE_BROKER_DIR, set by the recipes), else host:port. Empty: "
-                    "host:port.")
+                    "Greengrass (FACECAP_EDGE_BROKER_DIR, set by the recipes) and host is loopback without "
+                    "TLS, else host:port. Empty: host:port.")
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is the usual TLS port).")
     tls: bool = Field(False, description="Connect with TLS.")
