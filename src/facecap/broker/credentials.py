@@ -23,18 +23,14 @@ import secrets
 import stat
 from pathlib import Path
 
+from ..mqtt.local import password_path
+
 IDENTITIES = ("detector", "sender", "logger", "monitor")
-SOCKET_NAME = "mosquitto.sock"
 PASSWD_NAME = "passwd"  # noqa: S105 - a file name
 ACL_NAME = "acl"
 # Mosquitto 2.0's own hash ($7$): PBKDF2-HMAC-SHA512, 101 rounds, 12 bytes of salt, 64 bytes of hash.
 _PBKDF2_ROUNDS = 101
 _SALT_BYTES = 12
-
-
-def password_path(run_dir: Path, identity: str) -> Path:
-    """Where an identity's password is (its first line); a client's mqtt.passwordFile points here."""
-    return run_dir / f"{identity}.password"
 
 
 def prepare_run_dir(run_dir: Path) -> None:

@@ -14,8 +14,8 @@ import socket
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..mqtt.local import SOCKET_NAME
 from .config import BrokerConfig
-from .credentials import SOCKET_NAME
 from .render import local_run_dir
 
 COMPONENT = "broker"

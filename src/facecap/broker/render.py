@@ -3,8 +3,9 @@ password, folders, user) is passed in, so the output is fully determined by the 
 
 from __future__ import annotations
 
+from ..mqtt.local import SOCKET_NAME
 from .config import BrokerConfig
-from .credentials import ACL_NAME, PASSWD_NAME, SOCKET_NAME
+from .credentials import ACL_NAME, PASSWD_NAME
 
 PASSWORD_MASK = "********"  # noqa: S105 - what `broker render` shows instead of the password
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from types import FrameType
 
 from ..config import resolve_device_id
+from ..mqtt.local import SOCKET_NAME
 from .config import BrokerConfig
-from .credentials import SOCKET_NAME, write_credentials, write_private
+from .credentials import write_credentials, write_private
 from .preflight import preflight, read_first_line
 from .render import PASSWORD_MASK, bridge_client_id, bridge_state_topic, forwards_tls, local_run_dir, render_conf
 from .tlsforward import TlsForwarder, bridge_tls_context

@@ -20,8 +20,13 @@ from ..errors import MqttConnectError
 from .settings import AUTO_SOCKET, MqttSettings
 
 EDGE_DIR_ENV = "FACECAP_EDGE_BROKER_DIR"
-SOCKET_NAME = "mosquitto.sock"  # the same name as broker.credentials.SOCKET_NAME, which the broker writes
+SOCKET_NAME = "mosquitto.sock"  # in the EdgeBroker's run folder, beside one password file per identity
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def password_path(run_dir: Path, identity: str) -> Path:
+    """Where the EdgeBroker keeps an identity's password (its first line)."""
+    return run_dir / f"{identity}.password"
 
 
 def resolve_local(settings: MqttSettings, identity: str, env: Mapping[str, str] | None = None) -> MqttSettings:
@@ -36,7 +41,7 @@ def resolve_local(settings: MqttSettings, identity: str, env: Mapping[str, str] 
         return settings.model_copy(update={"socket_path": ""})
     update: dict[str, object] = {"socket_path": str(Path(edge_dir) / SOCKET_NAME)}
     if not settings.username:
-        update.update(username=identity, password_file=str(Path(edge_dir) / f"{identity}.password"))
+        update.update(username=identity, password_file=str(password_path(Path(edge_dir), identity)))
     return settings.model_copy(update=update)
 
 
