@@ -8,13 +8,15 @@ message's captured-at, which this script sets just before publishing), then the 
 each component and the CPU time each part spent per stored face (which tells, on a machine where every
 part shares the same cores, which part is the ceiling and what the edge and the cloud side each cost).
 Phases: fixed rates (default 20/s and 100/s) and full speed (as fast as the edge broker acknowledges, with
-many publishes in flight).
+many publishes in flight). The publisher plays the detector (its identity on the edge broker) and reaches
+the broker as the components do on a device, over its Unix socket, or over TCP with --local tcp.
 
 With --compare-seed it then runs, on the same servers, the seed-style pipeline (bench/seed.py: a QoS 0
 forwarder in place of the bridge and one synchronous boto3 put per message) at full speed, and prints both
 figures and their ratio.
 
     python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000] [--compare-seed]
+                             [--local socket|tcp]
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
 from facecap.devkit.demo.pipeline import PROCESSOR_USER, LocalPipeline, PipelineSettings
-from facecap.mqtt import MqttClient, MqttSettings
+from facecap.mqtt import MqttClient
 from facecap.polling import wait_until
 from facecap.stats import percentile
 
@@ -216,7 +218,8 @@ def compare_seed(pipeline: LocalPipeline, client: MqttClient, *, size: int, coun
     """The seed-style pipeline at full speed on the same servers, against facecap's full-speed figure."""
     pipeline.components["processor"].stop()  # the seed-style processor alone stores these faces
     device = pipeline.settings.device_id
-    forwarder = start_seed_part(pipeline, "forwarder", ["--edge", json.dumps(pipeline.edge_mqtt()),
+    edge = pipeline.edge_settings("monitor").model_dump(mode="json", by_alias=True)  # read-only identity
+    forwarder = start_seed_part(pipeline, "forwarder", ["--edge", json.dumps(edge),
                                                         "--cloud", json.dumps(pipeline.cloud_mqtt(device))], {})
     assert pipeline.s3 is not None and pipeline.s3.process is not None and pipeline.cloud is not None
     processor = start_seed_part(pipeline, "processor", ["--cloud", json.dumps(pipeline.cloud_mqtt(PROCESSOR_USER)),
@@ -266,6 +269,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=16, help="processor workers (default 16)")
     parser.add_argument("--compare-seed", action="store_true",
                         help="then run the seed-style pipeline at full speed on the same servers (bench/seed.py)")
+    parser.add_argument("--local", choices=("socket", "tcp"), default="socket",
+                        help="how the publisher and the logger reach the edge broker: its Unix socket, as on a "
+                             "device (default), or its TCP loopback listener")
     return parser.parse_args()
 
 
@@ -274,8 +280,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="facecap-bench-pipeline-") as folder:
         pipeline = LocalPipeline(PipelineSettings(
-            workdir=Path(folder), store="s3",
-            processor_overrides={"logging": {"level": "DEBUG"}, "workers": args.workers}))
+            workdir=Path(folder), store="s3", local=args.local,
+            # The per-device ceiling (50 faces/s) would quarantine the full-speed phase: one publisher
+            # plays a whole fleet here.
+            processor_overrides={"logging": {"level": "DEBUG"}, "workers": args.workers,
+                                 "maxFacesPerSecondPerDevice": 0}))
         try:
             pipeline.start_cloud()
             processor = pipeline.start_processor()
@@ -294,14 +303,14 @@ def main() -> None:
             cpu_per_face: dict[str, dict[str, float]] = {}
             store_log = StoreLog(processor.log)
             sampler.start()
-            client = MqttClient(MqttSettings(host="127.0.0.1", port=pipeline.edge_port, max_in_flight=256),
-                                "bench-publisher")
+            # The publisher plays the detector: its identity, over the socket or TCP as --local says.
+            client = MqttClient(pipeline.edge_settings("detector", max_in_flight=256), "bench-publisher")
             client.start()
             rates = [float(r) for r in args.rates.split(",") if r]
             phases = [(f"{rate:g} faces/s", int(rate * args.seconds), rate) for rate in rates]
             phases.append(("full speed", args.burst, 0.0))
-            print(f"pipeline benchmark: {args.size} B faces, edge -> TLS bridge -> cloud -> processor "
-                  f"({args.workers} workers) -> S3 (SeaweedFS); {os.cpu_count()} cores\n")
+            print(f"pipeline benchmark: {args.size} B faces, local hop over {args.local}, edge -> TLS bridge -> "
+                  f"cloud -> processor ({args.workers} workers) -> S3 (SeaweedFS); {os.cpu_count()} cores\n")
             print(f"{'phase':<16}{'faces':>7}{'stored':>8}{'faces/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
             rates_seen: dict[str, float] = {}
             for name, count, rate in phases:
