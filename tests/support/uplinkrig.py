@@ -71,7 +71,7 @@ class UplinkRig:
         self._clients.append(reader)
         reader.start()
         reader.subscribe("faces/#")
-        publisher = MqttClient(MqttSettings(host=self.edge.host, port=self.edge.port), "cut-publisher")
+        publisher = MqttClient(self.edge.settings("detector"), "cut-publisher")
         self._clients.append(publisher)
         publisher.start()
         self._publisher = threading.Thread(target=self._publish, args=(publisher,), daemon=True)
