@@ -28,4 +28,5 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(LoggerConfig, "logger", config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
     require("logger", config)
+    # An MqttError (the EdgeBroker's socket missing or not open to this user) ends in one line (cli.py).
     return FaceLoggerRunner(config).run(stop_on_signals())

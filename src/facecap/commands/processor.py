@@ -42,18 +42,24 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import config_source, load_config
+    from ..errors import UnavailableError
     from ..logs import setup_logging
     from ..processor.config import ProcessorConfig
     from ..processor.runner import ProcessorRunner
-    from ..storage import open_store
+    from ..storage import StoreError, open_store
     from ..validation import require
 
     config = load_config(ProcessorConfig, "processor", config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
     require("processor", config)
     stop = stop_on_signals(log, "draining")
-    store = open_store(config.store, server_side_encryption=config.server_side_encryption,
-                       kms_key_id=config.kms_key_id, max_connections=config.workers + 2)
+    try:
+        store = open_store(config.store, server_side_encryption=config.server_side_encryption,
+                           kms_key_id=config.kms_key_id, max_connections=config.workers + 2,
+                           s3_client=config.s3_client)
+    except StoreError as exc:  # e.g. no AWS region
+        raise UnavailableError(f"cannot start: {exc}", "set what it names and start again") from None
+    # An MqttConnectError (e.g. a certificate that does not load) ends in one line (cli.py).
     return ProcessorRunner(config, store).run(stop)
 
 

@@ -16,7 +16,7 @@ from ..contract import DEFAULT_TOPIC_PREFIX, FaceMetadata, build_message, face_t
 from ..errors import ConfigError, FacecapError
 from ..imagesize import image_size
 from ..logs import setup_logging
-from ..mqtt import MqttClient, MqttSettings
+from ..mqtt import MqttClient, MqttSettings, local_settings
 from ..validation import mqtt_problems
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
     mqtt = read_config_source(args.mqtt, "--mqtt") if args.mqtt else {}
     settings = with_flags(_SendConfig, "send", {"--host": ("mqtt.host", args.host), "--port": ("mqtt.port", args.port)},
                           base={"mqtt": mqtt}).mqtt
+    if args.host is not None or args.port is not None:  # TCP, not the EdgeBroker's socket
+        settings = settings.model_copy(update={"socket_path": ""})
     options = with_flags(_SendOptions, "send", {"--repeat": ("repeat", args.repeat), "--rate": ("rate", args.rate)},
                          env={})
     found: list[tuple[str, str, bool]] = []
@@ -96,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     images = _load_images(args.images)
     device = resolve_device_id(args.device_id)
     face_topic(device, args.camera_id, args.topic_prefix)  # validates both ids before connecting
+    # An MqttConnectError (a socket path, a refused login, nothing listening) ends in one line (cli.py).
+    settings = local_settings(settings, "sender")
     client = MqttClient(settings, f"facecap-send-{device}-{int(time.time())}")
     client.start()
     futures = []

@@ -11,7 +11,7 @@ import cv2
 
 from ..config import resolve_device_id
 from ..contract import new_face_id, status_topic
-from ..mqtt import MqttClient, StatusTopic
+from ..mqtt import MqttClient, StatusTopic, local_settings
 from .camera import Camera, CameraUnavailableError, check_source
 from .capture import CaptureLoop, Shot, StatsReporter, keep_shot
 from .config import DetectorConfig
@@ -77,7 +77,7 @@ class DetectorRunner:
             cv2.setNumThreads(config.detection.threads)
         detector = build_detector(config, cli_model)
         if client is None:
-            client = MqttClient(config.mqtt, f"{device_id}-detector-{config.camera_id}",
+            client = MqttClient(local_settings(config.mqtt, "detector"), f"{device_id}-detector-{config.camera_id}",
                                 status=StatusTopic(status_topic(device_id, "detector")))
         publisher = FacePublisher(client, topic_prefix=config.topic_prefix,
                                   max_payload_bytes=config.output.max_payload_bytes,
