@@ -43,7 +43,7 @@ def totals(detector: DetectorProcess) -> dict[str, str]:
     return lines[-1] if lines else {}
 
 
-def test_each_camera_keeps_its_topic_and_counts_and_a_broken_one_does_not_stop_the_others(
+def test_each_camera_keeps_its_topic_and_counts_and_a_broken_one_does_not_stop_the_others(  # noqa: PLR0917
     broker: MosquittoServer, street: Scene, street_video: Path, model_path: Path, run_detector: DetectorRunner,
     tmp_path: Path,
 ) -> None:
