@@ -101,6 +101,32 @@ def run(count: int, videos: list[Path], seconds: float, fps: float, work: Path) 
               f"{last.get('frames', '?')} processed, faces sent {last.get('sent', '?')}")
 
 
+def detection_alone(video: Path) -> float:
+    """CPU ms per frame of YuNet alone at the default scale, one thread, on the first camera's frames: the
+    reference for the per-frame cost of the whole process under the same load."""
+    import cv2
+
+    from facecap.detector.config import DetectionSettings
+    from facecap.detector.detection import YuNetDetector
+
+    cv2.setNumThreads(1)
+    detector = YuNetDetector(str(shared_dir() / "models" / MODEL_FILE), scaling=DetectionSettings().scaling())
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < 100:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    for frame in frames[:10]:
+        detector.detect(frame)
+    started = time.process_time()
+    for frame in frames:
+        detector.detect(frame)
+    return 1000 * (time.process_time() - started) / len(frames)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--cameras", default="1,2,4,8", help="camera counts, comma-separated (default 1,2,4,8)")
@@ -115,6 +141,7 @@ def main() -> None:
         videos = [work / f"camera{n}.avi" for n in range(max(counts))]
         for index, video in enumerate(videos):
             render_camera_video(video, index)
+        print(f"YuNet alone at the default scale, one thread: {detection_alone(videos[0]):.1f} ms CPU per frame")
         for count in counts:
             run(count, videos, args.seconds, args.fps, work)
 
