@@ -22,6 +22,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -112,7 +113,7 @@ def detection_alone(video: Path) -> float:
     cv2.setNumThreads(1)
     detector = YuNetDetector(str(shared_dir() / "models" / MODEL_FILE), scaling=DetectionSettings().scaling())
     capture = cv2.VideoCapture(str(video))
-    frames = []
+    frames: list[Any] = []
     while len(frames) < 100:
         ok, image = capture.read()
         if not ok:
