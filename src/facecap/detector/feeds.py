@@ -71,7 +71,7 @@ class CameraFeed:
     def _capture(self, stop: threading.Event) -> None:
         try:
             for frame in self.camera.frames(stop):
-                self._put(frame, stop)
+                self.put(frame, stop)
         except CameraUnavailableError as exc:
             log.error("camera %s: %s", self.camera_id, exc)
             self.code = GAVE_UP
@@ -86,7 +86,8 @@ class CameraFeed:
                 self.ended = True
                 self.condition.notify_all()
 
-    def _put(self, frame: Frame, stop: threading.Event) -> None:
+    def put(self, frame: Frame, stop: threading.Event) -> None:
+        """Queue a frame (the capture thread's step): drop the oldest when full, or wait for room."""
         with self.condition:
             if self.waits_for_room:
                 while len(self.frames) >= self.queue_frames and not stop.is_set():
