@@ -51,7 +51,7 @@ def test_each_camera_keeps_its_topic_and_counts_and_a_broken_one_does_not_stop_t
     hall_frames = render_video(hall_video)
     broken = tmp_path / "broken.avi"
     broken.write_bytes(b"this is not a video\n" * 100)
-    cameras = [
+    cameras: list[dict[str, Any]] = [
         {"cameraId": "door", "source": str(street_video), "maxFps": 0},
         {"cameraId": "hall", "source": str(hall_video), "maxFps": 0},
         {"cameraId": "gone", "source": str(tmp_path / "gone.avi")},
