@@ -15,7 +15,7 @@ import cv2
 from ..config import resolve_device_id
 from ..contract import new_face_id, status_topic
 from ..errors import ConfigError
-from ..mqtt import MqttClient, StatusTopic
+from ..mqtt import MqttClient, StatusTopic, local_settings
 from .camera import Camera, check_source
 from .capture import CaptureLoop, Shot, StatsReporter, keep_shot
 from .config import CameraEntry, DetectorConfig, camera_key, resolve_model_path
@@ -111,7 +111,8 @@ class DetectorRunner:
         detectors = [build_detector(config, cli_model) for _ in range(workers)]
         if client is None:
             name = f"{device_id}-detector" + (f"-{cameras[0][0].camera_id}" if len(cameras) == 1 else "")
-            client = MqttClient(config.mqtt, name, status=StatusTopic(status_topic(device_id, "detector")))
+            client = MqttClient(local_settings(config.mqtt, "detector"), name,
+                                status=StatusTopic(status_topic(device_id, "detector")))
         publisher = FacePublisher(client, topic_prefix=config.topic_prefix,
                                   max_payload_bytes=config.output.max_payload_bytes,
                                   max_queued_bytes=config.output.max_queued_bytes)

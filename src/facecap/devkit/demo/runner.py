@@ -91,10 +91,10 @@ class DemoRunner:
         pipeline.start_processor()
         pipeline.start_edge_broker()
         pipeline.start_logger()
-        tap = Tap(pipeline.edge_port)
+        tap = Tap(pipeline.edge_settings("monitor"))
         tap.start()
         detector = pipeline.start_detector(source)
-        print(f"demo: edge broker on 127.0.0.1:{pipeline.edge_port} bridged to the cloud; detector reading "
+        print(f"demo: edge broker on {pipeline.edge_dir}/mosquitto.sock bridged to the cloud; detector reading "
               f"{source if isinstance(source, str) else ', '.join(source)}", flush=True)
         return tap, detector
 
