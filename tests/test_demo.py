@@ -28,20 +28,24 @@ def test_demo_stores_every_published_face_and_a_second_run_reports_only_its_own(
         tmp_path: Path, model_path: Path) -> None:
     out = tmp_path / "demo-output"
     visits = len(DEFAULT_VISITS)
-    for run, args in ((1, ()), (2, ("--first-shot",))):
+    # The second run also shows --cameras: three different sample videos through one detector.
+    for run, args, cameras in ((1, (), 1), (2, ("--first-shot", "--cameras", "3"), 3)):
         summary = run_demo(out, model_path, *args)
         published = int(summary["messages published"])
-        # Best-shot mode: one face per visit of the sample video (two with --first-shot: the first and the
-        # best), each stored once, in every run, however many faces earlier runs left in the same store.
-        assert published == visits * len(("best", *args)), (run, summary)
+        shots = 2 if "--first-shot" in args else 1
+        # Best-shot mode: one face per visit of each sample video (two with --first-shot: the first and
+        # the best), each stored once, in every run, however many faces earlier runs left in the same store.
+        assert published == visits * shots * cameras, (run, summary)
         assert int(summary["objects stored"]) == published, (run, summary)
+        assert summary["stored per camera"] == ", ".join(f"cam{n} {visits * shots}" for n in range(cameras))
         page = Path(summary["gallery"]).read_text()
         assert page.count("<figure>") == published, run
-        assert page.count("<section>") == visits, run  # grouped by track
+        assert page.count("<section>") == visits * cameras, run  # grouped by track
+        assert [page.count(f"<h2>camera cam{n}: ") for n in range(cameras)] == [1] * cameras, run
         assert len(list((out / "gallery" / "images").iterdir())) == published, run
-    assert page.count(">first shot<") == page.count(">best shot<") == visits
-    assert int(summary["first shots"]) == visits and summary["first-shot capture-to-store p50"].endswith(" ms")
-    assert len(list((out / "store").rglob("*.jpg"))) == 3 * visits
+    assert page.count(">first shot<") == page.count(">best shot<") == 3 * visits
+    assert int(summary["first shots"]) == 3 * visits and summary["first-shot capture-to-store p50"].endswith(" ms")
+    assert len(list((out / "store").rglob("*.jpg"))) == visits + 2 * 3 * visits
 
 
 def test_every_other_documented_option_in_one_run(tmp_path: Path, model_path: Path) -> None:

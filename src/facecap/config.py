@@ -301,6 +301,7 @@ def _describe_errors(errors: list[Any]) -> list[tuple[str, str]]:
         parts = [str(part) for part in err["loc"] if not _UNION_MEMBER.match(str(part))]
         key = ".".join(parts) or "<root>"
         reason = "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"])
+        reason = reason.removeprefix("Value error, ")  # pydantic's wording for our own validators' ValueError
         if reason not in reasons.setdefault(key, []):
             reasons[key].append(reason)
     return [(key, ", or ".join(texts)) for key, texts in reasons.items()]
@@ -322,7 +323,14 @@ def describe(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, s
             None,
         )
         if nested is not None:
-            rows += describe(nested, f"{key}.")
+            # A list of sections (the detector's `cameras`): its entries' keys as `cameras[].cameraId`.
+            is_list = get_origin(info.annotation) is list
+            if is_list:
+                rows.append((key, "[]", info.description or ""))
+            rows += describe(nested, f"{key}[]." if is_list else f"{key}.")
+            continue
+        if info.is_required():
+            rows.append((key, "(required)", info.description or ""))
             continue
         default = info.get_default(call_default_factory=True)
         shown = json.dumps(default.get_secret_value() if hasattr(default, "get_secret_value") else default)

@@ -98,11 +98,13 @@ def _broker(config: Any, found: Found) -> None:
 
 def _detector(config: Any, found: Found) -> None:
     from .detector.camera import check_source  # OpenCV: only when a detector configuration is checked
+    from .detector.config import camera_key
 
-    try:
-        check_source(config.camera)  # a video file that must exist, a pipeline this OpenCV cannot open
-    except ConfigError as error:
-        found.extend((key, reason, True) for key, reason in error.problems)
+    for index, entry in enumerate(config.camera_list()):
+        try:  # a video file that must exist, a pipeline this OpenCV cannot open
+            check_source(entry, camera_key(config, index))
+        except ConfigError as error:
+            found.extend((key, reason, True) for key, reason in error.problems)
     if config.detection.model_path:
         _readable("detection.modelPath", config.detection.model_path, "YuNet model file", found)
     mqtt_problems(config.mqtt, found)

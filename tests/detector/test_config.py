@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,45 @@ def test_detection_scale_follows_min_face_size_and_old_widths_keep_their_meaning
     with pytest.raises(ConfigError) as error:
         load_config(DetectorConfig, "detector", {"detection": {"width": "wide"}}, env={})
     assert "detection.width" in str(error.value)
+
+
+def test_the_single_camera_keys_are_a_one_entry_camera_list() -> None:
+    shorthand = load_config(DetectorConfig, "detector",
+                            {"cameraId": "door", "camera": {"source": "rtsp://cam/1", "maxFps": 10}}, env={})
+    listed = load_config(DetectorConfig, "detector",
+                         {"cameras": [{"cameraId": "door", "source": "rtsp://cam/1", "maxFps": 10}]}, env={})
+    assert shorthand.camera_list() == listed.camera_list()
+    assert [entry.camera_id for entry in listed.camera_list()] == ["door"]
+    assert DetectorConfig().camera_list()[0].camera_id == "camera0"
+
+
+def test_cameras_through_the_environment_with_the_recipe_defaults() -> None:
+    # A Greengrass recipe always passes the defaults of cameraId and camera: with them, cameras is valid.
+    defaults = default_configuration(DetectorConfig)
+    env = {"FACECAP_CAMERAS": '[{"cameraId": "a", "source": "0"}, {"cameraId": "b", "source": "1", "maxFps": 5}]',
+           "FACECAP_CAMERA_ID": defaults["cameraId"], "FACECAP_CAMERA": json.dumps(defaults["camera"])}
+    config = load_config(DetectorConfig, "detector", defaults, env=env)
+    assert [(c.camera_id, c.source, c.max_fps) for c in config.camera_list()] == [("a", "0", 15), ("b", "1", 5)]
+
+
+def test_a_duplicate_camera_id_is_rejected_by_name() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(DetectorConfig, "detector", {"cameras": [
+            {"cameraId": "door", "source": "0"}, {"cameraId": "yard", "source": "1"},
+            {"cameraId": "door", "source": "2"}]}, env={})
+    problems = dict(caught.value.problems)
+    assert list(problems) == ["cameras"] and "'door' is given twice" in problems["cameras"]
+
+
+@pytest.mark.parametrize("single", [{"cameraId": "door"}, {"camera": {"source": "1"}}])
+def test_cameras_and_the_single_camera_keys_together_are_refused(single: dict[str, object]) -> None:
+    with pytest.raises(ConfigError, match="either `cameras` or the single-camera keys"):
+        load_config(DetectorConfig, "detector", {"cameras": [{"cameraId": "a", "source": "0"}], **single}, env={})
+
+
+def test_each_camera_entry_needs_an_id_and_a_source_and_valid_settings() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(DetectorConfig, "detector", {"cameras": [
+            {"source": "0"}, {"cameraId": "front door", "source": "1"}, {"cameraId": "c", "maxFps": -1}]}, env={})
+    keys = {key for key, _ in caught.value.problems}
+    assert keys == {"cameras.0.cameraId", "cameras.1.cameraId", "cameras.2.source", "cameras.2.maxFps"}

@@ -38,6 +38,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--mode", choices=("best", "every"), default="best", help="tracking mode (default best)")
     parser.add_argument("--first-shot", action="store_true",
                         help="tracking.firstShot: also send each person's first good shot at once (best mode)")
+    parser.add_argument("--cameras", type=int, default=1, metavar="N",
+                        help="render N different sample videos and run them as N cameras of one detector "
+                        "(default 1; not with --source)")
     parser.set_defaults(func=run)
 
 
@@ -47,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from ..devkit.demo.runner import DemoRunner
     from ..logs import setup_logging
 
+    if args.cameras < 1 or (args.cameras > 1 and args.source is not None):
+        raise UsageError(f"--cameras {args.cameras}: must be at least 1, and 1 with --source",
+                         "give --cameras N >= 1 for the sample videos, or one --source")
     setup_logging()
     out: Path = args.out.resolve()
     try:
@@ -59,12 +65,18 @@ def run(args: argparse.Namespace) -> int:
     pipeline = LocalPipeline(PipelineSettings(workdir=out, store=args.store, model=model,
                                               detector_overrides={"tracking": {"mode": args.mode,
                                                                                  "firstShot": args.first_shot}}))
-    source = args.source
-    if source is None:
-        from ..devkit.demo.video import render_video
-
-        sample = out / "sample.avi"
-        frames = render_video(sample)
-        source = str(sample)
-        print(f"demo: rendered a sample video of {frames} frames (three visits) to {sample}", flush=True)
+    source: str | list[str] = args.source if args.source is not None else sample_videos(out, args.cameras)
     return DemoRunner(pipeline, out, args.duration).run(source)
+
+
+def sample_videos(out: Path, cameras: int) -> list[str]:
+    """One rendered sample per camera, each with its own visits (the first is the classic sample.avi)."""
+    from ..devkit.demo.video import render_camera_video
+
+    paths = []
+    for index in range(cameras):
+        sample = out / ("sample.avi" if index == 0 else f"sample-cam{index}.avi")
+        frames = render_camera_video(sample, index)
+        paths.append(str(sample))
+        print(f"demo: rendered a sample video of {frames} frames (three visits) to {sample}", flush=True)
+    return paths

@@ -83,14 +83,15 @@ def describe_source(settings: CameraSettings) -> str:
     return f"{kind} {source}"
 
 
-def check_source(settings: CameraSettings) -> None:
+def check_source(settings: CameraSettings, key: str = "camera") -> None:
     """Refuse, before anything starts, a source that can never work: a missing file, or a GStreamer
-    pipeline on an OpenCV built without GStreamer. (A missing camera device may still be plugged in.)"""
+    pipeline on an OpenCV built without GStreamer. (A missing camera device may still be plugged in.)
+    `key`: how the configuration names this camera (`camera`, `cameras[2]`)."""
     kind = source_kind(settings)
     if kind == "file" and not Path(settings.source).is_file():
-        raise ConfigError("detector", [("camera.source", f"video file {settings.source} does not exist")])
+        raise ConfigError("detector", [(f"{key}.source", f"video file {settings.source} does not exist")])
     if kind == "gstreamer" and not has_gstreamer():
-        raise ConfigError("detector", [("camera.source", f"OpenCV {cv2.__version__} was built without GStreamer, "
+        raise ConfigError("detector", [(f"{key}.source", f"OpenCV {cv2.__version__} was built without GStreamer, "
                                                          "so a pipeline cannot be opened (on a Jetson, use "
                                                          "the system's OpenCV: set the component's "
                                                          "systemSitePackages to true)")])

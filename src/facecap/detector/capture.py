@@ -68,10 +68,17 @@ class CaptureLoop:
             for frame in frames:
                 self.process(frame)
         finally:
-            self._send(self.tracker.finish())
+            self.finish()
 
-    def process(self, frame: Frame) -> None:
-        candidates = [self._candidate(frame, detection) for detection in self.detector.detect(frame.image)
+    def finish(self) -> None:
+        """Send what the open tracks still hold (the camera ended or the detector stops)."""
+        self._send(self.tracker.finish())
+
+    def process(self, frame: Frame, detector: FaceDetector | None = None) -> None:
+        """One frame through detection and tracking. `detector`: the calling worker's own model (a model
+        must not be shared between threads); default the loop's."""
+        found = (detector or self.detector).detect(frame.image)
+        candidates = [self._candidate(frame, detection) for detection in found
                       if min(detection.bbox[2], detection.bbox[3]) >= self.min_face_size]
         self.stats.frames += 1
         self.stats.faces += len(candidates)
@@ -122,17 +129,18 @@ class CaptureLoop:
 
 
 class StatsReporter:
-    """Logs one `stats:` line of key=value pairs every interval, from its own thread, so the figures keep
-    coming while the camera or the broker is away."""
+    """Logs `stats:` lines of key=value pairs every interval, from its own thread, so the figures keep
+    coming while a camera or the broker is away. `collect` gives one dict per line; a line's fps is
+    computed from its `frames` since the last report, per line (per camera)."""
 
-    def __init__(self, interval: float, collect: Callable[[], dict[str, object]],
+    def __init__(self, interval: float, collect: Callable[[], list[dict[str, object]]],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = interval
         self._collect = collect
         self._clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="detector-stats", daemon=True)
-        self._last_frames = 0
+        self._last_frames: dict[int, int] = {}
         self._last_time = clock()
 
     def start(self) -> None:
@@ -143,14 +151,18 @@ class StatsReporter:
         self._thread.join(5)
 
     def report(self) -> None:
-        figures = self._collect()
+        lines = self._collect()
         now = self._clock()
-        frames = int(str(figures.get("frames", 0)))
         elapsed = now - self._last_time
-        fps = (frames - self._last_frames) / elapsed if elapsed > 0 else 0.0
-        self._last_frames, self._last_time = frames, now
-        line = " ".join(f"{key}={value}" for key, value in {"fps": f"{fps:.1f}", **figures}.items())
-        log.info("stats: %s", line)
+        self._last_time = now
+        for number, figures in enumerate(lines):
+            frames = int(str(figures.get("frames", 0)))
+            fps = (frames - self._last_frames.get(number, 0)) / elapsed if elapsed > 0 else 0.0
+            self._last_frames[number] = frames
+            ordered = {key: value for key, value in figures.items() if key == "camera"}
+            ordered["fps"] = f"{fps:.1f}"
+            ordered.update(figures)
+            log.info("stats: %s", " ".join(f"{key}={value}" for key, value in ordered.items()))
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
+from typing_extensions import Self
 
 from ..config import ComponentConfig, ConfigModel, LoggingSettings, as_value_error
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, check_id
@@ -47,7 +48,14 @@ class CameraSettings(ConfigModel):
     reconnect_min_seconds: float = Field(0.5, gt=0, description="First wait before reopening a lost camera.")
     reconnect_max_seconds: float = Field(30, gt=0, description="Longest wait between reopening attempts.")
     give_up_after_seconds: float = Field(
-        0, ge=0, description="Exit with an error when the camera stays unavailable this long (0: retry forever)."
+        0, ge=0,
+        description="Give the camera up when it stays unavailable this long (0: retry forever); the detector "
+        "exits with an error when its last camera is given up.",
+    )
+    queue_frames: int = Field(
+        4, ge=1, le=100,
+        description="Frames waiting for detection at most; when detection falls behind, the oldest is dropped "
+        "and counted (a file read with maxFps 0 waits instead, so it loses no frame).",
     )
 
     @field_validator("source")
@@ -58,6 +66,18 @@ class CameraSettings(ConfigModel):
         return value.strip()
 
     ordered_fields = (("reconnect_min_seconds", "reconnect_max_seconds"),)
+
+
+class CameraEntry(CameraSettings):
+    """One camera of `cameras`: its id and every key of the `camera` section."""
+
+    camera_id: str = Field(description="Camera id in topics, [A-Za-z0-9._-]{1,64}; unique among `cameras`.")
+    source: str = Field(description="As `camera.source`; required here.")
+
+    @field_validator("camera_id")
+    @classmethod
+    def _check_camera_id(cls, value: str) -> str:
+        return as_value_error(check_id, "camera-id", value)
 
 
 class DetectionSettings(ConfigModel):
@@ -96,7 +116,16 @@ class DetectionSettings(ConfigModel):
         "reliably); detection runs at modelFaceSize / minFaceSize of the frame (never upscaled).",
     )
     max_faces: int = Field(50, ge=1, description="Most faces kept per frame (the most confident).")
-    threads: int = Field(0, ge=0, description="OpenCV worker threads (0: OpenCV's default).")
+    workers: int = Field(
+        0, ge=0,
+        description="Detection threads, each with its own model, shared by all cameras (0: one per camera, at "
+        "most one per CPU core).",
+    )
+    threads: int = Field(
+        0, ge=0,
+        description="OpenCV threads (0: OpenCV's default with one detection worker, 1 with several, since the "
+        "workers already use the cores).",
+    )
     haar_cascade_path: str = Field(
         "", description="Haar cascade XML for the fallback; empty uses the one shipped with OpenCV."
     )
@@ -178,8 +207,15 @@ class OutputSettings(ConfigModel):
 class DetectorConfig(ComponentConfig):
     """Everything the `facecap detector` command needs."""
 
-    camera_id: str = Field("camera0", description="Camera id in topics, [A-Za-z0-9._-]{1,64}.")
-    camera: CameraSettings = Field(default_factory=CameraSettings, description="The frame source.")
+    camera_id: str = Field("camera0", description="Camera id in topics, [A-Za-z0-9._-]{1,64} (one camera; "
+                                                  "see `cameras`).")
+    camera: CameraSettings = Field(default_factory=CameraSettings, description="The frame source (one camera).")
+    cameras: list[CameraEntry] = Field(
+        default_factory=list,
+        description="Several cameras in one detector: each entry has its own `cameraId`, `source` and the keys "
+        "of `camera`. Empty: the one camera `cameraId` + `camera` (the shorthand); when set, those two must keep "
+        "their defaults.",
+    )
     detection: DetectionSettings = Field(default_factory=DetectionSettings, description="Face detection.")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="What is sent when.")
     output: OutputSettings = Field(default_factory=OutputSettings, description="The crop.")
@@ -196,3 +232,34 @@ class DetectorConfig(ComponentConfig):
     @classmethod
     def _check_camera_id(cls, value: str) -> str:
         return as_value_error(check_id, "camera-id", value)
+
+    @field_validator("cameras")
+    @classmethod
+    def _check_unique_ids(cls, cameras: list[CameraEntry]) -> list[CameraEntry]:
+        seen: set[str] = set()
+        for entry in cameras:
+            if entry.camera_id in seen:
+                raise ValueError(f"cameraId {entry.camera_id!r} is given twice; each camera needs its own id")
+            seen.add(entry.camera_id)
+        return cameras
+
+    @model_validator(mode="after")
+    def _one_way_to_name_cameras(self) -> Self:
+        # The single-camera keys count as given when they differ from their defaults: a Greengrass recipe
+        # always passes its defaults, so mere presence cannot tell.
+        if self.cameras and (self.camera_id != "camera0" or self.camera != CameraSettings()):
+            raise ValueError("give either `cameras` or the single-camera keys `cameraId` and `camera`, not both "
+                             "(reset `cameraId` and `camera` when moving to `cameras`)")
+        return self
+
+    def camera_list(self) -> list[CameraEntry]:
+        """The cameras to watch: `cameras`, or the shorthand as a one-entry list."""
+        if self.cameras:
+            return list(self.cameras)
+        return [CameraEntry(camera_id=self.camera_id, **self.camera.model_dump())]
+
+
+def camera_key(config: DetectorConfig, index: int) -> str:
+    """How the configuration names camera `index` in messages: `camera` or `cameras[i]`."""
+    return f"cameras[{index}]" if config.cameras else "camera"
+

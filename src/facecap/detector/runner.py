@@ -1,9 +1,12 @@
-"""The FaceDetector's runner (DetectorRunner): builds camera, detector, tracker, publisher and MQTT client from one
-configuration, runs them until stopped, and shuts down in order (flush in-flight faces, then offline)."""
+"""The FaceDetector's runner (DetectorRunner): builds, from one configuration, one feed per camera (camera, capture
+thread, frame queue, tracker, capture loop), a pool of detection workers with a model each, and the one
+publisher and MQTT client every camera shares; runs them until stopped, and shuts down in order (flush
+in-flight faces, then offline). docs/detector.md describes the threads."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
@@ -11,14 +14,17 @@ import cv2
 
 from ..config import resolve_device_id
 from ..contract import new_face_id, status_topic
+from ..errors import ConfigError
 from ..mqtt import MqttClient, StatusTopic, local_settings
-from .camera import Camera, CameraUnavailableError, check_source
+from .camera import Camera, check_source
 from .capture import CaptureLoop, Shot, StatsReporter, keep_shot
-from .config import DetectorConfig
+from .config import CameraEntry, DetectorConfig, camera_key
 from .crop import CropSettings
 from .detection import FaceDetector, create_detector
+from .feeds import BROKEN, CameraFeed
 from .model import find_model
 from .publisher import FacePublisher
+from .scheduling import DetectionPool, FrameScheduler
 from .tracking import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
@@ -53,17 +59,42 @@ def crop_settings(config: DetectorConfig) -> CropSettings:
                         max_payload_bytes=output.max_payload_bytes)
 
 
+def worker_count(config: DetectorConfig, cameras: int) -> int:
+    """detection.workers, or one per camera and at most one per core."""
+    return config.detection.workers or max(1, min(cameras, os.cpu_count() or 1))
+
+
+def checked_cameras(config: DetectorConfig) -> list[tuple[CameraEntry, str]]:
+    """Each camera with the reason it can never work ("" when it may). A camera that cannot work is reported
+    and left out while the others run; when none is left, that is a configuration error (exit 2)."""
+    checked: list[tuple[CameraEntry, str]] = []
+    problems: list[tuple[str, str]] = []
+    for index, entry in enumerate(config.camera_list()):
+        try:
+            check_source(entry, camera_key(config, index))
+            checked.append((entry, ""))
+        except ConfigError as exc:
+            problems += exc.problems
+            checked.append((entry, "; ".join(f"{key}: {reason}" for key, reason in exc.problems)))
+    if all(reason for _, reason in checked):
+        raise ConfigError("detector", problems)
+    for entry, reason in checked:
+        if reason:
+            log.error("camera %s left out: %s", entry.camera_id, reason)
+    return checked
+
+
 @dataclass
 class DetectorRunner:
     """The FaceDetector: its configuration and its collaborators, which `build` makes from the
     configuration (a test can pass its own to the constructor)."""
 
     config: DetectorConfig
-    camera: Camera
     client: MqttClient
     publisher: FacePublisher
-    tracker: Tracker[Shot]
-    loop: CaptureLoop
+    feeds: list[CameraFeed]
+    detectors: list[FaceDetector]
+    condition: threading.Condition
 
     @classmethod
     def build(cls, config: DetectorConfig, cli_model: str | None = None,
@@ -72,55 +103,83 @@ class DetectorRunner:
         file, model or certificate) or MqttError. `client`: an already built client (default: the one the
         configuration describes)."""
         device_id = resolve_device_id(config.device_id)
-        check_source(config.camera)
-        if config.detection.threads:
-            cv2.setNumThreads(config.detection.threads)
-        detector = build_detector(config, cli_model)
+        cameras = checked_cameras(config)
+        workers = worker_count(config, len(cameras))
+        # Several workers already use the cores: OpenCV's own threads in each would only contend.
+        threads = config.detection.threads or (1 if workers > 1 else 0)
+        if threads:
+            cv2.setNumThreads(threads)
+        detectors = [build_detector(config, cli_model) for _ in range(workers)]
         if client is None:
-            client = MqttClient(local_settings(config.mqtt, "detector"), f"{device_id}-detector-{config.camera_id}",
+            name = f"{device_id}-detector" + (f"-{cameras[0][0].camera_id}" if len(cameras) == 1 else "")
+            client = MqttClient(local_settings(config.mqtt, "detector"), name,
                                 status=StatusTopic(status_topic(device_id, "detector")))
         publisher = FacePublisher(client, topic_prefix=config.topic_prefix,
                                   max_payload_bytes=config.output.max_payload_bytes,
                                   max_queued_bytes=config.output.max_queued_bytes)
-        tracker = build_tracker(config)
-        loop = CaptureLoop(detector=detector, tracker=tracker, publisher=publisher,
-                           crop_settings=crop_settings(config), device_id=device_id,
-                           camera_id=config.camera_id, min_face_size=config.detection.min_face_size,
-                           edge_margin=config.tracking.edge_margin)
-        camera = Camera(config.camera)
-        log.info("detector %s on %s, device %s camera %s, %s mode, OpenCV %s", detector.name, camera.description,
-                 device_id, config.camera_id, config.tracking.mode, cv2.__version__)
-        return cls(config, camera, client, publisher, tracker, loop)
+        condition = threading.Condition()
+        feeds = [build_feed(config, entry, detectors[0], publisher, device_id=device_id, condition=condition,
+                            broken=bool(reason))
+                 for entry, reason in cameras]
+        log.info("detector %s, %d worker(s), device %s, %s mode, OpenCV %s", detectors[0].name, workers, device_id,
+                 config.tracking.mode, cv2.__version__)
+        for feed in feeds:
+            log.info("camera %s: %s%s", feed.camera_id, feed.camera.description, " (left out)" if feed.ended else "")
+        return cls(config, client, publisher, feeds, detectors, condition)
 
-    def figures(self) -> dict[str, object]:
-        """The stats line's figures: counters since start, plus the current state."""
+    def figures(self) -> list[dict[str, object]]:
+        """The stats lines' figures, counters since start plus the current state: one line per camera when
+        there are several, then the line of the whole detector (the one line with a single camera)."""
+        cameras = [feed.figures() for feed in self.feeds]
+
+        def total(key: str) -> int:
+            return sum(int(str(figures[key])) for figures in cameras)
+
         published = self.publisher.stats
-        return {
-            "frames": self.loop.stats.frames, "faces": self.loop.stats.faces,
-            "tracks": len(self.tracker.tracks), "tracks_total": self.tracker.stats.tracks_started,
-            "sent": self.loop.stats.sent, "published": published.published, "dropped": published.dropped,
-            "failed": published.failed, "in_flight": self.client.in_flight, "queued_bytes": published.queued_bytes,
-            "connected": "yes" if self.client.connected else "no",
-            "camera_outages": self.camera.stats.outages, "skipped": self.camera.stats.skipped,
+        whole: dict[str, object] = {
+            "frames": total("frames"), "faces": total("faces"), "tracks": total("tracks"),
+            "tracks_total": total("tracks_total"), "sent": total("sent"), "published": published.published,
+            "dropped": published.dropped, "failed": published.failed, "in_flight": self.client.in_flight,
+            "queued_bytes": published.queued_bytes, "connected": "yes" if self.client.connected else "no",
+            "camera_outages": total("camera_outages"), "skipped": total("skipped"),
+            "queue_dropped": total("queue_dropped"),
         }
+        if len(cameras) == 1:
+            return [whole]
+        return [*cameras, {**whole, "cameras": len(cameras)}]
 
     def run(self, stop: threading.Event) -> int:
-        """Capture until `stop` is set or a file source ends: 0, or 1 when the camera was given up."""
+        """Capture until `stop` is set or every camera has ended: 0; 1 when a camera was given up; 2 when a
+        camera's source could not be read."""
         # No waiting for the broker: faces queue (bounded) while it is away, and the client reconnects.
         self.client.start(wait=False)
         reporter = StatsReporter(self.config.stats_interval_seconds, self.figures)
         reporter.start()
-        code = 0
         try:
-            self.loop.run(self.camera.frames(stop))
-        except CameraUnavailableError as exc:
-            log.error("%s", exc)
-            code = 1
+            for feed in self.feeds:
+                if not feed.ended:
+                    feed.start(stop)
+            DetectionPool(FrameScheduler(self.feeds, self.condition), self.detectors).run(stop)
         finally:
+            stop.set()  # every camera is finished: end capture threads still waiting on a stream
+            for feed in self.feeds:
+                feed.join(2)
             reporter.stop()
             timeout = self.config.shutdown_timeout_seconds
             if not self.client.stop(timeout):
                 log.warning("stopped with %d faces still unacknowledged after %.0f s", self.client.in_flight, timeout)
             reporter.report()
         log.info("detector stopped")
-        return code
+        return max(feed.code for feed in self.feeds)
+
+
+def build_feed(config: DetectorConfig, entry: CameraEntry, detector: FaceDetector, publisher: FacePublisher,
+               *, device_id: str, condition: threading.Condition, broken: bool = False) -> CameraFeed:
+    """A camera's feed with its own tracker and capture loop (tracks never mix across cameras)."""
+    loop = CaptureLoop(detector=detector, tracker=build_tracker(config), publisher=publisher,
+                       crop_settings=crop_settings(config), device_id=device_id, camera_id=entry.camera_id,
+                       min_face_size=config.detection.min_face_size, edge_margin=config.tracking.edge_margin)
+    feed = CameraFeed(entry.camera_id, Camera(entry), loop, entry.queue_frames, condition)
+    if broken:
+        feed.ended, feed.finished, feed.code = True, True, BROKEN
+    return feed

@@ -1,4 +1,5 @@
-"""An HTML page of the stored faces with their metadata, grouped by track, written next to the demo's store."""
+"""An HTML page of the stored faces with their metadata, grouped by camera and by track, written next to the
+demo's store."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def by_track(faces: list[StoredObject]) -> list[tuple[str, list[StoredObject]]]:
     return sorted(groups.items(), key=lambda item: min(f.key for f in item[1]))
 
 
+def by_camera(faces: list[StoredObject]) -> list[tuple[str, list[StoredObject]]]:
+    """The faces grouped by camera id (from the message), cameras in name order."""
+    groups: dict[str, list[StoredObject]] = {}
+    for face in faces:
+        groups.setdefault(face.metadata.get("camera-id") or "unknown", []).append(face)
+    return sorted(groups.items())
+
+
 def _card(face: StoredObject, name: str) -> str:
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
@@ -45,16 +54,19 @@ def write_gallery(folder: Path, faces: list[StoredObject], read_body: Callable[[
     images.mkdir(parents=True)
     sections = []
     number = 0
-    for track, members in by_track(faces):
-        cards = []
-        for face in members:
-            number += 1
-            name = f"{number:05d}_{Path(face.key).name}"
-            (images / name).write_bytes(read_body(face.key))
-            cards.append(_card(face, name))
-        heading = "no track" if track.startswith("untracked:") else f"track {track}"
-        sections.append(f'<section><h2>{html.escape(heading)} ({len(members)})</h2>'
-                        f'<div class="grid">{"".join(cards)}</div></section>')
+    cameras = by_camera(faces)
+    for camera, members_of_camera in cameras:
+        sections.append(f"<h2>camera {html.escape(camera)}: {len(members_of_camera)} face(s)</h2>")
+        for track, members in by_track(members_of_camera):
+            cards = []
+            for face in members:
+                number += 1
+                name = f"{number:05d}_{Path(face.key).name}"
+                (images / name).write_bytes(read_body(face.key))
+                cards.append(_card(face, name))
+            heading = "no track" if track.startswith("untracked:") else f"track {track}"
+            sections.append(f'<section><h3>{html.escape(heading)} ({len(members)})</h3>'
+                            f'<div class="grid">{"".join(cards)}</div></section>')
     facts = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in (summary or {}).items())
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     page = f"""<!doctype html>
@@ -67,11 +79,13 @@ img {{ width: 100%; height: auto; background: #eee; }}
 table {{ font-size: 12px; border-collapse: collapse; }}
 th {{ text-align: left; padding-right: .5rem; color: #555; }}
 code {{ font-size: 11px; word-break: break-all; }}
-h2 {{ font-size: 1rem; margin: 1.2rem 0 .4rem; }}
+h2 {{ font-size: 1.2rem; margin: 1.8rem 0 .4rem; border-bottom: 1px solid #ccc; }}
+h3 {{ font-size: 1rem; margin: 1.2rem 0 .4rem; }}
 .shot {{ margin: .2rem 0; font-weight: bold; }}
 </style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>{len(faces)} face(s) of {len(sections)} track(s), written {written}.</p><ul>{facts}</ul>
+<p>{len(faces)} face(s) of {sum(len(by_track(m)) for _, m in cameras)} track(s) from {len(cameras)} camera(s), \
+written {written}.</p><ul>{facts}</ul>
 {"".join(sections)}
 </body></html>
 """

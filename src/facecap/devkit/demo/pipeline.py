@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -251,11 +251,15 @@ class LocalPipeline:
         return {"deviceId": self.settings.device_id, "mqtt": self.edge_mqtt("logger"), "summaryIntervalSeconds": 10,
                 "logging": {"level": self.settings.log_level}}
 
-    def detector_config(self, source: str) -> dict[str, Any]:
+    def detector_config(self, source: str | Sequence[str]) -> dict[str, Any]:
+        """One source: the single-camera keys, camera `cam0`; several: `cameras`, `cam0`, `cam1`, ..."""
+        sources = [source] if isinstance(source, str) else list(source)
+        cameras: dict[str, Any] = {"cameraId": "cam0", "camera": {"source": sources[0]}}
+        if len(sources) > 1:
+            cameras = {"cameras": [{"cameraId": f"cam{n}", "source": s} for n, s in enumerate(sources)]}
         config: dict[str, Any] = {
             "deviceId": self.settings.device_id,
-            "cameraId": "cam0",
-            "camera": {"source": source},
+            **cameras,
             "mqtt": self.edge_mqtt("detector"),
             "statsIntervalSeconds": 2,
             "logging": {"level": self.settings.log_level},
@@ -272,7 +276,7 @@ class LocalPipeline:
     def start_logger(self) -> Component:
         return self._start("logger", self.logger_config(), self._edge_env())
 
-    def start_detector(self, source: str) -> Component:
+    def start_detector(self, source: str | Sequence[str]) -> Component:
         return self._start("detector", self.detector_config(source), self._edge_env())
 
     def _edge_env(self) -> dict[str, str]:

@@ -7,6 +7,8 @@ import logging
 import re
 import statistics
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,13 +50,14 @@ class DemoRunner:
         self.out = out
         self.duration = duration
 
-    def run(self, source: str) -> int:
+    def run(self, source: str | Sequence[str]) -> int:
+        """Run on `source`, or on several sources as the cameras cam0, cam1, ... of one detector."""
         try:
             return self._run(source)
         finally:
             self.pipeline.stop_all()
 
-    def _run(self, source: str) -> int:
+    def _run(self, source: str | Sequence[str]) -> int:
         started = time.monotonic()
         tap, detector = self._start(source)
         self._watch(tap, detector)
@@ -69,7 +72,7 @@ class DemoRunner:
             return 1
         return 0
 
-    def _start(self, source: str) -> tuple[Tap, Component]:
+    def _start(self, source: str | Sequence[str]) -> tuple[Tap, Component]:
         """Cloud side first, so the bridge and the processor find their broker; the tap before the detector,
         so it sees every face."""
         pipeline = self.pipeline
@@ -83,7 +86,7 @@ class DemoRunner:
         tap.start()
         detector = pipeline.start_detector(source)
         print(f"demo: edge broker on {pipeline.edge_dir}/mosquitto.sock bridged to the cloud; detector reading "
-              f"{source}", flush=True)
+              f"{source if isinstance(source, str) else ', '.join(source)}", flush=True)
         return tap, detector
 
     def _watch(self, tap: Tap, detector: Component) -> None:
@@ -121,6 +124,7 @@ class DemoRunner:
             "tracks": stats.get("tracks_total", "?"),
             "messages published": str(outcome.published),
             "objects stored": str(len(faces)),
+            "stored per camera": _per_camera(faces),
             "quarantined": str(len(inventory.quarantined)),
             "dropped by the detector": stats.get("dropped", "?"),
             # Capture to stored. In best-shot mode a face is sent when its track ends, seconds after the
@@ -144,6 +148,11 @@ def _latencies(faces: list[StoredObject], tap: Tap) -> list[float]:
     """Milliseconds from each face's capture (its frame) to its object in the store."""
     return [(face.stored_at - captured.timestamp()) * 1000 for face in faces
             if (captured := tap.face_ids.get(face.face_id)) is not None]
+
+
+def _per_camera(faces: list[StoredObject]) -> str:
+    counts = Counter(face.metadata.get("camera-id", "?") for face in faces)
+    return ", ".join(f"{camera} {count}" for camera, count in sorted(counts.items())) or "none"
 
 
 def _first_shot_figures(faces: list[StoredObject], tap: Tap) -> dict[str, str]:

@@ -6,6 +6,7 @@ every user's machine has the material and nothing is downloaded.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,29 @@ DEFAULT_VISITS = (
 )
 
 
+# `facecap demo --cameras 3` (and bench/cameras.py): each camera its own sample, three visits at other
+# times, sizes, heights and directions. Cameras past these get visits drawn from a seeded generator.
+CAMERA_VISITS = (
+    DEFAULT_VISITS,
+    (Visit(1.0, 3.5, 290, False, 60), Visit(5.5, 4.0, 310, True, 150), Visit(10.0, 4.0, 280, False, 90)),
+    (Visit(0.8, 4.5, 300, True, 170), Visit(6.0, 3.5, 320, False, 30), Visit(10.5, 3.5, 290, True, 120)),
+)
+
+
+def camera_visits(index: int) -> tuple[Visit, ...]:
+    """The visits of sample camera `index`: three people, one after another, so each is one track."""
+    if index < len(CAMERA_VISITS):
+        return CAMERA_VISITS[index]
+    rng = random.Random(index)  # noqa: S311 - sample content, not security
+    return tuple(Visit(0.5 + 5.0 * n + rng.uniform(0, 0.5), rng.uniform(3.5, 4.0), rng.randrange(280, 321, 10),
+                       rng.random() < 0.5, rng.randrange(30, 171, 10)) for n in range(3))
+
+
+def render_camera_video(path: Path, index: int) -> int:
+    """Sample camera `index` (its own visits and background) written to `path`. Returns frames."""
+    return render_video(path, visits=camera_visits(index), seed=7 + index)
+
+
 def _portrait() -> Any:
     import cv2
     from skimage import data
@@ -38,22 +62,22 @@ def _portrait() -> Any:
     return cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
 
 
-def _background(width: int, height: int) -> Any:
+def _background(width: int, height: int, seed: int = 7) -> Any:
     import numpy as np
 
     # A soft vertical gradient with a little texture, so JPEG crops of the edges are not flat.
     ramp = np.linspace(70, 150, height, dtype=np.float32)[:, None, None]
-    noise = np.random.default_rng(7).normal(0, 6, (height, width, 1)).astype(np.float32)
+    noise = np.random.default_rng(seed).normal(0, 6, (height, width, 1)).astype(np.float32)
     return np.clip(np.repeat(ramp + noise, 3, axis=2), 0, 255).astype(np.uint8)
 
 
 def render_frames(width: int = 640, height: int = 480, fps: float = 15.0,
-                  visits: tuple[Visit, ...] = DEFAULT_VISITS) -> list[Any]:
+                  visits: tuple[Visit, ...] = DEFAULT_VISITS, *, seed: int = 7) -> list[Any]:
     """Every frame of the sample, in memory (about 14 s at 15 fps: 200 frames of 640x480)."""
     import cv2
 
     portrait = _portrait()
-    background = _background(width, height)
+    background = _background(width, height, seed)
     total = max(v.start_seconds + v.duration_seconds for v in visits) + 1.0
     frames = []
     for index in range(int(total * fps)):
@@ -86,7 +110,7 @@ def _paste(frame: Any, sprite: Any, x: int, y: int) -> None:
 
 
 def render_video(path: Path, width: int = 640, height: int = 480, fps: float = 15.0,
-                 visits: tuple[Visit, ...] = DEFAULT_VISITS) -> int:
+                 visits: tuple[Visit, ...] = DEFAULT_VISITS, *, seed: int = 7) -> int:
     """Write the sample to `path` (MJPEG in AVI, which every OpenCV build can read back). Returns frames."""
     import cv2
 
@@ -94,7 +118,7 @@ def render_video(path: Path, width: int = 640, height: int = 480, fps: float = 1
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path}")
-    frames = render_frames(width, height, fps, visits)
+    frames = render_frames(width, height, fps, visits, seed=seed)
     for frame in frames:
         writer.write(frame)
     writer.release()

@@ -1,0 +1,102 @@
+"""Who detects what: a pool of detection workers shared by every camera, fed round-robin.
+
+Each worker thread owns one detector (cv2.FaceDetectorYN keeps per-call state and must not be shared
+between threads). A worker asks the scheduler for a job: the oldest queued frame of the next camera, in
+round-robin order, that has a frame and that no other worker holds. A camera is held by one worker at a
+time, so its frames go through its tracker one by one and in order, and its tracks never meet another
+camera's. Round-robin means a camera whose frames take long (many faces) takes its turn like the others
+and cannot starve them: each camera with frames waiting gets one frame per round.
+
+When a camera's feed has ended (a file at its end, a camera given up) and its queue is empty, one last
+job sends what its open tracks still hold. When `stop` is set, queued frames are left and every camera
+gets that last job. The pool ends when every camera has had it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from .camera import Frame
+from .detection import FaceDetector
+from .feeds import CameraFeed
+
+log = logging.getLogger(__name__)
+
+Job = tuple[CameraFeed, Frame | None]  # None: the camera's end, send its open tracks
+
+
+class FrameScheduler:
+    def __init__(self, feeds: Sequence[CameraFeed], condition: threading.Condition) -> None:
+        self.feeds = list(feeds)
+        self._condition = condition
+        self._next = 0
+
+    def next_job(self, stop: threading.Event) -> Job | None:
+        """Wait for a job; None once every camera is finished."""
+        with self._condition:
+            while True:
+                job = self._pick(stop.is_set())
+                if job is not None:
+                    return job
+                if all(feed.finished for feed in self.feeds):
+                    return None
+                # A timeout, so a stop set without a notification is still seen.
+                self._condition.wait(0.2)
+
+    def _pick(self, stopping: bool) -> Job | None:
+        count = len(self.feeds)
+        for step in range(count):
+            index = (self._next + step) % count
+            feed = self.feeds[index]
+            if feed.busy or feed.finished:
+                continue
+            if feed.frames and not stopping:
+                frame: Frame | None = feed.frames.popleft()
+            elif feed.ended or stopping:
+                frame = None
+            else:
+                continue
+            self._next = index + 1
+            feed.busy = True
+            self._condition.notify_all()  # room in the queue for a capture thread that waits for it
+            return feed, frame
+        return None
+
+    def done(self, feed: CameraFeed, finished: bool) -> None:
+        with self._condition:
+            feed.busy = False
+            feed.finished = feed.finished or finished
+            self._condition.notify_all()
+
+
+class DetectionPool:
+    """One thread per detector, taking jobs from the scheduler until every camera is finished."""
+
+    def __init__(self, scheduler: FrameScheduler, detectors: Sequence[FaceDetector]) -> None:
+        self.scheduler = scheduler
+        self.detectors = list(detectors)
+
+    def run(self, stop: threading.Event) -> None:
+        threads = [threading.Thread(target=self._work, args=(detector, stop), name=f"detect-{number}", daemon=True)
+                   for number, detector in enumerate(self.detectors)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _work(self, detector: FaceDetector, stop: threading.Event) -> None:
+        while (job := self.scheduler.next_job(stop)) is not None:
+            feed, frame = job
+            try:
+                if frame is None:
+                    feed.loop.finish()
+                else:
+                    feed.loop.process(frame, detector)
+            except Exception:
+                # One bad frame must not end a worker that every camera needs.
+                log.exception("camera %s: processing %s failed", feed.camera_id,
+                              "the end" if frame is None else f"frame {frame.index}")
+            finally:
+                self.scheduler.done(feed, finished=frame is None)

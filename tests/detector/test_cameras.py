@@ -1,0 +1,132 @@
+"""Several cameras in one `facecap detector`: real videos, the real model, a real Mosquitto.
+
+Each camera's faces go to its own topic with its own counts; a camera whose file is missing or unreadable
+is reported while the others go on; and a camera full of faces cannot take the detection worker from a
+camera with none (round-robin: each gets its share of frames)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from facecap.contract import parse_message
+from facecap.devkit.demo.video import DEFAULT_VISITS, _background, _portrait, render_video
+from facecap.devkit.servers import MosquittoServer
+from facecap.polling import wait_until
+from tests.support.helpers import Collector, subscriber
+
+from .conftest import DetectorProcess, DetectorRunner, detector_config
+from .scenes import Scene
+
+pytestmark = pytest.mark.integration
+
+
+def multi_camera_config(broker: MosquittoServer, model_path: Path, cameras: list[dict[str, Any]],
+                        **sections: Any) -> dict[str, Any]:
+    config = detector_config(Path("unused"), broker, model_path, **sections)
+    del config["cameraId"], config["camera"]
+    config["cameras"] = cameras
+    return config
+
+
+def camera_stats(detector: DetectorProcess) -> dict[str, dict[str, str]]:
+    """The last stats line of each camera."""
+    return {line["camera"]: line for line in detector.stats() if "camera" in line}
+
+
+def totals(detector: DetectorProcess) -> dict[str, str]:
+    lines = [line for line in detector.stats() if "camera" not in line]
+    return lines[-1] if lines else {}
+
+
+def test_each_camera_keeps_its_topic_and_counts_and_a_broken_one_does_not_stop_the_others(  # noqa: PLR0917
+    broker: MosquittoServer, street: Scene, street_video: Path, model_path: Path, run_detector: DetectorRunner,
+    tmp_path: Path,
+) -> None:
+    hall_video = tmp_path / "hall.avi"
+    hall_frames = render_video(hall_video)
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"this is not a video\n" * 100)
+    cameras: list[dict[str, Any]] = [
+        {"cameraId": "door", "source": str(street_video), "maxFps": 0},
+        {"cameraId": "hall", "source": str(hall_video), "maxFps": 0},
+        {"cameraId": "gone", "source": str(tmp_path / "gone.avi")},
+        {"cameraId": "broken", "source": str(broken), "maxFps": 0},
+    ]
+    collector = Collector()
+    listener = subscriber(broker, "faces/#", collector)
+    try:
+        detector = run_detector(multi_camera_config(broker, model_path, cameras))
+        # The worst camera's code: a source that cannot be read is a configuration error.
+        assert detector.wait(120) == 2, detector.output()
+        collector.wait_for(len(street.visits) + len(DEFAULT_VISITS), timeout=10)
+    finally:
+        listener.stop()
+
+    output = detector.output()
+    assert f"cameras[2].source: video file {tmp_path / 'gone.avi'} does not exist" in output
+    assert "camera broken: " in output and "cannot read" in output
+    faces = [parse_message(m.topic, m.payload, m.content_type, m.user_properties) for m in collector.messages]
+    by_camera: dict[str, int] = {}
+    for message, face in zip(collector.messages, faces, strict=True):
+        assert message.topic == f"faces/jetson-test/{face.camera_id}"
+        by_camera[face.camera_id] = by_camera.get(face.camera_id, 0) + 1
+    # Best-shot mode: one face per visit, each camera's own, as with one camera per process.
+    assert by_camera == {"door": len(street.visits), "hall": len(DEFAULT_VISITS)}, output
+    stats = camera_stats(detector)
+    assert (stats["door"]["frames"], stats["door"]["sent"], stats["door"]["queue_dropped"]) == (
+        str(street.frames), str(len(street.visits)), "0")
+    assert (stats["hall"]["frames"], stats["hall"]["sent"]) == (str(hall_frames), str(len(DEFAULT_VISITS)))
+    assert (stats["gone"]["state"], stats["broken"]["state"], stats["door"]["state"]) == ("failed", "failed", "ended")
+    assert stats["gone"]["frames"] == stats["broken"]["frames"] == "0"
+    whole = totals(detector)
+    assert (whole["cameras"], whole["frames"], whole["published"]) == (
+        "4", str(street.frames + hall_frames), str(len(street.visits) + len(DEFAULT_VISITS)))
+
+
+def write_crowd_video(path: Path, frames: int = 40) -> Path:
+    """Four faces of about 46 pixels in every frame, each drifting a little."""
+    portrait = cv2.resize(_portrait(), (260, 260), interpolation=cv2.INTER_AREA)
+    background = _background(640, 480)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 15.0, (640, 480))
+    for index in range(frames):
+        frame = background.copy()
+        shift = index % 20
+        for x, y in ((10, 0), (330, 0), (10, 220), (330, 220)):
+            frame[y:y + 260, x + shift:x + shift + 260] = portrait
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_a_camera_full_of_faces_does_not_starve_a_quiet_one(
+    broker: MosquittoServer, model_path: Path, run_detector: DetectorRunner, tmp_path: Path,
+) -> None:
+    crowd = write_crowd_video(tmp_path / "crowd.avi")
+    quiet = tmp_path / "quiet.avi"
+    writer = cv2.VideoWriter(str(quiet), cv2.VideoWriter.fourcc(*"MJPG"), 15.0, (640, 480))
+    for _ in range(40):
+        writer.write(np.ascontiguousarray(_background(640, 480)))
+    writer.release()
+    # Both as fast as they decode, one worker: the worker is the bottleneck, and the crowd's frames cost
+    # far more (four faces, each cropped, encoded and sent in `every` mode). The crowd is listed first,
+    # so a scheduler that serves the first camera with a frame would never reach the quiet one.
+    cameras = [{"cameraId": "crowd", "source": str(crowd), "maxFps": 0, "loop": True},
+               {"cameraId": "quiet", "source": str(quiet), "maxFps": 0, "loop": True}]
+    config = multi_camera_config(broker, model_path, cameras, detection={"workers": 1},
+                                 tracking={"mode": "every", "everyMinIntervalSeconds": 0})
+    detector = run_detector(config)
+    assert wait_until(lambda: int(totals(detector).get("frames", 0)) >= 120 or detector.process.poll() is not None,
+                      timeout=120), detector.output()
+    assert detector.terminate() == 0, detector.output()
+
+    stats = camera_stats(detector)
+    crowd_frames, quiet_frames = int(stats["crowd"]["frames"]), int(stats["quiet"]["frames"])
+    print(f"crowd {stats['crowd']}\nquiet {stats['quiet']}")
+    assert int(stats["crowd"]["faces"]) >= 3 * crowd_frames and stats["quiet"]["faces"] == "0"
+    # Round-robin: the quiet camera gets (about) every second frame the worker processes.
+    assert quiet_frames >= 0.4 * (crowd_frames + quiet_frames), (crowd_frames, quiet_frames)

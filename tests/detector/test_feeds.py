@@ -1,0 +1,105 @@
+"""The frame queue of a camera (drop the oldest when full, or wait for room for an unpaced file) and the
+round-robin scheduler that hands frames to the detection workers: pure logic, no camera opened."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pytest
+
+from facecap.detector.camera import Camera, Frame
+from facecap.detector.capture import CaptureLoop
+from facecap.detector.config import CameraSettings
+from facecap.detector.feeds import CameraFeed
+from facecap.detector.scheduling import FrameScheduler
+
+pytestmark = pytest.mark.unit
+
+IMAGE = np.zeros((4, 4, 3), np.uint8)
+
+
+def frame(index: int) -> Frame:
+    return Frame(IMAGE, index, index / 15, datetime.now(timezone.utc))
+
+
+def feed(camera_id: str, condition: threading.Condition, source: str = "rtsp://cam/1", max_fps: float = 15,
+         queue_frames: int = 4) -> CameraFeed:
+    # The loop is never run here: the scheduler only hands it out.
+    return CameraFeed(camera_id, Camera(CameraSettings(source=source, max_fps=max_fps)),
+                      cast(CaptureLoop, None), queue_frames, condition)
+
+
+def test_a_full_queue_drops_its_oldest_frames_and_counts_them() -> None:
+    camera = feed("door", threading.Condition())
+    stop = threading.Event()
+    for index in range(7):
+        camera.put(frame(index), stop)
+    assert [f.index for f in camera.frames] == [3, 4, 5, 6]
+    assert (camera.stats.dropped, camera.stats.queued) == (3, 7)
+
+
+def test_an_unpaced_file_waits_for_room_instead_of_dropping(tmp_path: Path) -> None:
+    condition = threading.Condition()
+    camera = feed("file", condition, source=str(tmp_path / "video.avi"), max_fps=0, queue_frames=2)
+    stop = threading.Event()
+    scheduler = FrameScheduler([camera], condition)
+
+    def read() -> None:
+        for index in range(5):
+            camera.put(frame(index), stop)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    taken: list[int] = []
+    while len(taken) < 5:
+        job = scheduler.next_job(stop)
+        assert job is not None and job[1] is not None
+        taken.append(job[1].index)
+        scheduler.done(camera, finished=False)
+    reader.join(5)
+    assert taken == [0, 1, 2, 3, 4] and camera.stats.dropped == 0
+
+
+def test_round_robin_over_the_cameras_with_frames_skipping_a_held_one() -> None:
+    condition = threading.Condition()
+    busy, quiet, idle = feed("busy", condition), feed("quiet", condition), feed("idle", condition)
+    stop = threading.Event()
+    for index in range(4):
+        busy.put(frame(index), stop)
+    quiet.put(frame(0), stop)
+    scheduler = FrameScheduler([busy, quiet, idle], condition)
+
+    first = scheduler.next_job(stop)
+    assert first is not None and first[0] is busy
+    # While a worker holds `busy`, another worker gets the next camera with a frame, never `busy` again.
+    second = scheduler.next_job(stop)
+    assert second is not None and second[0] is quiet
+    scheduler.done(quiet, finished=False)
+    scheduler.done(busy, finished=False)
+    order = []
+    for _ in range(3):
+        job = scheduler.next_job(stop)
+        assert job is not None and job[1] is not None
+        order.append((job[0].camera_id, job[1].index))
+        scheduler.done(job[0], finished=False)
+    assert order == [("busy", 1), ("busy", 2), ("busy", 3)]  # the only camera left with frames
+
+
+def test_an_ended_camera_gets_one_last_job_then_the_scheduler_is_done() -> None:
+    condition = threading.Condition()
+    camera = feed("door", condition)
+    stop = threading.Event()
+    camera.put(frame(0), stop)
+    camera.ended = True
+    scheduler = FrameScheduler([camera], condition)
+    job = scheduler.next_job(stop)
+    assert job is not None and job[1] is not None  # its queued frame first
+    scheduler.done(camera, finished=False)
+    last = scheduler.next_job(stop)
+    assert last is not None and last[1] is None  # then the end: send the open tracks
+    scheduler.done(camera, finished=True)
+    assert scheduler.next_job(stop) is None
