@@ -100,11 +100,18 @@ def _detector(config: Any, found: Found) -> None:
     from .detector.camera import check_source  # OpenCV: only when a detector configuration is checked
     from .detector.config import camera_key
 
-    for index, entry in enumerate(config.camera_list()):
-        try:  # a video file that must exist, a pipeline this OpenCV cannot open
+    # A source that can never work: a video file that must exist, a pipeline this OpenCV cannot open. With
+    # several cameras the detector leaves such a camera out and runs the others (and says so in its log), so
+    # it refuses to start, and this reports, only when no camera can work.
+    camera_problems: Found = []
+    cameras = config.camera_list()
+    for index, entry in enumerate(cameras):
+        try:
             check_source(entry, camera_key(config, index))
         except ConfigError as error:
-            found.extend((key, reason, True) for key, reason in error.problems)
+            camera_problems.extend((key, reason, True) for key, reason in error.problems)
+    if len({key.split(".")[0] for key, _, _ in camera_problems}) == len(cameras):
+        found.extend(camera_problems)
     if config.detection.model_path:
         _readable("detection.modelPath", config.detection.model_path, "YuNet model file", found)
     mqtt_problems(config.mqtt, found)

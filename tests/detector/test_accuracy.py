@@ -170,13 +170,20 @@ def test_detect_errors_are_clear(shared_dir: Path, model_path: Path, tmp_path: P
                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FACECAP_MODEL", raising=False)
     image = str(shared_dir / "faces" / "dev" / "images" / "opencv__lena.jpg")
+    # No model anywhere and no way to download it: Haar, said in one line that names the way out.
+    monkeypatch.setenv("FACECAP_SHARED", str(tmp_path / "no-shared"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("FACECAP_MODEL_URL", "http://127.0.0.1:9/face.onnx")  # nothing listens on port 9
     code, _, err = run_detect(capsys, "--json", image)
-    assert code == 2 and "--model" in err and "FACECAP_MODEL" in err
+    assert code == 0 and "using Haar" in err and "--model" in err and "FACECAP_MODEL" in err
     code, _, err = run_detect(capsys, "--model", str(tmp_path / "missing.onnx"), image)
-    assert code == 2 and "missing.onnx does not exist" in err
+    assert code == 2 and "missing.onnx does not exist" in err and "Traceback" not in err
     not_a_model = tmp_path / "junk.onnx"
     not_a_model.write_bytes(b"not onnx")
     code, _, err = run_detect(capsys, "--model", str(not_a_model), image)
-    assert code == 2 and "cannot load" in err
+    assert code == 2 and "cannot load" in err and "Traceback" not in err
     code, lines, err = run_detect(capsys, "--json", "--model", str(model_path), str(tmp_path / "nope.jpg"), image)
-    assert code == 1 and "cannot read" in err and len(lines) == 1
+    # The unreadable file gets a record with its error (a script can tell which inputs failed), the
+    # readable one its faces; the exit code says that one failed.
+    assert code == 1 and "nope.jpg: no such file" in err and len(lines) == 2
+    assert lines[0] == {"image": str(tmp_path / "nope.jpg"), "error": "no such file"}
