@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(mosquitto mosquitto-clients openssl)
+APT_PACKAGES=(mosquitto mosquitto-clients openssl iproute2)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
@@ -19,6 +19,8 @@ missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# `ip netns`: the uplink-cut and offline-install tests make network namespaces (as root).
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c "import ensurepip" >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
