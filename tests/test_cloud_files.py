@@ -153,7 +153,8 @@ def test_image_commands_run_the_processor_and_its_health_check(tmp_path: Path, m
     # The CMD is the processor itself: it reads FACECAP_* and refuses a bad store before connecting anywhere.
     monkeypatch.setenv("FACECAP_STORE", "ftp://nowhere")
     assert main(image_command("CMD")) == 2
-    assert "invalid processor configuration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "store: store URL 'ftp://nowhere' must start with s3:// or file://" in err
 
 
 # --- compose ---------------------------------------------------------------------------------------------
