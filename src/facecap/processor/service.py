@@ -27,6 +27,7 @@ from ..storage import Store, StoreError
 from .config import DEFAULT_CLIENT_ID, ProcessorConfig
 from .heartbeat import write_heartbeat
 from .plan import Put, plan_message
+from .receipts import ReceiptSender
 from .stats import ProcessorStats
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class Processor:
             manual_ack=True,
             receive_maximum=config.receive_maximum,
         )
+        self.receipts = ReceiptSender(self.client, topic_prefix=config.topic_prefix,
+                                      window_seconds=config.receipt_window_seconds)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class Processor:
         log.info("processor %s: %s -> %s, %d workers", self.config.client_id, self.config.topic_filter,
                  self.store.describe(), self.config.workers)
         self.client.start(wait=False)
+        self.receipts.start()
         self._supervisor = threading.Thread(target=self._supervise, name="processor-supervisor", daemon=True)
         self._supervisor.start()
 
@@ -139,6 +143,7 @@ class Processor:
         self._stopped.set()
         if self._supervisor is not None:
             self._supervisor.join(5)
+        self.receipts.stop()
         self.client.stop(timeout=5)
         Path(self.config.heartbeat_file).unlink(missing_ok=True)
         log.info("processor stopped: %s", self.stats.summary(self._pending))
@@ -175,6 +180,7 @@ class Processor:
                     return
             self.client.ack(message)
             self.stats.finished(plan.quarantined)
+            self.receipts.finished(message, plan)
             if not plan.quarantined and log.isEnabledFor(logging.DEBUG):
                 _log_stored(plan.puts)
         except Exception:
@@ -255,6 +261,8 @@ class Processor:
             "stored": self.stats.stored,
             "quarantined": self.stats.quarantined,
             "pending": self._pending,
+            "receiptsSent": self.receipts.stats.sent,
+            "receiptsDropped": self.receipts.stats.dropped,
         }
         try:
             write_heartbeat(Path(self.config.heartbeat_file), state)
