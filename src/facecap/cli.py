@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "facecap.commands.logger",
     "facecap.detector.command",
     "facecap.commands.processor",
+    "facecap.commands.outbox",
 )
 
 

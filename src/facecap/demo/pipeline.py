@@ -28,7 +28,7 @@ PROCESSOR_USER = "processor"
 BUCKET = "facecap-demo"
 
 # The cloud broker's rules, as cloud/mosquitto ships them: a device publishes only under its own topics,
-# the processor reads every face.
+# the processor reads every face and writes the receipts (contract v1.1).
 CLOUD_ACL = """\
 pattern write faces/%u/#
 pattern readwrite facecap/%u/#
@@ -36,6 +36,7 @@ pattern readwrite $SYS/broker/connection/%c/state
 user processor
 topic read faces/#
 topic read $share/+/faces/#
+topic write facecap/+/receipts
 """
 
 
