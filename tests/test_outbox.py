@@ -19,7 +19,7 @@ import pytest
 from facecap.cli import main as cli_main
 from facecap.outbox import Outbox, OutboxSettings
 from facecap.outbox.inspect import read_pending, read_status
-from facecap.outbox.schema import FILE_NAME
+from facecap.outbox.schema import FILE_NAME, OutboxBusyError
 
 from .conftest import REPO
 from .helpers import sample_face
@@ -225,3 +225,11 @@ def test_the_reader_never_writes(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError):
         conn.execute("DELETE FROM faces")
     conn.close()
+
+
+def test_one_outbox_has_one_owner(tmp_path: Path) -> None:
+    owner = Outbox(tmp_path)
+    with pytest.raises(OutboxBusyError, match=f"in use by another process \\(pid {os.getpid()}\\)"):
+        Outbox(tmp_path)
+    owner.close()
+    Outbox(tmp_path).close()  # free again once the owner closed it (or died)

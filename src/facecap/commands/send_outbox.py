@@ -15,6 +15,7 @@ from ..contract import FaceMetadata, OutgoingFace, build_message
 from ..errors import ConfigError
 from ..mqtt import MqttSettings
 from ..outbox import Outbox, OutboxPublisher, OutboxSettings
+from ..outbox.schema import OutboxBusyError
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,11 @@ def send_with_outbox(args: argparse.Namespace, settings: MqttSettings, device: s
                      faces: list[OutgoingFace]) -> int:
     if args.legacy:
         raise ConfigError("send", [("--legacy", "bare images have no face id, so they cannot use --outbox")])
-    outbox = Outbox(args.outbox, OutboxSettings(redeliver_after_seconds=args.redeliver_after,
-                                                bridge_client_id=args.bridge_client_id))
+    try:
+        outbox = Outbox(args.outbox, OutboxSettings(redeliver_after_seconds=args.redeliver_after,
+                                                    bridge_client_id=args.bridge_client_id))
+    except OutboxBusyError as exc:
+        raise ConfigError("send", [("--outbox", str(exc))]) from None
     publisher = OutboxPublisher(outbox, settings, f"facecap-send-{device}-{int(time.time())}", device)
     publisher.start()
     try:

@@ -6,10 +6,16 @@ redelivery, and keeping the payload apart means such an update rewrites a small 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from pathlib import Path
+from typing import IO
+
+from ..errors import FacecapError
 
 FILE_NAME = "outbox.db"
+LOCK_NAME = "outbox.lock"
 SCHEMA_VERSION = 1
 
 _TABLES = """
@@ -61,3 +67,26 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30)
     conn.execute("SELECT count(*) FROM faces").fetchone()
     return conn
+
+
+class OutboxBusyError(FacecapError):
+    """Another process owns the outbox."""
+
+
+def claim(lock_path: Path) -> IO[str]:
+    """Become the outbox's only writer: two producers on one outbox would publish each other's faces and
+    keep wrong counts. The lock goes with the process, so a killed owner never leaves it stale."""
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the outbox's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise OutboxBusyError(f"outbox {lock_path.parent} is in use by another process (pid {owner}); "
+                              "`facecap outbox status` reads it safely") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..contract import OutgoingFace
 from .config import OutboxSettings
 from .recover import Recovery, move_aside, readable_rows
-from .schema import COUNTERS, FILE_NAME, connect_writer
+from .schema import COUNTERS, FILE_NAME, LOCK_NAME, claim, connect_writer
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,12 @@ class Outbox:
         self.path = folder / FILE_NAME
         self.recovery: Recovery | None = None
         self._lock = threading.RLock()
-        self._conn = self._open()
+        self._owner = claim(folder / LOCK_NAME)
+        try:
+            self._conn = self._open()
+        except BaseException:
+            self._owner.close()
+            raise
         self._full_since: float | None = None
         self._episode = {"evicted": 0, "refused": 0}
         count, total = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
@@ -239,3 +244,4 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._owner.close()
