@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -181,3 +184,68 @@ def test_lost_receipts_mean_the_faces_are_published_again_onto_the_same_keys(
     objects = stored_objects(pipeline)
     lost, duplicates = report("lost receipts", expected, objects)
     assert lost == 0 and duplicates == 0
+
+
+def committed(outbox: Path) -> int:
+    """Faces that ever entered the outbox: pending, delivered or evicted."""
+    if not (outbox / "outbox.db").exists():
+        return 0
+    status = read_status(outbox)
+    return status.pending + status.delivered + status.evicted
+
+
+def grew(outbox: Path, before: int) -> bool:
+    return committed(outbox) > before
+
+
+@pytest.mark.parametrize("kill_processor", [False, True], ids=["edge", "edge-and-processor"])
+def test_random_kills_during_a_stream_lose_no_face(cloud_pipeline: LocalPipeline, tmp_path: Path,
+                                                   kill_processor: bool) -> None:
+    """A stream at 20 faces/s with the uplink up; 10 times, at a random moment 0-2.5 s into the producer's
+    streaming, the producer and the edge broker (and the processor too, in the second run) are SIGKILLed
+    together and restarted. Every face that was in the outbox at a kill is stored once, and no face is ever
+    stored as two objects."""
+    pipeline = cloud_pipeline
+    seed = random.randrange(1 << 30)  # noqa: S311 - kill times, not secrets
+    rng = random.Random(seed)  # noqa: S311
+    outbox = tmp_path / "outbox"
+    images = small_jpegs(tmp_path / "images", 10)
+    stream = ("--repeat", "1000", "--rate", "20", "--receipt-timeout", "600", "--redeliver-after", "5")
+    expected: set[str] = set()
+    moments = []
+    sender = start_send(pipeline, outbox, images, *stream)
+    for _ in range(10):
+        assert wait_until(partial(grew, outbox, committed(outbox)), 60, interval=0.05), send_log(pipeline)[-2000:]
+        moments.append(rng.uniform(0.0, 2.5))
+        time.sleep(moments[-1])
+        victims = [sender, pipeline.components["broker"].process]
+        if kill_processor:
+            victims.append(pipeline.components["processor"].process)
+        for process in victims:  # all at once, as a power cut
+            assert process is not None
+            os.killpg(process.pid, signal.SIGKILL)
+        for process in victims:
+            assert process is not None
+            process.wait()
+        expected |= {entry.face_id for entry in read_pending(outbox)}
+        pipeline.start_edge_broker()
+        if kill_processor:
+            pipeline.start_processor()
+        sender = start_send(pipeline, outbox, [] if len(moments) == 10 else images,
+                            *(("--receipt-timeout", "240", "--redeliver-after", "5") if len(moments) == 10
+                              else stream))
+    try:
+        sender.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        sender.kill()
+    assert sender.returncode == 0, send_log(pipeline)[-3000:]
+    objects = stored_objects(pipeline)
+    lost, duplicates = report(f"random kills (seed {seed}, processor killed too: {kill_processor})", expected,
+                              objects)
+    print(f"{committed(outbox)} faces committed in all, {sum(objects.values())} objects; kills "
+          f"{', '.join(f'{m:.1f}' for m in moments)} s into streaming")
+    assert len(expected) > 0
+    assert lost == 0 and duplicates == 0
+    assert max(objects.values()) == 1  # no face of the stream was ever stored as two objects
+    # Nothing was evicted, so every face ever committed is stored: receipts deleted only stored faces.
+    assert read_status(outbox).evicted == 0 and len(objects) == committed(outbox)

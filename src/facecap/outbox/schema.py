@@ -49,8 +49,8 @@ def connect_writer(path: Path) -> sqlite3.Connection:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             raise sqlite3.DatabaseError(f"outbox schema version {version}, this facecap knows {SCHEMA_VERSION}")
-        conn.executescript(_TABLES)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # One transaction, so a reader never sees a half-made outbox.
+        conn.executescript(f"BEGIN IMMEDIATE; {_TABLES} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         # Reads every row of the small table: a damaged page shows up now, not in the middle of a run.
         conn.execute("SELECT count(*), sum(bytes), max(attempts) FROM faces").fetchone()
         conn.execute("SELECT count(*) FROM payloads").fetchone()
@@ -65,6 +65,11 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise FileNotFoundError(f"no outbox at {path}")
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+        # Its owner created the file a moment ago and has not made the tables yet: an empty outbox.
+        conn.close()
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        conn.executescript(_TABLES)
     conn.execute("SELECT count(*) FROM faces").fetchone()
     return conn
 
