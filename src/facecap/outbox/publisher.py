@@ -58,6 +58,7 @@ class OutboxPublisher:
         self._stop = threading.Event()
         self._subscribed = threading.Event()
         self._resuming = True
+        self._next_due_check = 0.0
         self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -152,11 +153,15 @@ class OutboxPublisher:
         return bool(batch)
 
     def _send_due(self) -> bool:
-        if not (self._resuming or self.bridge.allows_redelivery()):
+        # Looked up once a tick (not after every fresh face, which would cost a query each) unless the
+        # last look found faces, or at start.
+        now = time.monotonic()
+        if now < self._next_due_check or not (self._resuming or self.bridge.allows_redelivery()):
             return False
         due: list[PendingFace] = self.outbox.take_due(_BATCH)
         if not due:
             self._resuming = False
+            self._next_due_check = now + _TICK_SECONDS
             return False
         self.stats.republished += len(due)
         for face in due:
