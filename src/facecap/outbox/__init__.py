@@ -2,6 +2,6 @@
 
 from .config import OutboxSettings
 from .publisher import OutboxPublisher
-from .store import Outbox, OutboxCounts, PendingFace
+from .store import Outbox, OutboxCounts, OutboxWriteError, PendingFace
 
-__all__ = ["Outbox", "OutboxCounts", "OutboxPublisher", "OutboxSettings", "PendingFace"]
+__all__ = ["Outbox", "OutboxCounts", "OutboxPublisher", "OutboxSettings", "OutboxWriteError", "PendingFace"]

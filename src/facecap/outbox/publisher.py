@@ -21,7 +21,7 @@ from ..errors import ContractError, FacecapError
 from ..mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
 from ..receipts import parse_receipt, receipt_topic
 from .bridge import BridgeState
-from .store import Outbox, PendingFace
+from .store import Outbox, OutboxWriteError, PendingFace
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ _BATCH = 100
 # Fresh faces wait in memory for the sender up to this many bytes; beyond it they stay on disk only and
 # go out with the next redelivery pass.
 _FRESH_BYTES = 32 * 1024 * 1024
+_UNSAVED_LOG_SECONDS = 10.0
 
 
 @dataclass
@@ -40,6 +41,7 @@ class PublisherStats:
     receipts: int = 0
     bad_receipts: int = 0
     deferred: int = 0  # captured while the in-memory queue was full: left for the redelivery pass
+    unsaved: int = 0  # published without the outbox, because committing failed (disk full or failing)
 
 
 class OutboxPublisher:
@@ -59,6 +61,7 @@ class OutboxPublisher:
         self._subscribed = threading.Event()
         self._resuming = True
         self._next_due_check = 0.0
+        self._last_unsaved_log = -_UNSAVED_LOG_SECONDS
         self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -98,7 +101,12 @@ class OutboxPublisher:
     def capture(self, faces: Sequence[OutgoingFace]) -> list[bool]:
         """Commit the faces to the outbox (synced to disk), then queue them for publishing. Returns per
         face whether it was accepted (see Outbox.capture). Never waits for the broker."""
-        accepted = self.outbox.capture(faces)
+        try:
+            accepted = self.outbox.capture(faces)
+        except OutboxWriteError as exc:
+            # Better sent without the outbox's guarantee than not at all (as before there was an outbox).
+            self._unsaved(len(faces), exc)
+            accepted = [True] * len(faces)
         with self._lock:
             for face, ok in zip(faces, accepted, strict=True):
                 if not ok:
@@ -111,11 +119,20 @@ class OutboxPublisher:
         self._wake.set()
         return accepted
 
+    def _unsaved(self, count: int, error: Exception) -> None:
+        self.stats.unsaved += count
+        now = time.monotonic()
+        if now - self._last_unsaved_log >= _UNSAVED_LOG_SECONDS:
+            self._last_unsaved_log = now
+            log.error("%s; publishing without the outbox, so a power cut may lose these faces (%d so far)",
+                      error, self.stats.unsaved)
+
     def summary(self) -> str:
         counts = self.outbox.counts()
         bridge = {True: "up", False: "down", None: "unknown"}[self.bridge.up]
         return (f"outbox pending {counts.pending} ({counts.pending_bytes} bytes), delivered {counts.delivered}, "
-                f"evicted {counts.evicted}, refused {counts.refused}, republished {self.stats.republished}, "
+                f"evicted {counts.evicted}, refused {counts.refused}, unsaved {self.stats.unsaved}, "
+                f"republished {self.stats.republished}, "
                 f"bridge {bridge}")
 
     # --- the sender thread -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract import OutgoingFace
+from ..errors import FacecapError
 from .config import OutboxSettings
 from .recover import Recovery, move_aside, readable_rows
 from .schema import COUNTERS, FILE_NAME, LOCK_NAME, claim, connect_writer
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # An episode of a full outbox ends when it is below this share of both limits again.
 _ROOM_AGAIN = 0.9
+
+
+class OutboxWriteError(FacecapError):
+    """A face could not be committed (the disk is full or failing); nothing of that call was kept."""
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,25 @@ class Outbox:
         (False: refused because the outbox is full and the policy is refuse-newest, or too big)."""
         now = time.time()
         accepted: list[bool] = []
-        with self._lock, self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            for face in faces:
-                accepted.append(self._insert(face, now))
+        try:
+            with self._lock, self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for face in faces:
+                    accepted.append(self._insert(face, now))
+        except sqlite3.Error as exc:
+            # Rolled back: the in-memory totals must forget this transaction too.
+            self._reload_totals()
+            raise OutboxWriteError(f"cannot write to outbox {self.path}: {exc}") from exc
         return accepted
+
+    def _reload_totals(self) -> None:
+        with self._lock:
+            try:
+                count, total = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
+                self._count, self._bytes = int(count), int(total)
+                self._counters.update(dict(self._conn.execute("SELECT name, value FROM counters")))
+            except sqlite3.Error:
+                log.exception("cannot re-read the totals of outbox %s", self.path)
 
     def _insert(self, face: OutgoingFace, now: float) -> bool:
         properties = json.dumps(face.user_properties, separators=(",", ":"))
