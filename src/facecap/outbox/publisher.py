@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ..contract import OutgoingFace
@@ -197,9 +198,9 @@ class OutboxPublisher:
                 return True
         return False
 
-    def _published(self, future: object) -> None:
-        error = future.exception() if hasattr(future, "exception") else None
-        if error is None:
+    def _published(self, future: Future[None]) -> None:
+        # An MQTT client thread: count and return.
+        if future.exception() is None:
             self.stats.published += 1
         else:
             # The face stays in the outbox: the redelivery timer publishes it again.
