@@ -103,6 +103,8 @@ class BridgeSettings(ConfigModel):
                                        "stable so the cloud keeps the bridge's session.")
     topics: list[str] = Field(["faces/# out 1"], min_length=1,
                               description="Bridge topic lines: 'pattern [out|in|both [qos [local remote]]]'.")
+    receipts: bool = Field(True, description="Also bridge `facecap/<deviceId>/receipts in 1`: the cloud's receipts "
+                                             "(contract v1.1), which empty the producers' outboxes.")
     keep_alive_seconds: int = Field(60, ge=5, le=65535, description="Keep-alive of the bridge connection.")
     restart_base_seconds: int = Field(2, ge=1, description="First reconnect delay after the bridge drops.")
     restart_cap_seconds: int = Field(60, ge=1, description="Reconnect backoff ceiling (with jitter).")

@@ -3,6 +3,7 @@ password, folders, user) is passed in, so the output is fully determined by the 
 
 from __future__ import annotations
 
+from ..receipts import receipt_topic
 from .config import BrokerConfig
 
 PASSWORD_MASK = "********"  # noqa: S105 - what `broker render` shows instead of the password
@@ -173,4 +174,7 @@ def _bridge(config: BrokerConfig, device_id: str, password: str, forwarder_port:
         if password:
             lines.append(f"remote_password {password}")
     lines += [f"topic {topic}" for topic in bridge.topics]
+    if bridge.receipts:
+        # Contract v1.1: the processor's receipts for this device's faces, which empty its outboxes.
+        lines.append(f"topic {receipt_topic(device_id)} in 1")
     return lines

@@ -15,6 +15,7 @@ from ..errors import ConfigError, FacecapError
 from ..imagesize import image_size
 from ..logs import setup_logging
 from ..mqtt import MqttClient, MqttSettings
+from . import send_outbox
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def register(subparsers: Any) -> None:
         "Connection settings are the `mqtt` section of a component configuration (JSON string or file), "
         "overridable by --host/--port and FACECAP_MQTT__* environment variables.",
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="JPEG or PNG files")
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="JPEG or PNG files")
     parser.add_argument("--mqtt", metavar="JSON|FILE", help="MQTT settings, e.g. '{\"host\": \"...\", \"tls\": true}'")
     parser.add_argument("--host", help="broker host (overrides --mqtt)")
     parser.add_argument("--port", type=int, help="broker port (overrides --mqtt)")
@@ -44,6 +45,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="messages per second (0: as fast as acked)")
     parser.add_argument("--legacy", action="store_true",
                         help="send bare images without properties, as the old publishers did")
+    send_outbox.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -73,9 +75,13 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
+    if not args.images and not args.outbox:
+        raise ConfigError("send", [("IMAGE", "give at least one image (or --outbox DIR to finish its faces)")])
     images = _load_images(args.images)
     device = resolve_device_id(args.device_id)
     face_topic(device, args.camera_id, args.topic_prefix)  # validates both ids before connecting
+    if args.outbox:
+        return send_outbox.send_with_outbox(args, settings, device, send_outbox.outbox_faces(images, args, device))
     client = MqttClient(settings, f"facecap-send-{device}-{int(time.time())}")
     client.start()
     futures = []

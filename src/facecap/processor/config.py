@@ -44,6 +44,9 @@ class ProcessorConfig(TopicConfig):
     heartbeat_file: str = Field("/tmp/facecap-processor.heartbeat",  # noqa: S108 - container-local, no secrets
                                 description="Written periodically; `facecap processor healthcheck` reads it.")
     heartbeat_interval_seconds: float = Field(10.0, gt=0, description="How often the heartbeat is written.")
+    receipt_window_seconds: float = Field(
+        0.2, ge=0, le=10, description="Receipts (contract v1.1) batch the faces finished within this window, per "
+                                      "device.")
     stats_interval_seconds: float = Field(60.0, gt=0, description="How often counts and latency are logged.")
     server_side_encryption: str = Field("AES256", description="S3 encryption: AES256, aws:kms, or empty for none.")
     kms_key_id: str = Field("", description="KMS key id or ARN with aws:kms (empty: the account's S3 key).")
