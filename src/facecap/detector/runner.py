@@ -12,11 +12,13 @@ import cv2
 from ..config import resolve_device_id
 from ..contract import new_face_id, status_topic
 from ..mqtt import MqttClient, StatusTopic
+from ..outbox import OutboxPublisher
 from .camera import Camera, CameraUnavailableError, check_source
 from .capture import CaptureLoop, Shot, StatsReporter, keep_shot
 from .config import DetectorConfig, resolve_model_path
 from .crop import CropSettings
 from .detection import FaceDetector, create_detector
+from .durable import open_outbox
 from .publisher import FacePublisher
 from .tracking import Tracker, TrackerSettings
 
@@ -63,6 +65,9 @@ class DetectorRunner:
     publisher: FacePublisher
     tracker: Tracker[Shot]
     loop: CaptureLoop
+    # The durable outbox behind the publisher (None when outbox.enabled is false); it owns the client's
+    # start and stop then, since it subscribes to the receipts and the bridge state.
+    outbox: OutboxPublisher | None = None
 
     @classmethod
     def build(cls, config: DetectorConfig, cli_model: str | None = None,
@@ -78,9 +83,10 @@ class DetectorRunner:
         if client is None:
             client = MqttClient(config.mqtt, f"{device_id}-detector-{config.camera_id}",
                                 status=StatusTopic(status_topic(device_id, "detector")))
+        outbox = open_outbox(config.outbox, client, device_id)
         publisher = FacePublisher(client, topic_prefix=config.topic_prefix,
                                   max_payload_bytes=config.output.max_payload_bytes,
-                                  max_queued_bytes=config.output.max_queued_bytes)
+                                  max_queued_bytes=config.output.max_queued_bytes, outbox=outbox)
         tracker = build_tracker(config)
         loop = CaptureLoop(detector=detector, tracker=tracker, publisher=publisher,
                            crop_settings=crop_settings(config), device_id=device_id,
@@ -89,7 +95,7 @@ class DetectorRunner:
         camera = Camera(config.camera)
         log.info("detector %s on %s, device %s camera %s, %s mode, OpenCV %s", detector.name, camera.description,
                  device_id, config.camera_id, config.tracking.mode, cv2.__version__)
-        return cls(config, camera, client, publisher, tracker, loop)
+        return cls(config, camera, client, publisher, tracker, loop, outbox)
 
     def figures(self) -> dict[str, object]:
         """The stats line's figures: counters since start, plus the current state."""
@@ -101,12 +107,27 @@ class DetectorRunner:
             "failed": published.failed, "in_flight": self.client.in_flight, "queued_bytes": published.queued_bytes,
             "connected": "yes" if self.client.connected else "no",
             "camera_outages": self.camera.stats.outages, "skipped": self.camera.stats.skipped,
+            **self._outbox_figures(),
         }
+
+    def _outbox_figures(self) -> dict[str, object]:
+        if self.outbox is None or self.publisher.committer is None:
+            return {}
+        counts = self.outbox.outbox.counts()
+        sender = self.outbox.stats
+        return {"published": sender.published, "failed": sender.failed,
+                "committed": self.publisher.committer.stats.committed, "pending": counts.pending,
+                "pending_bytes": counts.pending_bytes, "delivered": counts.delivered, "evicted": counts.evicted,
+                "refused": counts.refused, "republished": sender.republished,
+                "bridge": {True: "up", False: "down", None: "unknown"}[self.outbox.bridge.up]}
 
     def run(self, stop: threading.Event) -> int:
         """Capture until `stop` is set or a file source ends: 0, or 1 when the camera was given up."""
         # No waiting for the broker: faces queue (bounded) while it is away, and the client reconnects.
-        self.client.start(wait=False)
+        if self.outbox is not None:
+            self.outbox.start(wait=False)  # connects the client, then publishes every pending face again
+        else:
+            self.client.start(wait=False)
         reporter = StatsReporter(self.config.stats_interval_seconds, self.figures)
         reporter.start()
         code = 0
@@ -117,9 +138,18 @@ class DetectorRunner:
             code = 1
         finally:
             reporter.stop()
-            timeout = self.config.shutdown_timeout_seconds
-            if not self.client.stop(timeout):
-                log.warning("stopped with %d faces still unacknowledged after %.0f s", self.client.in_flight, timeout)
+            self._shut_down()
             reporter.report()
         log.info("detector stopped")
         return code
+
+    def _shut_down(self) -> None:
+        timeout = self.config.shutdown_timeout_seconds
+        if not self.publisher.close(timeout):
+            log.warning("faces still waiting for their commit to the outbox after %.0f s", timeout)
+        if self.outbox is not None:
+            # Faces not yet acknowledged stay in the outbox and go out again at the next start.
+            self.outbox.stop(timeout)
+            self.outbox.outbox.close()
+        elif not self.client.stop(timeout):
+            log.warning("stopped with %d faces still unacknowledged after %.0f s", self.client.in_flight, timeout)

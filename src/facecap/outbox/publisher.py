@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..contract import OutgoingFace
 from ..errors import ContractError, FacecapError
 from ..mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
+from ..polling import wait_until
 from ..receipts import parse_receipt, receipt_topic
 from .bridge import BridgeState
 from .store import Outbox, OutboxWriteError, PendingFace
@@ -47,15 +48,21 @@ class PublisherStats:
 
 class OutboxPublisher:
     def __init__(self, outbox: Outbox, settings: MqttSettings, client_id: str, device_id: str, *,
-                 status: StatusTopic | None = None) -> None:
+                 status: StatusTopic | None = None, client: MqttClient | None = None) -> None:
+        """`client`: a client the producer already built (not started yet); this publisher becomes its
+        message handler. By default one is built from `settings`."""
         self.outbox = outbox
         self.stats = PublisherStats()
         self.receipt_topic = receipt_topic(device_id)
         self.bridge = BridgeState(outbox.settings.bridge_client_id or f"facecap-edge-{device_id}",
                                   on_up=self._bridge_up)
-        self.client = MqttClient(settings, client_id, status=status, on_message=self._on_message)
+        if client is None:
+            client = MqttClient(settings, client_id, status=status)
+        client.on_message = self._on_message
+        self.client = client
         self._fresh: collections.deque[OutgoingFace] = collections.deque()
         self._fresh_bytes = 0
+        self._unsent = 0  # fresh faces not yet handed to the client
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -81,12 +88,17 @@ class OutboxPublisher:
         return self._subscribed.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop sending. Faces still pending stay in the outbox for the next start."""
+        """Publish the fresh faces not yet handed to the client (a file source that ended) and wait for
+        their PUBACKs, both within `timeout`, then stop. Faces still pending stay in the outbox for the next
+        start."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        wait_until(lambda: self._unsent == 0 or not self._thread.is_alive(), timeout, interval=0.02)
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(timeout)
-        self.client.stop(timeout)
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+        self.client.stop(max(0.1, deadline - time.monotonic()))
 
     def wait_drained(self, timeout: float) -> bool:
         """True once no face is pending (every one has its receipt, or was evicted)."""
@@ -117,6 +129,7 @@ class OutboxPublisher:
                     continue
                 self._fresh.append(face)
                 self._fresh_bytes += len(face.payload)
+                self._unsent += 1
         self._wake.set()
         return accepted
 
@@ -168,6 +181,8 @@ class OutboxPublisher:
         for face in batch:
             if not self._publish(face.topic, face.payload, face.content_type, face.user_properties):
                 return True
+            with self._lock:
+                self._unsent -= 1
         return bool(batch)
 
     def _send_due(self) -> bool:
@@ -176,7 +191,8 @@ class OutboxPublisher:
         now = time.monotonic()
         if now < self._next_due_check or not (self._resuming or self.bridge.allows_redelivery()):
             return False
-        due: list[PendingFace] = self.outbox.take_due(_BATCH)
+        pace = self.outbox.settings.redeliver_max_per_second
+        due: list[PendingFace] = self.outbox.take_due(min(_BATCH, max(1, int(pace))) if pace else _BATCH)
         if not due:
             self._resuming = False
             self._next_due_check = now + _TICK_SECONDS
@@ -185,6 +201,9 @@ class OutboxPublisher:
         for face in due:
             if not self._publish(face.topic, face.payload, face.content_type, face.user_properties):
                 break
+        if pace:
+            # A backlog (a day of faces after an outage) goes out at this pace, fresh faces in between.
+            self._next_due_check = now + len(due) / pace
         return True
 
     def _publish(self, topic: str, payload: bytes, content_type: str,

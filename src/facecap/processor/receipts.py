@@ -82,6 +82,10 @@ class ReceiptSender:
             self._thread.join(5)
 
     def finished(self, message: ReceivedMessage, plan: Plan) -> None:
+        if plan.quarantined and plan.reason == "rate":
+            # Over the device's ceiling: kept in quarantine, but no receipt, so the device's outbox
+            # publishes the face again later (paced) and it is then stored as a face.
+            return
         target = receipt_target(message, plan, self._prefix)
         if target is None:
             return

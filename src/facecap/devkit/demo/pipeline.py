@@ -244,6 +244,8 @@ class LocalPipeline:
             "cameraId": "cam0",
             "camera": {"source": source},
             "mqtt": self.edge_mqtt(),
+            # The outbox in the demo's folder, so a later run resumes what an interrupted one left.
+            "outbox": {"dir": str(self.workdir / "detector-outbox")},
             "statsIntervalSeconds": 2,
             "logging": {"level": self.settings.log_level},
         }
