@@ -10,7 +10,12 @@ part shares the same cores, which part is the ceiling and what the edge and the 
 Phases: fixed rates (default 20/s and 100/s) and full speed (as fast as the edge broker acknowledges, with
 many publishes in flight).
 
-    python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000]
+With --outbox the faces take the detector's durable path instead of a plain publish: FacePublisher
+queues each face, its committer syncs it to an outbox (SQLite, WAL, synchronous=FULL, in the run's
+temporary folder) and the OutboxPublisher publishes it and deletes it on its receipt. Compare the figures
+with a run without it: the publisher's CPU per face grows by what the outbox costs.
+
+    python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000] [--outbox]
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from pathlib import Path
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
+from facecap.detector.publisher import FacePublisher
 from facecap.devkit.demo.pipeline import LocalPipeline, PipelineSettings
 from facecap.mqtt import MqttClient, MqttSettings
+from facecap.outbox import Outbox, OutboxPublisher
 from facecap.polling import wait_until
 from facecap.stats import percentile
 
@@ -48,14 +55,38 @@ class Phase:
 _RANDOM_BODY: dict[int, bytes] = {}
 
 
-def face(size: int, frame: int) -> OutgoingFace:
+def face_parts(size: int, frame: int) -> tuple[bytes, FaceMetadata]:
     # One random body per size, made unique by the frame number: the publisher stays cheap, so the CPU it
     # takes from the parts under test (on the same cores) is small.
     body = _RANDOM_BODY.setdefault(size, os.urandom(size))
     payload = (b"\xff\xd8\xff\xe0" + frame.to_bytes(8, "big") + body)[:size]
     meta = FaceMetadata(device_id="demo-jetson", camera_id="bench", captured_at=datetime.now(timezone.utc),
                         bbox=(100, 80, 160, 200), score=0.95, frame=frame, track_id=str(frame), detector="bench")
-    return build_message(payload, meta)
+    return payload, meta
+
+
+def face(size: int, frame: int) -> OutgoingFace:
+    return build_message(*face_parts(size, frame))
+
+
+class DurableSender:
+    """--outbox: the detector's publisher with its outbox, on the benchmark's client."""
+
+    def __init__(self, client: MqttClient, folder: Path, device_id: str) -> None:
+        self.outbox = OutboxPublisher(Outbox(folder), client.settings, client.client_id, device_id, client=client)
+        self.publisher = FacePublisher(client, topic_prefix="faces", max_payload_bytes=1_000_000,
+                                       max_queued_bytes=1 << 30, outbox=self.outbox)
+
+    def send(self, size: int, frame: int) -> str:
+        payload, meta = face_parts(size, frame)
+        assert self.publisher.submit(payload, meta)
+        return meta.face_id
+
+    def stop(self) -> None:
+        self.publisher.close(60)
+        print(f"\n{self.outbox.summary()}")
+        self.outbox.stop(30)
+        self.outbox.outbox.close()
 
 
 def members(pid: int) -> list[psutil.Process]:
@@ -137,7 +168,24 @@ class StoreLog:
         return [latency for latency, _ in found], max((when for _, when in found), default=0.0)
 
 
-def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: float) -> None:
+def start_publisher(client: MqttClient, outbox: Path | None) -> DurableSender | None:
+    if outbox is None:
+        client.start()
+        return None
+    durable = DurableSender(client, outbox, "demo-jetson")
+    durable.outbox.start()  # starts the client
+    return durable
+
+
+def stop_publisher(client: MqttClient, durable: DurableSender | None) -> None:
+    if durable is None:
+        client.stop()
+    else:
+        durable.stop()
+
+
+def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: float, *,
+              durable: DurableSender | None = None) -> None:
     interval = 1.0 / rate if rate else 0.0
     start = time.monotonic()
     phase.first_publish = time.time()
@@ -148,6 +196,9 @@ def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: flo
             delay = start + index * interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        if durable is not None:
+            phase.face_ids.add(durable.send(size, index))
+            continue
         message = face(size, index)
         phase.face_ids.add(message.face_id)
         futures.append(client.publish(message.topic, message.payload, content_type=message.content_type,
@@ -186,6 +237,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each fixed-rate phase")
     parser.add_argument("--burst", type=int, default=3000, help="faces in the full-speed phase")
     parser.add_argument("--workers", type=int, default=16, help="processor workers (default 16)")
+    parser.add_argument("--outbox", action="store_true",
+                        help="publish through the detector's outbox path (commit, publish, delete on receipt)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="facecap-bench-pipeline-") as folder:
@@ -212,17 +265,18 @@ def main() -> None:
             sampler.start()
             client = MqttClient(MqttSettings(host="127.0.0.1", port=pipeline.edge_port, max_in_flight=256),
                                 "bench-publisher")
-            client.start()
+            durable = start_publisher(client, Path(folder) / "outbox" if args.outbox else None)
             rates = [float(r) for r in args.rates.split(",") if r]
             phases = [(f"{rate:g} faces/s", int(rate * args.seconds), rate) for rate in rates]
             phases.append(("full speed", args.burst, 0.0))
-            print(f"pipeline benchmark: {args.size} B faces, edge -> TLS bridge -> cloud -> processor "
+            print(f"pipeline benchmark: {args.size} B faces{' through the outbox' * args.outbox}, edge -> TLS "
+                  "bridge -> cloud -> processor "
                   f"({args.workers} workers) -> S3 (SeaweedFS); {os.cpu_count()} cores\n")
             print(f"{'phase':<16}{'faces':>7}{'stored':>8}{'faces/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
             for name, count, rate in phases:
                 phase = Phase(name)
                 cpu_before = cpu_seconds(cpu_parts)
-                run_phase(client, phase, args.size, count, rate)
+                run_phase(client, phase, args.size, count, rate, durable=durable)
                 def all_stored(ids: set[str] = phase.face_ids) -> bool:
                     return len(store_log.latencies(ids)[0]) >= len(ids)
 
@@ -236,7 +290,7 @@ def main() -> None:
                       f"{statistics.median(latencies):>9.1f}{percentile(latencies, 0.99):>9.1f}"
                       f"{max(latencies):>9.1f}" + ("" if done else "   (not all stored within 180 s)"))
                 time.sleep(2)
-            client.stop()
+            stop_publisher(client, durable)
             sampler.stop()
             print("\npeak resident memory")
             for name, peak in sampler.peak.items():

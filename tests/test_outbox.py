@@ -233,3 +233,12 @@ def test_one_outbox_has_one_owner(tmp_path: Path) -> None:
         Outbox(tmp_path)
     owner.close()
     Outbox(tmp_path).close()  # free again once the owner closed it (or died)
+
+
+def test_the_outbox_folder_is_the_configured_one_or_the_work_folder(tmp_path: Path) -> None:
+    from facecap.outbox.config import WORK_DIR_ENV
+
+    assert OutboxSettings(dir=str(tmp_path)).folder({}) == tmp_path
+    # Under Greengrass the recipe sets FACECAP_WORK_DIR to {work:path}.
+    assert OutboxSettings().folder({WORK_DIR_ENV: "/greengrass/v2/work/x"}) == Path("/greengrass/v2/work/x/outbox")
+    assert OutboxSettings().folder({}) == Path("outbox")

@@ -27,6 +27,7 @@ from facecap.outbox.inspect import read_pending, read_status
 from facecap.polling import wait_until
 
 from .conftest import REPO, require_binary
+from .detector.scenes import street_scene
 
 pytestmark = pytest.mark.e2e
 
@@ -153,6 +154,63 @@ def test_power_cut_at_the_edge_loses_no_face(cloud_pipeline: LocalPipeline, tmp_
     assert status.pending == 0 and status.delivered >= len(expected)
     objects = stored_objects(pipeline)
     lost, duplicates = report("power cut at the edge", expected, objects)
+    assert lost == 0 and duplicates == 0
+
+
+def outbox_counts_line(outbox: Path) -> str:
+    status = read_status(outbox)
+    return f"pending {status.pending}, delivered {status.delivered}, evicted {status.evicted}"
+
+
+def test_power_cut_at_the_edge_with_the_detector_loses_no_face(
+        cloud_pipeline: LocalPipeline, tmp_path: Path, shared_dir: Path, model_path: Path) -> None:
+    """The same power cut with `facecap detector` as the producer: it captures every face of a looping
+    street video (`every` mode, as fast as it can) into its outbox while the uplink is down; the detector,
+    `facecap broker` and its mosquitto are SIGKILLed together; restarted (the detector now at 2 fps, so
+    it keeps running while its outbox drains), uplink back: every face that was in the outbox before the
+    kill is stored exactly once."""
+    pipeline = cloud_pipeline
+    assert pipeline.link is not None
+    video = street_scene(shared_dir).write(tmp_path / "street.avi")
+    outbox = tmp_path / "detector-outbox"
+    pipeline.settings.model = model_path
+    pipeline.settings.detector_overrides = {
+        "camera": {"loop": True, "maxFps": 0}, "tracking": {"mode": "every", "everyMinIntervalSeconds": 0},
+        "outbox": {"dir": str(outbox), "redeliverAfterSeconds": 5}, "statsIntervalSeconds": 1}
+    watch = BridgeWatch(pipeline.edge_port, pipeline.settings.device_id)
+    assert watch.wait("1"), "the bridge never came up"
+    pipeline.link.cut()
+    assert watch.wait("0"), "the edge never noticed the cut"
+    watch.stop()
+    detector = pipeline.start_detector(str(video))
+    assert wait_until(lambda: committed(outbox) >= 500 or not detector.running, 180, interval=0.1), \
+        detector.log_text()[-3000:]
+    broker = pipeline.components["broker"]
+    assert detector.process is not None and broker.process is not None
+    for process in (detector.process, broker.process):  # all at once: no process gets to flush anything
+        os.killpg(process.pid, signal.SIGKILL)
+    for process in (detector.process, broker.process):
+        process.wait()
+    expected = {entry.face_id for entry in read_pending(outbox)}
+    assert len(expected) >= 500
+
+    pipeline.start_edge_broker()
+    pipeline.settings.detector_overrides["camera"]["maxFps"] = 2
+    detector = pipeline.start_detector(str(video))
+    assert wait_until(lambda: "publishing them again" in detector.log_text(), 30), detector.log_text()[-3000:]
+    pipeline.link.restore()
+    try:
+        assert wait_until(lambda: expected <= set(stored_objects(pipeline)), 240, interval=1.0), \
+            outbox_counts_line(outbox)
+        assert wait_until(lambda: not expected & {e.face_id for e in read_pending(outbox)}, 60, interval=0.5), \
+            outbox_counts_line(outbox)
+    finally:
+        detector.stop()
+    stats = [line for line in detector.log_text().splitlines() if "stats:" in line]
+    assert stats and "pending=" in stats[-1] and "delivered=" in stats[-1], stats[-1:]
+    objects = stored_objects(pipeline)
+    lost, duplicates = report("power cut at the edge (detector)", expected, objects)
+    print(f"detector stats at the end: {stats[-1].split('stats: ', 1)[1]}")
     assert lost == 0 and duplicates == 0
 
 

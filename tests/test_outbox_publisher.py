@@ -3,15 +3,20 @@ bridge, resume at start, and a disk that refuses writes."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from facecap.contract import FaceMetadata, OutgoingFace
+from facecap.detector.publisher import FacePublisher
 from facecap.devkit.servers import MosquittoServer
-from facecap.mqtt import MqttClient
+from facecap.mqtt import MqttClient, ReceivedMessage
 from facecap.outbox import Outbox, OutboxPublisher, OutboxSettings, OutboxWriteError
+from facecap.outbox.inspect import read_pending
 from facecap.receipts import encode_receipt, receipt_topic
 
 from .support.helpers import Collector, sample_face, settings_for, subscriber
@@ -123,3 +128,62 @@ def test_a_disk_that_refuses_writes_still_lets_faces_out(broker: MosquittoServer
     publisher.stop()
     outbox.close()
     reader.stop()
+
+
+class ThreadNoting(Outbox):
+    """The real outbox, noting which thread commits."""
+
+    committing_threads: set[str]
+
+    def capture(self, faces: Sequence[OutgoingFace]) -> list[bool]:
+        self.committing_threads = {*getattr(self, "committing_threads", set()), threading.current_thread().name}
+        return super().capture(faces)
+
+
+def test_the_detector_publisher_commits_off_the_capture_thread_and_before_the_publish(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    """FacePublisher with an outbox (the detector's path): submit only queues; a committer thread syncs
+    the faces, and each face is already in the outbox file when it reaches the broker."""
+    in_outbox_on_arrival: list[bool] = []
+
+    def arrived(message: ReceivedMessage) -> None:
+        face_id = dict(message.user_properties)["face-id"]
+        in_outbox_on_arrival.append(face_id in {e.face_id for e in read_pending(tmp_path)})
+
+    reader = MqttClient(settings_for(broker), f"reader-{time.monotonic_ns()}", on_message=arrived)
+    reader.start()
+    reader.subscribe("faces/#")
+    client = MqttClient(settings_for(broker), f"detector-{time.monotonic_ns()}")
+    outbox = ThreadNoting(tmp_path, OutboxSettings())
+    durable = OutboxPublisher(outbox, client.settings, client.client_id, DEVICE, client=client)
+    publisher = FacePublisher(client, topic_prefix="faces", max_payload_bytes=100_000, max_queued_bytes=10**7,
+                              outbox=durable)
+    durable.start()
+    assert durable.wait_subscribed(10)
+    sample = sample_face(device=DEVICE, size=3000)
+    for frame in range(20):
+        meta = FaceMetadata(device_id=DEVICE, camera_id="cam0", captured_at=datetime.now(timezone.utc),
+                            bbox=(1, 2, 30, 40), score=0.9, frame=frame, track_id="1", detector="yunet")
+        assert publisher.submit(sample.payload, meta)
+    assert wait(lambda: len(in_outbox_on_arrival) == 20)
+    assert all(in_outbox_on_arrival)
+    assert outbox.committing_threads == {"outbox-commit"}
+    assert publisher.committer is not None and publisher.committer.stats.committed == 20
+    assert publisher.close(5)
+    assert publisher.stats.queued_bytes == 0
+    durable.stop()
+    outbox.close()
+    reader.stop()
+
+
+def test_a_backlog_is_published_again_at_the_configured_pace(broker: MosquittoServer, tmp_path: Path) -> None:
+    first = started(tmp_path, broker)
+    first.capture([sample_face(device=DEVICE, size=500, frame=i) for i in range(60)])
+    first.stop()
+    first.outbox.close()
+    again = started(tmp_path, broker, redeliver_max_per_second=20)
+    assert wait(lambda: again.stats.republished >= 20)
+    assert again.stats.republished < 60  # the rest follows 20 a second, not in one go
+    assert wait(lambda: again.stats.republished == 60)
+    again.stop()
+    again.outbox.close()

@@ -12,7 +12,7 @@ import pytest
 from facecap.devkit.servers import MosquittoServer
 from facecap.errors import ContractError
 from facecap.mqtt import MqttClient, ReceivedMessage
-from facecap.processor.plan import plan_message
+from facecap.processor.plan import plan_message, quarantine_plan
 from facecap.processor.receipts import ReceiptSender, receipt_target
 from facecap.receipts import MAX_IDS_PER_RECEIPT, RECEIPT_SCHEMA, encode_receipt, parse_receipt, receipt_topic
 
@@ -79,7 +79,12 @@ def test_the_processor_batches_receipts_per_device_within_the_window(broker: Mos
         face = sample_face(device=device, size=200, frame=index)
         message = received(face.topic, face.payload, face.user_properties)
         finished.append((device, face.face_id, message, plan(message)))
+    # Over the device's rate ceiling: quarantined, but no receipt, so the device's outbox sends it again.
+    over = sample_face(device="jetson-2", size=200, frame=99_999)
+    over_message = received(over.topic, over.payload, over.user_properties)
     started = time.monotonic()
+    sender.finished(over_message, quarantine_plan(over_message, "rate", "over 50 faces/s", "quarantine",
+                                                  datetime.now(timezone.utc)))
     for _, _, message, face_plan in finished:
         sender.finished(message, face_plan)
     assert collector.wait_for(3, timeout=10)
