@@ -176,7 +176,8 @@ def test_power_cut_at_the_edge_with_the_detector_loses_no_face(
     pipeline.settings.model = model_path
     pipeline.settings.detector_overrides = {
         # Faces are 120 px high: detecting on 256 px wide frames finds them, at a fraction of the cost.
-        "camera": {"loop": True, "maxFps": 0}, "detection": {"width": 256}, "tracking": {"mode": "every", "everyMinIntervalSeconds": 0},
+        "camera": {"loop": True, "maxFps": 0}, "detection": {"width": 256},
+        "tracking": {"mode": "every", "everyMinIntervalSeconds": 0},
         "outbox": {"dir": str(outbox), "redeliverAfterSeconds": 5}, "statsIntervalSeconds": 1}
     watch = BridgeWatch(pipeline.edge_port, pipeline.settings.device_id)
     assert watch.wait("1"), "the bridge never came up"
