@@ -1,6 +1,7 @@
-"""Delivery end to end with the outbox and receipts (contract v1.1): `facecap send --outbox` as the
-producer, `facecap broker` bridged over TLS to the cloud Mosquitto, the processor into a real S3 server
-(SeaweedFS). Each test prints its lost and duplicate-object counts; both must be 0."""
+"""Delivery end to end with the outbox and receipts (contract v1.1): `facecap detector` (power cut) and
+`facecap send --outbox` (lost receipts, random kills) as the producer, `facecap broker` bridged over TLS
+to the cloud Mosquitto, the processor into a real S3 server (SeaweedFS). Each test prints its lost and
+duplicate-object counts; both must be 0."""
 
 from __future__ import annotations
 
@@ -118,45 +119,6 @@ def report(name: str, expected: set[str], objects: Counter[str]) -> tuple[int, i
     return lost, duplicates
 
 
-def test_power_cut_at_the_edge_loses_no_face(cloud_pipeline: LocalPipeline, tmp_path: Path) -> None:
-    """Uplink down, 550 faces captured, then the producer, `facecap broker` and its mosquitto die together
-    (SIGKILL), as a power cut takes them; restarted, uplink back: every face is stored once."""
-    pipeline = cloud_pipeline
-    assert pipeline.link is not None
-    watch = BridgeWatch(pipeline.edge_port, pipeline.settings.device_id)
-    assert watch.wait("1"), "the bridge never came up"
-    pipeline.link.cut()
-    assert watch.wait("0"), "the edge never noticed the cut"
-    watch.stop()
-    outbox = tmp_path / "outbox"
-    images = small_jpegs(tmp_path / "images", 10)
-    sender = start_send(pipeline, outbox, images, "--repeat", "55", "--receipt-timeout", "600")
-    assert wait_until(lambda: "captured 550 faces" in send_log(pipeline) or sender.poll() is not None, 120), \
-        send_log(pipeline)
-    broker = pipeline.components["broker"]
-    assert broker.process is not None
-    for pgid in (sender.pid, broker.process.pid):  # all at once: no process gets to flush anything
-        os.killpg(pgid, signal.SIGKILL)
-    sender.wait()
-    broker.process.wait()
-    expected = {entry.face_id for entry in read_pending(outbox)}
-    assert len(expected) == 550
-
-    pipeline.start_edge_broker()
-    sender = start_send(pipeline, outbox, [], "--receipt-timeout", "240", "--redeliver-after", "10")
-    pipeline.link.restore()
-    try:
-        sender.wait(timeout=300)
-    except subprocess.TimeoutExpired:
-        sender.kill()
-    assert sender.returncode == 0, send_log(pipeline)[-3000:]
-    status = read_status(outbox)
-    assert status.pending == 0 and status.delivered >= len(expected)
-    objects = stored_objects(pipeline)
-    lost, duplicates = report("power cut at the edge", expected, objects)
-    assert lost == 0 and duplicates == 0
-
-
 def outbox_counts_line(outbox: Path) -> str:
     status = read_status(outbox)
     return f"pending {status.pending}, delivered {status.delivered}, evicted {status.evicted}"
@@ -259,7 +221,15 @@ def grew(outbox: Path, before: int) -> bool:
     return committed(outbox) > before
 
 
-@pytest.mark.parametrize("kill_processor", [False, True], ids=["edge", "edge-and-processor"])
+# Only the run that kills the processor too: its kills of the producer and the edge are those of the
+# edge-only run, and the two took ~2 min each (the new delivery set stays under ~5 min). Run the edge-only
+# variant by hand with FACECAP_EDGE_ONLY_KILLS=1.
+KILL_VARIANTS = [pytest.param(False, id="edge"), pytest.param(True, id="edge-and-processor")]
+if not os.environ.get("FACECAP_EDGE_ONLY_KILLS"):
+    KILL_VARIANTS = KILL_VARIANTS[1:]
+
+
+@pytest.mark.parametrize("kill_processor", KILL_VARIANTS)
 def test_random_kills_during_a_stream_lose_no_face(cloud_pipeline: LocalPipeline, tmp_path: Path,
                                                    kill_processor: bool) -> None:
     """A stream at 20 faces/s with the uplink up; 10 times, at a random moment 0-2.5 s into the producer's
