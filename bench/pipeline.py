@@ -97,9 +97,9 @@ class DurableSender:
         return meta.face_id
 
     def stop(self) -> None:
+        ends = [cpu for _, _, cpu in self.phases[1:]] + [self.outbox_cpu()]  # while its threads still run
         self.publisher.close(60)
         print(f"\n{self.outbox.summary()}")
-        ends = [cpu for _, _, cpu in self.phases[1:]] + [self.outbox_cpu()]
         for (name, count, start), end in zip(self.phases, ends, strict=True):
             print(f"outbox CPU per face, {name}: {(end - start) * 1000 / max(1, count):.2f} ms "
                   "(commit thread + receipts)")
