@@ -165,6 +165,8 @@ class LocalPipeline:
         self.edge_port = free_port()
         self.components: dict[str, Component] = {}
         self.store_url = f"file://{(self.workdir / 'store').resolve()}"
+        # The detector's outbox, kept across runs: a run resumes what an interrupted one left.
+        self.detector_outbox = self.workdir / "detector-outbox"
         self._passwords: dict[str, str] = {}
 
     # --- cloud side -----------------------------------------------------------------------------------
@@ -244,8 +246,7 @@ class LocalPipeline:
             "cameraId": "cam0",
             "camera": {"source": source},
             "mqtt": self.edge_mqtt(),
-            # The outbox in the demo's folder, so a later run resumes what an interrupted one left.
-            "outbox": {"dir": str(self.workdir / "detector-outbox")},
+            "outbox": {"dir": str(self.detector_outbox)},
             "statsIntervalSeconds": 2,
             "logging": {"level": self.settings.log_level},
         }
