@@ -221,15 +221,7 @@ def grew(outbox: Path, before: int) -> bool:
     return committed(outbox) > before
 
 
-# Only the run that kills the processor too: its kills of the producer and the edge are those of the
-# edge-only run, and the two took ~2 min each (the new delivery set stays under ~5 min). Run the edge-only
-# variant by hand with FACECAP_EDGE_ONLY_KILLS=1.
-KILL_VARIANTS = [pytest.param(False, id="edge"), pytest.param(True, id="edge-and-processor")]
-if not os.environ.get("FACECAP_EDGE_ONLY_KILLS"):
-    KILL_VARIANTS = KILL_VARIANTS[1:]
-
-
-@pytest.mark.parametrize("kill_processor", KILL_VARIANTS)
+@pytest.mark.parametrize("kill_processor", [False, True], ids=["edge", "edge-and-processor"])
 def test_random_kills_during_a_stream_lose_no_face(cloud_pipeline: LocalPipeline, tmp_path: Path,
                                                    kill_processor: bool) -> None:
     """A stream at 20 faces/s with the uplink up; 10 times, at a random moment 0-2.5 s into the producer's
