@@ -18,6 +18,7 @@ from ..imagesize import image_size
 from ..logs import setup_logging
 from ..mqtt import MqttClient, MqttSettings, local_settings
 from ..validation import mqtt_problems
+from . import send_outbox
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def register(subparsers: Any) -> None:
         "Connection settings are the `mqtt` section of a component configuration (JSON string or file), "
         "overridable by --host/--port and FACECAP_MQTT__* environment variables.",
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="JPEG or PNG files")
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="JPEG or PNG files")
     parser.add_argument("--mqtt", metavar="JSON|FILE", help="MQTT settings, e.g. '{\"host\": \"...\", \"tls\": true}'")
     parser.add_argument("--host", help="broker host (overrides --mqtt)")
     parser.add_argument("--port", type=int, help="broker port (overrides --mqtt)")
@@ -54,6 +55,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rate", type=float, help="messages per second (default 0: as fast as acked)")
     parser.add_argument("--legacy", action="store_true",
                         help="send bare images without properties, as the old publishers did")
+    send_outbox.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -95,11 +97,16 @@ def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
 def run(args: argparse.Namespace) -> int:
     setup_logging()
     settings, options = _settings(args)
+    if not args.images and not args.outbox:
+        raise ConfigError("send", [("IMAGE", "give at least one image (or --outbox DIR to finish its faces)")])
     images = _load_images(args.images)
     device = resolve_device_id(args.device_id)
     face_topic(device, args.camera_id, args.topic_prefix)  # validates both ids before connecting
     # An MqttConnectError (a socket path, a refused login, nothing listening) ends in one line (cli.py).
     settings = local_settings(settings, "sender")
+    if args.outbox:
+        faces = send_outbox.outbox_faces(images, args, device, options.repeat)
+        return send_outbox.send_with_outbox(args, settings, device, faces, options.rate)
     client = MqttClient(settings, f"facecap-send-{device}-{int(time.time())}")
     client.start()
     futures = []
