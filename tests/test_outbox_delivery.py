@@ -23,7 +23,7 @@ import pytest
 
 from facecap.devkit.demo.inventory import read_inventory
 from facecap.devkit.demo.pipeline import LocalPipeline, PipelineSettings
-from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
+from facecap.mqtt import MqttClient, ReceivedMessage
 from facecap.outbox.inspect import read_pending, read_status
 from facecap.polling import wait_until
 
@@ -36,12 +36,12 @@ pytestmark = pytest.mark.e2e
 class BridgeWatch:
     """The edge broker's retained bridge state, followed as the producer follows it."""
 
-    def __init__(self, port: int, device_id: str) -> None:
-        self.topic = f"$SYS/broker/connection/facecap-edge-{device_id}/state"
+    def __init__(self, pipeline: LocalPipeline) -> None:
+        self.topic = f"$SYS/broker/connection/facecap-edge-{pipeline.settings.device_id}/state"
         self.state: str | None = None
-        self.client = MqttClient(MqttSettings(host="127.0.0.1", port=port, min_reconnect_delay_seconds=0.2,
-                                              max_reconnect_delay_seconds=1), f"bridge-watch-{port}",
-                                 on_message=self._on_message)
+        # The edge broker refuses anonymous clients: the monitor identity may read $SYS.
+        settings = pipeline.edge_settings("monitor", min_reconnect_delay_seconds=0.2, max_reconnect_delay_seconds=1)
+        self.client = MqttClient(settings, f"bridge-watch-{pipeline.edge_port}", on_message=self._on_message)
         self.client.start()
         self.client.subscribe(self.topic)
 
@@ -85,8 +85,11 @@ def small_jpegs(folder: Path, count: int) -> list[Path]:
 
 
 def start_send(pipeline: LocalPipeline, outbox: Path, images: list[Path], *extra: str) -> subprocess.Popen[bytes]:
-    """`facecap send --outbox` against the edge broker, in its own session (so one SIGKILL ends it)."""
-    argv = [sys.executable, "-m", "facecap.cli", "send", "--host", "127.0.0.1", "--port", str(pipeline.edge_port),
+    """`facecap send --outbox` against the edge broker, in its own session (so one SIGKILL ends it): over its
+    socket with the sender identity, as on a device (the broker refuses anonymous clients)."""
+    sender = pipeline.edge_settings("sender")
+    mqtt = json.dumps({"socketPath": sender.socket_path, "username": "sender", "passwordFile": sender.password_file})
+    argv = [sys.executable, "-m", "facecap.cli", "send", "--mqtt", mqtt,
             "--device-id", pipeline.settings.device_id, "--camera-id", "cam0", "--outbox", str(outbox), *extra,
             *map(str, images)]
     log = open(pipeline.logs / "send.log", "ab")  # noqa: SIM115 - the child holds it
@@ -141,7 +144,7 @@ def test_power_cut_at_the_edge_with_the_detector_loses_no_face(
         "camera": {"loop": True, "maxFps": 0}, "detection": {"width": 256},
         "tracking": {"mode": "every", "everyMinIntervalSeconds": 0},
         "outbox": {"dir": str(outbox), "redeliverAfterSeconds": 5}, "statsIntervalSeconds": 1}
-    watch = BridgeWatch(pipeline.edge_port, pipeline.settings.device_id)
+    watch = BridgeWatch(pipeline)
     assert watch.wait("1"), "the bridge never came up"
     pipeline.link.cut()
     assert watch.wait("0"), "the edge never noticed the cut"
