@@ -34,6 +34,8 @@ class _SendOptions(ConfigModel):
 
     repeat: int = Field(1, ge=1, description="Send the set this many times (new face ids).")
     rate: float = Field(0.0, ge=0, description="Messages per second (0: as fast as acknowledged).")
+    receipt_timeout_seconds: float = Field(300.0, gt=0, description="--outbox: how long to wait for the receipts.")
+    redeliver_after_seconds: float = Field(60.0, gt=0, description="--outbox: publish again without a receipt.")
 
 
 def register(subparsers: Any) -> None:
@@ -85,8 +87,10 @@ def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
                           base={"mqtt": mqtt}).mqtt
     if args.host is not None or args.port is not None:  # TCP, not the EdgeBroker's socket
         settings = settings.model_copy(update={"socket_path": ""})
-    options = with_flags(_SendOptions, "send", {"--repeat": ("repeat", args.repeat), "--rate": ("rate", args.rate)},
-                         env={})
+    options = with_flags(_SendOptions, "send", {
+        "--repeat": ("repeat", args.repeat), "--rate": ("rate", args.rate),
+        "--receipt-timeout": ("receiptTimeoutSeconds", args.receipt_timeout),
+        "--redeliver-after": ("redeliverAfterSeconds", args.redeliver_after)}, env={})
     found: list[tuple[str, str, bool]] = []
     mqtt_problems(settings, found, "--mqtt")
     if found:
@@ -106,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     settings = local_settings(settings, "sender")
     if args.outbox:
         faces = send_outbox.outbox_faces(images, args, device, options.repeat)
-        return send_outbox.send_with_outbox(args, settings, device, faces, options.rate)
+        return send_outbox.send_with_outbox(args, settings, device, faces, rate=options.rate,
+                                            receipt_timeout=options.receipt_timeout_seconds,
+                                            redeliver_after=options.redeliver_after_seconds)
     client = MqttClient(settings, f"facecap-send-{device}-{int(time.time())}")
     client.start()
     futures = []

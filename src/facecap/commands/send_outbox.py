@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--outbox", type=Path, metavar="DIR",
                        help="keep each face in the outbox in DIR until its receipt arrives; with no IMAGE, "
                             "only publish what DIR still holds")
-    group.add_argument("--receipt-timeout", type=float, default=300.0, metavar="SECONDS",
+    group.add_argument("--receipt-timeout", type=float, metavar="SECONDS",
                        help="how long to wait for the receipts that empty the outbox (default 300; exit 1 if "
                             "faces are still pending then: they stay in DIR for the next run)")
-    group.add_argument("--redeliver-after", type=float, default=60.0, metavar="SECONDS",
+    group.add_argument("--redeliver-after", type=float, metavar="SECONDS",
                        help="publish a face again when its receipt has not come after this long (default 60)")
     group.add_argument("--bridge-client-id", default="", metavar="ID",
                        help="client id of the edge broker's bridge, whose state gates redelivery "
@@ -52,11 +52,12 @@ def outbox_faces(images: list[tuple[Path, bytes, tuple[int, int]]], args: argpar
 
 
 def send_with_outbox(args: argparse.Namespace, settings: MqttSettings, device: str,
-                     faces: list[OutgoingFace], rate: float) -> int:
+                     faces: list[OutgoingFace], *, rate: float, receipt_timeout: float,
+                     redeliver_after: float) -> int:
     if args.legacy:
         raise ConfigError("send", [("--legacy", "bare images have no face id, so they cannot use --outbox")])
     try:
-        outbox = Outbox(args.outbox, OutboxSettings(redeliver_after_seconds=args.redeliver_after,
+        outbox = Outbox(args.outbox, OutboxSettings(redeliver_after_seconds=redeliver_after,
                                                     bridge_client_id=args.bridge_client_id))
     except OutboxBusyError as exc:
         raise ConfigError("send", [("--outbox", str(exc))]) from None
@@ -72,8 +73,8 @@ def send_with_outbox(args: argparse.Namespace, settings: MqttSettings, device: s
             if interval:
                 time.sleep(interval)
         log.info("captured %d faces into %s (%d refused: outbox full); waiting up to %.0f s for receipts",
-                 len(faces) - refused, outbox.path, refused, args.receipt_timeout)
-        drained = publisher.wait_drained(args.receipt_timeout)
+                 len(faces) - refused, outbox.path, refused, receipt_timeout)
+        drained = publisher.wait_drained(receipt_timeout)
         log.info("%s", publisher.summary())
         if not drained:
             log.error("%d faces still wait for their receipt in %s; run `facecap send --outbox %s` again to "
