@@ -16,7 +16,12 @@ forwarder in place of the bridge and one synchronous boto3 put per message) at f
 figures and their ratio.
 
     python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000] [--compare-seed]
-                             [--local socket|tcp]
+                             [--local socket|tcp] [--outbox]
+
+With --outbox the faces take the detector's durable path instead of a plain publish: FacePublisher
+queues each face, its committer syncs it to an outbox (SQLite, WAL, synchronous=FULL, in the run's
+temporary folder) and the OutboxPublisher publishes it and deletes it on its receipt. Compare the figures
+with a run without it: the publisher's CPU per face grows by what the outbox costs.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ from pathlib import Path
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
+from facecap.detector.publisher import FacePublisher
 from facecap.devkit.demo.pipeline import PROCESSOR_USER, LocalPipeline, PipelineSettings
 from facecap.mqtt import MqttClient
+from facecap.outbox import Outbox, OutboxPublisher
 from facecap.polling import wait_until
 from facecap.stats import percentile
 
@@ -60,14 +67,56 @@ class Phase:
 _RANDOM_BODY: dict[int, bytes] = {}
 
 
-def face(size: int, frame: int) -> OutgoingFace:
+def face_parts(size: int, frame: int) -> tuple[bytes, FaceMetadata]:
     # One random body per size, made unique by the frame number: the publisher stays cheap, so the CPU it
     # takes from the parts under test (on the same cores) is small.
     body = _RANDOM_BODY.setdefault(size, os.urandom(size))
     payload = (b"\xff\xd8\xff\xe0" + frame.to_bytes(8, "big") + body)[:size]
     meta = FaceMetadata(device_id="demo-jetson", camera_id="bench", captured_at=datetime.now(timezone.utc),
                         bbox=(100, 80, 160, 200), score=0.95, frame=frame, track_id=str(frame), detector="bench")
-    return build_message(payload, meta)
+    return payload, meta
+
+
+def face(size: int, frame: int) -> OutgoingFace:
+    return build_message(*face_parts(size, frame))
+
+
+class DurableSender:
+    """--outbox: the detector's publisher with its outbox, on the benchmark's client."""
+
+    def __init__(self, client: MqttClient, folder: Path, device_id: str) -> None:
+        self.outbox = OutboxPublisher(Outbox(folder), client.settings, client.client_id, device_id, client=client)
+        self.publisher = FacePublisher(client, topic_prefix="faces", max_payload_bytes=1_000_000,
+                                       max_queued_bytes=1 << 30, outbox=self.outbox)
+
+        self.phases: list[tuple[str, int, float]] = []  # name, faces, outbox CPU seconds at its start
+
+    def outbox_cpu(self) -> float:
+        """CPU seconds of what only the outbox does: the committer thread (insert and sync) and the client's
+        dispatcher (receipts deleting faces; nothing else arrives on this client). Publishing is left out:
+        the plain path does it too."""
+        ours = {t.native_id for t in threading.enumerate()
+                if t.name == "outbox-commit" or t.name.startswith("mqtt-dispatch-")}
+        used: float = sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id in ours)
+        return used
+
+    def begin(self, name: str, count: int) -> None:
+        self.phases.append((name, count, self.outbox_cpu()))
+
+    def send(self, size: int, frame: int) -> str:
+        payload, meta = face_parts(size, frame)
+        assert self.publisher.submit(payload, meta)
+        return meta.face_id
+
+    def stop(self) -> None:
+        ends = [cpu for _, _, cpu in self.phases[1:]] + [self.outbox_cpu()]  # while its threads still run
+        self.publisher.close(60)
+        print(f"\n{self.outbox.summary()}")
+        for (name, count, start), end in zip(self.phases, ends, strict=True):
+            print(f"outbox CPU per face, {name}: {(end - start) * 1000 / max(1, count):.2f} ms "
+                  "(commit thread + receipts)")
+        self.outbox.stop(30)
+        self.outbox.outbox.close()
 
 
 def members(pid: int) -> list[psutil.Process]:
@@ -154,11 +203,29 @@ class StoreLog:
         return [latency for latency, _ in found], max((when for _, when in found), default=0.0)
 
 
+def start_publisher(client: MqttClient, outbox: Path | None) -> DurableSender | None:
+    if outbox is None:
+        client.start()
+        return None
+    durable = DurableSender(client, outbox, "demo-jetson")
+    durable.outbox.start()  # starts the client
+    return durable
+
+
+def stop_publisher(client: MqttClient, durable: DurableSender | None) -> None:
+    if durable is None:
+        client.stop()
+    else:
+        durable.stop()
+
+
 def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: float, *,
-              seed: bool = False) -> None:
+              seed: bool = False, durable: DurableSender | None = None) -> None:
     interval = 1.0 / rate if rate else 0.0
     start = time.monotonic()
     phase.first_publish = time.time()
+    if durable is not None:
+        durable.begin(phase.name, count)
     futures = []
     for index in range(count):
         if interval:
@@ -166,6 +233,9 @@ def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: flo
             delay = start + index * interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        if durable is not None:
+            phase.face_ids.add(durable.send(size, index))
+            continue
         message = face(size, index)
         phase.face_ids.add(message.face_id)
         topic = seed_topic(message.topic) if seed else message.topic
@@ -272,6 +342,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--local", choices=("socket", "tcp"), default="socket",
                         help="how the publisher and the logger reach the edge broker: its Unix socket, as on a "
                              "device (default), or its TCP loopback listener")
+    parser.add_argument("--outbox", action="store_true",
+                        help="publish through the detector's outbox path (commit, publish, delete on receipt)")
     return parser.parse_args()
 
 
@@ -305,18 +377,19 @@ def main() -> None:
             sampler.start()
             # The publisher plays the detector: its identity, over the socket or TCP as --local says.
             client = MqttClient(pipeline.edge_settings("detector", max_in_flight=256), "bench-publisher")
-            client.start()
+            durable = start_publisher(client, Path(folder) / "outbox" if args.outbox else None)
             rates = [float(r) for r in args.rates.split(",") if r]
             phases = [(f"{rate:g} faces/s", int(rate * args.seconds), rate) for rate in rates]
             phases.append(("full speed", args.burst, 0.0))
-            print(f"pipeline benchmark: {args.size} B faces, local hop over {args.local}, edge -> TLS bridge -> "
-                  f"cloud -> processor ({args.workers} workers) -> S3 (SeaweedFS); {os.cpu_count()} cores\n")
+            print(f"pipeline benchmark: {args.size} B faces{' through the outbox' * args.outbox}, local hop over "
+                  f"{args.local}, edge -> TLS bridge -> cloud -> processor ({args.workers} workers) -> S3 "
+                  f"(SeaweedFS); {os.cpu_count()} cores\n")
             print(f"{'phase':<16}{'faces':>7}{'stored':>8}{'faces/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
             rates_seen: dict[str, float] = {}
             for name, count, rate in phases:
                 phase = Phase(name)
                 cpu_before = cpu_seconds(cpu_parts)
-                run_phase(client, phase, args.size, count, rate)
+                run_phase(client, phase, args.size, count, rate, durable=durable)
                 def all_stored(ids: set[str] = phase.face_ids) -> bool:
                     return len(store_log.latencies(ids)[0]) >= len(ids)
 
@@ -337,7 +410,7 @@ def main() -> None:
             if args.compare_seed:
                 compare_seed(pipeline, client, size=args.size, count=args.burst,
                              facecap_rate=rates_seen["full speed"], facecap_cpu=cpu_per_face["full speed"])
-            client.stop()
+            stop_publisher(client, durable)
         finally:
             pipeline.stop_all()
 

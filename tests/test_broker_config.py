@@ -68,6 +68,7 @@ def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id
         "keepalive_interval 20",
         "notifications_local_only false",
         "topic faces/# out 1",
+        "topic facecap/jetson-1/receipts in 1",
     ]:
         assert expected in lines, expected
     assert not any(line.startswith(("remote_password", "remote_username", "bridge_")) and
@@ -140,6 +141,13 @@ def test_masked_password_and_the_state_topic() -> None:
     lines = render({"bridge": {"host": "h", "username": "u", "passwordFile": "/pw"}}, password=PASSWORD_MASK)
     assert "remote_password ********" in lines
     assert bridge_state_topic(config({}), "jetson-1") == "$SYS/broker/connection/facecap-edge-jetson-1/state"
+
+
+def test_receipts_are_bridged_in_unless_turned_off() -> None:
+    assert "topic facecap/jetson-1/receipts in 1" in render({"bridge": {"host": "h"}})
+    lines = render({"bridge": {"host": "h", "receipts": False}})
+    assert not any("receipts" in line for line in lines)
+    assert "topic faces/# out 1" in lines
 
 
 def test_without_bridge_or_persistence_and_as_a_given_user() -> None:

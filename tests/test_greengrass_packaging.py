@@ -28,7 +28,7 @@ RECIPE_ONLY_KEYS = {
     "com.facecap.FaceLogger": {"python"},
 }
 # Lifecycle variables that are not configuration keys.
-OTHER_SETENV = {"VENV_DIR", "PYTHONUNBUFFERED", "FACECAP_MODEL", "FACECAP_EDGE_BROKER_DIR"}
+OTHER_SETENV = {"VENV_DIR", "PYTHONUNBUFFERED", "FACECAP_MODEL", "FACECAP_EDGE_BROKER_DIR", "FACECAP_WORK_DIR"}
 
 
 def recipe_of(spec: ComponentSpec) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class DetectorProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "facecap.cli", "detector", "--config", json.dumps(config), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=environment,
+            cwd=folder,  # the outbox's default place (./outbox when FACECAP_WORK_DIR is not set)
         )
 
     @property

@@ -39,6 +39,9 @@ def test_broker_outage(mosquitto: object, street_video: Path, model_path: Path, 
         camera={"source": str(street_video), "loop": True, "maxFps": 10},
         tracking={"mode": "every", "everyMinIntervalSeconds": 0},
         mqtt={"maxInFlight": MAX_IN_FLIGHT},
+        # The memory bound of the path without an outbox; with one, faces wait on disk instead of being
+        # dropped (tests/test_outbox_delivery.py).
+        outbox={"enabled": False},
     )
     detector = run_detector(config)
     process = psutil.Process(detector.pid)

@@ -117,6 +117,8 @@ class BridgeSettings(ConfigModel):
                                        "stable so the cloud keeps the bridge's session.")
     topics: list[str] = Field(["faces/# out 1"], min_length=1,
                               description="Bridge topic lines: 'pattern [out|in|both [qos [local remote]]]'.")
+    receipts: bool = Field(True, description="Also bridge `facecap/<deviceId>/receipts in 1`: the cloud's receipts "
+                                             "(contract v1.1), which empty the producers' outboxes.")
     keep_alive_seconds: int = Field(
         20, ge=5, le=65535,
         description="MQTT keep-alive of the bridge: a silent uplink counts as dead after 1 to 2 keep-alives. With "

@@ -4,6 +4,7 @@ password, folders, user) is passed in, so the output is fully determined by the 
 from __future__ import annotations
 
 from ..mqtt.local import SOCKET_NAME
+from ..receipts import receipt_topic
 from .config import BrokerConfig
 from .credentials import ACL_NAME, PASSWD_NAME
 
@@ -186,4 +187,7 @@ def _bridge(config: BrokerConfig, device_id: str, password: str, forwarder_port:
         if password:
             lines.append(f"remote_password {password}")
     lines += [f"topic {topic}" for topic in bridge.topics]
+    if bridge.receipts:
+        # Contract v1.1: the processor's receipts for this device's faces, which empty its outboxes.
+        lines.append(f"topic {receipt_topic(device_id)} in 1")
     return lines

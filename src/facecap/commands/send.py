@@ -18,6 +18,7 @@ from ..imagesize import image_size
 from ..logs import setup_logging
 from ..mqtt import MqttClient, MqttSettings, local_settings
 from ..validation import mqtt_problems
+from . import send_outbox
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class _SendOptions(ConfigModel):
 
     repeat: int = Field(1, ge=1, description="Send the set this many times (new face ids).")
     rate: float = Field(0.0, ge=0, description="Messages per second (0: as fast as acknowledged).")
+    receipt_timeout_seconds: float = Field(300.0, gt=0, description="--outbox: how long to wait for the receipts.")
+    redeliver_after_seconds: float = Field(60.0, gt=0, description="--outbox: publish again without a receipt.")
 
 
 def register(subparsers: Any) -> None:
@@ -43,7 +46,7 @@ def register(subparsers: Any) -> None:
         "Connection settings are the `mqtt` section of a component configuration (JSON string or file), "
         "overridable by --host/--port and FACECAP_MQTT__* environment variables.",
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="JPEG or PNG files")
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="JPEG or PNG files")
     parser.add_argument("--mqtt", metavar="JSON|FILE", help="MQTT settings, e.g. '{\"host\": \"...\", \"tls\": true}'")
     parser.add_argument("--host", help="broker host (overrides --mqtt)")
     parser.add_argument("--port", type=int, help="broker port (overrides --mqtt)")
@@ -54,6 +57,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rate", type=float, help="messages per second (default 0: as fast as acked)")
     parser.add_argument("--legacy", action="store_true",
                         help="send bare images without properties, as the old publishers did")
+    send_outbox.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -83,8 +87,10 @@ def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
                           base={"mqtt": mqtt}).mqtt
     if args.host is not None or args.port is not None:  # TCP, not the EdgeBroker's socket
         settings = settings.model_copy(update={"socket_path": ""})
-    options = with_flags(_SendOptions, "send", {"--repeat": ("repeat", args.repeat), "--rate": ("rate", args.rate)},
-                         env={})
+    options = with_flags(_SendOptions, "send", {
+        "--repeat": ("repeat", args.repeat), "--rate": ("rate", args.rate),
+        "--receipt-timeout": ("receiptTimeoutSeconds", args.receipt_timeout),
+        "--redeliver-after": ("redeliverAfterSeconds", args.redeliver_after)}, env={})
     found: list[tuple[str, str, bool]] = []
     mqtt_problems(settings, found, "--mqtt")
     if found:
@@ -95,11 +101,18 @@ def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
 def run(args: argparse.Namespace) -> int:
     setup_logging()
     settings, options = _settings(args)
+    if not args.images and not args.outbox:
+        raise ConfigError("send", [("IMAGE", "give at least one image (or --outbox DIR to finish its faces)")])
     images = _load_images(args.images)
     device = resolve_device_id(args.device_id)
     face_topic(device, args.camera_id, args.topic_prefix)  # validates both ids before connecting
     # An MqttConnectError (a socket path, a refused login, nothing listening) ends in one line (cli.py).
     settings = local_settings(settings, "sender")
+    if args.outbox:
+        faces = send_outbox.outbox_faces(images, args, device, options.repeat)
+        return send_outbox.send_with_outbox(args, settings, device, faces, rate=options.rate,
+                                            receipt_timeout=options.receipt_timeout_seconds,
+                                            redeliver_after=options.redeliver_after_seconds)
     client = MqttClient(settings, f"facecap-send-{device}-{int(time.time())}")
     client.start()
     futures = []

@@ -14,6 +14,7 @@ from typing_extensions import Self
 from ..config import ComponentConfig, ConfigModel, LoggingSettings, as_value_error
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, check_id
 from ..mqtt import MqttSettings
+from ..outbox.config import OutboxSettings
 from .scaling import Scaling
 
 MODEL_ENV = "FACECAP_MODEL"
@@ -220,6 +221,8 @@ class DetectorConfig(ComponentConfig):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="What is sent when.")
     output: OutputSettings = Field(default_factory=OutputSettings, description="The crop.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="The local broker.")
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings,
+                                   description="Faces kept on disk until the cloud's receipt (power-cut safe).")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
     stats_interval_seconds: float = Field(
         60, gt=0, description="How often a stats line (fps, faces, tracks, published, dropped) is logged."

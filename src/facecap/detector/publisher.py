@@ -3,6 +3,10 @@
 Memory stays bounded while the broker is slow or away: the client holds at most mqtt.maxInFlight
 publishes, and this class at most output.maxQueuedBytes of payload. Beyond either limit a face is
 dropped on the spot and counted, which the stats line reports.
+
+With an outbox (the default on a device), a face goes to the committer instead (detector/durable.py): it
+is synced to disk off the capture thread, and the outbox's publisher sends it and keeps it until its
+receipt. The byte budget then also covers faces waiting for their commit.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Protocol
 
 from ..contract import FaceMetadata, build_message
 from ..errors import ContractError
+from ..outbox import OutboxPublisher
+from .durable import OutboxCommitter
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,8 @@ class PublishStats:
 
 
 class FacePublisher:
-    def __init__(self, client: Publisher, *, topic_prefix: str, max_payload_bytes: int, max_queued_bytes: int) -> None:
+    def __init__(self, client: Publisher, *, topic_prefix: str, max_payload_bytes: int, max_queued_bytes: int,
+                 outbox: OutboxPublisher | None = None) -> None:
         self._client = client
         self._topic_prefix = topic_prefix
         self._max_payload_bytes = max_payload_bytes
@@ -64,6 +71,7 @@ class FacePublisher:
         self._drop_log = _Throttle(_FAILURE_LOG_SECONDS)
         self._failure_log = _Throttle(_FAILURE_LOG_SECONDS)
         self.stats = PublishStats()
+        self.committer = None if outbox is None else OutboxCommitter(outbox, self._release)
 
     def submit(self, payload: bytes, meta: FaceMetadata) -> bool:
         """Queue one face; False (and counted as dropped) when it cannot be queued right now."""
@@ -83,6 +91,9 @@ class FacePublisher:
         if budget_full:
             self._drop(f"{self._max_queued_bytes} bytes already wait for the broker")
             return False
+        if self.committer is not None:
+            self.committer.put(message, size)
+            return True
         future = self._client.publish(message.topic, message.payload, content_type=message.content_type,
                                       user_properties=message.user_properties, block=False)
         if future is None:
@@ -92,6 +103,14 @@ class FacePublisher:
             return False
         future.add_done_callback(lambda done: self._completed(done, size))
         return True
+
+    def close(self, timeout: float) -> bool:
+        """Commit the faces still queued for the outbox (nothing to do without one)."""
+        return self.committer is None or self.committer.close(timeout)
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self.stats.queued_bytes -= size
 
     def _completed(self, future: Future[None], size: int) -> None:
         # Runs on an MQTT client thread: count and return.

@@ -16,11 +16,13 @@ from ..config import resolve_device_id
 from ..contract import new_face_id, status_topic
 from ..errors import ConfigError
 from ..mqtt import MqttClient, StatusTopic, local_settings
+from ..outbox import OutboxPublisher
 from .camera import Camera, check_source
 from .capture import CaptureLoop, Shot, StatsReporter, keep_shot
 from .config import CameraEntry, DetectorConfig, camera_key
 from .crop import CropSettings
 from .detection import FaceDetector, create_detector
+from .durable import open_outbox
 from .feeds import BROKEN, CameraFeed
 from .model import find_model
 from .publisher import FacePublisher
@@ -95,6 +97,9 @@ class DetectorRunner:
     feeds: list[CameraFeed]
     detectors: list[FaceDetector]
     condition: threading.Condition
+    # The durable outbox behind the publisher (None when outbox.enabled is false); it owns the client's
+    # start and stop then, since it subscribes to the receipts and the bridge state.
+    outbox: OutboxPublisher | None = None
 
     @classmethod
     def build(cls, config: DetectorConfig, cli_model: str | None = None,
@@ -114,9 +119,10 @@ class DetectorRunner:
             name = f"{device_id}-detector" + (f"-{cameras[0][0].camera_id}" if len(cameras) == 1 else "")
             client = MqttClient(local_settings(config.mqtt, "detector"), name,
                                 status=StatusTopic(status_topic(device_id, "detector")))
+        outbox = open_outbox(config.outbox, client, device_id)
         publisher = FacePublisher(client, topic_prefix=config.topic_prefix,
                                   max_payload_bytes=config.output.max_payload_bytes,
-                                  max_queued_bytes=config.output.max_queued_bytes)
+                                  max_queued_bytes=config.output.max_queued_bytes, outbox=outbox)
         condition = threading.Condition()
         feeds = [build_feed(config, entry, detectors[0], publisher, device_id=device_id, condition=condition,
                             broken=bool(reason))
@@ -125,7 +131,7 @@ class DetectorRunner:
                  config.tracking.mode, cv2.__version__)
         for feed in feeds:
             log.info("camera %s: %s%s", feed.camera_id, feed.camera.description, " (left out)" if feed.ended else "")
-        return cls(config, client, publisher, feeds, detectors, condition)
+        return cls(config, client, publisher, feeds, detectors, condition, outbox)
 
     def figures(self) -> list[dict[str, object]]:
         """The stats lines' figures, counters since start plus the current state: one line per camera when
@@ -143,16 +149,31 @@ class DetectorRunner:
             "queued_bytes": published.queued_bytes, "connected": "yes" if self.client.connected else "no",
             "camera_outages": total("camera_outages"), "skipped": total("skipped"),
             "queue_dropped": total("queue_dropped"),
+            **self._outbox_figures(),
         }
         if len(cameras) == 1:
             return [whole]
         return [*cameras, {**whole, "cameras": len(cameras)}]
 
+    def _outbox_figures(self) -> dict[str, object]:
+        if self.outbox is None or self.publisher.committer is None:
+            return {}
+        counts = self.outbox.outbox.counts()
+        sender = self.outbox.stats
+        return {"published": sender.published, "failed": sender.failed,
+                "committed": self.publisher.committer.stats.committed, "pending": counts.pending,
+                "pending_bytes": counts.pending_bytes, "delivered": counts.delivered, "evicted": counts.evicted,
+                "refused": counts.refused, "republished": sender.republished,
+                "bridge": {True: "up", False: "down", None: "unknown"}[self.outbox.bridge.up]}
+
     def run(self, stop: threading.Event) -> int:
         """Capture until `stop` is set or every camera has ended: 0; 1 when a camera was given up; 2 when a
         camera's source could not be read."""
         # No waiting for the broker: faces queue (bounded) while it is away, and the client reconnects.
-        self.client.start(wait=False)
+        if self.outbox is not None:
+            self.outbox.start(wait=False)  # connects the client, then publishes every pending face again
+        else:
+            self.client.start(wait=False)
         reporter = StatsReporter(self.config.stats_interval_seconds, self.figures)
         reporter.start()
         try:
@@ -165,12 +186,21 @@ class DetectorRunner:
             for feed in self.feeds:
                 feed.join(2)
             reporter.stop()
-            timeout = self.config.shutdown_timeout_seconds
-            if not self.client.stop(timeout):
-                log.warning("stopped with %d faces still unacknowledged after %.0f s", self.client.in_flight, timeout)
+            self._shut_down()
             reporter.report()
         log.info("detector stopped")
         return max(feed.code for feed in self.feeds)
+
+    def _shut_down(self) -> None:
+        timeout = self.config.shutdown_timeout_seconds
+        if not self.publisher.close(timeout):
+            log.warning("faces still waiting for their commit to the outbox after %.0f s", timeout)
+        if self.outbox is not None:
+            # Faces not yet acknowledged stay in the outbox and go out again at the next start.
+            self.outbox.stop(timeout)
+            self.outbox.outbox.close()
+        elif not self.client.stop(timeout):
+            log.warning("stopped with %d faces still unacknowledged after %.0f s", self.client.in_flight, timeout)
 
 
 def build_feed(config: DetectorConfig, entry: CameraEntry, detector: FaceDetector, publisher: FacePublisher,

@@ -105,7 +105,9 @@ def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
     modelled, _ = default_config(spec)
     if spec.command == "broker" and "mosquittoPath" not in modelled:
         raise ValueError("the EdgeBroker install step reads mosquittoPath, which BrokerConfig no longer has")
-    setenv: dict[str, Any] = {"VENV_DIR": "{work:path}/venv", "PYTHONUNBUFFERED": "1"}
+    # FACECAP_WORK_DIR: the component's own folder for state that must survive restarts (the outbox).
+    setenv: dict[str, Any] = {"VENV_DIR": "{work:path}/venv", "PYTHONUNBUFFERED": "1",
+                              "FACECAP_WORK_DIR": "{work:path}"}
     setenv.update({env_name(key): f"{{configuration:/{key}}}" for key in modelled})
     if spec.ships_model:
         setenv["FACECAP_MODEL"] = f"{{artifacts:path}}/{MODEL_FILE}"

@@ -49,6 +49,9 @@ class ProcessorConfig(TopicConfig):
         60.0, gt=0, description="`facecap processor healthcheck` fails once the processor has been disconnected "
                                 "from the broker (or never connected) this long, or its store has been failing "
                                 "this long with faces pending.")
+    receipt_window_seconds: float = Field(
+        0.2, ge=0, le=10, description="Receipts (contract v1.1) batch the faces finished within this window, per "
+                                      "device.")
     stats_interval_seconds: float = Field(60.0, gt=0, description="How often counts and latency are logged.")
     server_side_encryption: str = Field("AES256", description="S3 encryption: AES256, aws:kms, or empty for none.")
     kms_key_id: str = Field("", description="KMS key id or ARN with aws:kms (empty: the account's S3 key).")

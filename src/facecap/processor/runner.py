@@ -28,6 +28,7 @@ from .config import DEFAULT_CLIENT_ID, ProcessorConfig
 from .guard import DeviceGuard, clip
 from .heartbeat import write_heartbeat
 from .plan import Plan, Put, plan_message, quarantine_plan
+from .receipts import ReceiptSender
 from .stats import ProcessorStats
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ class ProcessorRunner:
             manual_ack=True,
             receive_maximum=config.receive_maximum,
         )
+        self.receipts = ReceiptSender(self.client, topic_prefix=config.topic_prefix,
+                                      window_seconds=config.receipt_window_seconds)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -117,6 +120,7 @@ class ProcessorRunner:
         log.info("processor %s: %s -> %s, %d workers", self.config.client_id, self.config.topic_filter,
                  self.store.describe(), self.config.workers)
         self.client.start(wait=False)
+        self.receipts.start()
         self._supervisor = threading.Thread(target=self._supervise, name="processor-supervisor", daemon=True)
         self._supervisor.start()
 
@@ -155,6 +159,7 @@ class ProcessorRunner:
         self._stopped.set()
         if self._supervisor is not None:
             self._supervisor.join(5)
+        self.receipts.stop()
         self.client.stop(timeout=5)
         Path(self.config.heartbeat_file).unlink(missing_ok=True)
         log.info("processor stopped: %s", self.stats.summary(self._pending))
@@ -194,6 +199,7 @@ class ProcessorRunner:
                     return
             self.client.ack(message)
             self.stats.finished(plan.quarantined)
+            self.receipts.finished(message, plan)
             if not plan.quarantined and log.isEnabledFor(logging.DEBUG):
                 _log_stored(plan.puts)
         except Exception:
@@ -285,6 +291,8 @@ class ProcessorRunner:
             "stored": self.stats.stored,
             "quarantined": self.stats.quarantined,
             "pending": self._pending,
+            "receiptsSent": self.receipts.stats.sent,
+            "receiptsDropped": self.receipts.stats.dropped,
         }
         try:
             write_heartbeat(Path(self.config.heartbeat_file), state)

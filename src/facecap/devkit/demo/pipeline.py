@@ -31,16 +31,24 @@ DEVICE_ID = "demo-jetson"
 PROCESSOR_USER = "processor"
 BUCKET = "facecap-demo"
 
-# The cloud broker's topic rules, as cloud/mosquitto/acl and processor.acl ship them: a device publishes
-# only under its own topics, the processor reads every face. (The demo's single listener keeps passwords;
-# the shipped broker takes a device's identity from its certificate instead, see cloud/README.md.)
+# The cloud broker's topic rules, as cloud/mosquitto/acl and processor.acl ship them (tests/test_demo.py
+# checks they agree): a device publishes only under its own topics and reads only its own receipts; the
+# processor reads every face and is the only writer of receipts (contract v1.1). (The demo's single
+# listener keeps passwords; the shipped broker takes a device's identity from its certificate instead,
+# see cloud/README.md.)
 CLOUD_ACL = """\
 pattern write faces/%u/#
-pattern readwrite facecap/%u/#
-pattern readwrite $SYS/broker/connection/facecap-edge-%u/state
+pattern write facecap/%u/+/+/#
+pattern write facecap/%u/status
+pattern write facecap/%u/stats
+pattern read facecap/%u/receipts
+pattern write $SYS/broker/connection/facecap-edge-%u/state
 user processor
 topic read faces/#
 topic read $share/+/faces/#
+topic write facecap/+/processor/status
+topic write facecap/+/receipts
+topic read $SYS/broker/#
 """
 
 
@@ -165,6 +173,8 @@ class LocalPipeline:
         self.edge_dir = settings.edge_dir or _short_run_dir(self.workdir / "work" / "broker" / "local")
         self.components: dict[str, Component] = {}
         self.store_url = f"file://{(self.workdir / 'store').resolve()}"
+        # The detector's outbox, kept across runs: a run resumes what an interrupted one left.
+        self.detector_outbox = self.workdir / "detector-outbox"
         self._passwords: dict[str, str] = {}
 
     # --- cloud side -----------------------------------------------------------------------------------
@@ -261,6 +271,7 @@ class LocalPipeline:
             "deviceId": self.settings.device_id,
             **cameras,
             "mqtt": self.edge_mqtt("detector"),
+            "outbox": {"dir": str(self.detector_outbox)},
             "statsIntervalSeconds": 2,
             "logging": {"level": self.settings.log_level},
         }

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UsageError
+from ...outbox.inspect import read_pending
 from ...polling import wait_until
 from ...stats import percentile
 from .inventory import StoredObject, read_body, read_inventory
@@ -82,7 +83,7 @@ class DemoRunner:
         pipeline.start_processor()
         pipeline.start_edge_broker()
         pipeline.start_logger()
-        tap = Tap(pipeline.edge_settings("monitor"))
+        tap = Tap(pipeline.edge_settings("monitor"), ignore=_pending_faces(pipeline.detector_outbox))
         tap.start()
         detector = pipeline.start_detector(source)
         print(f"demo: edge broker on {pipeline.edge_dir}/mosquitto.sock bridged to the cloud; detector reading "
@@ -142,6 +143,14 @@ class DemoRunner:
             print(f"  {key:<32} {value}")
         print(f"  {'gallery':<32} {gallery}")
         print(f"  {'logs':<32} {self.pipeline.logs}")
+
+
+def _pending_faces(outbox: Path) -> frozenset[str]:
+    """Faces an earlier run left waiting for their receipt: the detector publishes them again, but they are
+    not this run's."""
+    if not (outbox / "outbox.db").exists():
+        return frozenset()
+    return frozenset(entry.face_id for entry in read_pending(outbox))
 
 
 def _latencies(faces: list[StoredObject], tap: Tap) -> list[float]:

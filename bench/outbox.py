@@ -1,0 +1,137 @@
+"""The outbox's cost per face: what committing each face to disk (SQLite, WAL, synchronous=FULL) before
+publishing it adds, and what receipts cost to apply.
+
+Three measurements, each over --faces faces of --size bytes:
+
+- capture: `Outbox.capture`, one face per synced transaction (the detector's path: each face is on disk
+  before it is published) and --batch faces per transaction (`facecap send --outbox`);
+- receipts: `Outbox.delivered` for receipts of 100 face ids each, as the processor batches them;
+- publish: the same faces into a real Mosquitto at full speed, once with the plain MQTT client and once
+  through `OutboxPublisher` (commit, then publish with many in flight), to the last PUBACK.
+
+CPU is this process's user + system time (every thread), wall time is the elapsed time. The outbox lives in
+--dir (default: a temporary folder), since the sync cost is the disk's.
+
+    python bench/outbox.py [--faces 2000] [--size 20000] [--batch 32] [--dir PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from facecap.contract import FaceMetadata, OutgoingFace, build_message
+from facecap.devkit.servers import MosquittoServer
+from facecap.mqtt import MqttClient, MqttSettings
+from facecap.outbox import Outbox, OutboxPublisher
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def make_faces(count: int, size: int) -> list[OutgoingFace]:
+    body = b"\xff\xd8\xff\xe0" + bytes(range(256)) * (size // 256 + 1)
+    return [build_message(body[:size - 8] + index.to_bytes(8, "big"), FaceMetadata(
+        device_id="bench-jetson", camera_id="cam0", captured_at=datetime.now(timezone.utc), bbox=(1, 2, 64, 80),
+        score=0.9, frame=index, track_id=str(index), detector="yunet")) for index in range(count)]
+
+
+def measure(label: str, count: int, work: Callable[[], None]) -> None:
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    work()
+    cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+    print(f"{label:<48} {count / wall:8.0f} faces/s  {1000 * wall / count:6.3f} ms wall  "
+          f"{1000 * cpu / count:6.3f} ms CPU per face")
+
+
+def bench_capture(folder: Path, faces: list[OutgoingFace], batch: int) -> None:
+    latencies: list[float] = []
+
+    def one_by_one() -> None:
+        outbox = Outbox(folder / "single")
+        for face in faces:
+            started = time.perf_counter()
+            outbox.capture([face])
+            latencies.append(time.perf_counter() - started)
+        outbox.close()
+
+    def batched() -> None:
+        outbox = Outbox(folder / "batched")
+        for start in range(0, len(faces), batch):
+            outbox.capture(faces[start:start + batch])
+        outbox.close()
+
+    measure("capture, one face per synced commit", len(faces), one_by_one)
+    latencies.sort()
+    print(f"{'':<48} commit latency p50 {1000 * statistics.median(latencies):.2f} ms, "
+          f"p99 {1000 * latencies[int(0.99 * (len(latencies) - 1))]:.2f} ms")
+    measure(f"capture, {batch} faces per synced commit", len(faces), batched)
+    outbox = Outbox(folder / "batched")
+    ids = [face.face_id for face in faces]
+
+    def receipts() -> None:
+        for start in range(0, len(ids), 100):
+            outbox.delivered(ids[start:start + 100])
+
+    measure("receipts of 100 ids (delete, synced)", len(faces), receipts)
+    outbox.close()
+
+
+def bench_publish(folder: Path, faces: list[OutgoingFace]) -> None:
+    broker = MosquittoServer(folder / "broker", persistence=False).start()
+    settings = MqttSettings(host=broker.host, port=broker.port, max_in_flight=256)
+    try:
+        client = MqttClient(settings, "bench-plain")
+        client.start()
+
+        def plain() -> None:
+            for face in faces:
+                client.publish(face.topic, face.payload, content_type=face.content_type,
+                               user_properties=face.user_properties)
+            client.flush(120)
+
+        measure("publish, plain client (to the last PUBACK)", len(faces), plain)
+        client.stop()
+        outbox = Outbox(folder / "publisher")
+        publisher = OutboxPublisher(outbox, settings, "bench-outbox", "bench-jetson")
+        publisher.start()
+        publisher.wait_subscribed(10)
+
+        def durable() -> None:
+            for face in faces:
+                publisher.capture([face])
+            while publisher.stats.published < len(faces):
+                time.sleep(0.005)
+
+        measure("publish through the outbox, one commit a face", len(faces), durable)
+        publisher.stop()
+        outbox.close()
+    finally:
+        broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--dir", type=Path, default=None)
+    args = parser.parse_args()
+    faces = make_faces(args.faces, args.size)
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        folder = Path(tmp)
+        print(f"{args.faces} faces of {args.size} bytes, outbox in {folder}")
+        bench_capture(folder, faces, args.batch)
+        bench_publish(folder, faces)
+
+
+if __name__ == "__main__":
+    main()

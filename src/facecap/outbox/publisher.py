@@ -1,0 +1,249 @@
+"""Publishes faces from the outbox and deletes them when their receipts arrive.
+
+A producer calls `capture()`: the faces are committed (synced) to the outbox first, then handed to a
+sender thread that publishes them with many in flight (the MQTT client bounds how many). The same thread
+publishes faces whose receipt is overdue, while the bridge is up (or its state is unknown), and at start
+every pending face once more: whatever the edge broker held may have died with it. Receipts arrive on
+`facecap/<device-id>/receipts` and delete their faces.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from ..contract import OutgoingFace
+from ..errors import ContractError, FacecapError
+from ..mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
+from ..polling import wait_until
+from ..receipts import parse_receipt, receipt_topic
+from .bridge import BridgeState
+from .store import Outbox, OutboxWriteError, PendingFace
+
+log = logging.getLogger(__name__)
+
+_TICK_SECONDS = 0.5
+_BATCH = 100
+# Fresh faces wait in memory for the sender up to this many bytes; beyond it they stay on disk only and
+# go out with the next redelivery pass.
+_FRESH_BYTES = 32 * 1024 * 1024
+_UNSAVED_LOG_SECONDS = 10.0
+
+
+@dataclass
+class PublisherStats:
+    published: int = 0  # acknowledged by the broker (first publishes and redeliveries)
+    republished: int = 0  # redeliveries handed to the client
+    failed: int = 0
+    receipts: int = 0
+    bad_receipts: int = 0
+    deferred: int = 0  # captured while the in-memory queue was full: left for the redelivery pass
+    unsaved: int = 0  # published without the outbox, because committing failed (disk full or failing)
+
+
+class OutboxPublisher:
+    def __init__(self, outbox: Outbox, settings: MqttSettings, client_id: str, device_id: str, *,
+                 status: StatusTopic | None = None, client: MqttClient | None = None) -> None:
+        """`client`: a client the producer already built (not started yet); this publisher becomes its
+        message handler. By default one is built from `settings`."""
+        self.outbox = outbox
+        self.stats = PublisherStats()
+        self.receipt_topic = receipt_topic(device_id)
+        self.bridge = BridgeState(outbox.settings.bridge_client_id or f"facecap-edge-{device_id}",
+                                  on_up=self._bridge_up)
+        if client is None:
+            client = MqttClient(settings, client_id, status=status)
+        client.on_message = self._on_message
+        self.client = client
+        self._fresh: collections.deque[OutgoingFace] = collections.deque()
+        self._fresh_bytes = 0
+        self._unsent = 0  # fresh faces not yet handed to the client
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._subscribed = threading.Event()
+        self._resuming = True
+        self._next_due_check = 0.0
+        self._last_unsaved_log = -_UNSAVED_LOG_SECONDS
+        self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self, wait: bool = True) -> None:
+        """Connect (with wait, raise if the broker cannot be reached), then subscribe to receipts and the
+        bridge state and publish every pending face again."""
+        pending = self.outbox.resume()
+        if pending:
+            log.info("outbox %s: %d faces pending from an earlier run; publishing them again",
+                     self.outbox.path, pending)
+        self.client.start(wait=wait)
+        self._thread.start()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self._subscribed.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Publish the fresh faces not yet handed to the client (a file source that ended) and wait for
+        their PUBACKs, both within `timeout`, then stop. Faces still pending stay in the outbox for the next
+        start."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        wait_until(lambda: self._unsent == 0 or not self._thread.is_alive(), timeout, interval=0.02)
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+        self.client.stop(max(0.1, deadline - time.monotonic()))
+
+    def wait_drained(self, timeout: float) -> bool:
+        """True once no face is pending (every one has its receipt, or was evicted)."""
+        deadline = time.monotonic() + timeout
+        while self.outbox.counts().pending > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    # --- capture -----------------------------------------------------------------------------------------
+
+    def capture(self, faces: Sequence[OutgoingFace]) -> list[bool]:
+        """Commit the faces to the outbox (synced to disk), then queue them for publishing. Returns per
+        face whether it was accepted (see Outbox.capture). Never waits for the broker."""
+        try:
+            accepted = self.outbox.capture(faces)
+        except OutboxWriteError as exc:
+            # Better sent without the outbox's guarantee than not at all (as before there was an outbox).
+            self._unsaved(len(faces), exc)
+            accepted = [True] * len(faces)
+        with self._lock:
+            for face, ok in zip(faces, accepted, strict=True):
+                if not ok:
+                    continue
+                if self._fresh_bytes + len(face.payload) > _FRESH_BYTES:
+                    self.stats.deferred += 1
+                    continue
+                self._fresh.append(face)
+                self._fresh_bytes += len(face.payload)
+                self._unsent += 1
+        self._wake.set()
+        return accepted
+
+    def _unsaved(self, count: int, error: Exception) -> None:
+        self.stats.unsaved += count
+        now = time.monotonic()
+        if now - self._last_unsaved_log >= _UNSAVED_LOG_SECONDS:
+            self._last_unsaved_log = now
+            log.error("%s; publishing without the outbox, so a power cut may lose these faces (%d so far)",
+                      error, self.stats.unsaved)
+
+    def summary(self) -> str:
+        counts = self.outbox.counts()
+        bridge = {True: "up", False: "down", None: "unknown"}[self.bridge.up]
+        return (f"outbox pending {counts.pending} ({counts.pending_bytes} bytes), delivered {counts.delivered}, "
+                f"evicted {counts.evicted}, refused {counts.refused}, unsaved {self.stats.unsaved}, "
+                f"republished {self.stats.republished}, "
+                f"bridge {bridge}")
+
+    # --- the sender thread -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._subscribed.is_set():
+                self._subscribe()
+                continue
+            if self._send_fresh() or self._send_due():
+                continue
+            self._wake.wait(_TICK_SECONDS)
+            self._wake.clear()
+
+    def _subscribe(self) -> None:
+        if not self.client.wait_connected(_TICK_SECONDS):
+            return
+        try:
+            self.client.subscribe(self.receipt_topic, qos=1)
+            self.client.subscribe(self.bridge.topic, qos=0)
+        except (FacecapError, TimeoutError) as exc:
+            log.warning("subscribing to receipts failed, will retry: %s", exc)
+            self._stop.wait(1.0)
+            return
+        self._subscribed.set()
+
+    def _send_fresh(self) -> bool:
+        with self._lock:
+            batch = list(self._fresh)
+            self._fresh.clear()
+            self._fresh_bytes = 0
+        for face in batch:
+            if not self._publish(face.topic, face.payload, face.content_type, face.user_properties):
+                return True
+            with self._lock:
+                self._unsent -= 1
+        return bool(batch)
+
+    def _send_due(self) -> bool:
+        # Looked up once a tick (not after every fresh face, which would cost a query each) unless the
+        # last look found faces, or at start.
+        now = time.monotonic()
+        if now < self._next_due_check or not (self._resuming or self.bridge.allows_redelivery()):
+            return False
+        pace = self.outbox.settings.redeliver_max_per_second
+        due: list[PendingFace] = self.outbox.take_due(min(_BATCH, max(1, int(pace))) if pace else _BATCH)
+        if not due:
+            self._resuming = False
+            self._next_due_check = now + _TICK_SECONDS
+            return False
+        self.stats.republished += len(due)
+        for face in due:
+            if not self._publish(face.topic, face.payload, face.content_type, face.user_properties):
+                break
+        if pace:
+            # A backlog (a day of faces after an outage) goes out at this pace, fresh faces in between.
+            self._next_due_check = now + len(due) / pace
+        return True
+
+    def _publish(self, topic: str, payload: bytes, content_type: str,
+                 user_properties: Sequence[tuple[str, str]]) -> bool:
+        """Hand one face to the client, waiting for a free in-flight slot. False when stopping."""
+        while not self._stop.is_set():
+            future = self.client.publish(topic, payload, content_type=content_type,
+                                         user_properties=user_properties, timeout=_TICK_SECONDS)
+            if future is not None:
+                future.add_done_callback(self._published)
+                return True
+        return False
+
+    def _published(self, future: Future[None]) -> None:
+        # An MQTT client thread: count and return.
+        if future.exception() is None:
+            self.stats.published += 1
+        else:
+            # The face stays in the outbox: the redelivery timer publishes it again.
+            self.stats.failed += 1
+
+    # --- incoming: receipts and the bridge state (the client's dispatcher thread) -------------------------
+
+    def _on_message(self, message: ReceivedMessage) -> None:
+        if message.topic == self.bridge.topic:
+            self.bridge.update(message.payload)
+            return
+        if message.topic != self.receipt_topic:
+            return
+        try:
+            receipt = parse_receipt(message.payload)
+        except ContractError as exc:
+            self.stats.bad_receipts += 1
+            log.warning("ignoring a bad receipt on %s: %s", message.topic, exc)
+            return
+        self.stats.receipts += 1
+        removed = self.outbox.delivered(receipt.face_ids)
+        log.debug("receipt for %d faces, %d were pending", len(receipt.face_ids), removed)
+
+    def _bridge_up(self) -> None:
+        # The bridge is delivering what the edge broker queued while it was down; receipts for those are
+        # on the way, so overdue faces get a fresh delay instead of going out twice.
+        self.outbox.postpone_due(self.outbox.settings.redeliver_after_seconds)

@@ -1,0 +1,97 @@
+"""The outbox file: SQLite in WAL mode with synchronous=FULL, so a commit is on disk when it returns.
+
+Faces and their payloads live in two tables: the schedule (attempts, next attempt) changes on every
+redelivery, and keeping the payload apart means such an update rewrites a small row, not the crop.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+from typing import IO
+
+from ..errors import FacecapError
+
+FILE_NAME = "outbox.db"
+LOCK_NAME = "outbox.lock"
+SCHEMA_VERSION = 1
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS faces (
+    seq INTEGER PRIMARY KEY,
+    face_id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    captured_at TEXT NOT NULL,
+    committed_at REAL NOT NULL,
+    bytes INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faces_next_attempt ON faces (next_attempt);
+CREATE TABLE IF NOT EXISTS payloads (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+COUNTERS = ("delivered", "evicted", "refused")
+
+
+def connect_writer(path: Path) -> sqlite3.Connection:
+    """The owner's connection. Raises sqlite3.DatabaseError when the file is not a usable outbox."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is synced at every commit, so a committed face survives a power cut.
+        conn.execute("PRAGMA synchronous=FULL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise sqlite3.DatabaseError(f"outbox schema version {version}, this facecap knows {SCHEMA_VERSION}")
+        # One transaction, so a reader never sees a half-made outbox.
+        conn.executescript(f"BEGIN IMMEDIATE; {_TABLES} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        # Reads every row of the small table: a damaged page shows up now, not in the middle of a run.
+        conn.execute("SELECT count(*), sum(bytes), max(attempts) FROM faces").fetchone()
+        conn.execute("SELECT count(*) FROM payloads").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection that never writes or recovers anything: safe while the owner runs."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no outbox at {path}")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+        # Its owner created the file a moment ago and has not made the tables yet: an empty outbox.
+        conn.close()
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        conn.executescript(_TABLES)
+    conn.execute("SELECT count(*) FROM faces").fetchone()
+    return conn
+
+
+class OutboxBusyError(FacecapError):
+    """Another process owns the outbox."""
+
+
+def claim(lock_path: Path) -> IO[str]:
+    """Become the outbox's only writer: two producers on one outbox would publish each other's faces and
+    keep wrong counts. The lock goes with the process, so a killed owner never leaves it stale."""
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the outbox's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise OutboxBusyError(f"outbox {lock_path.parent} is in use by another process (pid {owner}); "
+                              "`facecap outbox status` reads it safely") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

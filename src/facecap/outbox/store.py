@@ -1,0 +1,266 @@
+"""The durable outbox: faces wait here, on disk, until the cloud's receipt says they are stored.
+
+`capture()` returns only after the face is committed and synced, so a face counts as captured (and is
+published) only once a power cut can no longer lose it. The outbox is bounded by count and bytes; when
+full, the configured policy evicts the oldest pending face or refuses the new one, counted and logged
+once per episode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..contract import OutgoingFace
+from ..errors import FacecapError
+from .config import OutboxSettings
+from .recover import Recovery, move_aside, readable_rows
+from .schema import COUNTERS, FILE_NAME, LOCK_NAME, claim, connect_writer
+
+log = logging.getLogger(__name__)
+
+# An episode of a full outbox ends when it is below this share of both limits again.
+_ROOM_AGAIN = 0.9
+
+
+class OutboxWriteError(FacecapError):
+    """A face could not be committed (the disk is full or failing); nothing of that call was kept."""
+
+
+@dataclass(frozen=True)
+class PendingFace:
+    """A face waiting for its receipt, as the publisher reads it back."""
+
+    face_id: str
+    topic: str
+    payload: bytes
+    content_type: str
+    user_properties: tuple[tuple[str, str], ...]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxCounts:
+    pending: int
+    pending_bytes: int
+    delivered: int
+    evicted: int
+    refused: int
+
+
+def face_bytes(face: OutgoingFace, properties: str) -> int:
+    return len(face.payload) + len(properties) + len(face.topic)
+
+
+class Outbox:
+    """One outbox file, owned by one producer process. Thread-safe."""
+
+    def __init__(self, folder: Path, settings: OutboxSettings | None = None) -> None:
+        self.settings = settings or OutboxSettings()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / FILE_NAME
+        self.recovery: Recovery | None = None
+        self._lock = threading.RLock()
+        self._owner = claim(folder / LOCK_NAME)
+        try:
+            self._conn = self._open()
+        except BaseException:
+            self._owner.close()
+            raise
+        self._full_since: float | None = None
+        self._episode = {"evicted": 0, "refused": 0}
+        count, total = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
+        self._count, self._bytes = int(count), int(total)
+        self._counters = {name: 0 for name in COUNTERS}
+        self._counters.update(dict(self._conn.execute("SELECT name, value FROM counters")))
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return connect_writer(self.path)
+        except sqlite3.DatabaseError as exc:
+            reason = str(exc)
+        damaged = move_aside(self.path)
+        rows = readable_rows(damaged)
+        conn = connect_writer(self.path)
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for row in rows:
+                payload = row[-1]
+                seq = conn.execute(
+                    "INSERT OR IGNORE INTO faces (face_id, topic, content_type, properties, captured_at, "
+                    "committed_at, bytes, attempts, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                    row[:-1]).lastrowid
+                conn.execute("INSERT INTO payloads (seq, payload) VALUES (?, ?)", (seq, payload))
+        self.recovery = Recovery(damaged, reason, len(rows))
+        log.error("outbox %s was damaged (%s): moved it to %s and recovered %d readable faces into a fresh "
+                  "outbox; faces that could not be read are lost unless `sqlite3 %s .recover` finds them",
+                  self.path, reason, damaged, len(rows), damaged)
+        return conn
+
+    # --- capture ------------------------------------------------------------------------------------------
+
+    def capture(self, faces: Sequence[OutgoingFace]) -> list[bool]:
+        """Commit the faces in one synced transaction. Returns, per face, whether it is in the outbox
+        (False: refused because the outbox is full and the policy is refuse-newest, or too big)."""
+        now = time.time()
+        accepted: list[bool] = []
+        try:
+            with self._lock, self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for face in faces:
+                    accepted.append(self._insert(face, now))
+        except sqlite3.Error as exc:
+            # Rolled back: the in-memory totals must forget this transaction too.
+            self._reload_totals()
+            raise OutboxWriteError(f"cannot write to outbox {self.path}: {exc}") from exc
+        return accepted
+
+    def _reload_totals(self) -> None:
+        with self._lock:
+            try:
+                count, total = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
+                self._count, self._bytes = int(count), int(total)
+                self._counters.update(dict(self._conn.execute("SELECT name, value FROM counters")))
+            except sqlite3.Error:
+                log.exception("cannot re-read the totals of outbox %s", self.path)
+
+    def _insert(self, face: OutgoingFace, now: float) -> bool:
+        properties = json.dumps(face.user_properties, separators=(",", ":"))
+        size = face_bytes(face, properties)
+        if not self._make_room(size):
+            self._count_full("refused", 1)
+            return False
+        captured = dict(face.user_properties).get("captured-at", "")
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO faces (face_id, topic, content_type, properties, captured_at, committed_at, "
+            "bytes, attempts, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            (face.face_id, face.topic, face.content_type, properties, captured, now, size,
+             now + self.settings.redeliver_delay(1)))
+        if cursor.rowcount == 0:
+            return True  # the same face again: it is already waiting
+        self._conn.execute("INSERT INTO payloads (seq, payload) VALUES (?, ?)", (cursor.lastrowid, face.payload))
+        self._count += 1
+        self._bytes += size
+        return True
+
+    def _make_room(self, size: int) -> bool:
+        limits = self.settings
+        if size > limits.max_bytes:
+            return False
+        fits = self._count + 1 <= limits.max_faces and self._bytes + size <= limits.max_bytes
+        if fits:
+            return True
+        if limits.when_full == "refuse-newest":
+            return False
+        evicted = 0
+        while self._count + 1 > limits.max_faces or self._bytes + size > limits.max_bytes:
+            seq, nbytes = self._conn.execute("SELECT seq, bytes FROM faces ORDER BY seq LIMIT 1").fetchone()
+            self._delete_seqs([seq])
+            self._bytes -= nbytes
+            self._count -= 1
+            evicted += 1
+        self._count_full("evicted", evicted)
+        return True
+
+    def _count_full(self, counter: str, amount: int) -> None:
+        self._add_counter(counter, amount)
+        self._episode[counter] += amount
+        if self._full_since is None:
+            self._full_since = time.monotonic()
+            action = "evicting the oldest pending faces" if counter == "evicted" else "refusing new faces"
+            log.warning("outbox %s is full (%d faces, %d bytes; limits %d faces, %d bytes): %s until receipts "
+                        "make room (whenFull %s)", self.path, self._count, self._bytes, self.settings.max_faces,
+                        self.settings.max_bytes, action, self.settings.when_full)
+
+    def _check_room_again(self) -> None:
+        if self._full_since is None:
+            return
+        limits = self.settings
+        if self._count <= _ROOM_AGAIN * limits.max_faces and self._bytes <= _ROOM_AGAIN * limits.max_bytes:
+            log.warning("outbox %s has room again after %.0f s full: %d faces evicted, %d refused in that time",
+                        self.path, time.monotonic() - self._full_since, self._episode["evicted"],
+                        self._episode["refused"])
+            self._full_since = None
+            self._episode = {"evicted": 0, "refused": 0}
+
+    def _add_counter(self, name: str, amount: int) -> None:
+        if amount:
+            self._counters[name] += amount
+            self._conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
+                               "SET value = value + excluded.value", (name, amount))
+
+    def _delete_seqs(self, seqs: Sequence[int]) -> None:
+        marks = ",".join("?" * len(seqs))
+        self._conn.execute(f"DELETE FROM faces WHERE seq IN ({marks})", seqs)  # noqa: S608 - only placeholders
+        self._conn.execute(f"DELETE FROM payloads WHERE seq IN ({marks})", seqs)  # noqa: S608
+
+    # --- receipts and redelivery ----------------------------------------------------------------------
+
+    def delivered(self, face_ids: Iterable[str]) -> int:
+        """Remove faces the cloud confirmed; returns how many were still here."""
+        ids = list(dict.fromkeys(face_ids))
+        removed = 0
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT seq, bytes FROM faces WHERE face_id IN ({marks})", chunk).fetchall()  # noqa: S608
+                if rows:
+                    self._delete_seqs([seq for seq, _ in rows])
+                    removed += len(rows)
+                    self._count -= len(rows)
+                    self._bytes -= sum(nbytes for _, nbytes in rows)
+            self._add_counter("delivered", removed)
+        self._check_room_again()
+        return removed
+
+    def take_due(self, limit: int, now: float | None = None) -> list[PendingFace]:
+        """The faces whose receipt is overdue (oldest schedule first), rescheduled with backoff as they
+        are handed out: the caller publishes each of them again."""
+        now = time.time() if now is None else now
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            rows = self._conn.execute(
+                "SELECT f.seq, f.face_id, f.topic, p.payload, f.content_type, f.properties, f.attempts "
+                "FROM faces f JOIN payloads p ON p.seq = f.seq WHERE f.next_attempt <= ? "
+                "ORDER BY f.next_attempt, f.seq LIMIT ?", (now, limit)).fetchall()
+            self._conn.executemany(
+                "UPDATE faces SET attempts = ?, next_attempt = ? WHERE seq = ?",
+                [(row[6] + 1, now + self.settings.redeliver_delay(row[6] + 1), row[0]) for row in rows])
+        return [PendingFace(row[1], row[2], bytes(row[3]), row[4],
+                            tuple((str(k), str(v)) for k, v in json.loads(row[5])), row[6] + 1) for row in rows]
+
+    def resume(self) -> int:
+        """Make every pending face due now (at start: whatever the edge broker held may be gone)."""
+        with self._lock, self._conn:
+            return self._conn.execute("UPDATE faces SET next_attempt = 0").rowcount
+
+    def postpone_due(self, seconds: float) -> None:
+        """Give faces already overdue `seconds` more (the bridge just came back and is delivering the
+        edge broker's queue: their receipts may be on the way)."""
+        until = time.time() + seconds
+        with self._lock, self._conn:
+            self._conn.execute("UPDATE faces SET next_attempt = ? WHERE next_attempt < ? AND next_attempt > 0",
+                               (until, until))
+
+    def counts(self) -> OutboxCounts:
+        with self._lock:
+            return OutboxCounts(self._count, self._bytes, self._counters["delivered"], self._counters["evicted"],
+                                self._counters["refused"])
+
+    @property
+    def full(self) -> bool:
+        return self._full_since is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+            self._owner.close()

@@ -1,0 +1,244 @@
+"""The outbox on its own: durability (a real process SIGKILLed right after capture), the bounds and the
+full policies, the redelivery schedule, a damaged file at start, and the read-only status and list
+commands while the owner holds the file open."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from facecap.cli import main as cli_main
+from facecap.outbox import Outbox, OutboxSettings
+from facecap.outbox.inspect import read_pending, read_status
+from facecap.outbox.schema import FILE_NAME, OutboxBusyError
+
+from .conftest import REPO
+from .support.helpers import sample_face
+
+
+def faces(count: int, size: int = 2000) -> list:  # type: ignore[type-arg]
+    return [sample_face(device="jetson-1", size=size, frame=i) for i in range(count)]
+
+
+def pending_ids(folder: Path) -> list[str]:
+    return [entry.face_id for entry in read_pending(folder)]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-m", "facecap.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)
+
+
+def test_a_face_is_on_disk_when_capture_returns_even_if_the_producer_is_killed_at_once(tmp_path: Path) -> None:
+    """The producer commits one face and is SIGKILLed by itself right after capture() returns, before it
+    could publish or close anything; another process then finds the face."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from facecap.outbox import Outbox
+        from tests.support.helpers import sample_face
+        outbox = Outbox(__import__("pathlib").Path({str(tmp_path)!r}))
+        assert outbox._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert outbox._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        face = sample_face(device="jetson-1")
+        assert outbox.capture([face]) == [True]
+        os.write(1, face.face_id.encode())
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=60, check=False)
+    assert result.returncode == -9, result.stderr.decode()
+    face_id = result.stdout.decode()
+    assert len(face_id) == 26
+    assert pending_ids(tmp_path) == [face_id]  # read-only, by this (another) process
+    reopened = Outbox(tmp_path)
+    assert reopened.counts().pending == 1
+    due = reopened.take_due(10, now=time.time() + 3600)
+    assert [f.face_id for f in due] == [face_id]
+    assert due[0].payload and dict(due[0].user_properties)["face-id"] == face_id
+    reopened.close()
+
+
+def test_receipts_delete_faces_and_the_totals_survive_a_restart(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    batch = faces(5)
+    assert outbox.capture(batch) == [True] * 5
+    assert outbox.capture(batch[:1]) == [True]  # the same face again is not a second one
+    assert outbox.delivered([batch[0].face_id, batch[1].face_id, "0" * 26]) == 2
+    assert outbox.delivered([batch[0].face_id]) == 0  # a duplicate receipt deletes nothing
+    counts = outbox.counts()
+    assert (counts.pending, counts.delivered) == (3, 2)
+    outbox.close()
+    again = Outbox(tmp_path)
+    assert again.counts() == counts
+    assert pending_ids(tmp_path) == [f.face_id for f in batch[2:]]
+    again.close()
+
+
+def test_drop_oldest_evicts_counts_and_logs_once_per_episode(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="facecap.outbox")
+    outbox = Outbox(tmp_path, OutboxSettings(max_faces=5, when_full="drop-oldest"))
+    batch = faces(8)
+    for face in batch:
+        assert outbox.capture([face]) == [True]
+    assert pending_ids(tmp_path) == [f.face_id for f in batch[3:]]  # the newest five
+    assert outbox.counts().evicted == 3
+    assert sum("is full" in r.message for r in caplog.records) == 1
+    outbox.delivered([f.face_id for f in batch[3:6]])
+    assert sum("has room again" in r.message for r in caplog.records) == 1
+    assert "3 faces evicted" in caplog.text
+    assert read_status(tmp_path).evicted == 3
+    outbox.close()
+
+
+def test_refuse_newest_keeps_what_is_there_and_counts_the_refused(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, OutboxSettings(max_faces=5, when_full="refuse-newest"))
+    batch = faces(8)
+    assert outbox.capture(batch) == [True] * 5 + [False] * 3
+    assert pending_ids(tmp_path) == [f.face_id for f in batch[:5]]
+    counts = outbox.counts()
+    assert (counts.pending, counts.refused, counts.evicted) == (5, 3, 0)
+    outbox.close()
+
+
+def test_the_byte_bound_holds(tmp_path: Path) -> None:
+    limit = 1024 * 1024
+    outbox = Outbox(tmp_path, OutboxSettings(max_bytes=limit))
+    batch = faces(12, size=100_000)
+    assert all(outbox.capture(batch))
+    counts = outbox.counts()
+    assert counts.pending_bytes <= limit
+    assert counts.pending == 10 and counts.evicted == 2
+    assert pending_ids(tmp_path) == [f.face_id for f in batch[2:]]
+    outbox.close()
+
+
+def test_redelivery_backs_off_and_resume_makes_everything_due(tmp_path: Path) -> None:
+    settings = OutboxSettings(redeliver_after_seconds=10, redeliver_backoff=2, redeliver_max_seconds=25)
+    outbox = Outbox(tmp_path, settings)
+    face = faces(1)[0]
+    start = time.time()
+    outbox.capture([face])
+    assert outbox.take_due(10, now=start + 5) == []
+    first = outbox.take_due(10, now=start + 11)
+    assert [(f.face_id, f.attempts) for f in first] == [(face.face_id, 2)]
+    assert outbox.take_due(10, now=start + 11 + 19) == []  # now 20 s
+    assert [f.attempts for f in outbox.take_due(10, now=start + 11 + 21)] == [3]
+    assert outbox.take_due(10, now=start + 32 + 24) == []  # capped at 25 s
+    assert [f.attempts for f in outbox.take_due(10, now=start + 32 + 26)] == [4]
+    assert outbox.resume() == 1
+    assert [f.attempts for f in outbox.take_due(10, now=start)] == [5]
+    outbox.close()
+
+
+def test_a_garbage_outbox_file_is_moved_aside_and_a_fresh_one_starts(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / FILE_NAME).write_bytes(b"this is not SQLite" * 500)
+    result = run_cli("outbox", "status", str(tmp_path))
+    assert result.returncode == 2
+    assert str(tmp_path / FILE_NAME) in result.stderr and "moves a damaged outbox aside" in result.stderr
+    outbox = Outbox(tmp_path)
+    assert outbox.recovery is not None and outbox.recovery.recovered == 0
+    assert outbox.recovery.damaged.read_bytes().startswith(b"this is not SQLite")
+    assert str(tmp_path / FILE_NAME) in caplog.text and "moved it to" in caplog.text
+    assert outbox.capture(faces(1)) == [True]
+    outbox.close()
+    assert Outbox(tmp_path).recovery is None  # the next start is a normal one
+
+
+def test_a_truncated_outbox_keeps_the_faces_that_can_be_read(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    batch = faces(300, size=3000)
+    outbox.capture(batch)
+    outbox._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    outbox.close()
+    path = tmp_path / FILE_NAME
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.truncate(size // 2)
+    # In a real process, as a producer starting after the damage would: no exception, no crash loop.
+    script = ("import sys, pathlib; from facecap.outbox import Outbox; o = Outbox(pathlib.Path(sys.argv[1])); "
+              "print(o.recovery.recovered if o.recovery else 'none', o.counts().pending)")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    recovered, pending = (int(v) for v in result.stdout.split())
+    print(f"\ntruncated to {size // 2} of {size} bytes: recovered {recovered} of {len(batch)} faces")
+    assert 0 < recovered < len(batch) and pending == recovered
+    assert "was damaged" in result.stderr and str(path) in result.stderr
+    survivors = set(pending_ids(tmp_path))
+    assert survivors <= {f.face_id for f in batch}
+    reopened = Outbox(tmp_path)
+    assert reopened.recovery is None
+    full = {f.face_id: f.payload for f in batch}
+    assert all(full[f.face_id] == f.payload for f in reopened.take_due(1000, now=time.time() + 1e6))
+    reopened.close()
+
+
+def test_status_and_list_read_while_the_owner_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outbox = Outbox(tmp_path)
+    batch = faces(4)
+    outbox.capture(batch)
+    outbox.delivered([batch[0].face_id])
+    outbox.take_due(1, now=time.time() + 3600)  # one more attempt for batch[1]
+    status = run_cli("outbox", "status", "--json", str(tmp_path))
+    assert status.returncode == 0, status.stderr
+    figures = json.loads(status.stdout)
+    assert figures["pending"] == 3 and figures["delivered"] == 1 and figures["evicted"] == 0
+    assert figures["pendingBytes"] == outbox.counts().pending_bytes
+    assert figures["oldestCapturedAt"] == dict(batch[1].user_properties)["captured-at"]
+    assert 0 <= figures["oldestAgeSeconds"] < 60
+    listing = run_cli("outbox", "list", str(tmp_path))
+    assert listing.returncode == 0, listing.stderr
+    lines = [line.split() for line in listing.stdout.splitlines()]
+    assert [(line[0], line[2]) for line in lines] == [(batch[1].face_id, "2"), (batch[2].face_id, "1"),
+                                                      (batch[3].face_id, "1")]
+    assert cli_main(["outbox", "status", str(tmp_path)]) == 0
+    assert "pending    3 faces" in capsys.readouterr().out
+    # The readers left the owner's file alone: it keeps writing.
+    assert outbox.capture(faces(1)) == [True]
+    outbox.close()
+    assert cli_main(["outbox", "list", "--json", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[2]["faceId"] == batch[3].face_id and rows[0]["attempts"] == 2 and len(rows) == 4
+    assert cli_main(["outbox", "list", str(tmp_path / "nowhere")]) == 2
+    assert "no outbox here" in capsys.readouterr().err
+
+
+def test_the_reader_never_writes(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    outbox.capture(faces(1))
+    outbox.close()
+    conn = sqlite3.connect(f"{(tmp_path / FILE_NAME).as_uri()}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("DELETE FROM faces")
+    conn.close()
+
+
+def test_one_outbox_has_one_owner(tmp_path: Path) -> None:
+    owner = Outbox(tmp_path)
+    with pytest.raises(OutboxBusyError, match=f"in use by another process \\(pid {os.getpid()}\\)"):
+        Outbox(tmp_path)
+    owner.close()
+    Outbox(tmp_path).close()  # free again once the owner closed it (or died)
+
+
+def test_the_outbox_folder_is_the_configured_one_or_the_work_folder(tmp_path: Path) -> None:
+    from facecap.outbox.config import WORK_DIR_ENV
+
+    assert OutboxSettings(dir=str(tmp_path)).folder({}) == tmp_path
+    # Under Greengrass the recipe sets FACECAP_WORK_DIR to {work:path}.
+    assert OutboxSettings().folder({WORK_DIR_ENV: "/greengrass/v2/work/x"}) == Path("/greengrass/v2/work/x/outbox")
+    assert OutboxSettings().folder({}) == Path("outbox")

@@ -1,0 +1,189 @@
+"""OutboxPublisher on a real Mosquitto: publish after commit, receipts delete, redelivery waits for the
+bridge, resume at start, and a disk that refuses writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from facecap.contract import FaceMetadata, OutgoingFace
+from facecap.detector.publisher import FacePublisher
+from facecap.devkit.servers import MosquittoServer
+from facecap.mqtt import MqttClient, ReceivedMessage
+from facecap.outbox import Outbox, OutboxPublisher, OutboxSettings, OutboxWriteError
+from facecap.outbox.inspect import read_pending
+from facecap.receipts import encode_receipt, receipt_topic
+
+from .support.helpers import Collector, sample_face, settings_for, subscriber
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "jetson-1"
+STATE_TOPIC = f"$SYS/broker/connection/facecap-edge-{DEVICE}/state"
+
+
+def wait(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def started(folder: Path, broker: MosquittoServer, **settings: object) -> OutboxPublisher:
+    outbox = Outbox(folder, OutboxSettings.model_validate(settings))
+    publisher = OutboxPublisher(outbox, settings_for(broker), f"producer-{time.monotonic_ns()}", DEVICE)
+    publisher.start()
+    assert publisher.wait_subscribed(10)
+    return publisher
+
+
+def cloud_says(broker: MosquittoServer, topic: str, payload: bytes, retain: bool = False) -> None:
+    client = MqttClient(settings_for(broker), f"cloud-{time.monotonic_ns()}")
+    client.start()
+    done = client.publish(topic, payload, retain=retain)
+    assert done is not None
+    done.result(10)
+    client.stop()
+
+
+def ids_of(collector: Collector) -> list[str]:
+    return [dict(m.user_properties)["face-id"] for m in collector.messages]
+
+
+def test_faces_are_published_and_receipts_empty_the_outbox(broker: MosquittoServer, tmp_path: Path) -> None:
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    publisher = started(tmp_path, broker)
+    faces = [sample_face(device=DEVICE, size=5000, frame=i) for i in range(50)]
+    assert publisher.capture(faces) == [True] * 50
+    assert seen.wait_for(50)
+    assert sorted(ids_of(seen)) == sorted(f.face_id for f in faces)
+    assert seen.messages[0].payload in {f.payload for f in faces}
+    cloud_says(broker, receipt_topic(DEVICE), encode_receipt([f.face_id for f in faces[:30]],
+                                                             [faces[30].face_id]))
+    assert wait(lambda: publisher.outbox.counts().pending == 19)
+    assert publisher.outbox.counts().delivered == 31
+    cloud_says(broker, receipt_topic("jetson-2"), encode_receipt([f.face_id for f in faces]))  # not ours
+    cloud_says(broker, receipt_topic(DEVICE), b"garbage")
+    assert wait(lambda: publisher.stats.bad_receipts == 1)
+    assert publisher.outbox.counts().pending == 19
+    assert "pending 19" in publisher.summary()
+    publisher.stop()
+    publisher.outbox.close()
+    reader.stop()
+
+
+def test_redelivery_waits_for_the_bridge_and_a_restart_publishes_everything_again(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    cloud_says(broker, STATE_TOPIC, b"0", retain=True)
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    publisher = started(tmp_path, broker, redeliver_after_seconds=0.5)
+    assert wait(lambda: publisher.bridge.up is False)
+    faces = [sample_face(device=DEVICE, size=1000, frame=i) for i in range(5)]
+    publisher.capture(faces)
+    assert seen.wait_for(5)
+    time.sleep(1.5)  # three redelivery delays: nothing goes out while the bridge is down
+    assert len(seen.messages) == 5
+    cloud_says(broker, STATE_TOPIC, b"1", retain=True)
+    assert seen.wait_for(10, timeout=10), "overdue faces were not published again once the bridge was up"
+    assert sorted(ids_of(seen)[5:10]) == sorted(f.face_id for f in faces)
+    publisher.stop()
+    publisher.outbox.close()
+
+    # A new run (as after a power cut) publishes every pending face at once, whatever the bridge says.
+    cloud_says(broker, STATE_TOPIC, b"0", retain=True)
+    count = len(seen.messages)
+    again = started(tmp_path, broker, redeliver_after_seconds=60)
+    assert seen.wait_for(count + 5)
+    assert sorted(ids_of(seen)[count:count + 5]) == sorted(f.face_id for f in faces)
+    again.stop()
+    again.outbox.close()
+    reader.stop()
+
+
+def test_a_disk_that_refuses_writes_still_lets_faces_out(broker: MosquittoServer, tmp_path: Path) -> None:
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    publisher = started(tmp_path, broker)
+    outbox = publisher.outbox
+    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from now on
+    big = [sample_face(device=DEVICE, size=50_000, frame=i) for i in range(3)]
+    with pytest.raises(OutboxWriteError, match=str(outbox.path)):
+        outbox.capture(big)
+    assert outbox.counts().pending == 0
+    assert publisher.capture(big) == [True] * 3
+    assert seen.wait_for(3)
+    assert publisher.stats.unsaved == 3 and "unsaved 3" in publisher.summary()
+    outbox._conn.execute("PRAGMA max_page_count = 1073741823")
+    assert publisher.capture(big[:1]) == [True] and outbox.counts().pending == 1
+    publisher.stop()
+    outbox.close()
+    reader.stop()
+
+
+class ThreadNoting(Outbox):
+    """The real outbox, noting which thread commits."""
+
+    committing_threads: set[str]
+
+    def capture(self, faces: Sequence[OutgoingFace]) -> list[bool]:
+        self.committing_threads = {*getattr(self, "committing_threads", set()), threading.current_thread().name}
+        return super().capture(faces)
+
+
+def test_the_detector_publisher_commits_off_the_capture_thread_and_before_the_publish(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    """FacePublisher with an outbox (the detector's path): submit only queues; a committer thread syncs
+    the faces, and each face is already in the outbox file when it reaches the broker."""
+    in_outbox_on_arrival: list[bool] = []
+
+    def arrived(message: ReceivedMessage) -> None:
+        face_id = dict(message.user_properties)["face-id"]
+        in_outbox_on_arrival.append(face_id in {e.face_id for e in read_pending(tmp_path)})
+
+    reader = MqttClient(settings_for(broker), f"reader-{time.monotonic_ns()}", on_message=arrived)
+    reader.start()
+    reader.subscribe("faces/#")
+    client = MqttClient(settings_for(broker), f"detector-{time.monotonic_ns()}")
+    outbox = ThreadNoting(tmp_path, OutboxSettings())
+    durable = OutboxPublisher(outbox, client.settings, client.client_id, DEVICE, client=client)
+    publisher = FacePublisher(client, topic_prefix="faces", max_payload_bytes=100_000, max_queued_bytes=10**7,
+                              outbox=durable)
+    durable.start()
+    assert durable.wait_subscribed(10)
+    sample = sample_face(device=DEVICE, size=3000)
+    for frame in range(20):
+        meta = FaceMetadata(device_id=DEVICE, camera_id="cam0", captured_at=datetime.now(timezone.utc),
+                            bbox=(1, 2, 30, 40), score=0.9, frame=frame, track_id="1", detector="yunet")
+        assert publisher.submit(sample.payload, meta)
+    assert wait(lambda: len(in_outbox_on_arrival) == 20)
+    assert all(in_outbox_on_arrival)
+    assert outbox.committing_threads == {"outbox-commit"}
+    assert publisher.committer is not None and publisher.committer.stats.committed == 20
+    assert publisher.close(5)
+    assert publisher.stats.queued_bytes == 0
+    durable.stop()
+    outbox.close()
+    reader.stop()
+
+
+def test_a_backlog_is_published_again_at_the_configured_pace(broker: MosquittoServer, tmp_path: Path) -> None:
+    first = started(tmp_path, broker)
+    first.capture([sample_face(device=DEVICE, size=500, frame=i) for i in range(60)])
+    first.stop()
+    first.outbox.close()
+    again = started(tmp_path, broker, redeliver_max_per_second=20)
+    assert wait(lambda: again.stats.republished >= 20)
+    assert again.stats.republished < 60  # the rest follows 20 a second, not in one go
+    assert wait(lambda: again.stats.republished == 60)
+    again.stop()
+    again.outbox.close()
