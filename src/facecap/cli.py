@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, GreengrassError
 
 # Each module has `register(subparsers)`, which adds one or more subcommands with `func` set to a
 # handler taking the parsed arguments and returning an exit code (`run`, or `run_<action>` for a second
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, GreengrassError) as exc:
         print(f"facecap: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

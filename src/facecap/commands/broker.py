@@ -13,6 +13,7 @@ from ..broker.preflight import preflight
 from ..broker.runner import EdgeBrokerRunner
 from ..config import config_source, load_config
 from ..errors import ConfigError
+from ..greengrass.component import ComponentIpc
 from ..logs import setup_logging
 
 
@@ -30,15 +31,29 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(BrokerConfig, "broker", config_source(args.config))
-    runner = EdgeBrokerRunner(config, Path.cwd())
     if args.action == "render":
-        sys.stdout.write(runner.conf_text(masked=True))
-        try:
-            preflight(config, runner.work_dir, starting=False)
-        except ConfigError as exc:
-            print(f"facecap: the broker would not start: {exc}", file=sys.stderr)
-            return 2
-        return 0
+        return render(EdgeBrokerRunner(load_config(BrokerConfig, "broker", config_source(args.config)), Path.cwd()))
+    component = ComponentIpc(BrokerConfig, "broker")
+    config = component.load(config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
-    return runner.run()
+    runner = EdgeBrokerRunner(config, Path.cwd(), component)
+    try:
+        code = runner.run()
+    except ConfigError as exc:
+        component.report_errored(str(exc))
+        raise
+    finally:
+        component.close()
+    return code
+
+
+def render(runner: EdgeBrokerRunner) -> int:
+    sys.stdout.write(runner.conf_text(masked=True))
+    if runner.bridge_unset:
+        print("facecap: bridge.host is empty: the broker would run local-only", file=sys.stderr)
+    try:
+        preflight(runner.config, runner.work_dir, starting=False)
+    except ConfigError as exc:
+        print(f"facecap: the broker would not start: {exc}", file=sys.stderr)
+        return 2
+    return 0

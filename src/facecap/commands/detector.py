@@ -52,21 +52,26 @@ def register(subparsers: Any) -> None:
 # --- facecap detector ----------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import config_source, load_config
+    from ..config import config_source
     from ..detector.config import DetectorConfig
     from ..detector.runner import DetectorRunner
     from ..errors import MqttError
+    from ..greengrass.component import ComponentIpc
     from ..logs import setup_logging
 
-    config = load_config(DetectorConfig, COMPONENT, config_source(args.config))
+    component = ComponentIpc(DetectorConfig, COMPONENT)
+    config = component.load(config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
     try:
-        runner = DetectorRunner.build(config, args.model)
+        runner = DetectorRunner.build(config, args.model, ipc=component)
     except MqttError as exc:
         log.error("cannot set up the MQTT client: %s", exc)
+        component.report_errored(str(exc))
         return 2
-
-    return runner.run(stop_on_signals(log, "finishing"))
+    try:
+        return runner.run(stop_on_signals(log, "finishing"))
+    finally:
+        component.close()
 
 
 # --- facecap detect ---------------------------------------------------------------------------------------

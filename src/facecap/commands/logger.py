@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import config_source, load_config
+from ..config import config_source
+from ..greengrass.component import ComponentIpc
 from ..logger.config import LoggerConfig
 from ..logger.runner import FaceLoggerRunner
 from ..logs import setup_logging
@@ -24,6 +25,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(LoggerConfig, "logger", config_source(args.config))
+    component = ComponentIpc(LoggerConfig, "logger")
+    config = component.load(config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
-    return FaceLoggerRunner(config).run(stop_on_signals())
+    try:
+        return FaceLoggerRunner(config, ipc=component).run(stop_on_signals())
+    finally:
+        component.close()

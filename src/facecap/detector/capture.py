@@ -115,12 +115,15 @@ class CaptureLoop:
 
 class StatsReporter:
     """Logs one `stats:` line of key=value pairs every interval, from its own thread, so the figures keep
-    coming while the camera or the broker is away."""
+    coming while the camera or the broker is away, and hands the same figures to `publish` (device health).
+    `interval` is read at each round, so a live configuration change takes effect at the next one."""
 
-    def __init__(self, interval: float, collect: Callable[[], dict[str, object]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval = interval
+    def __init__(self, interval: float | Callable[[], float], collect: Callable[[], dict[str, object]],
+                 clock: Callable[[], float] = time.monotonic,
+                 publish: Callable[[dict[str, object]], None] | None = None) -> None:
+        self._interval = interval if callable(interval) else (lambda: interval)
         self._collect = collect
+        self._publish = publish
         self._clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="detector-stats", daemon=True)
@@ -143,9 +146,14 @@ class StatsReporter:
         self._last_frames, self._last_time = frames, now
         line = " ".join(f"{key}={value}" for key, value in {"fps": f"{fps:.1f}", **figures}.items())
         log.info("stats: %s", line)
+        if self._publish is not None:
+            try:
+                self._publish({"fps": round(fps, 2), **figures})
+            except Exception as error:  # noqa: BLE001 - the log line above has the figures anyway
+                log.warning("could not publish the stats: %s", error)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self._interval()):
             try:
                 self.report()
             except Exception:

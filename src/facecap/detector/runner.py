@@ -3,14 +3,18 @@ configuration, runs them until stopped, and shuts down in order (flush in-flight
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import cv2
 
 from ..config import resolve_device_id
-from ..contract import new_face_id, status_topic
+from ..contract import format_time, new_face_id, stats_topic, status_topic
+from ..greengrass.component import ComponentIpc
+from ..logs import setup_logging
 from ..mqtt import MqttClient, StatusTopic
 from .camera import Camera, CameraUnavailableError, check_source
 from .capture import CaptureLoop, Shot, StatsReporter, keep_shot
@@ -61,10 +65,12 @@ class DetectorRunner:
     publisher: FacePublisher
     tracker: Tracker[Shot]
     loop: CaptureLoop
+    cli_model: str | None = None
+    ipc: ComponentIpc[DetectorConfig] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, config: DetectorConfig, cli_model: str | None = None,
-              client: MqttClient | None = None) -> DetectorRunner:
+              client: MqttClient | None = None, ipc: ComponentIpc[DetectorConfig] | None = None) -> DetectorRunner:
         """Everything that can be checked before starting is checked here, raising ConfigError (a missing
         file, model or certificate) or MqttError. `client`: an already built client (default: the one the
         configuration describes)."""
@@ -87,7 +93,26 @@ class DetectorRunner:
         camera = Camera(config.camera)
         log.info("detector %s on %s, device %s camera %s, %s mode, OpenCV %s", detector.name, camera.description,
                  device_id, config.camera_id, config.tracking.mode, cv2.__version__)
-        return cls(config, camera, client, publisher, tracker, loop)
+        runner = cls(config, camera, client, publisher, tracker, loop, cli_model, ipc)
+        if ipc is not None:
+            ipc.on_change(runner.apply_live)
+        return runner
+
+    def apply_live(self, config: DetectorConfig, keys: frozenset[str]) -> None:
+        """Take a deployment's new detection, tracking, output, logging or stats settings without a restart.
+        Each part is replaced whole between two frames (an attribute swap), never half-changed."""
+        if "detection" in keys:
+            self.loop.detector = build_detector(config, self.cli_model)
+            self.loop.min_face_size = config.detection.min_face_size
+        if "tracking" in keys:
+            self.tracker.settings = build_tracker(config).settings
+            self.loop.edge_margin = config.tracking.edge_margin
+        if "output" in keys:
+            self.loop.crop_settings = crop_settings(config)
+            self.publisher.set_limits(config.output.max_payload_bytes, config.output.max_queued_bytes)
+        if "logging" in keys:
+            setup_logging(config.logging.level, config.logging.format)
+        self.config = config
 
     def figures(self) -> dict[str, object]:
         """The stats line's figures: counters since start, plus the current state."""
@@ -99,19 +124,35 @@ class DetectorRunner:
             "failed": published.failed, "in_flight": self.client.in_flight, "queued_bytes": published.queued_bytes,
             "connected": "yes" if self.client.connected else "no",
             "camera_outages": self.camera.stats.outages, "skipped": self.camera.stats.skipped,
+            "score_threshold": self.config.detection.score_threshold,
         }
+
+    def publish_stats(self, figures: dict[str, object]) -> None:
+        """The stats, retained on facecap/<device>/detector/stats (the bridge carries them to the cloud), and
+        to AWS IoT Core when iotCoreStats is on."""
+        payload = json.dumps({"at": format_time(datetime.now(timezone.utc)), **figures}).encode()
+        topic = stats_topic(self.loop.device_id, "detector")
+        # Never blocks the stats thread: with every publish slot taken the stats wait for the next round.
+        self.client.publish(topic, payload, retain=True, content_type="application/json", block=False)
+        if self.config.iot_core_stats and self.ipc is not None:
+            self.ipc.ipc.publish_to_iot_core(topic, payload)
 
     def run(self, stop: threading.Event) -> int:
         """Capture until `stop` is set or a file source ends: 0, or 1 when the camera was given up."""
         # No waiting for the broker: faces queue (bounded) while it is away, and the client reconnects.
         self.client.start(wait=False)
-        reporter = StatsReporter(self.config.stats_interval_seconds, self.figures)
+        reporter = StatsReporter(lambda: self.config.stats_interval_seconds, self.figures, publish=self.publish_stats)
         reporter.start()
+        if self.ipc is not None:
+            self.ipc.report_when_ready(lambda: self.loop.stats.frames > 0 and self.client.connected, stop,
+                                       "the first frame from the camera and the local broker")
         code = 0
         try:
             self.loop.run(self.camera.frames(stop))
         except CameraUnavailableError as exc:
             log.error("%s", exc)
+            if self.ipc is not None:
+                self.ipc.report_errored(str(exc))
             code = 1
         finally:
             reporter.stop()
