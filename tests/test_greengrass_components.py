@@ -255,13 +255,18 @@ def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
     assert codes == {LOGGER: 0, BROKER: 0}, nucleus.run_log_text(BROKER)[-2000:]
 
 
-def test_edge_broker_refuses_to_start_without_a_cloud_host(
+def test_edge_broker_without_a_cloud_host_runs_local_only(
         nucleus: Nucleus, built: dict[str, BuiltComponent]) -> None:
-    update = ConfigurationUpdate(reset=[""], merge={"local": {"port": free_port()}})
+    port = free_port()
+    update = ConfigurationUpdate(reset=[""], merge={"local": {"port": port}})
     nucleus.deploy([built[BROKER]], {BROKER: update})
-    process = nucleus.start(BROKER)
-    assert process.wait(timeout=30) != 0
-    assert "bridge.host" in nucleus.run_log_text(BROKER)
+    nucleus.start(BROKER)
+    assert nucleus.wait_for_state(BROKER, "RUNNING", "ERRORED", "BROKEN", timeout=60) == "RUNNING"
+    wait_for_port(port)
+    log = nucleus.run_log_text(BROKER)
+    assert "bridge.host is empty: running a LOCAL-ONLY broker" in log
+    assert "connection cloud" not in (nucleus.work_path(BROKER) / "mosquitto.conf").read_text()
+    assert nucleus.stop(BROKER) == 0
 
 
 def test_detector_publishes_faces_from_a_video(

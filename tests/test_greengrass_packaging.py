@@ -213,7 +213,7 @@ MERGES: dict[str, dict[str, Any]] = {
         "camera": {"source": 'nvarguscamerasrc ! video/x-raw(memory:NVMM), width=1280 ! nvvidconv ! '
                              'video/x-raw, format=BGRx ! videoconvert ! appsink drop=true', "maxFps": 7.5},
         "detection": {"scoreThreshold": 0.65},
-        "mqtt": {"port": 11883, "password": 'p"a$s `w\\rd'},
+        "mqtt": {"port": 11883, "passwordFile": '/etc/p"a$s `w\\rd'},
         "tracking": {"mode": "every"},
     },
     "com.facecap.FaceLogger": {
