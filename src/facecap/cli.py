@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "facecap.commands.logger",
     "facecap.commands.detector",
     "facecap.commands.processor",
+    "facecap.commands.fleet",
 )
 # Command modules of the development kit (not in the device wheel), with the subcommand each adds.
 DEVKIT_COMMANDS = {"facecap.commands.demo": "demo"}
