@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
+from facecap.broker.config import BrokerConfig
+from facecap.broker.render import render_conf
 from facecap.config import deep_merge, default_configuration, describe, env_name, load_config
 from facecap.greengrass.component import RECIPE_KEYS
 from facecap.packaging import generated_files, package_version, yamltext
-from facecap.packaging.components import ALL_COMPONENTS, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
+from facecap.packaging.components import ALL_COMPONENTS, EDGE_BROKER, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
 from facecap.packaging.recipes import access_control, live_keys, venv_script, version_requirement, wheel_name
 from facecap.release import MODEL_FILE
 
@@ -268,33 +270,45 @@ def _recipes_without_artifacts(tmp_path: Path) -> dict[str, BuiltComponent]:
 
 
 @pytest.mark.unit
-def test_deployment_template_configures_every_edge_component(tmp_path: Path) -> None:
+def test_deployment_template_is_one_deployment_for_a_thing_group(tmp_path: Path) -> None:
     text = (REPO / "recipes" / "deployment.json").read_text(encoding="utf-8")
-    for placeholder, value in {"REGION": "eu-west-1", "ACCOUNT_ID": "123456789012", "THING_NAME": "jetson-01",
+    for placeholder, value in {"REGION": "eu-west-1", "ACCOUNT_ID": "123456789012", "THING_GROUP": "facecap-edge",
                                "BRIDGE_ADDRESS": "203.0.113.10"}.items():
         assert placeholder in text
         text = text.replace(placeholder, value)
     template = json.loads(text)
-    assert template["targetArn"] == "arn:aws:iot:eu-west-1:123456789012:thing/jetson-01"
+    assert template["targetArn"] == "arn:aws:iot:eu-west-1:123456789012:thinggroup/facecap-edge"
     version = package_version(REPO)
     assert {name: c["componentVersion"] for name, c in template["components"].items()} == {
         spec.name: version for spec in ALL_COMPONENTS}
-    # The configuration updates only apply to components the deployment names, so all three are named.
+    policies = template["deploymentPolicies"]
+    assert policies["failureHandlingPolicy"] == "ROLLBACK"
+    assert 0 < policies["configurationValidationPolicy"]["timeoutInSeconds"] <= 60
+    assert 0 < policies["componentUpdatePolicy"]["timeoutInSeconds"] <= 120
+    job = template["iotJobConfiguration"]
+    assert job["abortConfig"]["criteriaList"][0]["action"] == "CANCEL"
+    assert "exponentialRate" in job["jobExecutionsRolloutConfig"]
+    # Nothing differs per device: the same deployment, on two devices, gives each its own identity.
     updates = {name: ConfigurationUpdate(merge=json.loads(c["configurationUpdate"]["merge"]))
                for name, c in template["components"].items() if "configurationUpdate" in c}
-    assert set(updates) == {spec.name for spec in EDGE_COMPONENTS}
-    nucleus = Nucleus(tmp_path / "greengrass", thing_name="jetson-01")
-    nucleus.deploy(_recipes_without_artifacts(tmp_path).values(), updates)
-    for spec in EDGE_COMPONENTS:
-        model = spec.config_model()
-        assert model is not None
-        env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Startup"])
-        config = load_config(model, spec.short_name, None, env)
-        assert config.model_dump()["device_id"] == "jetson-01"
-    broker = nucleus.services["com.facecap.EdgeBroker"].configuration["bridge"]
-    assert broker["host"] == "203.0.113.10" and broker["tls"] is True
-    # The client certificate is the device's identity on the cloud broker; there is no device password.
-    assert broker["certFile"] == "/greengrass/v2/facecap/cloud/client.crt" and broker["passwordFile"] == ""
+    for thing in ("jetson-01", "jetson-02"):
+        nucleus = Nucleus(tmp_path / thing, thing_name=thing)
+        nucleus.deploy(_recipes_without_artifacts(tmp_path).values(), updates)
+        for spec in EDGE_COMPONENTS:
+            model = spec.config_model()
+            assert model is not None
+            env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Startup"])
+            config = load_config(model, spec.short_name, None, env)
+            assert config.model_dump()["device_id"] == "" and env["AWS_IOT_THING_NAME"] == thing
+        configuration = nucleus.configuration_of(EDGE_BROKER.name) or {}
+        broker = load_config(BrokerConfig, "broker", {k: v for k, v in configuration.items() if k not in RECIPE_KEYS},
+                             env={})
+        assert broker.bridge.host == "203.0.113.10" and broker.bridge.tls is True
+        # The client certificate is the device's identity on the cloud broker; there is no device password.
+        assert broker.bridge.cert_file == "/greengrass/v2/facecap/cloud/client.crt"
+        assert broker.bridge.password_file == ""
+        conf = render_conf(broker, device_id=thing, work_dir="/work").splitlines()
+        assert f"remote_username {thing}" in conf and f"remote_clientid facecap-edge-{thing}" in conf
 
 
 @pytest.mark.unit
