@@ -222,8 +222,9 @@ def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
     logger_config = {"deviceId": device, "mqtt": {"port": edge_port}, "summaryIntervalSeconds": 2}
     nucleus.deploy([built[BROKER], built[LOGGER]], {BROKER: ConfigurationUpdate(merge=broker_config),
                                                     LOGGER: ConfigurationUpdate(merge=logger_config)})
-    arrived = Collector()
+    arrived, health = Collector(), Collector()
     cloud_subscriber = subscriber(cloud, "faces/#", arrived)
+    health_subscriber = subscriber(cloud, f"facecap/{device}/+/status", health)
     nucleus.start_all()
     wait_for_port(edge_port)
     publisher = MqttClient(MqttSettings(port=edge_port), "harness-publisher")
@@ -237,9 +238,14 @@ def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
             assert future is not None
             future.result(timeout=10)
         assert arrived.wait_for(len(faces), timeout=30), f"{len(arrived.messages)} of {len(faces)} arrived"
+        # The bridge carries the components' health out too: the logger's retained `online` reaches the cloud.
+        assert health.wait_for(1, timeout=30)
+        assert (health.messages[0].topic, health.messages[0].payload) == (f"facecap/{device}/logger/status",
+                                                                          b"online")
     finally:
         publisher.stop()
         cloud_subscriber.stop()
+        health_subscriber.stop()
     for message in arrived.messages:
         parsed = parse_message(message.topic, message.payload, message.content_type, message.user_properties)
         assert parsed.device_id == device

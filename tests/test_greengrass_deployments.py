@@ -8,15 +8,28 @@ module; each test deploys a change to it, as an operator would.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from facecap.devkit.servers import free_port
+from facecap.greengrass.policies import AUTHORIZED
+from facecap.polling import wait_until
 
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, DeploymentFailed, Nucleus
-from .test_greengrass_components import BROKER, DETECTOR, LOGGER, STACK, face_photo, wait_for_text, write_video
+from .support.helpers import Collector, subscriber
+from .test_greengrass_components import (
+    BROKER,
+    DETECTOR,
+    LOGGER,
+    STACK,
+    Endpoint,
+    face_photo,
+    wait_for_text,
+    write_video,
+)
 
 pytestmark = pytest.mark.integration
 DEVICE = "jetson-deploy"
@@ -103,3 +116,33 @@ def test_the_broker_reloads_queue_limits_without_restarting_its_dependants(
     assert "Reloading config" in log, log[-2000:]
     assert "max_queued_messages 5000" in (edge.work_path(BROKER) / "mosquitto.conf").read_text()
     assert {name: pid(edge, name) for name in processes} == processes
+
+
+def test_stats_reach_the_local_broker_and_iot_core_as_the_access_control_allows(
+        edge: Nucleus, built: dict[str, BuiltComponent]) -> None:
+    # The built recipe allows exactly the authorized operations the code uses (facecap.greengrass.policies).
+    for name, command in ((BROKER, "broker"), (DETECTOR, "detector"), (LOGGER, "logger")):
+        defaults = built[name].recipe["ComponentConfiguration"]["DefaultConfiguration"]
+        granted = {(service, operation, resource)
+                   for service, policies in defaults.get("accessControl", {}).items()
+                   for policy in policies.values()
+                   for operation in policy["operations"] for resource in policy["resources"]}
+        assert granted == {(a.service, a.operation, a.resource) for a in AUTHORIZED[command]}
+    port = edge.configuration_of(BROKER)["local"]["port"]  # type: ignore[index]
+    stats = Collector()
+    listener = subscriber(Endpoint("127.0.0.1", port), f"facecap/{DEVICE}/+/stats", stats)  # type: ignore[arg-type]
+    try:
+        assert stats.wait_for(1, timeout=30)  # retained, and refreshed every second
+    finally:
+        listener.stop()
+    figures = json.loads(stats.messages[0].payload)
+    assert {"at", "fps", "faces", "published", "dropped", "connected"} <= set(figures)
+    # iotCoreStats needs a restart (it is in the lifecycle); then the stats go to IoT Core too, allowed.
+    changed = edge.deploy([built[name] for name in EDGE],
+                          {DETECTOR: ConfigurationUpdate(merge={"iotCoreStats": True})})
+    assert changed == {DETECTOR}
+    edge.stop(DETECTOR)
+    edge.start(DETECTOR)
+    assert wait_until(lambda: any(m.topic == f"facecap/{DEVICE}/detector/stats" for m in edge.ipc.published), 30)
+    assert edge.ipc.denied == []
+    assert edge.wait_for_state(DETECTOR, "RUNNING", timeout=60) == "RUNNING"
