@@ -293,7 +293,7 @@ def test_bridge_with_tls_and_password(mosquitto: MosquittoFactory, ca: Certifica
     sub.start()
     sub.subscribe("faces/#")
     one_face_crosses(edge, received)
-    assert "(p5, c0, k60, u'jetson-test')" in cloud.log_text()
+    assert "(p5, c0, k20, u'jetson-test')" in cloud.log_text()  # MQTT 5, persistent, keep-alive 20 s
     sub.stop()
 
 

@@ -62,8 +62,8 @@ def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id
         "remote_clientid facecap-edge-jetson-1",
         "cleansession false",
         "local_cleansession false",
-        "restart_timeout 2 60",
-        "keepalive_interval 60",
+        "restart_timeout 1 10",
+        "keepalive_interval 20",
         "notifications_local_only false",
         "topic faces/# out 1",
     ]:

@@ -108,9 +108,16 @@ class BridgeSettings(ConfigModel):
     topics: list[str] = Field(["faces/# out 1", "facecap/+/+/status out 1", "facecap/+/+/stats out 1"],
                               min_length=1,
                               description="Bridge topic lines: 'pattern [out|in|both [qos [local remote]]]'.")
-    keep_alive_seconds: int = Field(60, ge=5, le=65535, description="Keep-alive of the bridge connection.")
-    restart_base_seconds: int = Field(2, ge=1, description="First reconnect delay after the bridge drops.")
-    restart_cap_seconds: int = Field(60, ge=1, description="Reconnect backoff ceiling (with jitter).")
+    keep_alive_seconds: int = Field(
+        20, ge=5, le=65535,
+        description="MQTT keep-alive of the bridge: a silent uplink counts as dead after 1 to 2 keep-alives. With "
+                    "tlsBy facecap it is also the TCP timeout of the cloud socket (TCP_USER_TIMEOUT and keepalive "
+                    "probes), so a cut without RST is noticed within about this many seconds.")
+    restart_base_seconds: int = Field(1, ge=1, description="First reconnect delay after the bridge drops.")
+    restart_cap_seconds: int = Field(
+        10, ge=1, description="Reconnect backoff ceiling (with jitter). With tlsBy facecap an attempt on a dead "
+                              "uplink keeps probing it for up to 15 s, so faces flow again within seconds of "
+                              "the link's return.")
     notifications_local_only: bool = Field(
         False, description="Publish the bridge state ($SYS/broker/connection/<clientId>/state) only on the "
                            "edge broker. By default the cloud broker gets it too, retained, with a last will "
