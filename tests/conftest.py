@@ -7,6 +7,8 @@ only on a developer machine that lacks it.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -124,4 +126,21 @@ def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPat
     for name in STACK_COMPONENTS:
         result = nucleus.install(name)
         assert result.ok, f"{name} {result.step} failed (exit {result.returncode}):\n{result.output}"
+        provide_awsiotsdk(nucleus.work_path(name) / "venv", tmp_path_factory.mktemp("awsiotsdk"))
     return nucleus
+
+
+def provide_awsiotsdk(venv: Path, folder: Path) -> None:
+    """Make awsiotsdk (IPC) importable in a component venv whose Install did not bring it: the test venv's
+    own copy of the pure-Python package, through a .pth file, without a download. (Until the offline
+    wheelhouse ships it; the components need it under Greengrass.)"""
+    python = venv / "bin" / "python"
+    if not python.exists() or subprocess.run([str(python), "-c", "import awsiot.greengrasscoreipc.clientv2"],
+                                             capture_output=True, check=False).returncode == 0:
+        return
+    import awsiot
+
+    shutil.copytree(Path(awsiot.__file__).parent, folder / "awsiot")
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "facecap-test-awsiotsdk.pth").write_text(f"{folder}\n", encoding="utf-8")

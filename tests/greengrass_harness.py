@@ -80,6 +80,7 @@ ERROR_RESET_TIME = 3600.0  # seconds, Lifecycle's default errorResetTime
 ALLOWED_REPORTS = {"NEW": {"ERRORED"}, "STARTING": {"RUNNING", "ERRORED", "FINISHED"},
                    "RUNNING": {"ERRORED", "FINISHED"}, "STOPPING": {"ERRORED", "FINISHED"}}
 NUCLEUS_VERSION = "2.14.0"
+NUCLEUS = "aws.greengrass.Nucleus"  # a dependency on it is met by the nucleus that runs the deployment
 
 
 class HarnessError(Exception):
@@ -356,6 +357,26 @@ def build_components(output: Path, model_source: Path | None = None, wheel: Path
     return load_build(output)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def check_nucleus_requirement(component: BuiltComponent) -> None:
+    """A dependency on aws.greengrass.Nucleus must accept the running nucleus, or the deployment fails."""
+    spec = component.dependencies.get(NUCLEUS)
+    requirement = str(get(spec, "VersionRequirement", "") or "") if spec else ""
+    running = _version(NUCLEUS_VERSION)
+    for clause in requirement.split():
+        match = re.fullmatch(r"(>=|<=|>|<|=)?(\d+\.\d+\.\d+)", clause)
+        if match is None:
+            raise HarnessError(f"{component.name}: cannot read the nucleus requirement {requirement!r}")
+        operator, wanted = match.group(1) or "=", _version(match.group(2))
+        ok = {">=": running >= wanted, "<=": running <= wanted, ">": running > wanted, "<": running < wanted,
+              "=": running == wanted}[operator]
+        if not ok:
+            raise HarnessError(f"{component.name} needs {NUCLEUS} {requirement}; this one is {NUCLEUS_VERSION}")
+
+
 # --- the nucleus -------------------------------------------------------------------------------------------
 
 @dataclass
@@ -468,7 +489,8 @@ class Nucleus:
         if unknown:
             raise HarnessError(f"configuration updates for components not in the deployment: {sorted(unknown)}")
         for component in deployed.values():
-            missing = [d for d in component.dependencies if d not in deployed]
+            check_nucleus_requirement(component)
+            missing = [d for d in component.dependencies if d not in deployed and d != NUCLEUS]
             if missing:
                 raise HarnessError(f"{component.name} depends on {missing}, which the deployment lacks")
         resolved = self._resolve(deployed, updates)
@@ -737,7 +759,7 @@ class Nucleus:
                 continue
             dependencies = self.services[name].component.dependencies
             hard = [d for d, spec in dependencies.items()
-                    if str(get(spec, "DependencyType", "HARD") or "HARD").upper() == "HARD"]
+                    if str(get(spec, "DependencyType", "HARD") or "HARD").upper() == "HARD" and d != NUCLEUS]
             if all(self._dependency_ready(d, dependency_timeout) for d in hard):
                 self.start(name)
             else:
@@ -758,7 +780,8 @@ class Nucleus:
             if name in path:
                 raise HarnessError(f"dependency cycle: {' -> '.join((*path, name))}")
             for dependency in self.services[name].component.dependencies:
-                visit(dependency, (*path, name))
+                if dependency != NUCLEUS:  # the nucleus itself, always there
+                    visit(dependency, (*path, name))
             order.append(name)
 
         for name in sorted(self.services):

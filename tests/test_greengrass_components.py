@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from facecap.contract import parse_message
-from facecap.devkit.servers import free_port
 from facecap.mqtt import MqttClient, MqttSettings
 from facecap.polling import wait_until
 from facecap.release import MODEL_FILE
@@ -197,8 +196,9 @@ def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
     logger_config = {"deviceId": device, "summaryIntervalSeconds": 2}
     nucleus.deploy([built[BROKER], built[LOGGER]], {BROKER: ConfigurationUpdate(merge=broker_config),
                                                     LOGGER: ConfigurationUpdate(merge=logger_config)})
-    arrived = Collector()
+    arrived, health = Collector(), Collector()
     cloud_subscriber = subscriber(cloud, "faces/#", arrived)
+    health_subscriber = subscriber(cloud, f"facecap/{device}/+/status", health)
     nucleus.start_all()
     publisher = edge_client(nucleus, "sender", "harness-publisher")
     publisher.start()
@@ -213,9 +213,14 @@ def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
             assert future is not None
             future.result(timeout=10)
         assert arrived.wait_for(len(faces), timeout=30), f"{len(arrived.messages)} of {len(faces)} arrived"
+        # The bridge carries the components' health out too: the logger's retained `online` reaches the cloud.
+        assert health.wait_for(1, timeout=30)
+        assert (health.messages[0].topic, health.messages[0].payload) == (f"facecap/{device}/logger/status",
+                                                                          b"online")
     finally:
         publisher.stop()
         cloud_subscriber.stop()
+        health_subscriber.stop()
     for message in arrived.messages:
         parsed = parse_message(message.topic, message.payload, message.content_type, message.user_properties)
         assert parsed.device_id == device
@@ -231,13 +236,17 @@ def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
     assert codes == {LOGGER: 0, BROKER: 0}, nucleus.run_log_text(BROKER)[-2000:]
 
 
-def test_edge_broker_refuses_to_start_without_a_cloud_host(
+def test_edge_broker_without_a_cloud_host_runs_local_only(
         nucleus: Nucleus, built: dict[str, BuiltComponent]) -> None:
-    update = ConfigurationUpdate(reset=[""], merge={"local": {"port": free_port()}})
-    nucleus.deploy([built[BROKER]], {BROKER: update})
-    process = nucleus.start(BROKER)
-    assert process.wait(timeout=30) != 0
-    assert "bridge.host" in nucleus.run_log_text(BROKER)
+    nucleus.deploy([built[BROKER]], {BROKER: ConfigurationUpdate(reset=[""])})
+    nucleus.start(BROKER)
+    # RUNNING is reported once Mosquitto accepts connections on its socket.
+    assert nucleus.wait_for_state(BROKER, "RUNNING", "ERRORED", "BROKEN", timeout=60) == "RUNNING"
+    assert (nucleus.work_path(BROKER) / "local" / "mosquitto.sock").is_socket()
+    log = nucleus.run_log_text(BROKER)
+    assert "bridge.host is empty: running a LOCAL-ONLY broker" in log
+    assert "connection cloud" not in (nucleus.work_path(BROKER) / "mosquitto.conf").read_text()
+    assert nucleus.stop(BROKER) == 0
 
 
 def test_detector_publishes_faces_from_a_video(

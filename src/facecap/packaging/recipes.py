@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 from ..config import default_configuration, env_name
+from ..greengrass.policies import AUTHORIZED, MINIMUM_NUCLEUS
 from ..mqtt.local import EDGE_DIR_ENV
 from ..release import MODEL_FILE
 from . import yamltext
@@ -106,7 +107,7 @@ def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
     if spec.command == "broker" and "mosquittoPath" not in modelled:
         raise ValueError("the EdgeBroker install step reads mosquittoPath, which BrokerConfig no longer has")
     setenv: dict[str, Any] = {"VENV_DIR": "{work:path}/venv", "PYTHONUNBUFFERED": "1"}
-    setenv.update({env_name(key): f"{{configuration:/{key}}}" for key in modelled})
+    setenv.update(restart_setenv(spec, modelled))
     if spec.ships_model:
         setenv["FACECAP_MODEL"] = f"{{artifacts:path}}/{MODEL_FILE}"
     if any(d.component == BROKER for d in spec.dependencies):
@@ -132,25 +133,79 @@ def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
         "Setenv": install_env,
         "Script": yamltext.Script(install_script(spec)),
     }
-    # exec: the nucleus's SIGTERM reaches facecap itself, which flushes and exits 0.
-    steps["Run"] = {"Script": yamltext.Script(f'exec "$VENV_DIR/bin/facecap" {spec.command}')}
+    steps.update(run_steps(spec))
     return steps
+
+
+# --- Greengrass-native parts: live configuration, readiness, IPC policies, the nucleus dependency -----------
+
+# How long the nucleus waits for RUNNING (camera opened, broker listening, connected) before it counts an error.
+STARTUP_TIMEOUT_SECONDS = 120
+NUCLEUS = "aws.greengrass.Nucleus"
+
+
+def live_keys(spec: ComponentSpec) -> tuple[str, ...]:
+    model = spec.config_model()
+    return model.live_keys if model else ()
+
+
+def restart_setenv(spec: ComponentSpec, modelled: Mapping[str, Any]) -> dict[str, str]:
+    """One variable per key that needs a restart. The live keys stay out of the lifecycle: a change of one
+    then leaves the interpolated lifecycle as it was, so the nucleus does not restart the component, which
+    reads them over IPC (at start, and when a deployment changes them)."""
+    live = set(live_keys(spec))
+    return {env_name(key): f"{{configuration:/{key}}}" for key in modelled if key not in live}
+
+
+def run_steps(spec: ComponentSpec) -> dict[str, Any]:
+    """A Startup step, not Run: with Run the nucleus sets RUNNING as soon as the process exists and ignores the
+    component's own report; with Startup the component stays STARTING until facecap reports RUNNING over IPC,
+    once it is really ready, so a deployment (and its rollback) waits for that. The process keeps running;
+    exec: the nucleus's SIGTERM reaches facecap itself, which flushes and exits 0."""
+    script = yamltext.Script(f'exec "$VENV_DIR/bin/facecap" {spec.command}')
+    return {"Startup": {"Timeout": STARTUP_TIMEOUT_SECONDS, "Script": script}}
+
+
+def access_control(spec: ComponentSpec) -> dict[str, Any]:
+    """accessControl for exactly the authorized IPC operations the component's code uses."""
+    policies: dict[str, Any] = {}
+    for index, allowed in enumerate(AUTHORIZED.get(spec.command or "", ()), start=1):
+        service = policies.setdefault(allowed.service, {})
+        service[f"{spec.name}:{allowed.service.rsplit('.', 1)[-1]}:{index}"] = {
+            "policyDescription": f"Allows {allowed.why}.",
+            "operations": [allowed.operation],
+            "resources": [allowed.resource],
+        }
+    return policies
+
+
+def dependencies(spec: ComponentSpec, version: str) -> dict[str, Any]:
+    """The facecap dependencies, and for a component that runs, a SOFT one on the nucleus that serves every
+    IPC operation it uses (SOFT: a nucleus update must not restart it as a dependant)."""
+    found: dict[str, Any] = {d.component: {"VersionRequirement": version_requirement(version),
+                                           "DependencyType": d.kind} for d in spec.dependencies}
+    if spec.command:
+        major = int(MINIMUM_NUCLEUS.split(".", 1)[0])
+        found[NUCLEUS] = {"VersionRequirement": f">={MINIMUM_NUCLEUS} <{major + 1}.0.0", "DependencyType": "SOFT"}
+    return found
 
 
 def render_recipe(spec: ComponentSpec, version: str) -> str:
     out = [HEADER + "---", "RecipeFormatVersion: '2020-01-25'", f"ComponentName: {spec.name}",
            f"ComponentVersion: '{version}'", f"ComponentDescription: {yamltext.scalar(spec.description)}",
            f"ComponentPublisher: {PUBLISHER}"]
-    if spec.dependencies:
+    if dependencies(spec, version):
         out.append("ComponentDependencies:")
-        out += yamltext.block({d.component: {"VersionRequirement": version_requirement(version),
-                                             "DependencyType": d.kind} for d in spec.dependencies}, 2)
+        out += yamltext.block(dependencies(spec, version), 2)
     if spec.command:
         modelled, recipe_level = default_config(spec)
         out += ["ComponentConfiguration:", "  DefaultConfiguration:"]
         out += yamltext.block(modelled, 4)
         out.append("    # Read by the lifecycle scripts below, not by facecap:")
         out += yamltext.block(recipe_level, 4)
+        if access_control(spec):
+            out.append("    # The IPC operations facecap uses that need the nucleus's authorization:")
+            out += yamltext.block({"accessControl": access_control(spec)}, 4)
     artifacts = [wheel_name(version), MODEL_FILE] if spec.ships_model else [wheel_name(version)]
     out.append("Manifests:")
     for architecture in ARCHITECTURES:
