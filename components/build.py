@@ -353,7 +353,7 @@ class WheelCache:
                 os.replace(downloaded, self.folder / pin.file)
 
 
-def build_wheelhouse(output: Path, component: str, machine: str, targets: Iterable[Target],
+def build_wheelhouse(output: Path, component: str, machine: str, targets: Iterable[Target], *,
                      wheel: Path, cache: WheelCache) -> None:
     """A ZIP of the facecap wheel, the locked wheels of `component` for each target of `machine`, and per
     target requirements-<abi>.txt (and requirements-<abi>-<extra>.txt for what only an extra needs), the
@@ -385,7 +385,7 @@ def build_wheelhouse(output: Path, component: str, machine: str, targets: Iterab
 class Builder:
     """Builds projects, making the wheel at most once."""
 
-    def __init__(self, wheel: Path | None, model_source: str | None, model_url: str, scratch: Path,
+    def __init__(self, wheel: Path | None, model_source: str | None, model_url: str, scratch: Path, *,
                  targets: Sequence[Target] = TARGETS, cache: WheelCache | None = None) -> None:
         self._wheel = wheel
         self._model_source = model_source
@@ -424,7 +424,8 @@ class Builder:
                 print(f"build.py: {project.name}: skipped {name} ({PLATFORMS_ENV} selects no {machine} target; "
                       "do not publish this build)", flush=True)
                 return
-            build_wheelhouse(target, project.name, machine, self._targets, self._checked_wheel(None), self._cache)
+            build_wheelhouse(target, project.name, machine, self._targets, wheel=self._checked_wheel(None),
+                             cache=self._cache)
         elif name == MODEL_NAME:
             fetch_model(target, self._model_source, self._model_url)
         else:
@@ -468,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             raise BuildError(f"--wheel {args.wheel} is not a file")
         with tempfile.TemporaryDirectory(prefix="facecap-build-") as scratch:
             builder = Builder(args.wheel, args.model_source, args.model_url, Path(scratch),
-                              selected_targets(args.platforms), WheelCache(args.wheel_cache))
+                              targets=selected_targets(args.platforms), cache=WheelCache(args.wheel_cache))
             if args.all:
                 if args.output is None:
                     raise BuildError("--all needs --output")
