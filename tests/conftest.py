@@ -17,6 +17,7 @@ from facecap.devkit.servers import CertificateAuthority, MosquittoServer, S3Serv
 from facecap.release import MODEL_FILE
 
 from .greengrass_harness import BuiltComponent, Nucleus, build_components, load_build
+from .support.netns import NamespaceUnavailable, create_offline_namespace, delete_namespace, exec_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -117,9 +118,37 @@ def built(edge_build: Path) -> dict[str, BuiltComponent]:
 
 
 @pytest.fixture(scope="session")
-def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPathFactory) -> Nucleus:
-    """One nucleus root with all four components deployed with their defaults and installed for real."""
+def offline_netns() -> Iterator[str | NamespaceUnavailable]:
+    """A network namespace with only loopback, for the Install steps; or why there is none (no root, no
+    `ip`), which `require_offline` turns into a failure under CI=true and a skip elsewhere."""
+    try:
+        name = create_offline_namespace()
+    except NamespaceUnavailable as reason:
+        yield reason
+        return
+    try:
+        yield name
+    finally:
+        delete_namespace(name)
+
+
+def require_offline(namespace: str | NamespaceUnavailable) -> str:
+    if isinstance(namespace, NamespaceUnavailable):
+        message = f"no network namespace for offline installs: {namespace}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " — CI must run as root with iproute2")
+        pytest.skip(message)
+    return namespace
+
+
+@pytest.fixture(scope="session")
+def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPathFactory,
+              offline_netns: str | NamespaceUnavailable) -> Nucleus:
+    """One nucleus root with all four components deployed with their defaults and installed for real, with
+    no network where a namespace can be made (test_greengrass_components.py checks that it was)."""
     nucleus = Nucleus(tmp_path_factory.mktemp("greengrass-root"), thing_name="facecap-harness-thing")
+    if isinstance(offline_netns, str):
+        nucleus.install_wrapper = exec_prefix(offline_netns)
     nucleus.deploy(built.values())
     for name in STACK_COMPONENTS:
         result = nucleus.install(name)
