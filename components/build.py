@@ -78,6 +78,7 @@ DEVICE_EXCLUDES = ("facecap/devkit", "facecap/packaging", "facecap/commands/demo
 PLATFORMS_ENV = "FACECAP_PLATFORMS"  # e.g. linux-x86_64-cp311: build the wheelhouses for these targets only
 WHEEL_CACHE_ENV = "FACECAP_WHEEL_CACHE"  # where downloaded wheels are kept between builds
 LOCKS = REPO / "components" / "locks"
+INSTALLER_MARK = "installer"  # the lock's pip: in the wheelhouse, run from its wheel, never installed
 WHEELHOUSE_PATTERN = re.compile(r"^wheelhouse-linux-(?P<machine>[a-z0-9_]+)\.zip$")
 # One pinned requirement of a lock file: `name==version --hash=sha256:<hex>  # <wheel file> [<extra>]`. The
 # file name is what the build looks for in its wheel cache; the extra marks what only that pip extra needs.
@@ -355,9 +356,10 @@ class WheelCache:
 
 def build_wheelhouse(output: Path, component: str, machine: str, targets: Iterable[Target], *,
                      wheel: Path, cache: WheelCache) -> None:
-    """A ZIP of the facecap wheel, the locked wheels of `component` for each target of `machine`, and per
-    target requirements-<abi>.txt (and requirements-<abi>-<extra>.txt for what only an extra needs), the
-    files Install passes to `pip install --no-index --require-hashes`."""
+    """A ZIP of the facecap wheel, the locked wheels of `component` for each target of `machine` (pip's among
+    them, which Install runs from its wheel), and per target requirements-<abi>.txt (and
+    requirements-<abi>-<extra>.txt for what only an extra needs), the files Install passes to
+    `pip install --no-index --require-hashes`."""
     chosen = [t for t in targets if t.machine == machine]
     if not chosen:
         raise BuildError(f"{output.name}: no target of machine {machine} is selected")
@@ -372,7 +374,7 @@ def build_wheelhouse(output: Path, component: str, machine: str, targets: Iterab
                     archive.write(path, path.name, compress_type=zipfile.ZIP_STORED)
                     stored.add(path.name)
             groups: dict[str, list[str]] = {}
-            for pin in pins:
+            for pin in (p for p in pins if p.extra != INSTALLER_MARK):
                 suffix = f"-{pin.extra}" if pin.extra else ""
                 groups.setdefault(f"requirements-{platform.abi}{suffix}.txt", []).append(pin.requirement())
             for name, lines in groups.items():

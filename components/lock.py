@@ -13,7 +13,8 @@ hashes the downloaded wheels and writes one line per wheel:
     name==version --hash=sha256:<hex>  # <wheel file> [<extra>]
 
 The file name lets the build find the wheel in its cache without the network; `[<extra>]` marks what only
-the extra needs, which Install leaves out when FaceDetector uses the system's OpenCV. The locks describe
+the extra needs, which Install leaves out when FaceDetector uses the system's OpenCV; `[installer]` marks
+pip, which Install runs from its wheel and does not install. The locks describe
 PyPI itself: pip runs with --isolated, so no local mirror or pip.conf of this machine leaks into them.
 Needs Python >= 3.11 (tomllib) and the package index; standard library only otherwise.
 """
@@ -35,6 +36,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # Installed with --no-deps: its only dependency, awscrt, is pinned by facecap's own requirement.
 NO_DEPS = ("awsiotsdk==1.31.0",)
+# pip itself, run from its wheel to install the others: the venv is made without pip (faster, and the device
+# needs no ensurepip). Marked [installer]: it goes into the wheelhouse but not into the venv.
+INSTALLER = "pip"
+INSTALLER_MARK = "installer"
 # Which pip extra each edge component's Install adds (the `extra` of src/facecap/packaging/components.py;
 # a test checks that the two agree).
 COMPONENT_EXTRAS: dict[str, str | None] = {
@@ -87,11 +92,16 @@ def lock_lines(target: Any, extra: str | None, scratch: Path) -> list[str]:
     base = download(target, requirements(None), scratch / "base")
     full = download(target, requirements(extra), scratch / "full") if extra else base
     no_deps = download(target, list(NO_DEPS), scratch / "no-deps", deps=False)
-    full = {**full, **no_deps}
+    installer = download(target, [INSTALLER], scratch / "installer", deps=False)
+    full = {**full, **no_deps, **installer}
     lines = []
     for name, path in sorted(full.items()):
         version = WHEEL_NAME.match(path.name).group("version")  # type: ignore[union-attr]
-        marker = f" [{extra}]" if extra and name not in base and name not in no_deps else ""
+        marker = ""
+        if name in installer:
+            marker = f" [{INSTALLER_MARK}]"
+        elif extra and name not in base and name not in no_deps:
+            marker = f" [{extra}]"
         lines.append(f"{name}=={version} --hash=sha256:{BUILD.sha256_of(path)}  # {path.name}{marker}")
     return lines
 

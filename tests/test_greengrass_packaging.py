@@ -340,9 +340,11 @@ def test_every_component_has_a_hashed_lock_for_every_target(spec: ComponentSpec)
     extra_only = {"opencv-python-headless", "numpy"} if spec.extra else set()
     for target in build.TARGETS:
         pins = build.read_lock(build.lock_path(spec.name, target))
-        assert {pin.name for pin in pins} == BASE_PACKAGES | extra_only
-        # What only the extra needs is marked, so Install can leave it to the system (systemSitePackages).
-        assert {pin.name for pin in pins if pin.extra} == extra_only
+        assert {pin.name for pin in pins} == BASE_PACKAGES | extra_only | {"pip"}
+        # What only the extra needs is marked, so Install can leave it to the system (systemSitePackages);
+        # pip is marked as the installer, run from its wheel and not installed.
+        assert {pin.name: pin.extra for pin in pins if pin.extra} == {
+            "pip": "installer", **{name: spec.extra for name in extra_only}}
         for pin in pins:
             assert pin.file.replace("_", "-").lower().startswith(f"{pin.name}-{pin.version}-")
             tags = pin.file[: -len(".whl")].split("-")[-3:]
