@@ -10,10 +10,17 @@ For the project in the current folder (or --project DIR) it writes what `gdk com
     greengrass-build/artifacts/<name>/<version>/<file>...   one file per s3:// artifact URI of the recipe
 
 The artifacts come from the recipe's URIs (publish rewrites `s3://BUCKET_NAME/COMPONENT_NAME/
-COMPONENT_VERSION/<file>` by file name): `facecap-<version>-py3-none-any.whl` is built from this repository
-with `pip wheel --no-deps`, and the YuNet model is taken from FACECAP_MODEL_SOURCE (or --model-source) or
-downloaded from its pinned URL (or a mirror: FACECAP_MODEL_URL, --model-url); its sha256 is checked either
-way.
+COMPONENT_VERSION/<file>` by file name):
+
+- `wheelhouse-linux-<machine>.zip`, one per manifest: the device wheel (built from this repository with
+  `pip wheel --no-deps`), the wheels pinned by components/locks/<component>-<target>.txt for each selected
+  target of that machine (TARGETS; FACECAP_PLATFORMS or --platforms narrows them), pip's wheel, and per
+  target the hashed requirements files Install uses offline. The locked wheels come from a cache
+  (FACECAP_WHEEL_CACHE, default ~/.cache/facecap/wheels), each checked against its sha256; only what is
+  missing there is downloaded, with `pip download --require-hashes`, so a build with a warm cache needs no
+  network. components/lock.py refreshes the locks.
+- the YuNet model, taken from FACECAP_MODEL_SOURCE (or --model-source) or downloaded from its pinned URL (or
+  a mirror: FACECAP_MODEL_URL, --model-url); its sha256 is checked either way.
 
 The wheel is the device wheel: runtime code only. It is built from a staged copy of the sources that leaves
 out DEVICE_EXCLUDES (the development kit facecap/devkit/, the build tooling facecap/packaging/ and the demo
@@ -114,9 +121,10 @@ class Target:
         return options
 
 
-# JetPack 6 is Ubuntu 22.04 (Python 3.10, glibc 2.35); development machines and CI are x86_64 with 3.10 or
-# 3.11 and any glibc since 2.28 (Debian 10, RHEL 8).
-TARGETS = (Target("aarch64", "3.10", "2.35"), Target("x86_64", "3.10", "2.28"), Target("x86_64", "3.11", "2.28"))
+# JetPack 6 is Ubuntu 22.04 (Python 3.10, glibc 2.35); glibc 2.31 keeps JetPack 5 (Ubuntu 20.04) with a
+# python3.10 possible too. Development machines and CI are x86_64 with 3.10 or 3.11 and any glibc since 2.28
+# (Debian 10, RHEL 8).
+TARGETS = (Target("aarch64", "3.10", "2.31"), Target("x86_64", "3.10", "2.28"), Target("x86_64", "3.11", "2.28"))
 
 
 class BuildError(Exception):

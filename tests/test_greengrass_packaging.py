@@ -364,9 +364,9 @@ def test_platform_selection_names_the_targets() -> None:
     with pytest.raises(build.BuildError, match="linux-riscv64-cp312"):
         build.selected_targets("linux-riscv64-cp312")
     options = build.TARGETS[0].pip_options()
-    # pip matches manylinux tags literally: every glibc up to JetPack 6's 2.35 is listed.
-    assert {"manylinux_2_35_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"} <= set(options)
-    assert "manylinux_2_36_aarch64" not in options and options[options.index("--abi") + 1] == "cp310"
+    # pip matches manylinux tags literally: every glibc up to 2.31 (JetPack 5; JetPack 6 has 2.35) is listed.
+    assert {"manylinux_2_31_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"} <= set(options)
+    assert "manylinux_2_32_aarch64" not in options and options[options.index("--abi") + 1] == "cp310"
 
 
 @pytest.mark.unit
