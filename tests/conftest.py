@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -27,11 +27,15 @@ def require_binary(name: str, hint: str, *extra: Path) -> str:
     and skips elsewhere."""
     path = find_binary(name) or next((str(p) for p in extra if p.is_file() and os.access(p, os.X_OK)), None)
     if path is None:
-        message = f"{name} is not installed ({hint})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " — CI must install it")
-        pytest.skip(message)
+        unavailable(f"{name} is not installed ({hint})", "CI must install it")
     return path
+
+
+def unavailable(message: str, in_ci: str) -> NoReturn:
+    """What a test needs is missing: a failure under CI=true (`in_ci` says what CI lacks), a skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} — {in_ci}")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -134,10 +138,7 @@ def offline_netns() -> Iterator[str | NamespaceUnavailable]:
 
 def require_offline(namespace: str | NamespaceUnavailable) -> str:
     if isinstance(namespace, NamespaceUnavailable):
-        message = f"no network namespace for offline installs: {namespace}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " — CI must run as root with iproute2")
-        pytest.skip(message)
+        unavailable(f"no network namespace for offline installs: {namespace}", "CI must run as root with iproute2")
     return namespace
 
 
