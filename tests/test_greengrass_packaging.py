@@ -17,7 +17,7 @@ import yaml
 from facecap.config import deep_merge, default_configuration, describe, env_name, load_config
 from facecap.packaging import generated_files, package_version, yamltext
 from facecap.packaging.components import ALL_COMPONENTS, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
-from facecap.packaging.recipes import venv_script, version_requirement
+from facecap.packaging.recipes import render_template, venv_script, version_requirement
 from facecap.release import MODEL_FILE
 
 from .conftest import require_binary
@@ -381,3 +381,28 @@ def test_install_is_offline_and_leaves_nothing_for_the_nucleus_to_interpolate(sp
     assert "PIP_CACHE_DIR" not in install["Setenv"]
     if spec.command == "broker":
         assert script.count("apt-get -o DPkg::Lock::Timeout=120 ") == 2
+
+
+@pytest.mark.unit
+def test_install_keeps_the_current_and_the_previous_venv(tmp_path: Path) -> None:
+    """The pruning part of Install through upgrades and a rollback, with empty venv folders (no pip)."""
+    script = render_template("venv-prune.sh", {})
+
+    def install(version: str) -> list[str]:
+        venv = tmp_path / f"venv-{version}"
+        venv.mkdir(exist_ok=True)
+        subprocess.run(["sh", "-eu", "-c", script], env={"VENV_DIR": str(venv), "PATH": "/usr/bin:/bin"},
+                       check=True, capture_output=True, timeout=30)
+        return sorted(p.name for p in tmp_path.glob("venv*"))
+
+    (tmp_path / "venv").mkdir()  # facecap 0.1.0's unversioned venv
+    (tmp_path / "pip-cache").mkdir()  # and its download cache
+    assert install("0.1.0") == ["venv", "venv-0.1.0"]
+    assert not (tmp_path / "pip-cache").exists()
+    assert install("0.1.1") == ["venv-0.1.0", "venv-0.1.1"]
+    assert install("0.1.1") == ["venv-0.1.0", "venv-0.1.1"]  # a nucleus restart
+    assert install("0.1.0") == ["venv-0.1.0", "venv-0.1.1"]  # the rollback: both stay
+    # The next upgrade replaces 0.1.0 (running since the rollback) and drops the failed 0.1.1.
+    assert install("0.1.2") == ["venv-0.1.0", "venv-0.1.2"]
+    assert install("0.1.3") == ["venv-0.1.2", "venv-0.1.3"]
+    assert (tmp_path / "facecap-venvs.txt").read_text().split() == ["venv-0.1.2", "venv-0.1.3"]

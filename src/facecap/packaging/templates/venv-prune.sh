@@ -1,13 +1,14 @@
 # Keep this version's venv and the one installed before it: the nucleus keeps the artifacts of both
-# versions, so a rollback finds its venv ready and downloads nothing. Older ones go. With no history yet,
-# the previous version is the one that used the unversioned `venv`.
+# versions, so a rollback finds its venv ready and downloads nothing. Older ones go. facecap-venvs.txt
+# holds the two, in install order; with no history yet, the previous version is the one that used the
+# unversioned `venv`.
 venvs=$(dirname "$VENV_DIR")
 this=$(basename "$VENV_DIR")
 history="$venvs/facecap-venvs.txt"
 touch "$history"
 previous=$(grep -v -x -F "$this" "$history" | tail -n 1)
 [ -n "$previous" ] || previous=venv
-{ grep -v -x -F "$this" "$history" || true; echo "$this"; } > "$history.new"
+printf '%s\n%s\n' "$previous" "$this" > "$history.new"
 mv "$history.new" "$history"
 for old in "$venvs"/venv "$venvs"/venv-*; do
   name=$(basename "$old")
