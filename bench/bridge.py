@@ -76,7 +76,8 @@ def start_edge(folder: Path, cloud: MosquittoServer, tls: str) -> tuple[subproce
     if tls != "off":
         assert cloud.ca is not None
         bridge.update(tlsBy=tls, caFile=str(cloud.ca.cert))
-    config = {"deviceId": "bench", "local": {"port": port}, "bridge": bridge,
+    # The TCP listener too, so that this benchmark's figures stay comparable with the earlier ones.
+    config = {"deviceId": "bench", "local": {"port": port, "tcp": True}, "bridge": bridge,
               "persistence": {"autosaveIntervalSeconds": 5}}
     log = open(folder / "edge.log", "wb")  # noqa: SIM115 - lives as long as the broker
     process = subprocess.Popen([sys.executable, "-m", "facecap.cli", "broker", "--config", json.dumps(config)],
@@ -90,10 +91,14 @@ def mosquitto_child(process: subprocess.Popen[bytes]) -> psutil.Process:
     return next(c for c in children if "mosquitto" in c.name())
 
 
-def client(port: int, name: str, on_message: object = None, persistent: bool = False,
-           ca_file: str = "") -> MqttClient:
+def client(port: int, name: str, on_message: object = None, *, persistent: bool = False,
+           ca_file: str = "", identity: tuple[str, Path] | None = None) -> MqttClient:
+    """identity: (user, the edge broker's run folder) for a local client, which must log in."""
+    login = {}
+    if identity:
+        login = {"username": identity[0], "password_file": str(identity[1] / f"{identity[0]}.password")}
     settings = MqttSettings(host=LOOPBACK, port=port, max_in_flight=256, max_reconnect_delay_seconds=1,
-                            tls=bool(ca_file), ca_file=ca_file)
+                            tls=bool(ca_file), ca_file=ca_file, **login)
     made = MqttClient(settings, name, on_message=on_message, persistent=persistent)  # type: ignore[arg-type]
     made.start()
     return made
@@ -188,9 +193,9 @@ def main() -> None:
             cloud_sub = client(cloud.port, "bench-cloud-sub", at_cloud, persistent=True,
                                ca_file=str(ca.cert) if ca else "")
             cloud_sub.subscribe("faces/#")
-            edge_sub = client(edge_port, "bench-edge-sub", at_edge)
+            edge_sub = client(edge_port, "bench-edge-sub", at_edge, identity=("monitor", edge_dir / "local"))
             edge_sub.subscribe("faces/#")
-            pub = client(edge_port, "bench-detector")
+            pub = client(edge_port, "bench-detector", identity=("detector", edge_dir / "local"))
             time.sleep(1.0)  # let the bridge connect
             throughput(pub, at_cloud, args.faces, args.size)
             for size in (2_000, args.size):

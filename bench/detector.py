@@ -10,11 +10,15 @@ street scene the tests use (people in front of a textured building), go through
 with cv2.setNumThreads(1), several passes each, after one warm-up pass. Recall on the same frames
 (IoU >= 0.5 against the known boxes) is printed beside each, since a fast detector that misses faces is no gain.
 
+HD frames (bench/hd_detection.py): ms per frame at 640x480, 1280x720 and 1920x1080 on one core for the full
+frame, the old fixed width 416, the default scale from detection.minFaceSize, 640x640 tiles and
+motion-gated regions, with recall and precision beside each.
+
 Memory: `facecap detector` runs as a process on a looping test video in `every` mode against a local
 Mosquitto, first connected, then with the broker stopped (faces pile up to the configured bounds);
 its RSS is sampled every 0.2 s.
 
-    python bench/detector.py [--passes 5] [--seconds 12] [--widths 640,416,320]
+    python bench/detector.py [--passes 5] [--seconds 12] [--widths 640,416,320] [--skip-hd] [--skip-memory]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 import psutil
 
 from facecap.detector.detection import YuNetDetector, default_cascade_path
+from facecap.detector.scaling import Scaling
 from facecap.devkit.servers import MosquittoServer
 from facecap.release import MODEL_FILE
 
@@ -112,7 +117,7 @@ def boxes_of(detector: YuNetDetector) -> Callable[[Any], list[Box]]:
 def speed(shared: Path, passes: int, widths: list[int]) -> None:
     cv2.setNumThreads(1)
     model = str(shared / "models" / MODEL_FILE)
-    scaled = {width: YuNetDetector(model, width=width) for width in widths}
+    scaled = {width: YuNetDetector(model, scaling=Scaling(width=width)) for width in widths}
     cascade = cv2.CascadeClassifier(default_cascade_path())
 
     def old_method(frame: Any) -> list[Box]:
@@ -185,12 +190,18 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=12)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-hd", action="store_true", help="leave out the HD frame sizes")
+    parser.add_argument("--only-hd", action="store_true", help="only the HD frame sizes")
     parser.add_argument("--widths", default="640,416,320",
                         help="YuNet detection widths to measure, comma-separated (default 640,416,320)")
     args = parser.parse_args()
     shared = shared_dir()
-    speed(shared, args.passes, [int(w) for w in args.widths.split(",") if w])
-    if not args.skip_memory:
+    if not args.only_hd:
+        speed(shared, args.passes, [int(w) for w in args.widths.split(",") if w])
+    if not args.skip_hd:
+        sys.path.insert(0, str(REPO))
+        importlib.import_module("bench.hd_detection").hd_speed(shared, str(shared / "models" / MODEL_FILE))
+    if not args.skip_memory and not args.only_hd:
         memory(shared, args.seconds)
 
 

@@ -8,17 +8,26 @@ message's captured-at, which this script sets just before publishing), then the 
 each component and the CPU time each part spent per stored face (which tells, on a machine where every
 part shares the same cores, which part is the ceiling and what the edge and the cloud side each cost).
 Phases: fixed rates (default 20/s and 100/s) and full speed (as fast as the edge broker acknowledges, with
-many publishes in flight).
+many publishes in flight). The publisher plays the detector (its identity on the edge broker) and reaches
+the broker as the components do on a device, over its Unix socket, or over TCP with --local tcp.
 
-    python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000]
+With --compare-seed it then runs, on the same servers, the seed-style pipeline (bench/seed.py: a QoS 0
+forwarder in place of the bridge and one synchronous boto3 put per message) at full speed, and prints both
+figures and their ratio.
+
+    python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000] [--compare-seed]
+                             [--local socket|tcp]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,10 +38,13 @@ from pathlib import Path
 import psutil
 
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
-from facecap.devkit.demo.pipeline import LocalPipeline, PipelineSettings
-from facecap.mqtt import MqttClient, MqttSettings
+from facecap.devkit.demo.pipeline import PROCESSOR_USER, LocalPipeline, PipelineSettings
+from facecap.mqtt import MqttClient
 from facecap.polling import wait_until
 from facecap.stats import percentile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `bench` is importable
+from bench.seed import seed_topic
 
 STORED = re.compile(r"stored \S+ face-id=(\S+) capture_to_store_ms=([\d.]+)")
 TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z")
@@ -105,6 +117,11 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
 
+    def print_peaks(self) -> None:
+        print("\npeak resident memory")
+        for name, peak in self.peak.items():
+            print(f"  {name:<44}{peak:>8.1f} MB")
+
 
 class StoreLog:
     """Follows the processor's log, remembering each stored face's latency (ms) and wall time; reads only
@@ -137,7 +154,8 @@ class StoreLog:
         return [latency for latency, _ in found], max((when for _, when in found), default=0.0)
 
 
-def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: float) -> None:
+def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: float, *,
+              seed: bool = False) -> None:
     interval = 1.0 / rate if rate else 0.0
     start = time.monotonic()
     phase.first_publish = time.time()
@@ -150,7 +168,8 @@ def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: flo
                 time.sleep(delay)
         message = face(size, index)
         phase.face_ids.add(message.face_id)
-        futures.append(client.publish(message.topic, message.payload, content_type=message.content_type,
+        topic = seed_topic(message.topic) if seed else message.topic
+        futures.append(client.publish(topic, message.payload, content_type=message.content_type,
                                       user_properties=message.user_properties, timeout=60))
     for future in futures:
         assert future is not None
@@ -179,19 +198,93 @@ def print_cpu(cpu_per_face: dict[str, dict[str, float]]) -> None:
           f"on {cores} shared cores")
 
 
-def main() -> None:
+def start_seed_part(pipeline: LocalPipeline, part: str, options: list[str],
+                    env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a part of the seed-style pipeline and wait until it is subscribed."""
+    log = pipeline.logs / f"seed-{part}.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("seed.py")), part, *options],
+                                   stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    if not wait_until(lambda: b"forwarding" in log.read_bytes() or b"subscribed to" in log.read_bytes()
+                      or process.poll() is not None, 30):
+        raise RuntimeError(f"seed {part} did not subscribe; see {log}")
+    if process.poll() is not None:
+        raise RuntimeError(f"seed {part} exited with {process.returncode}; see {log}")
+    return process
+
+
+def compare_seed(pipeline: LocalPipeline, client: MqttClient, *, size: int, count: int, facecap_rate: float,
+                 facecap_cpu: dict[str, float]) -> None:
+    """The seed-style pipeline at full speed on the same servers, against facecap's full-speed figure."""
+    pipeline.components["processor"].stop()  # the seed-style processor alone stores these faces
+    device = pipeline.settings.device_id
+    edge = pipeline.edge_settings("monitor").model_dump(mode="json", by_alias=True)  # read-only identity
+    forwarder = start_seed_part(pipeline, "forwarder", ["--edge", json.dumps(edge),
+                                                        "--cloud", json.dumps(pipeline.cloud_mqtt(device))], {})
+    assert pipeline.s3 is not None and pipeline.s3.process is not None and pipeline.cloud is not None
+    processor = start_seed_part(pipeline, "processor", ["--cloud", json.dumps(pipeline.cloud_mqtt(PROCESSOR_USER)),
+                                                        "--store", pipeline.store_url + "-seed"], pipeline.s3.env())
+    broker = pipeline.components["broker"].process
+    assert broker is not None and pipeline.cloud.process is not None
+    parts = {"publisher (this script)": os.getpid(), "edge broker (facecap broker + mosquitto)": broker.pid,
+             "seed forwarder (QoS 0)": forwarder.pid, "cloud broker (mosquitto)": pipeline.cloud.process.pid,
+             "seed processor (sync boto3 put)": processor.pid, "S3 server (weed)": pipeline.s3.process.pid}
+    store_log = StoreLog(pipeline.logs / "seed-processor.log")
+    try:
+        phase = Phase("seed full speed")
+        before = cpu_seconds(parts)
+        run_phase(client, phase, size, count, 0.0, seed=True)
+        progress = [-1]
+
+        def settled() -> bool:  # QoS 0 may lose faces: stop waiting once nothing moved for 15 s
+            stored = len(store_log.latencies(phase.face_ids)[0])
+            moved, progress[0] = stored != progress[0], stored
+            return stored >= count or not moved
+
+        while not wait_until(settled, timeout=15, interval=15):
+            pass
+        after = cpu_seconds(parts)
+        latencies, last = store_log.latencies(phase.face_ids)
+    finally:
+        for process in (forwarder, processor):
+            process.terminate()
+            process.wait(30)
+    rate = len(latencies) / (last - phase.first_publish) if last > phase.first_publish else 0.0
+    print("\nseed-style pipeline (QoS 0 forwarder, one synchronous boto3 put per message), same servers:")
+    print(f"  {count} faces published at full speed, {len(latencies)} stored, {rate:.1f} faces/s")
+    print(f"  facecap {facecap_rate:.1f} faces/s / seed-style {rate:.1f} faces/s = "
+          f"{facecap_rate / rate if rate else float('inf'):.2f}x")
+    print("  CPU time per stored face, ms (seed-style):")
+    for part in parts:
+        print(f"    {part:<44}{(after[part] - before[part]) * 1000 / max(1, len(latencies)):>8.2f}")
+    print(f"  facecap's processor at full speed: {facecap_cpu['processor']:.2f} ms per face")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=30_000, help="face size in bytes (default 30000)")
     parser.add_argument("--rates", default="20,100", help="fixed rates in faces/s (default 20,100)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each fixed-rate phase")
     parser.add_argument("--burst", type=int, default=3000, help="faces in the full-speed phase")
     parser.add_argument("--workers", type=int, default=16, help="processor workers (default 16)")
-    args = parser.parse_args()
+    parser.add_argument("--compare-seed", action="store_true",
+                        help="then run the seed-style pipeline at full speed on the same servers (bench/seed.py)")
+    parser.add_argument("--local", choices=("socket", "tcp"), default="socket",
+                        help="how the publisher and the logger reach the edge broker: its Unix socket, as on a "
+                             "device (default), or its TCP loopback listener")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     with tempfile.TemporaryDirectory(prefix="facecap-bench-pipeline-") as folder:
         pipeline = LocalPipeline(PipelineSettings(
-            workdir=Path(folder), store="s3",
-            processor_overrides={"logging": {"level": "DEBUG"}, "workers": args.workers}))
+            workdir=Path(folder), store="s3", local=args.local,
+            # The per-device ceiling (50 faces/s) would quarantine the full-speed phase: one publisher
+            # plays a whole fleet here.
+            processor_overrides={"logging": {"level": "DEBUG"}, "workers": args.workers,
+                                 "maxFacesPerSecondPerDevice": 0}))
         try:
             pipeline.start_cloud()
             processor = pipeline.start_processor()
@@ -210,15 +303,16 @@ def main() -> None:
             cpu_per_face: dict[str, dict[str, float]] = {}
             store_log = StoreLog(processor.log)
             sampler.start()
-            client = MqttClient(MqttSettings(host="127.0.0.1", port=pipeline.edge_port, max_in_flight=256),
-                                "bench-publisher")
+            # The publisher plays the detector: its identity, over the socket or TCP as --local says.
+            client = MqttClient(pipeline.edge_settings("detector", max_in_flight=256), "bench-publisher")
             client.start()
             rates = [float(r) for r in args.rates.split(",") if r]
             phases = [(f"{rate:g} faces/s", int(rate * args.seconds), rate) for rate in rates]
             phases.append(("full speed", args.burst, 0.0))
-            print(f"pipeline benchmark: {args.size} B faces, edge -> TLS bridge -> cloud -> processor "
-                  f"({args.workers} workers) -> S3 (SeaweedFS); {os.cpu_count()} cores\n")
+            print(f"pipeline benchmark: {args.size} B faces, local hop over {args.local}, edge -> TLS bridge -> "
+                  f"cloud -> processor ({args.workers} workers) -> S3 (SeaweedFS); {os.cpu_count()} cores\n")
             print(f"{'phase':<16}{'faces':>7}{'stored':>8}{'faces/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+            rates_seen: dict[str, float] = {}
             for name, count, rate in phases:
                 phase = Phase(name)
                 cpu_before = cpu_seconds(cpu_parts)
@@ -232,16 +326,18 @@ def main() -> None:
                 cpu_per_face[name] = {part: (cpu_after[part] - cpu_before[part]) * 1000 / max(1, len(latencies))
                                       for part in cpu_parts}
                 throughput = len(latencies) / (last - phase.first_publish) if last > phase.first_publish else 0.0
+                rates_seen[name] = throughput
                 print(f"{name:<16}{count:>7}{len(latencies):>8}{throughput:>10.1f}"
                       f"{statistics.median(latencies):>9.1f}{percentile(latencies, 0.99):>9.1f}"
                       f"{max(latencies):>9.1f}" + ("" if done else "   (not all stored within 180 s)"))
                 time.sleep(2)
-            client.stop()
             sampler.stop()
-            print("\npeak resident memory")
-            for name, peak in sampler.peak.items():
-                print(f"  {name:<44}{peak:>8.1f} MB")
+            sampler.print_peaks()
             print_cpu(cpu_per_face)
+            if args.compare_seed:
+                compare_seed(pipeline, client, size=args.size, count=args.burst,
+                             facecap_rate=rates_seen["full speed"], facecap_cpu=cpu_per_face["full speed"])
+            client.stop()
         finally:
             pipeline.stop_all()
 

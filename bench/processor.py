@@ -2,8 +2,10 @@
 
 Two consumers drain the same kind of backlog from a real Mosquitto, one after the other in the same run:
 
-- pool: the real `facecap processor` (a subprocess), a bounded pool of workers, PUBACK after each store;
-- sync: the old processors' way, one synchronous put per message (subscribe, put, next), PUBACK on receipt.
+- pool: the real `facecap processor` (a subprocess), a bounded pool of workers, PUBACK after each store,
+  with its default S3 client (awscrt's native client); pool-boto3: the same with s3Client boto3;
+- sync: the old processors' way, one synchronous boto3 put per message (subscribe, put, next), PUBACK on
+  receipt.
 
 The faces are queued in the broker before the consumer starts, so the figure is what the consumer can
 store, not how fast this script can publish. Progress and timing come from the heartbeat file each
@@ -167,6 +169,7 @@ def run_consumer(name: str, argv: list[str], env: dict[str, str], *, heartbeat: 
     watched = psutil.Process(process.pid)
     peak_rss = 0
     first: tuple[float, int] | None = None
+    first_cpu = 0.0
     last: tuple[float, int] = (0.0, 0)
     deadline = time.monotonic() + timeout
     try:
@@ -181,9 +184,9 @@ def run_consumer(name: str, argv: list[str], env: dict[str, str], *, heartbeat: 
                 pass
             if first is None and last[1] > 0:
                 first = last
+                first_cpu = sum(watched.cpu_times()[:2])
             time.sleep(HEARTBEAT_SECONDS / 2)
-        cpu = watched.cpu_times()
-        cpu_seconds = cpu.user + cpu.system
+        cpu_seconds = sum(watched.cpu_times()[:2])
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
@@ -192,6 +195,8 @@ def run_consumer(name: str, argv: list[str], env: dict[str, str], *, heartbeat: 
     # Time from the first heartbeat that saw a stored face to the one that saw them all, scaled to the
     # faces stored in between, so the start-up of the process does not count.
     seconds = (last[0] - first[0]) * faces / max(1, last[1] - first[1])
+    # CPU likewise: from the first stored face on, so the imports and the connection do not count.
+    cpu_seconds = (cpu_seconds - first_cpu) * faces / max(1, last[1] - first[1])
     return seconds, peak_rss / 1e6, cpu_seconds
 
 
@@ -221,6 +226,8 @@ def measure(name: str, workers: int, broker: MosquittoServer, s3: S3Server, *, f
     queue_backlog(broker, client_id, faces)
     env = consumer_env(broker, s3, client_id=client_id, prefix=name, heartbeat=heartbeat, workers=workers,
                        endpoint=endpoint)
+    if name.endswith("-boto3"):
+        env["FACECAP_S3_CLIENT"] = "boto3"
     if name.startswith("sync"):
         argv = [sys.executable, str(Path(__file__).resolve()), "--sync-consumer"]
     else:
@@ -270,7 +277,7 @@ def sync_consumer() -> int:
     from facecap.storage import face_key, open_store
 
     config = load_config(ProcessorConfig, "processor")
-    store = open_store(config.store, server_side_encryption=config.server_side_encryption)
+    store = open_store(config.store, server_side_encryption=config.server_side_encryption, s3_client="boto3")
     stored = [0]
 
     def on_message(message: Any) -> None:
@@ -316,6 +323,7 @@ def main() -> int:
                 server_ceiling(s3, faces, threads)
             sync = measure("sync", 1, broker, s3, faces=faces, folder=folder)
             pool = measure("pool", args.workers, broker, s3, faces=faces, folder=folder)
+            boto = measure("pool-boto3", args.workers, broker, s3, faces=faces, folder=folder)
             extra = [measure(f"pool{n}", n, broker, s3, faces=faces, folder=folder)
                      for n in (int(v) for v in args.sweep.split(",") if v)]
             if args.latency_ms > 0:
@@ -334,7 +342,9 @@ def main() -> int:
           f"processor peak RSS {pool.peak_rss_mb:.0f} MB")
     if args.latency_ms > 0:
         print(f"+{args.latency_ms:g} ms S3 latency: pool / sync: {far[1].rate / far[0].rate:.2f}x")
-    complete = all(r.objects == r.faces for r in (sync, pool, *extra))
+    print(f"processor CPU per face: {pool.cpu_ms_per_face:.2f} ms with awscrt, {boto.cpu_ms_per_face:.2f} ms with "
+          f"boto3; peak RSS {pool.peak_rss_mb:.0f} MB and {boto.peak_rss_mb:.0f} MB")
+    complete = all(r.objects == r.faces for r in (sync, pool, boto, *extra))
     print("every run stored every face exactly once" if complete else "MISSING OR EXTRA OBJECTS")
     return 0 if complete else 1
 

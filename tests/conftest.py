@@ -17,7 +17,7 @@ from facecap.devkit.servers import CertificateAuthority, MosquittoServer, S3Serv
 from facecap.release import MODEL_FILE
 
 from .greengrass_harness import BuiltComponent, Nucleus, build_components, load_build
-from .support.netns import NamespaceUnavailable, create_offline_namespace, delete_namespace, exec_prefix
+from .support.offline import NamespaceUnavailable, create_offline_namespace, delete_namespace, exec_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, OutgoingFa
 from facecap.devkit.link import TcpProxy
 from facecap.devkit.servers import CertificateAuthority, MosquittoServer
 from facecap.errors import ConfigError, PublishError
-from facecap.mqtt import MqttClient, MqttSettings
+from facecap.mqtt import MqttClient
 from facecap.polling import wait_until
 
 from .conftest import REPO, MosquittoFactory, require_binary
@@ -60,8 +60,10 @@ def bridged_edge(mosquitto: MosquittoFactory, edges: list[EdgeBroker], tmp_path:
 
 
 def edge_client(edge: EdgeBroker, name: str) -> MqttClient:
-    settings = MqttSettings(host=edge.host, port=edge.port, connect_timeout_seconds=5,
-                            min_reconnect_delay_seconds=0.2, max_reconnect_delay_seconds=1)
+    """A client of the edge broker over its Unix socket: the detector's identity for a publisher, the
+    read-only monitor's for anything else (the ACL allows no more)."""
+    identity = "detector" if name == "detector" else "monitor"
+    settings = edge.settings(identity, min_reconnect_delay_seconds=0.2, max_reconnect_delay_seconds=1)
     client = MqttClient(settings, name)
     client.start()
     return client
@@ -83,7 +85,7 @@ def photo_faces(shared_dir: Path, count: int) -> list[OutgoingFace]:
 def one_face_crosses(edge: EdgeBroker, received: Collector) -> None:
     """A face published on the edge broker arrives, intact, at the cloud subscriber collecting into `received`."""
     pub = edge_client(edge, "detector")
-    face = sample_face()
+    face = sample_face(device="jetson-test")
     publish_all(pub, [face])
     assert received.wait_for(1), edge.log_tail()
     assert received.messages[0].payload == face.payload
@@ -176,7 +178,7 @@ def test_cloud_outage_of_15_s_loses_no_face(mosquitto: MosquittoFactory, edges: 
     pub = edge_client(edge, "detector")
 
     total, rate = 500, 50.0
-    faces = [sample_face(size=20_000, frame=i) for i in range(total)]
+    faces = [sample_face(device="jetson-test", size=20_000, frame=i) for i in range(total)]
     publisher = PacedPublisher(pub, faces, rate)
     time.sleep(2.0)
     cloud.stop()
@@ -214,7 +216,7 @@ def test_uplink_cut_for_30_s_leaves_the_edge_answering_and_loses_no_face(
         received, sub = cloud_consumer(cloud, "cloud-processor-cut", tls=True, ca_file=str(ca.cert),
                                        username="reader", password="reader-pass")
         pub = edge_client(edge, "detector")
-        faces = [sample_face(size=20_000, frame=i) for i in range(360)]
+        faces = [sample_face(device="jetson-test", size=20_000, frame=i) for i in range(360)]
         rate = 10.0
         publisher = PacedPublisher(pub, faces, rate)
         time.sleep(2.0)
@@ -255,7 +257,7 @@ def test_queued_faces_survive_a_restart_of_the_edge_broker(mosquitto: MosquittoF
     received, sub = cloud_consumer(cloud, "cloud-processor-restart")
     cloud.stop()
     pub = edge_client(edge, "detector")
-    faces = [sample_face(size=10_000, frame=i) for i in range(50)]
+    faces = [sample_face(device="jetson-test", size=10_000, frame=i) for i in range(50)]
     publish_all(pub, faces)
     pub.stop()
 
@@ -293,7 +295,7 @@ def test_bridge_with_tls_and_password(mosquitto: MosquittoFactory, ca: Certifica
     sub.start()
     sub.subscribe("faces/#")
     one_face_crosses(edge, received)
-    assert "(p5, c0, k60, u'jetson-test')" in cloud.log_text()
+    assert "(p5, c0, k20, u'jetson-test')" in cloud.log_text()  # MQTT 5, persistent, keep-alive 20 s
     sub.stop()
 
 
@@ -332,7 +334,7 @@ def test_largest_face_crosses_and_a_larger_one_is_refused_at_the_edge(
     sub.start()
     sub.subscribe("faces/#")
     pub = edge_client(edge, "detector")
-    largest = sample_face(size=DEFAULT_MAX_PAYLOAD_BYTES)
+    largest = sample_face(device="jetson-test", size=DEFAULT_MAX_PAYLOAD_BYTES)
     publish_all(pub, [largest])
     too_large = pub.publish(largest.topic, fake_jpeg(DEFAULT_MAX_PAYLOAD_BYTES + 1))
     assert too_large is not None
@@ -436,8 +438,8 @@ def test_local_port_already_in_use(tmp_path: Path) -> None:
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        config = load_config(BrokerConfig, "broker", {"bridge": {"enabled": False}, "local": {"port": port}},
-                             env={})
+        config = load_config(BrokerConfig, "broker",
+                             {"bridge": {"enabled": False}, "local": {"port": port, "tcp": True}}, env={})
         with pytest.raises(ConfigError) as caught:
             preflight(config, tmp_path)
         assert dict(caught.value.problems) == {

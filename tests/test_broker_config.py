@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from facecap.broker.config import BrokerConfig
+from facecap.broker.credentials import write_private
 from facecap.broker.preflight import preflight
 from facecap.broker.render import PASSWORD_MASK, bridge_state_topic, render_conf
-from facecap.broker.runner import write_private
 from facecap.config import default_configuration, load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES
 from facecap.errors import ConfigError
@@ -47,8 +47,10 @@ def config_problems(data: dict[str, Any]) -> dict[str, str]:
 def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id() -> None:
     lines = render({"bridge": {"host": "mqtt.example.com"}}, forwarder_port=40123)
     for expected in [
-        "listener 1883 127.0.0.1",
-        "allow_anonymous true",
+        "listener 0 /work/folder/local/mosquitto.sock",
+        "allow_anonymous false",
+        "password_file /work/folder/local/passwd",
+        "acl_file /work/folder/local/acl",
         "persistence true",
         "persistence_location /work/folder/",
         "set_tcp_nodelay true",
@@ -62,8 +64,8 @@ def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id
         "remote_clientid facecap-edge-jetson-1",
         "cleansession false",
         "local_cleansession false",
-        "restart_timeout 2 60",
-        "keepalive_interval 60",
+        "restart_timeout 1 10",
+        "keepalive_interval 20",
         "notifications_local_only false",
         "topic faces/# out 1",
     ]:
@@ -74,6 +76,8 @@ def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id
     assert "# TLS to mqtt.example.com:8883 is done by `facecap broker` (bridge.tlsBy facecap): Mosquitto" in lines
     # Global options must come before `connection`: after it Mosquitto reads bridge options only.
     assert lines.index("set_tcp_nodelay true") < lines.index("connection cloud")
+    # The TCP listener is an option: by default the components have the socket only.
+    assert [line for line in lines if line.startswith("listener")] == ["listener 0 /work/folder/local/mosquitto.sock"]
 
 
 def test_tls_by_mosquitto_renders_its_own_tls_lines() -> None:
@@ -107,7 +111,7 @@ def test_tls_by_facecap_keeps_the_password_and_drops_every_tls_line() -> None:
 def test_certificates_credentials_and_overrides_are_rendered() -> None:
     lines = render({
         "deviceId": "ignored-here",
-        "local": {"port": 1884, "passwordFile": "/etc/facecap/local-passwd"},
+        "local": {"port": 1884, "tcp": True, "socket": False, "runDir": "/run/facecap"},
         "bridge": {"host": "10.0.0.5", "port": 18883, "tlsBy": "mosquitto", "caFile": "/certs/ca.pem",
                    "certFile": "/certs/dev.crt",
                    "keyFile": "/certs/dev.key", "username": "jetson-1", "passwordFile": "/secrets/pw",
@@ -119,7 +123,7 @@ def test_certificates_credentials_and_overrides_are_rendered() -> None:
         "extraConfig": ["max_inflight_messages 40"],
     }, password="s3cret word")
     for expected in [
-        "listener 1884 127.0.0.1", "allow_anonymous false", "password_file /etc/facecap/local-passwd",
+        "listener 1884 127.0.0.1", "allow_anonymous false", "password_file /run/facecap/passwd",
         "address 10.0.0.5:18883", "remote_clientid edge-7", "bridge_cafile /certs/ca.pem",
         "bridge_certfile /certs/dev.crt", "bridge_keyfile /certs/dev.key", "remote_username jetson-1",
         "remote_password s3cret word", "topic faces/# out 1", "topic commands/# in 1", "keepalive_interval 30",
@@ -128,6 +132,7 @@ def test_certificates_credentials_and_overrides_are_rendered() -> None:
     ]:
         assert expected in lines, expected
     assert not any(line.startswith("bridge_capath") for line in lines)
+    assert [line for line in lines if line.startswith("listener")] == ["listener 1884 127.0.0.1"]
     assert lines.index("max_inflight_messages 40") < lines.index("connection cloud")
 
 
@@ -251,12 +256,32 @@ def test_client_certificate_without_tls(tmp_path: Path) -> None:
     assert found == {"bridge.certFile": "a client certificate needs bridge.tls true"}
 
 
-def test_anonymous_listener_on_the_network_needs_an_explicit_opt_out(tmp_path: Path) -> None:
-    data: dict[str, Any] = {"bridge": {"enabled": False}, "local": {"bindAddress": "0.0.0.0"}}  # noqa: S104
-    found = problems(data, tmp_path)
-    assert "reachable from the network" in found["local.bindAddress"]
-    data["local"]["allowAnonymousOnNetwork"] = True
-    preflight(config(data), tmp_path, starting=False)
+def test_no_anonymous_switch_and_some_listener_is_required(tmp_path: Path) -> None:
+    # The old opt-out for anonymous clients is gone: an unknown key now.
+    assert "local.allowAnonymousOnNetwork" in config_problems({"local": {"allowAnonymousOnNetwork": True}})
+    assert "no way in" in config_problems({"local": {"socket": False, "tcp": False}})["local"]
+    lines = render({"bridge": {"enabled": False}, "local": {"tcp": True, "bindAddress": "0.0.0.0"}})  # noqa: S104
+    assert "allow_anonymous false" in lines
+    assert "listener 1883 0.0.0.0" in lines
+
+
+def test_run_folder_rules(tmp_path: Path) -> None:
+    bridge_off: dict[str, Any] = {"bridge": {"enabled": False}}
+    too_long = tmp_path / ("x" * 100)
+    found = problems({**bridge_off, "local": {"runDir": str(too_long)}}, tmp_path)
+    assert found["local.runDir"].startswith(f"the socket path {too_long}/mosquitto.sock is longer than 107 bytes")
+    assert "absolute path" in problems({**bridge_off, "local": {"runDir": "relative/run"}}, tmp_path)["local.runDir"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert problems({**bridge_off, "local": {"runDir": str(a_file)}}, tmp_path) == {
+        "local.runDir": f"{a_file} is not a folder"}
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    os.chown(foreign, 65534, 65534)
+    assert "belongs to uid 65534" in problems({**bridge_off, "local": {"runDir": str(foreign)}}, tmp_path)[
+        "local.runDir"]
+    # The TCP port is only checked when the TCP listener is on.
+    preflight(config({**bridge_off, "local": {"runDir": str(tmp_path / "run")}}), tmp_path, starting=False)
 
 
 def test_missing_mosquitto_and_persistence_folder(tmp_path: Path) -> None:

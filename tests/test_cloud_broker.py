@@ -15,7 +15,7 @@ import pytest
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, build_message
 from facecap.devkit.servers import LOOPBACK
 from facecap.errors import MqttAuthError, MqttConnectError, PublishError
-from facecap.mqtt import MqttClient, MqttSettings
+from facecap.mqtt import MqttClient
 
 from .support.cloudbroker import QUICK_RETRIES, CloudBroker, cloud_broker_running, connect, publish, run_script
 from .support.edgebroker import EdgeBroker
@@ -206,7 +206,7 @@ def test_edge_broker_bridges_in_with_the_files_add_device_printed(cloud_broker: 
     edge = EdgeBroker(tmp_path / "edge", bridge, device_id="device-b").start()
     try:
         assert edge.wait_bridge_state("1"), edge.log_tail()
-        local = MqttClient(MqttSettings(host=edge.host, port=edge.port, **QUICK_RETRIES), "edge-detector")
+        local = MqttClient(edge.settings("detector", False, **QUICK_RETRIES), "edge-detector")
         local.start()
         face = sample_face(device="device-b", size=DEFAULT_MAX_PAYLOAD_BYTES)
         future = local.publish(face.topic, face.payload, content_type=face.content_type,

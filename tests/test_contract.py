@@ -72,6 +72,23 @@ def test_round_trip() -> None:
     assert parsed.properties()["face-id"] == face.face_id
 
 
+def test_shot_property_is_optional_v1_1() -> None:
+    """Contract v1.1: `shot` (first | best) rides along when set, and v1 messages without it still parse."""
+    for kind in ("first", "best"):
+        face = build_message(fake_jpeg(400), meta(shot=kind))
+        props = dict(face.user_properties)
+        assert props["shot"] == kind and props["schema"] == SCHEMA
+        parsed = parse_message(face.topic, face.payload, face.content_type, face.user_properties)
+        assert parsed.shot == kind and parsed.properties()["shot"] == kind
+    v1 = build_message(fake_jpeg(400), meta())
+    assert "shot" not in dict(v1.user_properties)
+    parsed = parse_message(v1.topic, v1.payload, v1.content_type, v1.user_properties)
+    assert parsed.shot is None and "shot" not in parsed.properties()
+    with pytest.raises(ContractError) as info:
+        build_message(fake_jpeg(400), meta(shot="last"))
+    assert info.value.reason == "bad-property"
+
+
 def test_face_ids_unique_and_time_sorted() -> None:
     ids = [new_face_id() for _ in range(5000)]
     assert len(set(ids)) == 5000
@@ -184,6 +201,7 @@ def test_bare_image_is_accepted_as_legacy() -> None:
     ("bbox", "1,2,0,4", "bad-property"),
     ("score", "high", "bad-property"),
     ("frame", "1.5", "bad-property"),
+    ("shot", "second", "bad-property"),
 ])
 def test_bad_properties_rejected(name: str, value: str, reason: str) -> None:
     face = build_message(fake_jpeg(300), meta())

@@ -65,7 +65,8 @@ def sample_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def pipeline(tmp_path: Path, installed: Nucleus, built: dict[str, BuiltComponent]) -> Iterator[LocalPipeline]:
     settings = PipelineSettings(workdir=tmp_path / "pipeline", store="s3", cuttable_link=True,
-                                launcher=HarnessLauncher(installed, built))
+                                launcher=HarnessLauncher(installed, built),
+                                edge_dir=installed.work_path(RECIPE_NAMES["broker"]) / "local")
     local = LocalPipeline(settings)
     local.start_cloud()
     local.start_processor()
@@ -86,7 +87,7 @@ def stored_ids(pipeline: LocalPipeline) -> set[str]:
 def test_faces_seen_by_the_detector_are_stored_once_per_visit(pipeline: LocalPipeline, sample_video: Path,
                                                                model_path: Path) -> None:
     logger = pipeline.start_logger()
-    tap = Tap(pipeline.edge_port, f"e2e-tap-{pipeline.edge_port}")
+    tap = Tap(pipeline.edge_settings("monitor"), f"e2e-tap-{pipeline.edge_port}")
     tap.start()
     detector = pipeline.start_detector(str(sample_video))
     assert wait_until(lambda: not detector.running, timeout=90), "the detector did not finish the video"
@@ -117,7 +118,7 @@ def test_faces_seen_by_the_detector_are_stored_once_per_visit(pipeline: LocalPip
 def run_with_fault(pipeline: LocalPipeline, video: Path, fault: Callable[[LocalPipeline], None]) -> FaultOutcome:
     """Faces keep coming (every detection, looping video) while `fault` happens; then wait until every face
     the detector published is stored, and take stock."""
-    tap = Tap(pipeline.edge_port, f"e2e-tap-{pipeline.edge_port}")
+    tap = Tap(pipeline.edge_settings("monitor"), f"e2e-tap-{pipeline.edge_port}")
     tap.start()
     pipeline.settings.detector_overrides = {
         "camera": {"loop": True},

@@ -14,14 +14,12 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +31,13 @@ from facecap.devkit.servers import free_port
 from facecap.mqtt import MqttClient, MqttSettings
 from facecap.packaging.components import EDGE_BROKER, FACE_LOGGER, ComponentSpec
 from facecap.packaging.recipes import render_recipe
+from facecap.polling import wait_until
 from facecap.release import MODEL_FILE
 
 from .conftest import MosquittoFactory, require_offline
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, host_target
 from .support.helpers import Collector, sample_face, subscriber
-from .support.netns import NamespaceUnavailable, exec_prefix, interfaces
+from .support.offline import NamespaceUnavailable, exec_prefix, interfaces
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "components" / "build.py"
@@ -61,17 +60,6 @@ def nucleus(installed: Nucleus) -> Iterator[Nucleus]:
     installed.stop_all()
 
 
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port} after {timeout:g} s")
-
-
 def wait_for_text(nucleus: Nucleus, name: str, texts: list[str], timeout: float = 20.0) -> str:
     """The component's output since its latest start, once every text is in it (or the time is up): an
     earlier test's run of the same component must not answer for this one."""
@@ -83,16 +71,18 @@ def wait_for_text(nucleus: Nucleus, name: str, texts: list[str], timeout: float 
         time.sleep(0.2)
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """host/port of a broker the harness runs, in the shape tests/support/helpers.py expects."""
-
-    host: str
-    port: int
+def local_broker(device: str = "jetson-harness") -> dict[str, Any]:
+    return {"deviceId": device, "bridge": {"enabled": False}}
 
 
-def local_broker(port: int, device: str = "jetson-harness") -> dict[str, Any]:
-    return {"deviceId": device, "local": {"port": port}, "bridge": {"enabled": False}}
+def edge_client(nucleus: Nucleus, identity: str, name: str, **options: Any) -> MqttClient:
+    """A client of the EdgeBroker as a component user's tool would be: its socket, one of its identities."""
+    run_dir = nucleus.work_path(BROKER) / "local"
+    socket_path = run_dir / "mosquitto.sock"
+    assert wait_until(socket_path.is_socket, 20), nucleus.run_log_text(BROKER)[-2000:]
+    settings = MqttSettings(socket_path=str(socket_path), username=identity,
+                            password_file=str(run_dir / f"{identity}.password"))
+    return MqttClient(settings, name, **options)
 
 
 # --- the build ---------------------------------------------------------------------------------------------
@@ -321,22 +311,22 @@ def test_a_new_version_keeps_the_previous_venv_for_a_rollback(
 def test_edge_broker_bridges_faces_to_the_cloud_and_the_logger_logs_them(
         nucleus: Nucleus, built: dict[str, BuiltComponent], mosquitto: MosquittoFactory) -> None:
     cloud = mosquitto("cloud")
-    edge_port = free_port()
     device = "jetson-harness"
-    broker_config = {"deviceId": device, "local": {"port": edge_port},
-                     "bridge": {"host": cloud.host, "port": cloud.port, "tls": False}}
-    logger_config = {"deviceId": device, "mqtt": {"port": edge_port}, "summaryIntervalSeconds": 2}
+    broker_config = {"deviceId": device, "bridge": {"host": cloud.host, "port": cloud.port, "tls": False}}
+    # No mqtt settings: the logger finds the EdgeBroker's socket and its own identity by itself.
+    logger_config = {"deviceId": device, "summaryIntervalSeconds": 2}
     nucleus.deploy([built[BROKER], built[LOGGER]], {BROKER: ConfigurationUpdate(merge=broker_config),
                                                     LOGGER: ConfigurationUpdate(merge=logger_config)})
     arrived = Collector()
     cloud_subscriber = subscriber(cloud, "faces/#", arrived)
     nucleus.start_all()
-    wait_for_port(edge_port)
-    publisher = MqttClient(MqttSettings(port=edge_port), "harness-publisher")
+    publisher = edge_client(nucleus, "sender", "harness-publisher")
     publisher.start()
     faces = [sample_face(device=device, frame=i) for i in range(20)]
     try:
         wait_for_text(nucleus, LOGGER, ["logging faces on"], timeout=20)
+        socket_path = nucleus.work_path(BROKER) / "local" / "mosquitto.sock"
+        wait_for_text(nucleus, LOGGER, [f"connecting to unix socket {socket_path} as logger"], timeout=5)
         for face in faces:
             future = publisher.publish(face.topic, face.payload, content_type=face.content_type,
                                        user_properties=face.user_properties)
@@ -374,18 +364,18 @@ def test_detector_publishes_faces_from_a_video(
         nucleus: Nucleus, built: dict[str, BuiltComponent], shared_dir: Path, tmp_path: Path) -> None:
     video = tmp_path / "visit.avi"
     write_video(face_photo(shared_dir), video)
-    edge_port = free_port()
     detector_config = {
         "deviceId": "jetson-harness", "cameraId": "door",
         "camera": {"source": str(video), "kind": "file", "loop": True, "maxFps": 10},
-        "tracking": {"mode": "every"}, "mqtt": {"port": edge_port}, "statsIntervalSeconds": 2,
+        "tracking": {"mode": "every"}, "statsIntervalSeconds": 2,
     }
-    nucleus.deploy([built[BROKER], built[DETECTOR]], {BROKER: ConfigurationUpdate(merge=local_broker(edge_port)),
+    nucleus.deploy([built[BROKER], built[DETECTOR]], {BROKER: ConfigurationUpdate(merge=local_broker()),
                                                       DETECTOR: ConfigurationUpdate(merge=detector_config)})
     nucleus.start(BROKER)
-    wait_for_port(edge_port)
     faces = Collector()
-    listener = subscriber(Endpoint("127.0.0.1", edge_port), "faces/#", faces)  # type: ignore[arg-type]
+    listener = edge_client(nucleus, "monitor", "harness-listener", on_message=faces)
+    listener.start()
+    listener.subscribe("faces/#")
     try:
         nucleus.start(DETECTOR)
         assert faces.wait_for(3, timeout=60), nucleus.run_log_text(DETECTOR)[-3000:]
@@ -398,6 +388,8 @@ def test_detector_publishes_faces_from_a_video(
     log = nucleus.run_log_text(DETECTOR)
     # The model is the artifact the recipe points FACECAP_MODEL at; no fallback to Haar.
     assert "detector yunet" in log.lower() and "FALLING BACK" not in log
+    # Over the EdgeBroker's socket, as the detector identity, with no mqtt settings in the deployment.
+    assert f"unix socket {nucleus.work_path(BROKER) / 'local' / 'mosquitto.sock'} as detector" in log
     assert nucleus.stop(DETECTOR) == 0
 
 

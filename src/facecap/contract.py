@@ -46,6 +46,11 @@ PROPERTY_NAMES = (
     "schema", "face-id", "device-id", "camera-id", "captured-at", "frame",
     "bbox", "score", "track-id", "detector", "sha256",
 )
+# Contract v1.1 adds optional properties: messages without them (v1) still parse.
+OPTIONAL_PROPERTY_NAMES = ("shot",)
+# `shot`: which shot of a track this is. `first`: sent as soon as the track had a good shot; `best`:
+# the best shot of the track (when it ends, or a better one while it lasts).
+SHOT_KINDS = ("first", "best")
 
 
 # --- ids ------------------------------------------------------------------------------------------------
@@ -161,6 +166,7 @@ class FaceMetadata:
     track_id: str = ""
     detector: str = ""
     face_id: str = field(default_factory=new_face_id)
+    shot: str = ""  # "", or one of SHOT_KINDS
 
 
 @dataclass(frozen=True)
@@ -195,6 +201,7 @@ class FaceMessage:
     track_id: str | None = None
     detector: str | None = None
     legacy: bool = False  # a bare image without contract properties
+    shot: str | None = None  # contract v1.1: "first" or "best"; None from older publishers
 
     @property
     def extension(self) -> str:
@@ -216,6 +223,8 @@ class FaceMessage:
             props["track-id"] = self.track_id
         if self.detector:
             props["detector"] = self.detector
+        if self.shot:
+            props["shot"] = self.shot
         if self.legacy:
             props["schema"] = "legacy"
         return props
@@ -236,6 +245,8 @@ def build_message(
         raise ContractError("too-large", f"payload is {len(payload)} bytes, limit {max_payload_bytes}")
     if not _FACE_ID.fullmatch(meta.face_id):
         raise ContractError("bad-face-id", f"face-id {meta.face_id!r} is not a 26-character ULID")
+    if meta.shot:
+        _check_shot(meta.shot)
     x, y, w, h = (int(v) for v in meta.bbox)
     props: list[tuple[str, str]] = [
         ("schema", SCHEMA),
@@ -250,6 +261,8 @@ def build_message(
         ("detector", meta.detector),
         ("sha256", hashlib.sha256(payload).hexdigest()),
     ]
+    if meta.shot:
+        props.append(("shot", meta.shot))
     return OutgoingFace(face_topic(meta.device_id, meta.camera_id, topic_prefix), payload, content_type, tuple(props))
 
 
@@ -276,6 +289,12 @@ def _parse_bbox(text: str) -> tuple[int, int, int, int]:
     if w <= 0 or h <= 0:
         raise ContractError("bad-property", f"bbox {text!r} has no area")
     return x, y, w, h
+
+
+def _check_shot(text: str) -> str:
+    if text not in SHOT_KINDS:
+        raise ContractError("bad-property", f"shot {text!r} is not one of {', '.join(SHOT_KINDS)}")
+    return text
 
 
 def _parse_number(name: str, text: str, kind: type[int] | type[float]) -> float:
@@ -353,4 +372,5 @@ def parse_message(
         frame=int(_parse_number("frame", props["frame"], int)) if props.get("frame") else None,
         track_id=props.get("track-id") or None,
         detector=props.get("detector") or None,
+        shot=_check_shot(props["shot"]) if props.get("shot") else None,
     )

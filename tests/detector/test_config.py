@@ -64,3 +64,21 @@ def test_model_path_comes_from_config_then_option_then_environment() -> None:
     assert resolve_model_path("", "/cli/m.onnx", env) == ("/cli/m.onnx", "--model")
     assert resolve_model_path("", None, env) == ("/env/m.onnx", "FACECAP_MODEL")
     assert resolve_model_path("", None, {}) == ("", "")
+
+
+def test_detection_scale_follows_min_face_size_and_old_widths_keep_their_meaning() -> None:
+    auto = load_config(DetectorConfig, "detector", {}, env={}).detection.scaling()
+    # 40-px faces are shown to YuNet at 28 px whatever the frame size: 640 -> 448, 1920 -> 1344.
+    assert [auto.detection_width(w) for w in (640, 1280, 1920)] == [448, 896, 1344]
+    cheaper = load_config(DetectorConfig, "detector", {"detection": {"minFaceSize": 80}}, env={})
+    assert cheaper.detection.scaling().detection_width(1920) == 672
+    tiny = load_config(DetectorConfig, "detector", {"detection": {"minFaceSize": 20}}, env={})
+    assert tiny.detection.scaling().detection_width(640) == 640  # never upscaled
+    # Configurations written before `auto` existed (a number) validate and scale as they did.
+    old = load_config(DetectorConfig, "detector", {"detection": {"width": 416}}, env={}).detection.scaling()
+    assert [old.detection_width(w) for w in (320, 640, 1920)] == [320, 416, 416]
+    full = load_config(DetectorConfig, "detector", {}, env={"FACECAP_DETECTION__WIDTH": "0"})
+    assert full.detection.scaling().detection_width(1920) == 1920
+    with pytest.raises(ConfigError) as error:
+        load_config(DetectorConfig, "detector", {"detection": {"width": "wide"}}, env={})
+    assert "detection.width" in str(error.value)

@@ -163,3 +163,36 @@ def test_a_neighbour_appearing_beside_a_face_gets_its_own_track() -> None:
     tracker.update([cand((100, 100, 100, 100)), cand((200, 100, 100, 100))], 0.3)
     assert len(tracker.tracks) == 2
     assert tracker.tracks[0].hits == 4
+
+
+def presentable_frames(flags: list[bool], qualities: list[float]) -> list[list[Candidate[str]]]:
+    return [[Candidate((i * 15.0, 100, 100, 120), 0.9, q, f"f{i}", ok)]
+            for i, (ok, q) in enumerate(zip(flags, qualities, strict=True))]
+
+
+def test_first_shot_is_sent_once_the_track_is_confirmed_and_the_best_still_at_the_end() -> None:
+    tracker = make_tracker(first_shot=True)
+    frames = presentable_frames([True, False, True, True, True, True], [0.3, 0.8, 0.4, 0.5, 0.9, 0.2])
+    sent = walk(tracker, frames + [[]] * 12)
+    # At the third detection (min_hits): the best presentable shot so far (f2, not the blurred f1);
+    # at the end: the best shot of all, as without firstShot.
+    assert sent[0][0] == pytest.approx(0.2)
+    assert [(e.reason, e.candidate.shot, e.track_id) for _, e in sent] == [("first", "f2", "t1"), ("end", "f4", "t1")]
+
+
+def test_first_shot_waits_for_a_presentable_shot_and_never_for_a_flicker() -> None:
+    tracker = make_tracker(first_shot=True)
+    sent = walk(tracker, presentable_frames([False] * 4 + [True, False], [0.5] * 6) + [[]] * 12)
+    assert [(e.reason, e.candidate.shot) for _, e in sent] == [("first", "f4"), ("end", "f0")]
+    flicker = make_tracker(first_shot=True)
+    assert walk(flicker, presentable_frames([True, True], [0.9, 0.9]) + [[]] * 12) == []
+    # A track that never has a presentable shot still sends its best at the end, and nothing else.
+    dull = make_tracker(first_shot=True)
+    assert [e.reason for _, e in walk(dull, presentable_frames([False] * 5, [0.5] * 5) + [[]] * 12)] == ["end"]
+
+
+def test_first_shot_off_by_default_and_ignored_in_every_mode() -> None:
+    frames = presentable_frames([True] * 5, [0.5] * 5) + [[]] * 12
+    assert [e.reason for _, e in walk(make_tracker(), frames)] == ["end"]
+    every = walk(make_tracker(first_shot=True, mode="every", every_min_interval=0), frames)
+    assert {e.reason for _, e in every} == {"every"}

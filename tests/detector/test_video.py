@@ -11,6 +11,7 @@ import pytest
 from facecap.contract import FaceMessage, parse_message
 from facecap.detector.config import DetectionSettings
 from facecap.detector.detection import YuNetDetector
+from facecap.detector.scaling import Scaling
 from facecap.devkit.servers import MosquittoServer
 from tests.support.helpers import Collector, subscriber
 
@@ -32,7 +33,7 @@ def crop_shows_a_face(message: FaceMessage, model_path: Path) -> bool:
     assert image is not None
     # Give the face room: YuNet looks for faces, not for images that are all face.
     framed = cv2.copyMakeBorder(image, 40, 40, 40, 40, cv2.BORDER_CONSTANT, value=(127, 127, 127))
-    return len(YuNetDetector(str(model_path), width=0).detect(framed)) > 0
+    return len(YuNetDetector(str(model_path), scaling=Scaling(width=0)).detect(framed)) > 0
 
 
 def test_best_shot_mode_sends_one_message_per_person_per_visit(
@@ -67,11 +68,41 @@ def test_best_shot_mode_sends_one_message_per_person_per_visit(
     assert (final["frames"], final["published"], final["dropped"]) == (str(street.frames), "4", "0")
 
 
+def test_first_shot_sends_a_first_and_a_best_shot_per_person(
+    broker: MosquittoServer, street: Scene, street_video: Path, model_path: Path, run_detector: DetectorRunner,
+) -> None:
+    collector = Collector()
+    listener = subscriber(broker, f"{PREFIX}/#", collector)
+    try:
+        detector = run_detector(detector_config(street_video, broker, model_path, tracking={"firstShot": True}))
+        assert detector.wait(90) == 0, detector.output()
+        assert collector.wait_for(2 * len(street.visits), timeout=10), detector.output()
+    finally:
+        listener.stop()
+
+    faces = received_faces(collector)
+    print(f"first/best shots: {[(f.shot, f.track_id, f.frame) for f in faces]}")
+    by_track: dict[str, list[FaceMessage]] = {}
+    for face in faces:
+        by_track.setdefault(face.track_id or "", []).append(face)
+    assert len(by_track) == len(street.visits) and "" not in by_track
+    for shots in by_track.values():
+        assert [face.shot for face in shots] == ["first", "best"]
+        first, best = shots
+        assert first.face_id != best.face_id
+        # The first shot went out while the person was still in view: before the track's last frame.
+        visit = match_visit(street, first.frame or 0, first.bbox or (0, 0, 1, 1))
+        assert visit is not None and match_visit(street, best.frame or 0, best.bbox or (0, 0, 1, 1)) == visit
+        assert (first.frame or 0) <= street.visits[visit].first + 10 < street.visits[visit].last
+        assert street.fully_visible(street.visits[visit], first.frame or 0)
+        assert (first.score or 0) >= 0.8 and crop_shows_a_face(first, model_path)
+
+
 def test_every_mode_sends_one_message_per_detection(
     broker: MosquittoServer, street: Scene, street_video: Path, model_path: Path, run_detector: DetectorRunner,
 ) -> None:
     # What the detector should find: the same model, run here on the same decoded frames.
-    reference = YuNetDetector(str(model_path), width=DetectionSettings().width)
+    reference = YuNetDetector(str(model_path), scaling=DetectionSettings().scaling())
     capture = cv2.VideoCapture(str(street_video))
     expected: list[tuple[int, tuple[float, float, float, float]]] = []
     frame = 0

@@ -2,12 +2,14 @@
 
     edge = EdgeBroker(tmp_path / "edge", bridge_to(cloud), device_id="jetson-1").start()
     assert edge.wait_bridge_state("1")
-    ... publish to edge.host / edge.port ...
+    client = MqttClient(edge.settings("detector"), "detector")   # the Unix socket, as the detector
     edge.stop()
 
 The broker runs through the real command (`python -m facecap.cli broker --config JSON`) in its own work
 folder, as Greengrass would run it, so rendering, preflight, the 0600 conf and the signal pass-through are
-all exercised. Its output (facecap's lines and Mosquitto's log) is in `log_text()`.
+all exercised. Local clients log in with the identities the broker generated (`settings(identity)`): the
+socket by default, the TCP listener (also on, for the raw probes) with `tcp=True`. Its output (facecap's
+lines and Mosquitto's log) is in `log_text()`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -54,15 +57,20 @@ class EdgeBroker:
         port: int | None = None,
         extra: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        # A socket path has at most 107 bytes; pytest's folders can be longer.
+        self.run_dir = run_dir or folder / "local"
+        if run_dir is None and len(str(self.run_dir / "mosquitto.sock")) > 100:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="fc-edge-")) / "local"
         self.host = LOOPBACK
         self.port = port or free_port()
         self.device_id = device_id
         self.config: dict[str, Any] = {
             "deviceId": device_id,
-            "local": {"bindAddress": LOOPBACK, "port": self.port},
+            "local": {"bindAddress": LOOPBACK, "port": self.port, "tcp": True, "runDir": str(self.run_dir)},
             "bridge": bridge if bridge is not None else {"enabled": False},
             "persistence": {"autosaveIntervalSeconds": 1},
         }
@@ -76,6 +84,20 @@ class EdgeBroker:
     def state_topic(self) -> str:
         client_id = self.config.get("bridge", {}).get("clientId") or f"facecap-edge-{self.device_id}"
         return f"$SYS/broker/connection/{client_id}/state"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / "mosquitto.sock"
+
+    def password(self, identity: str) -> str:
+        return (self.run_dir / f"{identity}.password").read_text().splitlines()[0]
+
+    def settings(self, identity: str = "monitor", tcp: bool = False, **options: Any) -> MqttSettings:
+        """How a local client with one of the broker's identities connects: the socket, or TCP."""
+        where: dict[str, Any] = ({"host": self.host, "port": self.port} if tcp
+                                 else {"socket_path": str(self.socket_path)})
+        return MqttSettings(**where, username=identity, password_file=str(self.run_dir / f"{identity}.password"),
+                            **{"connect_timeout_seconds": 5, **options})
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "facecap.cli", "broker", "--config", json.dumps(self.config)]
@@ -107,9 +129,14 @@ class EdgeBroker:
         return wait_until(lambda: text in self.log_text(), timeout, 0.1)
 
     def answers(self, timeout: float = 2.0) -> bool:
-        """Whether the local listener completes an MQTT handshake within timeout: a bare MQTT 3.1.1 CONNECT
-        (clean session, empty client id) answered by an accepting CONNACK. Raw bytes, so nothing retries."""
-        connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+        """Whether the local TCP listener completes an MQTT handshake within timeout: a bare MQTT 3.1.1
+        CONNECT (clean session, empty client id, the monitor identity) answered by an accepting CONNACK. Raw
+        bytes, so nothing retries."""
+        user, password = b"monitor", self.password("monitor").encode()
+        payload = (b"\x00\x00" + len(user).to_bytes(2, "big") + user + len(password).to_bytes(2, "big")
+                   + password)
+        variable = b"\x00\x04MQTT\x04\xc2\x00\x3c"  # username and password flags, clean session
+        connect = b"\x10" + bytes([len(variable) + len(payload)]) + variable + payload
         try:
             with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
                 sock.sendall(connect)
@@ -132,8 +159,8 @@ class EdgeBroker:
             got.append(message.payload)
             arrived.set()
 
-        settings = MqttSettings(host=self.host, port=self.port, connect_timeout_seconds=5)
-        client = MqttClient(settings, f"state-probe-{time.monotonic_ns()}", on_message=on_message)
+        # As the detector: its outbox follows this state, so the ACL must let it read it.
+        client = MqttClient(self.settings("detector"), f"state-probe-{time.monotonic_ns()}", on_message=on_message)
         client.start()
         try:
             client.subscribe(self.state_topic)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ConfigModel, DeviceConfig, LoggingSettings
+from ..config import ConfigModel, DeviceConfig, LoggingSettings, TopicConfig
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES
 
 # mosquitto.conf is read line by line and a value runs to the end of its line, so a value with a line
@@ -50,22 +50,36 @@ def check_bridge_topic(line: str) -> str:
 
 
 class LocalListener(ConfigModel):
-    """The listener the device's own components use."""
+    """How the device's own components reach the broker: a Unix socket by default, TCP as an option.
 
+    Both listeners refuse anonymous clients: every local client logs in with an identity whose password
+    the broker generates on the device (see `credentials`), and an ACL limits each identity's topics."""
+
+    socket: bool = Field(
+        True, description="Listen on the Unix socket <runDir>/mosquitto.sock (the detector, the logger and "
+                          "`facecap send` use it by default on the device).")
+    run_dir: str = Field(
+        "", description="Folder of the socket and the local credentials (mode 0700, only the component user "
+                        "can enter it); empty is `local` in the work folder, which is where the other "
+                        "components look (FACECAP_EDGE_BROKER_DIR in their recipes).")
+    tcp: bool = Field(
+        False, description="Also listen on bindAddress:port over TCP, for tools such as mosquitto_sub; it "
+                           "asks for the same credentials as the socket.")
     bind_address: str = Field(
         "127.0.0.1", pattern=_NO_SPACE.pattern,
-        description="Address of the local listener; loopback keeps the broker off the network.")
-    port: int = Field(1883, ge=1, le=65535, description="Port of the local listener.")
-    password_file: str = Field(
-        "", description="A mosquitto_passwd file for local clients; empty allows anonymous clients, which is "
-                        "refused on a non-loopback address unless allowAnonymousOnNetwork is true.")
-    allow_anonymous_on_network: bool = Field(
-        False, description="Explicit opt-out: allow anonymous clients on a non-loopback bindAddress.")
+        description="Address of the TCP listener (when tcp is true); loopback keeps the broker off the network.")
+    port: int = Field(1883, ge=1, le=65535, description="Port of the TCP listener (when tcp is true).")
 
-    @field_validator("password_file")
+    @field_validator("run_dir")
     @classmethod
     def _plain_text(cls, value: str) -> str:
         return _text(value)
+
+    @model_validator(mode="after")
+    def _some_listener(self) -> LocalListener:
+        if not self.socket and not self.tcp:
+            raise ValueError("socket and tcp are both false: the components would have no way in")
+        return self
 
 
 class BridgeSettings(ConfigModel):
@@ -103,9 +117,16 @@ class BridgeSettings(ConfigModel):
                                        "stable so the cloud keeps the bridge's session.")
     topics: list[str] = Field(["faces/# out 1"], min_length=1,
                               description="Bridge topic lines: 'pattern [out|in|both [qos [local remote]]]'.")
-    keep_alive_seconds: int = Field(60, ge=5, le=65535, description="Keep-alive of the bridge connection.")
-    restart_base_seconds: int = Field(2, ge=1, description="First reconnect delay after the bridge drops.")
-    restart_cap_seconds: int = Field(60, ge=1, description="Reconnect backoff ceiling (with jitter).")
+    keep_alive_seconds: int = Field(
+        20, ge=5, le=65535,
+        description="MQTT keep-alive of the bridge: a silent uplink counts as dead after 1 to 2 keep-alives. With "
+                    "tlsBy facecap it is also the TCP timeout of the cloud socket (TCP_USER_TIMEOUT and keepalive "
+                    "probes), so a cut without RST is noticed within about this many seconds.")
+    restart_base_seconds: int = Field(1, ge=1, description="First reconnect delay after the bridge drops.")
+    restart_cap_seconds: int = Field(
+        10, ge=1, description="Reconnect backoff ceiling (with jitter). With tlsBy facecap an attempt on a dead "
+                              "uplink keeps probing it for up to 15 s, so faces flow again within seconds of "
+                              "the link's return.")
     notifications_local_only: bool = Field(
         False, description="Publish the bridge state ($SYS/broker/connection/<clientId>/state) only on the "
                            "edge broker. By default the cloud broker gets it too, retained, with a last will "
@@ -167,7 +188,7 @@ class QueueLimits(ConfigModel):
                                              "unlimited.")
 
 
-class BrokerConfig(DeviceConfig):
+class BrokerConfig(TopicConfig, DeviceConfig):
     """Configuration of `facecap broker`, the EdgeBroker component."""
 
     mosquitto_path: str = Field("", description="The mosquitto binary; empty searches PATH and /usr/sbin.")

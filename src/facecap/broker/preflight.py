@@ -14,7 +14,9 @@ import socket
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..mqtt.local import SOCKET_NAME
 from .config import BrokerConfig
+from .render import local_run_dir
 
 COMPONENT = "broker"
 # Debian and Ubuntu install the broker in sbin, which is not on a service account's PATH.
@@ -84,14 +86,32 @@ def _check_bridge(config: BrokerConfig, problems: Problems) -> None:
                                                         "them)"))
 
 
-def _check_local(config: BrokerConfig, problems: Problems) -> None:
+# sun_path holds 108 bytes with the final NUL; Mosquitto (and every client) fails on a longer socket path.
+MAX_SOCKET_PATH = 107
+
+
+def _check_local(config: BrokerConfig, work_dir: Path, problems: Problems) -> None:
+    """The run folder of the socket and the credentials: short enough, ours, creatable."""
     local = config.local
-    if local.password_file:
-        _readable_file("local.passwordFile", local.password_file, "password file", problems)
-    elif not is_loopback(local.bind_address) and not local.allow_anonymous_on_network:
-        problems.append(("local.bindAddress", f"{local.bind_address} is reachable from the network but "
-                                              "local.passwordFile is empty, so anyone could publish; set a "
-                                              "passwordFile, or local.allowAnonymousOnNetwork true"))
+    run_dir = Path(local_run_dir(config, str(work_dir.resolve())))
+    if not run_dir.is_absolute():
+        problems.append(("local.runDir", f"{run_dir} must be an absolute path (the other components look for "
+                                         "the socket there)"))
+        return
+    socket_path = run_dir / SOCKET_NAME
+    if local.socket and len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+        problems.append(("local.runDir", f"the socket path {socket_path} is longer than {MAX_SOCKET_PATH} "
+                                         "bytes, the limit of a Unix socket address; choose a shorter runDir"))
+    existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            problems.append(("local.runDir", f"{run_dir} is not a folder"))
+        elif run_dir.stat().st_uid != os.geteuid():
+            problems.append(("local.runDir", f"{run_dir} belongs to uid {run_dir.stat().st_uid}, not to uid "
+                                             f"{os.geteuid()} (the component's user)"))
+    elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(("local.runDir", f"cannot create {run_dir}: {existing} is not writable by uid "
+                                         f"{os.geteuid()}"))
 
 
 def _port_taken(address: str, port: int) -> bool:
@@ -138,8 +158,8 @@ def preflight(config: BrokerConfig, work_dir: Path, *, starting: bool = True) ->
                                           "mosquitto) or set mosquittoPath"))
     if config.bridge.enabled:
         _check_bridge(config, problems)
-    _check_local(config, problems)
-    if starting and _port_taken(config.local.bind_address, config.local.port):
+    _check_local(config, work_dir, problems)
+    if starting and config.local.tcp and _port_taken(config.local.bind_address, config.local.port):
         problems.append(("local.port", f"{config.local.bind_address}:{config.local.port} is already in use; "
                                        "if it is the mosquitto system service that the Debian package starts, "
                                        "stop it: sudo systemctl disable --now mosquitto"))

@@ -3,7 +3,9 @@ password, folders, user) is passed in, so the output is fully determined by the 
 
 from __future__ import annotations
 
+from ..mqtt.local import SOCKET_NAME
 from .config import BrokerConfig
+from .credentials import ACL_NAME, PASSWD_NAME
 
 PASSWORD_MASK = "********"  # noqa: S105 - what `broker render` shows instead of the password
 
@@ -37,7 +39,8 @@ def render_conf(
     """The mosquitto.conf for `config`.
 
     device_id: the resolved device id. work_dir: the folder persistence falls back to (the component's work
-    folder). password: the cloud password read from bridge.passwordFile (or PASSWORD_MASK for display).
+    folder), which also holds the socket's folder unless local.runDir is set. password: the cloud password
+    read from bridge.passwordFile (or PASSWORD_MASK for display).
     user: the account Mosquitto should keep running as (it switches to the `mosquitto` user when started
     as root without one, which then cannot write the work folder). forwarder_port: the loopback port of the
     TLS forwarder when facecap does the bridge's TLS; None shows a placeholder (`broker render`, since the
@@ -50,7 +53,7 @@ def render_conf(
     ]
     if user:
         lines.append(f"user {user}")
-    lines += _listener(config)
+    lines += _listener(config, local_run_dir(config, work_dir))
     lines += _persistence(config, work_dir)
     lines += _limits(config)
     lines += _logging(config)
@@ -94,18 +97,28 @@ def _logging(config: BrokerConfig) -> list[str]:
     ]
 
 
-def _listener(config: BrokerConfig) -> list[str]:
+def local_run_dir(config: BrokerConfig, work_dir: str) -> str:
+    """The folder of the socket and the local credentials: local.runDir, else `local` in the work folder."""
+    return config.local.run_dir or f"{work_dir.rstrip('/')}/local"
+
+
+def _listener(config: BrokerConfig, run_dir: str) -> list[str]:
     local = config.local
     lines = [
         "",
-        "# The listener the device's components use.",
+        "# The listeners the device's components use. No anonymous client on any of them: each component",
+        "# logs in with its own identity, whose password `facecap broker` generated on this device, and the",
+        "# ACL limits what it may publish and read. The bridge's local side is inside Mosquitto.",
         "per_listener_settings false",
-        f"listener {local.port} {local.bind_address}",
+        "allow_anonymous false",
+        f"password_file {run_dir}/{PASSWD_NAME}",
+        f"acl_file {run_dir}/{ACL_NAME}",
     ]
-    if local.password_file:
-        lines += ["allow_anonymous false", f"password_file {local.password_file}"]
-    else:
-        lines.append("allow_anonymous true")
+    if local.socket:
+        lines += [f"# {run_dir} is 0700: only the component user can reach the socket.",
+                  f"listener 0 {run_dir}/{SOCKET_NAME}"]
+    if local.tcp:
+        lines.append(f"listener {local.port} {local.bind_address}")
     return lines
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 from types import FrameType
 
 from ..config import resolve_device_id
+from ..mqtt.local import SOCKET_NAME
 from .config import BrokerConfig
+from .credentials import write_credentials, write_private
 from .preflight import preflight, read_first_line
-from .render import PASSWORD_MASK, bridge_client_id, bridge_state_topic, forwards_tls, render_conf
+from .render import PASSWORD_MASK, bridge_client_id, bridge_state_topic, forwards_tls, local_run_dir, render_conf
 from .tlsforward import TlsForwarder, bridge_tls_context
 
 log = logging.getLogger(__name__)
@@ -46,21 +48,6 @@ def conf_text(config: BrokerConfig, work_dir: Path, *, masked: bool, forwarder_p
         user=current_user(),
         forwarder_port=forwarder_port,
     )
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (the bridge password is in it), replacing it atomically."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an older file of that name may have had a wider mode
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            fd = -1
-            handle.write(text)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    os.replace(temporary, path)
 
 
 def _die_with_parent() -> None:
@@ -93,7 +80,8 @@ class EdgeBrokerRunner:
         # Loads the CA and client certificate now, so a file that exists but does not load stops the start
         # with its key named, instead of every connection failing later.
         context = bridge_tls_context(config.bridge) if forwards_tls(config) else None
-        forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context).start() if context else None
+        forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context,
+                                 dead_link_seconds=config.bridge.keep_alive_seconds).start() if context else None
         try:
             return _run_mosquitto(config, work_dir, binary, forwarder)
         finally:
@@ -101,11 +89,26 @@ class EdgeBrokerRunner:
                 forwarder.stop()
 
 
+def _prepare_local(config: BrokerConfig, work_dir: Path, device_id: str) -> str:
+    """Write the local identities' passwords, the password file and the ACL; clear a socket left by a
+    killed broker. Returns the listeners, for the log."""
+    run_dir = Path(local_run_dir(config, str(work_dir.resolve())))
+    write_credentials(run_dir, device_id, config.topic_prefix)
+    socket_path = run_dir / SOCKET_NAME
+    if socket_path.is_socket():
+        socket_path.unlink()
+    listeners = [str(socket_path)] if config.local.socket else []
+    if config.local.tcp:
+        listeners.append(f"{config.local.bind_address}:{config.local.port}")
+    return " and ".join(listeners)
+
+
 def _run_mosquitto(config: BrokerConfig, work_dir: Path, binary: str, forwarder: TlsForwarder | None) -> int:
     conf_path = work_dir / CONF_NAME
+    device_id = resolve_device_id(config.device_id)
+    listeners = _prepare_local(config, work_dir, device_id)
     write_private(conf_path, conf_text(config, work_dir, masked=False,
                                        forwarder_port=forwarder.port if forwarder else None))
-    device_id = resolve_device_id(config.device_id)
     if config.bridge.enabled:
         tls = "off" if not config.bridge.tls else "by facecap" if forwarder else "by mosquitto"
         log.info("bridge %s to %s:%d as %s (tls %s); state on %s", config.bridge.name, config.bridge.host,
@@ -115,8 +118,7 @@ def _run_mosquitto(config: BrokerConfig, work_dir: Path, binary: str, forwarder:
         log.warning("bridge disabled: faces stay on this device")
     if os.geteuid() == 0:
         log.warning("running the broker as root; a Greengrass component normally runs as ggc_user")
-    log.info("starting %s -c %s (listener %s:%d)", binary, conf_path, config.local.bind_address,
-             config.local.port)
+    log.info("starting %s -c %s (listening on %s)", binary, conf_path, listeners)
     sys.stdout.flush()
 
     child = subprocess.Popen([binary, "-c", str(conf_path)], cwd=work_dir, preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl, no locks

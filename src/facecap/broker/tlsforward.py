@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .config import BridgeSettings
+from .uplink import DEAD_LINK_SECONDS, connect_uplink
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,10 @@ class TlsForwarder:
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
         allowed_uid: int | None = None,
+        dead_link_seconds: float = DEAD_LINK_SECONDS,
     ) -> None:
         self.host = host
+        self.dead_link_seconds = dead_link_seconds
         self.upstream_port = port
         self.context = context
         self.connect_timeout = connect_timeout
@@ -292,17 +295,19 @@ class TlsForwarder:
             local.close()
 
     async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        deadline = time.monotonic() + self.connect_timeout
+        raw: socket.socket | None = None
         try:
+            raw = await connect_uplink(self.host, self.upstream_port, deadline, self.dead_link_seconds)
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.upstream_port, ssl=self.context,
-                                        server_hostname=self.host, ssl_handshake_timeout=self.connect_timeout),
-                self.connect_timeout)
+                asyncio.open_connection(sock=raw, ssl=self.context, server_hostname=self.host,
+                                        ssl_handshake_timeout=max(0.1, deadline - time.monotonic())),
+                max(0.1, deadline - time.monotonic()))
         except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+            if raw is not None:
+                raw.close()
             self._report.failed("connection failed", failure_reason(exc, self.connect_timeout))
             return None
-        raw = writer.get_extra_info("socket")
-        if raw is not None:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tls = writer.get_extra_info("ssl_object")
         self._report.connected(tls.version() if isinstance(tls, ssl.SSLObject) else None)
         return reader, writer

@@ -36,6 +36,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", type=Path, help=f"YuNet model (default: $FACECAP_MODEL, then "
                                                    f"$FACECAP_SHARED/models/{MODEL_FILE}; else Haar)")
     parser.add_argument("--mode", choices=("best", "every"), default="best", help="tracking mode (default best)")
+    parser.add_argument("--first-shot", action="store_true",
+                        help="tracking.firstShot: also send each person's first good shot at once (best mode)")
     parser.set_defaults(func=run)
 
 
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning("no YuNet model found (--model, FACECAP_MODEL or FACECAP_SHARED): the detector falls back "
                     "to Haar cascades, which find fewer faces")
     pipeline = LocalPipeline(PipelineSettings(workdir=out, store=args.store, model=model,
-                                              detector_overrides={"tracking": {"mode": args.mode}}))
+                                              detector_overrides={"tracking": {"mode": args.mode,
+                                                                                 "firstShot": args.first_shot}}))
     source = args.source
     if source is None:
         from ..devkit.demo.video import render_video

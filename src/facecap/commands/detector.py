@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
     detect.add_argument("--model", metavar="PATH", help="YuNet model (default: $FACECAP_MODEL)")
     detect.add_argument("--width", type=int, metavar="PIXELS",
                         help="detect on images scaled down to this width (0: full size; default: the detector "
-                        "component's detection.width)")
+                        "component's scale from detection.minFaceSize)")
     detect.add_argument("--threshold", type=float, default=0.7, help="YuNet score threshold (default 0.7)")
     detect.set_defaults(func=run_detect)
 
@@ -76,14 +76,16 @@ def run_detect(args: argparse.Namespace) -> int:
 
     from ..detector.config import DetectionSettings, resolve_model_path
     from ..detector.detection import create_detector
+    from ..detector.scaling import Scaling
     from ..errors import ConfigError
 
     model_path, origin = resolve_model_path("", args.model)
     if args.detector == "yunet" and not model_path:
         raise ConfigError("detect", [("--model", "YuNet needs a model: pass --model PATH or set FACECAP_MODEL")])
+    defaults = DetectionSettings()
+    scaling = defaults.scaling() if args.width is None else Scaling(width=args.width)
     detector = create_detector(args.detector, model_path, origin or "--model", score_threshold=args.threshold,
-                               width=DetectionSettings().width if args.width is None else args.width,
-                               min_face_size=1)
+                               scaling=scaling, min_face_size=1)
     failures = 0
     for path in args.images:
         image = cv2.imread(path, cv2.IMREAD_COLOR) if Path(path).is_file() else None

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from ..config import config_source, load_config
+from ..errors import MqttError
 from ..logger.config import LoggerConfig
 from ..logger.runner import FaceLoggerRunner
 from ..logs import setup_logging
 from .stopping import stop_on_signals
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
@@ -26,4 +30,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(LoggerConfig, "logger", config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
-    return FaceLoggerRunner(config).run(stop_on_signals())
+    try:
+        runner = FaceLoggerRunner(config)
+    except MqttError as exc:  # e.g. the EdgeBroker's socket is missing or not open to this user
+        log.error("cannot set up the MQTT client: %s", exc)
+        return 2
+    return runner.run(stop_on_signals())

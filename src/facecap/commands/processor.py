@@ -41,16 +41,17 @@ def run(args: argparse.Namespace) -> int:
     from ..logs import setup_logging
     from ..processor.config import ProcessorConfig
     from ..processor.runner import ProcessorRunner
-    from ..storage import open_store
+    from ..storage import StoreError, open_store
 
     config = load_config(ProcessorConfig, "processor", config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
     stop = stop_on_signals(log, "draining")
-    store = open_store(config.store, server_side_encryption=config.server_side_encryption,
-                       kms_key_id=config.kms_key_id, max_connections=config.workers + 2)
     try:
+        store = open_store(config.store, server_side_encryption=config.server_side_encryption,
+                           kms_key_id=config.kms_key_id, max_connections=config.workers + 2,
+                           s3_client=config.s3_client)
         runner = ProcessorRunner(config, store)
-    except MqttConnectError as exc:  # e.g. a configured certificate file that does not exist
+    except (MqttConnectError, StoreError) as exc:  # e.g. a missing certificate file, no AWS region
         log.error("cannot start: %s", exc)
         return 1
     return runner.run(stop)

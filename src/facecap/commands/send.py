@@ -11,10 +11,10 @@ from typing import Any
 
 from ..config import ConfigModel, load_config, read_config_source, resolve_device_id
 from ..contract import DEFAULT_TOPIC_PREFIX, FaceMetadata, build_message, face_topic, sniff_content_type
-from ..errors import ConfigError, FacecapError
+from ..errors import ConfigError, FacecapError, MqttConnectError
 from ..imagesize import image_size
 from ..logs import setup_logging
-from ..mqtt import MqttClient, MqttSettings
+from ..mqtt import MqttClient, MqttSettings, local_settings
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,18 @@ def run(args: argparse.Namespace) -> int:
     mqtt = read_config_source(args.mqtt) if args.mqtt else {}
     settings = load_config(_SendConfig, "send", {"mqtt": mqtt}).mqtt
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        settings = settings.model_copy(update=overrides)
+    if overrides:  # --host/--port: TCP, not the EdgeBroker's socket
+        settings = settings.model_copy(update={**overrides, "socket_path": ""})
     images = _load_images(args.images)
     device = resolve_device_id(args.device_id)
     face_topic(device, args.camera_id, args.topic_prefix)  # validates both ids before connecting
-    client = MqttClient(settings, f"facecap-send-{device}-{int(time.time())}")
-    client.start()
+    try:
+        settings = local_settings(settings, "sender")
+        client = MqttClient(settings, f"facecap-send-{device}-{int(time.time())}")
+        client.start()
+    except MqttConnectError as exc:  # one line naming what to fix (a socket path, a refused login, ...)
+        log.error("%s", exc)
+        return 1
     futures = []
     interval = 1.0 / args.rate if args.rate > 0 else 0.0
     try:

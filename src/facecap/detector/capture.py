@@ -16,11 +16,14 @@ from datetime import datetime
 from ..contract import FaceMetadata
 from .camera import Frame
 from .crop import CropSettings, Image, cut_crop, encode, face_region, is_cut, sharpness, shot_quality
-from .detection import FaceDetector
+from .detection import Detection, FaceDetector
 from .publisher import FacePublisher
 from .tracking import Box, Candidate, Emission, Tracker
 
 log = logging.getLogger(__name__)
+
+# The `shot` property (contract v1.1) per tracker decision; `every` mode's messages carry none.
+SHOT_KIND = {"first": "first", "end": "best", "resend": "best", "every": ""}
 
 
 @dataclass(frozen=True)
@@ -68,24 +71,28 @@ class CaptureLoop:
             self._send(self.tracker.finish())
 
     def process(self, frame: Frame) -> None:
-        image = frame.image
-        height, width = image.shape[:2]
-        candidates: list[Candidate[Shot]] = []
-        judge = self.tracker.settings.mode == "best"  # `every` mode sends everything: no need to rank
-        for detection in self.detector.detect(image):
-            _, _, w, h = detection.bbox
-            if min(w, h) < self.min_face_size:
-                continue
-            quality = 0.0
-            if judge:
-                cut = is_cut(detection.bbox, width, height, self.edge_margin)
-                quality = shot_quality(sharpness(face_region(image, detection.bbox)), min(w, h), detection.score, cut)
-            shot = Shot(cut_crop(image, detection.bbox, self.crop_settings.padding), detection.bbox,
-                        detection.score, frame.index, frame.captured_at)
-            candidates.append(Candidate(detection.bbox, detection.score, quality, shot))
+        candidates = [self._candidate(frame, detection) for detection in self.detector.detect(frame.image)
+                      if min(detection.bbox[2], detection.bbox[3]) >= self.min_face_size]
         self.stats.frames += 1
         self.stats.faces += len(candidates)
         self._send(self.tracker.update(candidates, frame.timestamp))
+
+    def _candidate(self, frame: Frame, detection: Detection) -> Candidate[Shot]:
+        image = frame.image
+        height, width = image.shape[:2]
+        settings = self.tracker.settings
+        _, _, w, h = detection.bbox
+        quality, presentable = 0.0, False
+        if settings.mode == "best":  # `every` mode sends everything: no need to rank
+            cut = is_cut(detection.bbox, width, height, self.edge_margin)
+            sharp = sharpness(face_region(image, detection.bbox))
+            quality = shot_quality(sharp, min(w, h), detection.score, cut)
+            # The first-shot gate; size is already at least min_face_size.
+            presentable = (settings.first_shot and not cut and detection.score >= settings.first_shot_min_score
+                           and sharp >= settings.first_shot_min_sharpness)
+        shot = Shot(cut_crop(image, detection.bbox, self.crop_settings.padding), detection.bbox,
+                    detection.score, frame.index, frame.captured_at)
+        return Candidate(detection.bbox, detection.score, quality, shot, presentable)
 
     def _send(self, emissions: list[Emission[Shot]]) -> None:
         for emission in emissions:
@@ -106,6 +113,7 @@ class CaptureLoop:
                 frame=shot.frame,
                 track_id=emission.track_id,
                 detector=self.detector.name,
+                shot=SHOT_KIND[emission.reason],
             )
             if self.publisher.submit(payload, meta):
                 self.stats.sent += 1

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from ..config import ComponentConfig, ConfigModel, LoggingSettings, as_value_error
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, check_id
 from ..mqtt import MqttSettings
+from .scaling import Scaling
 
 MODEL_ENV = "FACECAP_MODEL"
 
@@ -72,22 +73,37 @@ class DetectionSettings(ConfigModel):
     )
     score_threshold: float = Field(0.7, gt=0, lt=1, description="YuNet confidence below which a face is ignored.")
     nms_threshold: float = Field(0.3, gt=0, lt=1, description="YuNet overlap above which boxes are merged.")
-    # 416 (13 x 32, a size YuNet's strides divide) is the narrowest width that still finds >= 95 % of the dev
-    # faces (97.3 %; 384 finds 94.7 %), at 7x the old Haar method's speed on a 640x480 frame (docs/benchmarks.md).
-    width: int = Field(
-        416, ge=0,
-        description="Frames wider than this are scaled down to it for detection (0: full frame); crops are "
-        "still cut from the full-resolution frame. Raise it (640, or 0) to find smaller, more distant faces, at "
-        "up to twice the CPU.",
+    # Old configurations set a number here (416 was the default) and keep their meaning.
+    # The scale comes from min_face_size (scaling.py): YuNet sees the smallest wanted face at modelFaceSize
+    # pixels whatever the frame size. 28 for 40 keeps >= 95 % of the dev faces at 640x480, 1280x720 and
+    # 1920x1080 (26, today's 416-of-640, falls to 94.7 % at 1280x720); docs/detector.md has the figures.
+    width: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="`auto`: the detection scale follows `minFaceSize` and `modelFaceSize`, whatever the frame "
+        "size. A number fixes the detection width instead: frames wider than it are scaled down to it (0: full "
+        "frame). With the defaults a 640x480 frame is detected at 448x336 (the old fixed default was 416) and "
+        "a 1920x1080 one at 1344x756; a fixed width loses small faces on HD cameras (416 on 1920x1080 shrinks "
+        "a 40-px face to 9 px).",
     )
     min_face_size: int = Field(
-        40, ge=1, description="Faces smaller than this many pixels (shorter side, full frame) are ignored."
+        40, ge=1,
+        description="Faces smaller than this many pixels (shorter side, full frame) are ignored; the frame is "
+        "scaled for detection so that faces of this size are still found. Raise it to save CPU on HD cameras "
+        "(cost falls with its square).",
+    )
+    model_face_size: int = Field(
+        28, ge=8, le=200,
+        description="Pixels a face of `minFaceSize` is shrunk to for YuNet (the size it still finds "
+        "reliably); detection runs at modelFaceSize / minFaceSize of the frame (never upscaled).",
     )
     max_faces: int = Field(50, ge=1, description="Most faces kept per frame (the most confident).")
     threads: int = Field(0, ge=0, description="OpenCV worker threads (0: OpenCV's default).")
     haar_cascade_path: str = Field(
         "", description="Haar cascade XML for the fallback; empty uses the one shipped with OpenCV."
     )
+
+    def scaling(self) -> Scaling:
+        return Scaling(None if self.width == "auto" else self.width, self.min_face_size, self.model_face_size)
 
 
 class TrackingSettings(ConfigModel):
@@ -117,6 +133,22 @@ class TrackingSettings(ConfigModel):
         0.2, ge=0, description="In `every` mode, least time between two messages of the same face (0: none)."
     )
     max_tracks: int = Field(32, ge=1, description="Most faces followed at once (bounds memory).")
+    first_shot: bool = Field(
+        False,
+        description="In `best` mode, also send each track's first good shot at once (once it has `minHits` "
+        "detections), so a consumer can react while the person is still there; the best shot is still sent "
+        "when the track ends. The two are separate faces with the same track id and the property `shot` = "
+        "`first` or `best`. Off by default: it doubles the messages per person.",
+    )
+    first_shot_min_score: float = Field(
+        0.8, gt=0, le=1, description="Least detector score of a first shot (with firstShot)."
+    )
+    first_shot_min_sharpness: float = Field(
+        100, ge=0,
+        description="Least sharpness (variance of the Laplacian of the face at 64x64 grey; sharp faces ~800, "
+        "motion-blurred ~300) of a first shot; it must also be at least `detection.minFaceSize` and not touch "
+        "the frame edge (with firstShot).",
+    )
     edge_margin: int = Field(
         2, ge=0, description="A face closer than this many pixels to the frame edge counts as cut off."
     )

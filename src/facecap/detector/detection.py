@@ -1,7 +1,10 @@
 """Face detectors: YuNet (cv2.FaceDetectorYN) and the Haar cascade fallback, behind one small interface.
 
-Both detect on a copy of the frame scaled down to `width` (detection cost grows with the pixel count)
-and return boxes in the full frame's pixels, so crops can be cut at full resolution.
+Both detect on a copy of the frame scaled down (detection cost grows with the pixel count) and return
+boxes in the full frame's pixels, so crops can be cut at full resolution. The scale comes from the
+smallest face wanted, not from the frame: the smallest face (`min_face_size` full-frame pixels) is shrunk
+to `model_face_size` pixels, the size YuNet still finds reliably, so an HD camera keeps its small faces
+(docs/detector.md). A fixed `width` overrides that, as before.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import cv2
 
 from ..errors import ConfigError
 from .crop import Image
+from .scaling import Scaling
 from .tracking import Box
 
 log = logging.getLogger(__name__)
@@ -44,10 +48,11 @@ def opencv_version() -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
-def _scaled(frame: Image, width: int) -> tuple[Image, float]:
-    """The frame scaled down to `width` (never up) and the factor from full-frame to scaled pixels."""
+def _scaled(frame: Image, scaling: Scaling) -> tuple[Image, float]:
+    """The frame scaled down for detection and the factor from full-frame to scaled pixels."""
     frame_width = frame.shape[1]
-    if width <= 0 or frame_width <= width:
+    width = scaling.detection_width(frame_width)
+    if width >= frame_width:
         return frame, 1.0
     factor = width / frame_width
     size = (width, max(1, round(frame.shape[0] * factor)))
@@ -59,8 +64,8 @@ class YuNetDetector:
     name = "yunet"
 
     def __init__(self, model_path: str, *, score_threshold: float = 0.7, nms_threshold: float = 0.3,
-                 width: int, max_faces: int = 50) -> None:
-        self.width = width
+                 scaling: Scaling | None = None, max_faces: int = 50) -> None:
+        self.scaling = scaling or Scaling()
         self.max_faces = max_faces
         self._input_size = (320, 320)
         # top_k bounds the candidates before non-maximum suppression, not the faces returned.
@@ -68,7 +73,7 @@ class YuNetDetector:
                                               nms_threshold, 5000)
 
     def detect(self, frame: Image) -> list[Detection]:
-        small, factor = _scaled(frame, self.width)
+        small, factor = _scaled(frame, self.scaling)
         size = (small.shape[1], small.shape[0])
         if size != self._input_size:
             self._net.setInputSize(size)
@@ -92,20 +97,20 @@ class HaarDetector:
 
     name = "haar"
 
-    def __init__(self, cascade_path: str = "", *, width: int, scale_factor: float = 1.1,
+    def __init__(self, cascade_path: str = "", *, scaling: Scaling, scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_size: int = 24, max_faces: int = 50) -> None:
         path = cascade_path or default_cascade_path()
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise ConfigError("detector", [("detection.haarCascadePath", f"cannot load a Haar cascade from {path}")])
-        self.width = width
+        self.scaling = scaling
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size
         self.max_faces = max_faces
 
     def detect(self, frame: Image) -> list[Detection]:
-        small, factor = _scaled(frame, self.width)
+        small, factor = _scaled(frame, self.scaling)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         min_side = max(1, round(self.min_size * factor))
         boxes = self._cascade.detectMultiScale(grey, scaleFactor=self.scale_factor,
@@ -136,7 +141,7 @@ def yunet_unavailable_reason(model_path: str) -> str | None:
 
 
 def create_detector(kind: str, model_path: str, model_origin: str, *, score_threshold: float = 0.7,
-                    nms_threshold: float = 0.3, width: int, min_face_size: int = 40, max_faces: int = 50,
+                    nms_threshold: float = 0.3, scaling: Scaling, min_face_size: int = 40, max_faces: int = 50,
                     haar_cascade_path: str = "") -> FaceDetector:
     """Build the configured detector. `auto` falls back to Haar, with one clear warning, only when no
     model was given or OpenCV is too old; a model path that was given but is unusable is an error."""
@@ -148,7 +153,7 @@ def create_detector(kind: str, model_path: str, model_origin: str, *, score_thre
                 raise ConfigError("detector", [(key, f"YuNet model file {model_path} does not exist")])
             try:
                 return YuNetDetector(model_path, score_threshold=score_threshold, nms_threshold=nms_threshold,
-                                     width=width, max_faces=max_faces)
+                                     scaling=scaling, max_faces=max_faces)
             except cv2.error as exc:
                 raise ConfigError("detector", [(key, f"OpenCV cannot load {model_path} as a YuNet model: "
                                                      f"{str(exc).strip().splitlines()[-1]}")]) from None
@@ -156,4 +161,4 @@ def create_detector(kind: str, model_path: str, model_origin: str, *, score_thre
             raise ConfigError("detector", [("detection.detector", f"yunet requested but {reason}")])
         log.warning("FALLING BACK TO THE HAAR CASCADE: %s. Haar is several times slower and misses "
                     "turned and small faces; install the model to use YuNet.", reason)
-    return HaarDetector(haar_cascade_path, width=width, min_size=min_face_size, max_faces=max_faces)
+    return HaarDetector(haar_cascade_path, scaling=scaling, min_size=min_face_size, max_faces=max_faces)

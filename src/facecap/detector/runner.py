@@ -11,7 +11,7 @@ import cv2
 
 from ..config import resolve_device_id
 from ..contract import new_face_id, status_topic
-from ..mqtt import MqttClient, StatusTopic
+from ..mqtt import MqttClient, StatusTopic, local_settings
 from .camera import Camera, CameraUnavailableError, check_source
 from .capture import CaptureLoop, Shot, StatsReporter, keep_shot
 from .config import DetectorConfig, resolve_model_path
@@ -27,7 +27,7 @@ def build_detector(config: DetectorConfig, cli_model: str | None) -> FaceDetecto
     detection = config.detection
     model_path, origin = resolve_model_path(detection.model_path, cli_model)
     return create_detector(detection.detector, model_path, origin, score_threshold=detection.score_threshold,
-                           nms_threshold=detection.nms_threshold, width=detection.width,
+                           nms_threshold=detection.nms_threshold, scaling=detection.scaling(),
                            min_face_size=detection.min_face_size, max_faces=detection.max_faces,
                            haar_cascade_path=detection.haar_cascade_path)
 
@@ -39,6 +39,8 @@ def build_tracker(config: DetectorConfig) -> Tracker[Shot]:
         min_improvement=tracking.min_improvement, lost_after=tracking.lost_after_seconds,
         min_hits=tracking.min_hits, iou_threshold=tracking.iou_threshold,
         every_min_interval=tracking.every_min_interval_seconds, max_tracks=tracking.max_tracks,
+        first_shot=tracking.first_shot, first_shot_min_score=tracking.first_shot_min_score,
+        first_shot_min_sharpness=tracking.first_shot_min_sharpness,
     )
     return Tracker(settings, new_id=new_face_id, keep=keep_shot)
 
@@ -74,7 +76,7 @@ class DetectorRunner:
             cv2.setNumThreads(config.detection.threads)
         detector = build_detector(config, cli_model)
         if client is None:
-            client = MqttClient(config.mqtt, f"{device_id}-detector-{config.camera_id}",
+            client = MqttClient(local_settings(config.mqtt, "detector"), f"{device_id}-detector-{config.camera_id}",
                                 status=StatusTopic(status_topic(device_id, "detector")))
         publisher = FacePublisher(client, topic_prefix=config.topic_prefix,
                                   max_payload_bytes=config.output.max_payload_bytes,

@@ -7,6 +7,11 @@ fast it is processed.
 track lasts at most once per resend interval, only if the shot improved on what was sent. A track must
 be seen `min_hits` times before anything is sent, so a one-frame false positive never becomes a message.
 `every` mode sends each detection, at most one per track per `every_min_interval` seconds.
+
+With `first_shot` on (best mode), a track also sends one early shot as soon as it has `min_hits`
+detections and a shot that passed the caller's quality gate (`Candidate.presentable`): the best such
+shot seen so far. It is sent in addition to the best shot and does not change when or whether the best
+shot is sent, so a consumer that only wants the best shot can drop the first.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Generic, Literal, TypeVar
 Box = tuple[float, float, float, float]  # x, y, w, h
 S = TypeVar("S")
 
-Reason = Literal["end", "resend", "every"]
+Reason = Literal["end", "resend", "every", "first"]
 
 
 def iou(a: Box, b: Box) -> float:
@@ -39,6 +44,8 @@ class Candidate(Generic[S]):
     score: float
     quality: float
     shot: S
+    # Good enough to be sent at once as a track's first shot (sharp, whole, confident: the caller decides).
+    presentable: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class Track(Generic[S]):
     hits: int = 1
     velocity: tuple[float, float] = (0.0, 0.0)  # pixels per second of the box's top-left corner
     best: Candidate[S] | None = None
+    best_presentable: Candidate[S] | None = None  # only kept while the first shot is still due
+    first_sent: bool = False
     sent_quality: float | None = None
     last_sent: float | None = None
     sent_count: int = 0
@@ -82,6 +91,11 @@ class TrackerSettings:
     # A detection whose centre is within this many face sizes of a track's predicted centre may join it
     # even without enough overlap: a fast face on its second frame, before its velocity is known.
     max_jump: float = 0.8
+    # best mode: also send each track's first presentable shot at once (see the module docstring).
+    first_shot: bool = False
+    # The quality gate the caller applies to make a candidate `presentable`.
+    first_shot_min_score: float = 0.8
+    first_shot_min_sharpness: float = 100.0
 
 
 @dataclass
@@ -192,12 +206,31 @@ class Tracker(Generic[S]):
             return
         if track.best is None or candidate.quality > track.best.quality:
             track.best = replace(candidate, shot=self.keep(candidate.shot))
+        if settings.first_shot and not track.first_sent:
+            self._consider_first(track, candidate, emissions)
         if track.hits < settings.min_hits or settings.resend_interval <= 0:
             return
         since = track.last_sent if track.last_sent is not None else track.first_seen
         if now - since >= settings.resend_interval and self._improved(track):
             assert track.best is not None
             self._send(track, track.best, now, "resend", emissions)
+
+    def _consider_first(self, track: Track[S], candidate: Candidate[S], emissions: list[Emission[S]]) -> None:
+        """Send the first shot once the track is confirmed (min_hits, so a flicker never is): the best
+        presentable shot so far, the current one when it is the best (no copy needed)."""
+        kept = track.best_presentable
+        if candidate.presentable and (kept is None or candidate.quality > kept.quality):
+            if track.hits >= self.settings.min_hits:
+                kept = candidate
+            else:
+                kept = replace(candidate, shot=self.keep(candidate.shot))
+            track.best_presentable = kept
+        if kept is None or track.hits < self.settings.min_hits:
+            return
+        track.first_sent = True
+        track.best_presentable = None
+        track.sent_count += 1
+        emissions.append(Emission(track.id, kept, "first"))
 
     def _improved(self, track: Track[S]) -> bool:
         if track.best is None:

@@ -109,13 +109,14 @@ class CertificateAuthority:
         if result.returncode != 0:
             raise ServerError(f"openssl {args[0]} failed: {result.stderr.decode(errors='replace')}")
 
-    def issue(self, name: str, *, server: bool = False) -> Certificate:
+    def issue(self, name: str, *, server: bool = False, addresses: tuple[str, ...] = ()) -> Certificate:
         key, csr, cert = (self.folder / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
         self._openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                       "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
         ext = self.folder / f"{name}.ext"
         usage = "serverAuth" if server else "clientAuth"
-        san = "subjectAltName=DNS:localhost,IP:127.0.0.1\n" if server else ""
+        extra = "".join(f",IP:{address}" for address in addresses)  # e.g. a network namespace's addresses
+        san = f"subjectAltName=DNS:localhost,IP:127.0.0.1{extra}\n" if server else ""
         ext.write_text(f"{san}extendedKeyUsage={usage}\n")
         self._openssl("x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
                       "-CAcreateserial", "-out", str(cert), "-days", "30", "-extfile", str(ext))

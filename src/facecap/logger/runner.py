@@ -9,7 +9,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from ..config import resolve_device_id
 from ..contract import status_topic
-from ..mqtt import MqttClient, ReceivedMessage, StatusTopic
+from ..mqtt import MqttClient, ReceivedMessage, StatusTopic, local_settings
 from .config import LoggerConfig
 from .facelog import FaceLog
 
@@ -31,7 +31,7 @@ class FaceLoggerRunner:
         self.device_id = resolve_device_id(config.device_id)
         self.facelog = FaceLog(topic_prefix=config.topic_prefix, max_payload_bytes=config.max_payload_bytes)
         self.client = client if client is not None else MqttClient(
-            config.mqtt,
+            local_settings(config.mqtt, "logger"),
             f"facecap-logger-{self.device_id}",
             status=StatusTopic(status_topic(self.device_id, "logger")),
             on_message=self.handle,

@@ -3,7 +3,8 @@
 One module a concern: settings.py (MqttSettings, the TLS context), options.py (the awscrt options and
 their measured quirks), inflight.py (the bounded in-flight window), acks.py (manual-ack accounting),
 dispatch.py (the thread that runs the message handler), messages.py (ReceivedMessage, StatusTopic) and
-client.py (MqttClient, which wires them to awscrt).
+client.py (MqttClient, which wires them to awscrt), local.py (the EdgeBroker's Unix socket and the
+component's local identity).
 
 A client starts once and stops once: stop() closes the in-flight window, so a publisher still waiting
 for a slot, or publishing later, gets None (the "window full" answer) instead of waiting for ever, and a
@@ -15,6 +16,7 @@ from .acks import AckLedger
 from .client import ClientStats, MqttClient
 from .dispatch import MessageHandler
 from .inflight import InFlightWindow
+from .local import check_local_paths, local_settings, resolve_local
 from .messages import ReceivedMessage, StatusTopic
 from .settings import MqttSettings, tls_context
 
@@ -27,5 +29,8 @@ __all__ = [
     "MqttSettings",
     "ReceivedMessage",
     "StatusTopic",
+    "check_local_paths",
+    "local_settings",
+    "resolve_local",
     "tls_context",
 ]

@@ -25,6 +25,7 @@ from ..errors import MqttAuthError, MqttConnectError, PublishError
 from .acks import AckLedger
 from .dispatch import Dispatcher, MessageHandler
 from .inflight import InFlightWindow
+from .local import check_local_paths
 from .messages import ReceivedMessage, StatusTopic
 from .options import client_options, status_packet
 from .settings import MqttSettings
@@ -158,6 +159,8 @@ class MqttClient:
         s2n delays that report by 10-30 s on purpose) and when nothing succeeded within
         connect_timeout_seconds. Without
         wait, connection problems are logged and retried with backoff in the background."""
+        if self.settings.uses_socket:
+            check_local_paths(self.settings)  # a wrong socket path: one error naming it, not a retry loop
         self._started = True
         self._dispatcher.start()
         log.info("connecting to %s as client %s", self.settings.describe(), self.client_id)

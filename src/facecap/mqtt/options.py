@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from awscrt import mqtt5
+from awscrt import io, mqtt5
 
 from .messages import StatusTopic
 from .settings import MqttSettings, tls_context
@@ -26,9 +26,15 @@ def client_options(settings: MqttSettings, client_id: str, *, persistent: bool, 
         receive_maximum=receive_maximum,
         will=status_packet(status, status.offline) if status is not None else None,
     )
+    socket_options = None
+    if settings.uses_socket:
+        # awscrt takes a Unix socket as the host name, with port 0 and the Local domain (DESIGN.md).
+        socket_options = io.SocketOptions()
+        socket_options.domain = io.SocketDomain.Local
     return mqtt5.ClientOptions(
-        host_name=settings.host,
-        port=settings.port,
+        host_name=settings.socket_path if settings.uses_socket else settings.host,
+        port=0 if settings.uses_socket else settings.port,
+        socket_options=socket_options,
         tls_ctx=tls_context(settings),
         connect_options=connect,
         session_behavior=(mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS if persistent

@@ -11,10 +11,18 @@ from pydantic import Field, SecretStr, model_validator
 from ..config import ConfigModel
 from ..errors import MqttConnectError
 
+AUTO_SOCKET = "auto"
+
 
 class MqttSettings(ConfigModel):
     """How to reach a broker. Shared by every component's configuration under the key `mqtt`."""
 
+    socket_path: str = Field(
+        AUTO_SOCKET,
+        description="Unix socket of the broker; when set, host, port and TLS are not used. `auto`: the "
+                    "EdgeBroker's socket and this component's own identity when it runs beside it under "
+                    "Greengrass (FACECAP_EDGE_BROKER_DIR, set by the recipes) and host is loopback without "
+                    "TLS, else host:port. Empty: host:port.")
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is the usual TLS port).")
     tls: bool = Field(False, description="Connect with TLS.")
@@ -40,7 +48,14 @@ class MqttSettings(ConfigModel):
             raise ValueError("certFile and keyFile go together")
         if self.password_file and self.password.get_secret_value():
             raise ValueError("set password or passwordFile, not both")
+        if self.socket_path not in ("", AUTO_SOCKET) and not self.socket_path.startswith("/"):
+            raise ValueError(f"socketPath {self.socket_path!r} must be an absolute path, 'auto' or empty")
         return self
+
+    @property
+    def uses_socket(self) -> bool:
+        """True when the client connects to a Unix socket (an `auto` left unresolved means TCP)."""
+        return self.socket_path not in ("", AUTO_SOCKET)
 
     def read_password(self) -> str:
         if self.password_file:
@@ -51,11 +66,13 @@ class MqttSettings(ConfigModel):
     def describe(self) -> str:
         """Where we connect, for logs; never includes the password."""
         auth = f" as {self.username}" if self.username else ""
+        if self.uses_socket:
+            return f"unix socket {self.socket_path}{auth}"
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}{auth}"
 
 
 def tls_context(settings: MqttSettings) -> io.ClientTlsContext | None:
-    if not settings.tls:
+    if not settings.tls or settings.uses_socket:
         return None
     for key, path in (("caFile", settings.ca_file), ("certFile", settings.cert_file), ("keyFile", settings.key_file)):
         if path and not Path(path).is_file():

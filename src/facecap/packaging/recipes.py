@@ -15,10 +15,12 @@ from importlib import resources
 from typing import Any
 
 from ..config import default_configuration, env_name
+from ..mqtt.local import EDGE_DIR_ENV
 from ..release import MODEL_FILE
 from . import yamltext
 from .components import (
     ARCHITECTURES,
+    BROKER,
     GDK_VERSION,
     PUBLISH_BUCKET,
     PUBLISH_REGION,
@@ -109,6 +111,10 @@ def lifecycle(spec: ComponentSpec, version: str) -> dict[str, Any]:
     setenv.update({env_name(key): f"{{configuration:/{key}}}" for key in modelled})
     if spec.ships_model:
         setenv["FACECAP_MODEL"] = f"{{artifacts:path}}/{MODEL_FILE}"
+    if any(d.component == BROKER for d in spec.dependencies):
+        # Where the EdgeBroker keeps its socket and the local passwords (its default local.runDir): the
+        # nucleus makes each component's work folder <root>/work/<name>, so no per-device setting is needed.
+        setenv[EDGE_DIR_ENV] = f"{{kernel:rootPath}}/work/{BROKER}/local"
     steps: dict[str, Any] = {"Setenv": setenv, "Install": install_step(spec)}
     # exec: the nucleus's SIGTERM reaches facecap itself, which flushes and exits 0.
     steps["Run"] = {"Script": yamltext.Script(f'exec "$VENV_DIR/bin/facecap" {spec.command}')}

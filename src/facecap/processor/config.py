@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -47,6 +48,9 @@ class ProcessorConfig(TopicConfig):
     stats_interval_seconds: float = Field(60.0, gt=0, description="How often counts and latency are logged.")
     server_side_encryption: str = Field("AES256", description="S3 encryption: AES256, aws:kms, or empty for none.")
     kms_key_id: str = Field("", description="KMS key id or ARN with aws:kms (empty: the account's S3 key).")
+    s3_client: Literal["crt", "boto3"] = Field(
+        "crt", description="Client of an s3:// store: crt (awscrt's native S3 client, ~1 ms of CPU per 30 KB "
+                           "face) or boto3 (~3.5 ms). Both send the same request.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @field_validator("quarantine_prefix")

@@ -51,8 +51,9 @@ def plan_message(
         return quarantine_plan(message, "unparseable", f"{type(exc).__name__}: {exc}", quarantine_prefix,
                                received_at)
     # Identity first, so it survives if S3's 2 KB metadata limit ever cuts the tail.
-    metadata = {name: face.properties()[name] for name in ("face-id", "device-id", "camera-id")}
-    metadata.update(face.properties())
+    properties = face.properties()  # formatted once: a fifth of the processor's own CPU went here
+    metadata = {name: properties[name] for name in ("face-id", "device-id", "camera-id")}
+    metadata.update(properties)
     metadata["topic"] = face.topic
     return Plan((Put(face_key(face), face.payload, face.content_type, metadata),), face_id=face.face_id)
 

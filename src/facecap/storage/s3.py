@@ -23,7 +23,7 @@ METADATA_BUDGET = 1900
 TRUNCATED = "metadata-truncated"
 SSE_MODES = ("", "AES256", "aws:kms")
 # Answers that retrying alone will not fix; still retried (a bucket can be created, a policy fixed).
-_PERMANENT_CODES = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+PERMANENT_CODES = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                     "InvalidBucketName", "KMS.NotFoundException", "AllAccessDisabled"}
 
 
@@ -85,7 +85,7 @@ class S3Store:
                                     Metadata=s3_metadata(metadata), **self._encryption)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            raise StoreError(f"s3://{self.bucket}/{full_key}: {exc}", transient=code not in _PERMANENT_CODES) from exc
+            raise StoreError(f"s3://{self.bucket}/{full_key}: {exc}", transient=code not in PERMANENT_CODES) from exc
         except BotoCoreError as exc:  # connection refused, timeouts, credentials not found, ...
             raise StoreError(f"s3://{self.bucket}/{full_key}: {exc}") from exc
 

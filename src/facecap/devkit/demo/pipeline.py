@@ -15,12 +15,14 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ...mqtt import MqttSettings
+from ...mqtt.local import EDGE_DIR_ENV, SOCKET_NAME
 from ...polling import wait_until
 from ..link import TcpProxy
 from ..servers import CertificateAuthority, MosquittoServer, S3Server, free_port, tail
@@ -137,6 +139,11 @@ class PipelineSettings:
     # Route the bridge through a TcpProxy that tests can cut, as a lost uplink would.
     cuttable_link: bool = False
     processor_overrides: dict[str, Any] = field(default_factory=dict)
+    # How the detector and the logger reach the edge broker: its Unix socket (as on a device) or TCP.
+    local: str = "socket"
+    # The EdgeBroker's run folder when the launcher decides it (a nucleus: <root>/work/<EdgeBroker>/local);
+    # None: the pipeline picks one and tells the components through FACECAP_EDGE_BROKER_DIR.
+    edge_dir: Path | None = None
 
 
 class LocalPipeline:
@@ -155,6 +162,7 @@ class LocalPipeline:
         self.s3: S3Server | None = None
         self.link: TcpProxy | None = None
         self.edge_port = free_port()
+        self.edge_dir = settings.edge_dir or _short_run_dir(self.workdir / "work" / "broker" / "local")
         self.components: dict[str, Component] = {}
         self.store_url = f"file://{(self.workdir / 'store').resolve()}"
         self._passwords: dict[str, str] = {}
@@ -213,7 +221,8 @@ class LocalPipeline:
         assert self.cloud is not None and self.ca is not None
         return {
             "deviceId": self.settings.device_id,
-            "local": {"port": self.edge_port},
+            "local": {"port": self.edge_port, "tcp": self.settings.local == "tcp",
+                      **({} if self.settings.edge_dir else {"runDir": str(self.edge_dir)})},
             "bridge": {"host": self.cloud.host, "port": self.link.port if self.link else self.cloud.port, "tls": True,
                        "caFile": str(self.ca.cert), "username": self.settings.device_id,
                        "passwordFile": str(self.secrets / f"{self.settings.device_id}.password"),
@@ -222,12 +231,24 @@ class LocalPipeline:
             "logging": {"level": self.settings.log_level},
         }
 
-    def edge_mqtt(self) -> dict[str, Any]:
-        return {"host": "127.0.0.1", "port": self.edge_port, "minReconnectDelaySeconds": 0.2,
-                "maxReconnectDelaySeconds": 2}
+    def edge_mqtt(self, identity: str) -> dict[str, Any]:
+        """A component's mqtt section: nothing to say for the socket (`socketPath: auto` finds it and the
+        identity, as on a device); host, port and the identity's password file for TCP."""
+        section: dict[str, Any] = {"minReconnectDelaySeconds": 0.2, "maxReconnectDelaySeconds": 2}
+        if self.settings.local == "tcp":
+            section.update(socketPath="", host="127.0.0.1", port=self.edge_port, username=identity,
+                           passwordFile=str(self.edge_dir / f"{identity}.password"))
+        return section
+
+    def edge_settings(self, identity: str = "monitor", **options: Any) -> MqttSettings:
+        """For a client in this process (a tap, a benchmark's publisher): one of the broker's identities."""
+        where: dict[str, Any] = ({"host": "127.0.0.1", "port": self.edge_port} if self.settings.local == "tcp"
+                                 else {"socket_path": str(self.edge_dir / SOCKET_NAME)})
+        return MqttSettings(**where, username=identity,
+                            password_file=str(self.edge_dir / f"{identity}.password"), **options)
 
     def logger_config(self) -> dict[str, Any]:
-        return {"deviceId": self.settings.device_id, "mqtt": self.edge_mqtt(), "summaryIntervalSeconds": 10,
+        return {"deviceId": self.settings.device_id, "mqtt": self.edge_mqtt("logger"), "summaryIntervalSeconds": 10,
                 "logging": {"level": self.settings.log_level}}
 
     def detector_config(self, source: str) -> dict[str, Any]:
@@ -235,7 +256,7 @@ class LocalPipeline:
             "deviceId": self.settings.device_id,
             "cameraId": "cam0",
             "camera": {"source": source},
-            "mqtt": self.edge_mqtt(),
+            "mqtt": self.edge_mqtt("detector"),
             "statsIntervalSeconds": 2,
             "logging": {"level": self.settings.log_level},
         }
@@ -245,14 +266,18 @@ class LocalPipeline:
 
     def start_edge_broker(self) -> Component:
         component = self._start("broker", self.broker_config())
-        _wait_port(self.edge_port, component)
+        _wait_ready(self.edge_dir / SOCKET_NAME, self.edge_dir / "monitor.password", component)
         return component
 
     def start_logger(self) -> Component:
-        return self._start("logger", self.logger_config())
+        return self._start("logger", self.logger_config(), self._edge_env())
 
     def start_detector(self, source: str) -> Component:
-        return self._start("detector", self.detector_config(source))
+        return self._start("detector", self.detector_config(source), self._edge_env())
+
+    def _edge_env(self) -> dict[str, str]:
+        """What a recipe's Setenv gives the components on a device (a nucleus launcher sets it itself)."""
+        return {EDGE_DIR_ENV: str(self.edge_dir)}
 
     # --- plumbing -------------------------------------------------------------------------------------
 
@@ -298,18 +323,19 @@ def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _wait_port(port: int, component: Component, timeout: float = 20.0) -> None:
-    import socket
+def _short_run_dir(preferred: Path) -> Path:
+    """preferred, unless its socket path would pass the 107 bytes a Unix socket address may have."""
+    if len(os.fsencode(preferred / SOCKET_NAME)) <= 100:
+        return preferred
+    return Path(tempfile.mkdtemp(prefix="facecap-edge-")) / "local"
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+def _wait_ready(socket_path: Path, password: Path, component: Component, timeout: float = 20.0) -> None:
+    """Until the broker listens on its socket with its identities written."""
+    def ready() -> bool:
         if not component.running:
             raise RuntimeError(f"{component.name} exited early:\n{tail(component.log)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{component.name} is not listening on {port}:\n{tail(component.log)}")
+        return socket_path.is_socket() and password.exists()
 
-
+    if not wait_until(ready, timeout, 0.1):
+        raise RuntimeError(f"{component.name} is not listening on {socket_path}:\n{tail(component.log)}")

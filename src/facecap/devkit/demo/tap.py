@@ -13,15 +13,16 @@ from ...mqtt import MqttClient, MqttSettings, ReceivedMessage
 
 
 class Tap:
-    """Watches `faces/#` on the broker at `port`: every face id published (with its capture time), the
-    messages seen (a face sent again counts again) and the messages that broke the contract."""
+    """Watches `faces/#` on the edge broker (`settings`, e.g. LocalPipeline.edge_settings()): every face id
+    published (with its capture time), the messages seen (a face sent again counts again) and the messages
+    that broke the contract."""
 
-    def __init__(self, port: int, client_id: str = "") -> None:
+    def __init__(self, settings: MqttSettings, client_id: str = "") -> None:
         self.face_ids: dict[str, datetime | None] = {}
         self.seen = 0
         self.invalid = 0
         self._lock = threading.Lock()
-        self.client = MqttClient(MqttSettings(host="127.0.0.1", port=port), client_id or f"demo-tap-{os.getpid()}",
+        self.client = MqttClient(settings, client_id or f"demo-tap-{os.getpid()}",
                                  on_message=self._on_message)
 
     def start(self) -> None:
