@@ -7,11 +7,10 @@ only on a developer machine that lacks it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -19,6 +18,7 @@ from facecap.devkit.servers import CertificateAuthority, MosquittoServer, S3Serv
 from facecap.release import MODEL_FILE
 
 from .greengrass_harness import BuiltComponent, Nucleus, build_components, load_build
+from .support.offline import NamespaceUnavailable, create_offline_namespace, delete_namespace, exec_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,11 +28,15 @@ def require_binary(name: str, hint: str, *extra: Path) -> str:
     and skips elsewhere."""
     path = find_binary(name) or next((str(p) for p in extra if p.is_file() and os.access(p, os.X_OK)), None)
     if path is None:
-        message = f"{name} is not installed ({hint})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " — CI must install it")
-        pytest.skip(message)
+        unavailable(f"{name} is not installed ({hint})", "CI must install it")
     return path
+
+
+def unavailable(message: str, in_ci: str) -> NoReturn:
+    """What a test needs is missing: a failure under CI=true (`in_ci` says what CI lacks), a skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} — {in_ci}")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -119,28 +123,42 @@ def built(edge_build: Path) -> dict[str, BuiltComponent]:
 
 
 @pytest.fixture(scope="session")
-def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPathFactory) -> Nucleus:
-    """One nucleus root with all four components deployed with their defaults and installed for real."""
+def offline_netns() -> Iterator[str | NamespaceUnavailable]:
+    """A network namespace with only loopback, for the Install steps; or why there is none (no root, no
+    `ip`), which `require_offline` turns into a failure under CI=true and a skip elsewhere."""
+    try:
+        name = create_offline_namespace()
+    except NamespaceUnavailable as reason:
+        yield reason
+        return
+    try:
+        yield name
+    finally:
+        delete_namespace(name)
+
+
+def require_offline(namespace: str | NamespaceUnavailable) -> str:
+    if isinstance(namespace, NamespaceUnavailable):
+        unavailable(f"no network namespace for offline installs: {namespace}", "CI must run as root with iproute2")
+    return namespace
+
+
+@pytest.fixture(scope="session")
+def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPathFactory,
+              offline_netns: str | NamespaceUnavailable) -> Nucleus:
+    """One nucleus root with all four components deployed with their defaults and installed for real, with
+    no network where a namespace can be made (test_greengrass_components.py checks that it was)."""
     nucleus = Nucleus(tmp_path_factory.mktemp("greengrass-root"), thing_name="facecap-harness-thing")
+    if isinstance(offline_netns, str):
+        nucleus.install_wrapper = exec_prefix(offline_netns)
     nucleus.deploy(built.values())
     for name in STACK_COMPONENTS:
         result = nucleus.install(name)
         assert result.ok, f"{name} {result.step} failed (exit {result.returncode}):\n{result.output}"
-        provide_awsiotsdk(nucleus.work_path(name) / "venv", tmp_path_factory.mktemp("awsiotsdk"))
+        # The locks bring awsiotsdk (IPC), installed with --no-deps: no test shim needed.
+        for venv in nucleus.work_path(name).glob("venv-*"):
+            check = subprocess.run([str(venv / "bin" / "python"), "-c", "import awsiot.greengrasscoreipc.clientv2"],
+                                   capture_output=True, text=True, check=False)
+            assert check.returncode == 0, f"{name}: awsiotsdk not installed in {venv}:\n{check.stderr}"
     return nucleus
 
-
-def provide_awsiotsdk(venv: Path, folder: Path) -> None:
-    """Make awsiotsdk (IPC) importable in a component venv whose Install did not bring it: the test venv's
-    own copy of the pure-Python package, through a .pth file, without a download. (Until the offline
-    wheelhouse ships it; the components need it under Greengrass.)"""
-    python = venv / "bin" / "python"
-    if not python.exists() or subprocess.run([str(python), "-c", "import awsiot.greengrasscoreipc.clientv2"],
-                                             capture_output=True, check=False).returncode == 0:
-        return
-    import awsiot
-
-    shutil.copytree(Path(awsiot.__file__).parent, folder / "awsiot")
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    (Path(site) / "facecap-test-awsiotsdk.pth").write_text(f"{folder}\n", encoding="utf-8")

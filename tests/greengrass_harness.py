@@ -12,10 +12,12 @@ Given the build output of components/build.py (recipes + artifacts; `build_compo
   left as it is), `{artifacts:path}`, `{artifacts:decompressedPath}`, `{work:path}`, `{kernel:rootPath}`,
   `{iot:thingName}`, and `{<dependency>:configuration:/...}` / `{<dependency>:artifacts:path}` for direct
   dependencies,
-* lays out the nucleus folders (packages/artifacts/<name>/<version>, packages/artifacts-unarchived/...,
-  work/<name>, logs/<name>.log), and runs Bootstrap, Install and Run as `sh -c` processes in the work
-  folder, with the environment the nucleus gives them (PATH, HOME, AWS_IOT_THING_NAME, AWS_REGION, SVCUID,
-  GG_ROOT_CA_PATH, ... then the lifecycle's and the step's Setenv), honouring Timeout and SkipIf,
+* lays out the nucleus folders (packages/artifacts/<name>/<version>, packages/artifacts-unarchived/...
+  with each `Unarchive: ZIP` artifact unpacked into <its name without .zip>/, work/<name>, logs/<name>.log),
+  and runs Bootstrap, Install and Run as `sh -c` processes in the work folder (Bootstrap and Install under
+  `install_wrapper`, e.g. `ip netns exec` of a namespace without network), with the environment the
+  nucleus gives them (PATH, HOME, AWS_IOT_THING_NAME, AWS_REGION, SVCUID, GG_ROOT_CA_PATH, ... then the
+  lifecycle's and the step's Setenv), honouring Timeout and SkipIf,
 * stops a process as the nucleus does: SIGTERM to the process and its children, SIGKILL after a grace period,
 * serves Greengrass IPC (tests/greengrass_ipc.py) on the socket named in
   AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT, each component authenticated by its SVCUID,
@@ -342,11 +344,18 @@ def load_build(build_dir: Path) -> dict[str, BuiltComponent]:
     return found
 
 
+def host_target() -> str:
+    """The wheelhouse target (components/build.py TARGETS) of this machine and Python, e.g. linux-x86_64-cp311."""
+    return f"linux-{platform.machine()}-cp{sys.version_info.major}{sys.version_info.minor}"
+
+
 def build_components(output: Path, model_source: Path | None = None, wheel: Path | None = None,
                      timeout: float = 600) -> dict[str, BuiltComponent]:
-    """Build every component with components/build.py (as the GDK's custom build does) into `output`."""
+    """Build every component with components/build.py (as the GDK's custom build does) into `output`: the
+    wheelhouses for this machine's target only (unless FACECAP_PLATFORMS says otherwise), which is all the
+    stand-in installs and keeps the build short."""
     command = [sys.executable, str(BUILD_SCRIPT), "--all", "--output", str(output)]
-    env = dict(os.environ)
+    env = {"FACECAP_PLATFORMS": host_target(), **os.environ}
     if model_source is not None:
         env["FACECAP_MODEL_SOURCE"] = str(model_source)  # as a user points the GDK build at a local copy
     if wheel is not None:
@@ -435,6 +444,9 @@ class Nucleus:
         self.deployments: list[DeploymentResult] = []
         self.ignored_reports: list[tuple[str, str, str]] = []  # (component, its state, the state it reported)
         self.waiting: list[str] = []  # held back by start_all: a HARD dependency is not RUNNING
+        # A command that Bootstrap and Install run under, e.g. ["ip", "netns", "exec", NAME] for a network
+        # namespace with nothing but loopback: proof that installing needs no network.
+        self.install_wrapper: list[str] = []
         self._lock = threading.RLock()
         self._state_changed = threading.Condition(self._lock)
         self._ipc: IpcServer | None = None
@@ -685,7 +697,8 @@ class Nucleus:
         script = str(get(step, "Script") if isinstance(step, Mapping) else step)
         timeout = float(get(step, "Timeout", DEFAULT_STEP_TIMEOUT) if isinstance(step, Mapping)
                         else DEFAULT_STEP_TIMEOUT)
-        process = subprocess.Popen(["sh", "-c", script], cwd=self.work_path(name), env=env,
+        wrapper = self.install_wrapper if step_name in ("Bootstrap", "Install") else []
+        process = subprocess.Popen([*wrapper, "sh", "-c", script], cwd=self.work_path(name), env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             output, _ = process.communicate(timeout=timeout)

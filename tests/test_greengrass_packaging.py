@@ -3,9 +3,12 @@ and a recipe's configuration reaches `facecap` intact through the nucleus's inte
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,11 +20,24 @@ from facecap.config import deep_merge, default_configuration, describe, env_name
 from facecap.greengrass.component import RECIPE_KEYS
 from facecap.packaging import generated_files, package_version, yamltext
 from facecap.packaging.components import ALL_COMPONENTS, EDGE_BROKER, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
-from facecap.packaging.recipes import access_control, live_keys, venv_script, version_requirement, wheel_name
+from facecap.packaging.recipes import (
+    access_control,
+    live_keys,
+    render_template,
+    venv_script,
+    version_requirement,
+)
 from facecap.release import MODEL_FILE
 
 from .conftest import require_binary
-from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, select_manifest
+from .greengrass_harness import (
+    CROSS_COMPONENT,
+    SAME_COMPONENT,
+    BuiltComponent,
+    ConfigurationUpdate,
+    Nucleus,
+    select_manifest,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 # Keys the lifecycle scripts read; they are not part of any configuration model.
@@ -116,14 +132,18 @@ def test_recipe_form(spec: ComponentSpec) -> None:
     assert recipe["ComponentVersion"] == version
     platforms = [m["Platform"] for m in recipe["Manifests"]]
     assert platforms == [{"os": "linux", "architecture": "aarch64"}, {"os": "linux", "architecture": "amd64"}]
+    machines = {"aarch64": "aarch64", "amd64": "x86_64"}
     for manifest in recipe["Manifests"]:
-        uris = [a["URI"] for a in manifest.get("Artifacts", [])]
+        artifacts = manifest.get("Artifacts", [])
         expected = []
         if spec.command:
-            expected.append(f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{wheel_name(version)}")
+            # The machine's wheelhouse (with the facecap wheel), unpacked by the nucleus for Install.
+            wheelhouse = f"wheelhouse-linux-{machines[manifest['Platform']['architecture']]}.zip"
+            expected.append({"URI": f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{wheelhouse}",
+                             "Unarchive": "ZIP"})
         if spec.ships_model:
-            expected.append(f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{MODEL_FILE}")
-        assert uris == expected
+            expected.append({"URI": f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{MODEL_FILE}"})
+        assert artifacts == expected
 
 
 @pytest.mark.unit
@@ -251,7 +271,7 @@ def test_configuration_reaches_facecap_through_setenv(spec: ComponentSpec, tmp_p
     if spec.ships_model:
         store = nucleus.artifact_path(spec.name, built[spec.name].version)
         assert env["FACECAP_MODEL"] == f"{store}/{MODEL_FILE}"
-    assert env["VENV_DIR"] == f"{nucleus.work_path(spec.name)}/venv"
+    assert env["VENV_DIR"] == f"{nucleus.work_path(spec.name)}/venv-{built[spec.name].version}"
     assert env["AWS_IOT_THING_NAME"] == "thing-from-nucleus"
 
 
@@ -342,3 +362,95 @@ def test_a_configuration_change_restarts_only_its_component(tmp_path: Path) -> N
     # A RESET back to the defaults is a change too.
     reset = {"com.facecap.FaceLogger": ConfigurationUpdate(reset=["/mqtt/port"])}
     assert nucleus.deploy(built.values(), reset) == {"com.facecap.FaceLogger"}
+
+
+# --- the dependency locks and the offline Install step ---------------------------------------------------
+
+def load_component_script(name: str) -> ModuleType:
+    """components/<name>.py, which the GDK runs as a script (standard library only), loaded by path."""
+    spec = importlib.util.spec_from_file_location(f"facecap_components_{name}", REPO / "components" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+BASE_PACKAGES = {"awscrt", "awsiotsdk", "pydantic", "pydantic-core", "typing-extensions", "annotated-types",
+                 "typing-inspection"}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
+def test_every_component_has_a_hashed_lock_for_every_target(spec: ComponentSpec) -> None:
+    build = load_component_script("build")
+    assert load_component_script("lock").COMPONENT_EXTRAS[spec.name] == spec.extra
+    extra_only = {"opencv-python-headless", "numpy"} if spec.extra else set()
+    for target in build.TARGETS:
+        pins = build.read_lock(build.lock_path(spec.name, target))
+        assert {pin.name for pin in pins} == BASE_PACKAGES | extra_only | {"pip"}
+        # What only the extra needs is marked, so Install can leave it to the system (systemSitePackages);
+        # pip is marked as the installer, run from its wheel and not installed.
+        assert {pin.name: pin.extra for pin in pins if pin.extra} == {
+            "pip": "installer", **{name: spec.extra for name in extra_only}}
+        for pin in pins:
+            assert pin.file.replace("_", "-").lower().startswith(f"{pin.name}-{pin.version}-")
+            tags = pin.file[: -len(".whl")].split("-")[-3:]
+            assert tags[1] in (target.abi, "abi3", "none"), pin.file
+            assert tags[2] == "any" or target.machine in tags[2], pin.file
+        awscrt = next(pin.version for pin in pins if pin.name == "awscrt")
+        assert tuple(int(part) for part in awscrt.split(".")) >= (0, 38, 1)  # manual PUBACK control
+
+
+@pytest.mark.unit
+def test_platform_selection_names_the_targets() -> None:
+    build = load_component_script("build")
+    assert [t.name for t in build.TARGETS] == ["linux-aarch64-cp310", "linux-x86_64-cp310", "linux-x86_64-cp311"]
+    assert build.selected_targets(None) == build.TARGETS
+    assert [t.name for t in build.selected_targets("linux-x86_64-cp311, linux-aarch64-cp310")] == [
+        "linux-x86_64-cp311", "linux-aarch64-cp310"]
+    with pytest.raises(build.BuildError, match="linux-riscv64-cp312"):
+        build.selected_targets("linux-riscv64-cp312")
+    options = build.TARGETS[0].pip_options()
+    # pip matches manylinux tags literally: every glibc up to 2.31 (JetPack 5; JetPack 6 has 2.35) is listed.
+    assert {"manylinux_2_31_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"} <= set(options)
+    assert "manylinux_2_32_aarch64" not in options and options[options.index("--abi") + 1] == "cp310"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
+def test_install_is_offline_and_leaves_nothing_for_the_nucleus_to_interpolate(spec: ComponentSpec) -> None:
+    install = recipe_of(spec)["Lifecycle"]["Install"]
+    script = install["Script"]
+    # `${NAME:-default}` would match the nucleus's placeholder pattern, which logs an error at every deployment.
+    assert not SAME_COMPONENT.search(script) and not CROSS_COMPONENT.search(script)
+    assert "--no-index" in script and "--require-hashes" in script and "--find-links" in script
+    assert install["Setenv"]["WHEELHOUSES"] == "{artifacts:decompressedPath}"
+    assert "PIP_CACHE_DIR" not in install["Setenv"]
+    if spec.command == "broker":
+        assert script.count("apt-get -o DPkg::Lock::Timeout=120 ") == 2
+
+
+@pytest.mark.unit
+def test_install_keeps_the_current_and_the_previous_venv(tmp_path: Path) -> None:
+    """The pruning part of Install through upgrades and a rollback, with empty venv folders (no pip)."""
+    script = render_template("venv-prune.sh", {})
+
+    def install(version: str) -> list[str]:
+        venv = tmp_path / f"venv-{version}"
+        venv.mkdir(exist_ok=True)
+        subprocess.run(["sh", "-eu", "-c", script], env={"VENV_DIR": str(venv), "PATH": "/usr/bin:/bin"},
+                       check=True, capture_output=True, timeout=30)
+        return sorted(p.name for p in tmp_path.glob("venv*"))
+
+    (tmp_path / "venv").mkdir()  # facecap 0.1.0's unversioned venv
+    (tmp_path / "pip-cache").mkdir()  # and its download cache
+    assert install("0.1.0") == ["venv", "venv-0.1.0"]
+    assert not (tmp_path / "pip-cache").exists()
+    assert install("0.1.1") == ["venv-0.1.0", "venv-0.1.1"]
+    assert install("0.1.1") == ["venv-0.1.0", "venv-0.1.1"]  # a nucleus restart
+    assert install("0.1.0") == ["venv-0.1.0", "venv-0.1.1"]  # the rollback: both stay
+    # The next upgrade replaces 0.1.0 (running since the rollback) and drops the failed 0.1.1.
+    assert install("0.1.2") == ["venv-0.1.0", "venv-0.1.2"]
+    assert install("0.1.3") == ["venv-0.1.2", "venv-0.1.3"]
+    assert (tmp_path / "facecap-venvs.txt").read_text().split() == ["venv-0.1.2", "venv-0.1.3"]
