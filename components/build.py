@@ -10,10 +10,17 @@ For the project in the current folder (or --project DIR) it writes what `gdk com
     greengrass-build/artifacts/<name>/<version>/<file>...   one file per s3:// artifact URI of the recipe
 
 The artifacts come from the recipe's URIs (publish rewrites `s3://BUCKET_NAME/COMPONENT_NAME/
-COMPONENT_VERSION/<file>` by file name): `facecap-<version>-py3-none-any.whl` is built from this repository
-with `pip wheel --no-deps`, and the YuNet model is taken from FACECAP_MODEL_SOURCE (or --model-source) or
-downloaded from its pinned URL (or a mirror: FACECAP_MODEL_URL, --model-url); its sha256 is checked either
-way.
+COMPONENT_VERSION/<file>` by file name):
+
+- `wheelhouse-linux-<machine>.zip`, one per manifest: the device wheel (built from this repository with
+  `pip wheel --no-deps`), the wheels pinned by components/locks/<component>-<target>.txt for each selected
+  target of that machine (TARGETS; FACECAP_PLATFORMS or --platforms narrows them), pip's wheel, and per
+  target the hashed requirements files Install uses offline. The locked wheels come from a cache
+  (FACECAP_WHEEL_CACHE, default ~/.cache/facecap/wheels), each checked against its sha256; only what is
+  missing there is downloaded, with `pip download --require-hashes`, so a build with a warm cache needs no
+  network. components/lock.py refreshes the locks.
+- the YuNet model, taken from FACECAP_MODEL_SOURCE (or --model-source) or downloaded from its pinned URL (or
+  a mirror: FACECAP_MODEL_URL, --model-url); its sha256 is checked either way.
 
 The wheel is the device wheel: runtime code only. It is built from a staged copy of the sources that leaves
 out DEVICE_EXCLUDES (the development kit facecap/devkit/, the build tooling facecap/packaging/ and the demo
@@ -37,6 +44,8 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -67,6 +76,51 @@ MODEL_URL_ENV: str = RELEASE.MODEL_URL_ENV  # a mirror of the same file; the dig
 WHEEL_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "src")
 # Development tooling under src/ that the device wheel leaves out (paths relative to src/).
 DEVICE_EXCLUDES = ("facecap/devkit", "facecap/packaging", "facecap/commands/demo.py")
+
+
+PLATFORMS_ENV = "FACECAP_PLATFORMS"  # e.g. linux-x86_64-cp311: build the wheelhouses for these targets only
+WHEEL_CACHE_ENV = "FACECAP_WHEEL_CACHE"  # where downloaded wheels are kept between builds
+LOCKS = REPO / "components" / "locks"
+INSTALLER_MARK = "installer"  # the lock's pip: in the wheelhouse, run from its wheel, never installed
+WHEELHOUSE_PATTERN = re.compile(r"^wheelhouse-linux-(?P<machine>[a-z0-9_]+)\.zip$")
+# One pinned requirement of a lock file: `name==version --hash=sha256:<hex>  # <wheel file> [<extra>]`. The
+# file name is what the build looks for in its wheel cache; the extra marks what only that pip extra needs.
+PIN_LINE = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+)\s+--hash=sha256:(?P<sha256>[0-9a-f]{64})"
+                      r"\s+#\s*(?P<file>\S+\.whl)(?:\s+\[(?P<extra>[A-Za-z0-9_-]+)\])?\s*$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A platform the device installs on: the wheels of its locks must run there."""
+
+    machine: str  # as `uname -m` names it; the wheelhouse of a machine holds every Python of it
+    python: str  # major.minor
+    glibc: str  # the oldest glibc the wheels must run on (manylinux_2_<minor>)
+
+    @property
+    def abi(self) -> str:
+        return "cp" + self.python.replace(".", "")
+
+    @property
+    def name(self) -> str:
+        return f"linux-{self.machine}-{self.abi}"
+
+    def pip_options(self) -> list[str]:
+        """`pip download` options that select this target's wheels, whatever runs pip. pip takes the
+        manylinux tags literally, so every glibc from the target's down to 2.17 (manylinux2014) is listed."""
+        newest = int(self.glibc.split(".")[1])
+        tags = [f"manylinux_2_{minor}_{self.machine}" for minor in range(newest, 16, -1)]
+        options = ["--only-binary=:all:", "--implementation", "cp", "--python-version", self.python,
+                   "--abi", self.abi]
+        for tag in [*tags, f"manylinux2014_{self.machine}"]:
+            options += ["--platform", tag]
+        return options
+
+
+# JetPack 6 is Ubuntu 22.04 (Python 3.10, glibc 2.35); glibc 2.31 keeps JetPack 5 (Ubuntu 20.04) with a
+# python3.10 possible too. Development machines and CI are x86_64 with 3.10 or 3.11 and any glibc since 2.28
+# (Debian 10, RHEL 8).
+TARGETS = (Target("aarch64", "3.10", "2.31"), Target("x86_64", "3.10", "2.28"), Target("x86_64", "3.11", "2.28"))
 
 
 class BuildError(Exception):
@@ -214,14 +268,134 @@ def fetch_model(target: Path, source: str | None, url: str = MODEL_URL) -> None:
         raise BuildError(f"the model from {origin} has sha256 {digest}, expected {MODEL_SHA256}")
 
 
+@dataclass(frozen=True)
+class Pin:
+    """One line of a lock file."""
+
+    name: str
+    version: str
+    sha256: str
+    file: str
+    extra: str | None
+
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version} --hash=sha256:{self.sha256}"
+
+
+def lock_path(component: str, target: Target) -> Path:
+    return LOCKS / f"{component}-{target.name}.txt"
+
+
+def read_lock(path: Path) -> list[Pin]:
+    if not path.is_file():
+        raise BuildError(f"no lock file {path} (run `python3 components/lock.py`)")
+    pins = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = PIN_LINE.match(line)
+        if match is None:
+            raise BuildError(f"{path}:{number}: not `name==version --hash=sha256:... # file.whl [extra]`")
+        pins.append(Pin(**match.groupdict()))
+    return pins
+
+
+def selected_targets(value: str | None) -> tuple[Target, ...]:
+    """The targets named in FACECAP_PLATFORMS (comma or space separated); every target when unset."""
+    if not value or not value.strip():
+        return TARGETS
+    known = {target.name: target for target in TARGETS}
+    names = [name for name in re.split(r"[\s,]+", value.strip()) if name]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise BuildError(f"{PLATFORMS_ENV}: unknown target(s) {unknown}; the targets are {sorted(known)}")
+    return tuple(known[name] for name in names)
+
+
+def default_wheel_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "facecap" / "wheels"
+
+
+class WheelCache:
+    """The locked wheels, downloaded once: a folder of wheel files, each checked against its lock's sha256.
+    A build whose wheels are all here needs no network."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def wheels(self, pins: Sequence[Pin], target: Target) -> list[Path]:
+        missing = [pin for pin in pins if not self._good(pin)]
+        if missing:
+            self._download(missing, target)
+        return [self.folder / pin.file for pin in pins]
+
+    def _good(self, pin: Pin) -> bool:
+        path = self.folder / pin.file
+        return path.is_file() and sha256_of(path) == pin.sha256
+
+    def _download(self, pins: Sequence[Pin], target: Target) -> None:
+        """`pip download` of exactly these pins (pip's own cache and index settings apply), into the cache."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="facecap-wheels-", dir=self.folder) as temp:
+            requirements = Path(temp) / "requirements.txt"
+            requirements.write_text("".join(pin.requirement() + "\n" for pin in pins), encoding="utf-8")
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--no-input",
+                       "--disable-pip-version-check", *target.pip_options(), "--dest", temp, "-r", str(requirements)]
+            print(f"build.py: downloading {len(pins)} wheel(s) for {target.name}", flush=True)
+            result = subprocess.run(command, check=False)
+            if result.returncode != 0:
+                raise BuildError(f"pip download for {target.name} failed (exit {result.returncode}); the wheels "
+                                 f"are not in {self.folder} and the package index cannot be reached")
+            for pin in pins:
+                downloaded = Path(temp) / pin.file
+                if not downloaded.is_file():
+                    raise BuildError(f"pip chose another file than {pin.file} for {pin.name}=={pin.version} "
+                                     f"({target.name}); refresh the locks (python3 components/lock.py)")
+                os.replace(downloaded, self.folder / pin.file)
+
+
+def build_wheelhouse(output: Path, component: str, machine: str, targets: Iterable[Target], *,
+                     wheel: Path, cache: WheelCache) -> None:
+    """A ZIP of the facecap wheel, the locked wheels of `component` for each target of `machine` (pip's among
+    them, which Install runs from its wheel), and per target requirements-<abi>.txt (and
+    requirements-<abi>-<extra>.txt for what only an extra needs), the files Install passes to
+    `pip install --no-index --require-hashes`."""
+    chosen = [t for t in targets if t.machine == machine]
+    if not chosen:
+        raise BuildError(f"{output.name}: no target of machine {machine} is selected")
+    with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        # Wheels are compressed already: stored, they unpack faster on a Jetson.
+        archive.write(wheel, wheel.name, compress_type=zipfile.ZIP_STORED)
+        stored: set[str] = {wheel.name}
+        for platform in chosen:
+            pins = read_lock(lock_path(component, platform))
+            for path in cache.wheels(pins, platform):
+                if path.name not in stored:
+                    archive.write(path, path.name, compress_type=zipfile.ZIP_STORED)
+                    stored.add(path.name)
+            groups: dict[str, list[str]] = {}
+            for pin in (p for p in pins if p.extra != INSTALLER_MARK):
+                suffix = f"-{pin.extra}" if pin.extra else ""
+                groups.setdefault(f"requirements-{platform.abi}{suffix}.txt", []).append(pin.requirement())
+            for name, lines in groups.items():
+                archive.writestr(name, "\n".join(lines) + "\n")
+    size = output.stat().st_size / 1e6
+    print(f"build.py: {output.name}: {len(stored)} wheels for {', '.join(t.name for t in chosen)}, "
+          f"{size:.1f} MB", flush=True)
+
+
 class Builder:
     """Builds projects, making the wheel at most once."""
 
-    def __init__(self, wheel: Path | None, model_source: str | None, model_url: str, scratch: Path) -> None:
+    def __init__(self, wheel: Path | None, model_source: str | None, model_url: str, scratch: Path, *,
+                 targets: Sequence[Target] = TARGETS, cache: WheelCache | None = None) -> None:
         self._wheel = wheel
         self._model_source = model_source
         self._model_url = model_url
         self._scratch = scratch
+        self._targets = tuple(targets)
+        self._cache = cache or WheelCache(default_wheel_cache())
 
     def wheel(self) -> Path:
         if self._wheel is None:
@@ -233,7 +407,7 @@ class Builder:
         shutil.rmtree(artifacts, ignore_errors=True)
         artifacts.mkdir(parents=True)
         for name in project.artifacts:
-            self._make_artifact(name, artifacts / name)
+            self._make_artifact(project, name, artifacts / name)
         recipes = output / "recipes"
         recipes.mkdir(parents=True, exist_ok=True)
         recipe = recipes / recipe_name
@@ -241,18 +415,33 @@ class Builder:
         print(f"build.py: built {project.name} {project.version} -> {output}", flush=True)
         return recipe
 
-    def _make_artifact(self, name: str, target: Path) -> None:
+    def _make_artifact(self, project: Project, name: str, target: Path) -> None:
         wheel_name = WHEEL_PATTERN.match(name)
+        wheelhouse = WHEELHOUSE_PATTERN.match(name)
         if wheel_name:
-            wheel = self.wheel()
-            if wheel.name != name:
-                raise BuildError(f"the recipe names {name} but the package builds {wheel.name} "
-                                 "(run `python -m facecap.packaging sync` after changing the version)")
-            shutil.copy2(wheel, target)
+            shutil.copy2(self._checked_wheel(name), target)
+        elif wheelhouse:
+            machine = wheelhouse.group("machine")
+            if not any(t.machine == machine for t in self._targets):
+                # A narrowed build (tests, a local deployment) lacks this file; publishing it would fail.
+                print(f"build.py: {project.name}: skipped {name} ({PLATFORMS_ENV} selects no {machine} target; "
+                      "do not publish this build)", flush=True)
+                return
+            build_wheelhouse(target, project.name, machine, self._targets, wheel=self._checked_wheel(None),
+                             cache=self._cache)
         elif name == MODEL_NAME:
             fetch_model(target, self._model_source, self._model_url)
         else:
             raise BuildError(f"no rule to build the artifact {name!r}")
+
+    def _checked_wheel(self, name: str | None) -> Path:
+        """The facecap wheel; it must be the one the recipe names (the version in its file name)."""
+        wheel = self.wheel()
+        expected = name or f"facecap-{project_version()}-py3-none-any.whl"
+        if wheel.name != expected:
+            raise BuildError(f"the recipe needs {expected} but the package builds {wheel.name} "
+                             "(run `python -m facecap.packaging sync` after changing the version)")
+        return wheel
 
 
 def all_projects() -> list[Project]:
@@ -271,12 +460,19 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"local copy of the YuNet model (default: ${MODEL_SOURCE_ENV}, else download)")
     parser.add_argument("--model-url", default=os.environ.get(MODEL_URL_ENV) or MODEL_URL,
                         help=f"where to download the model from (default: ${MODEL_URL_ENV}, else the pinned URL)")
+    parser.add_argument("--platforms", default=os.environ.get(PLATFORMS_ENV),
+                        help=f"wheelhouse targets to build, e.g. linux-x86_64-cp311 (default: ${PLATFORMS_ENV}, "
+                             f"else all: {', '.join(t.name for t in TARGETS)})")
+    parser.add_argument("--wheel-cache", type=Path,
+                        default=Path(os.environ.get(WHEEL_CACHE_ENV) or default_wheel_cache()),
+                        help=f"downloaded wheels (default: ${WHEEL_CACHE_ENV}, else {default_wheel_cache()})")
     args = parser.parse_args(argv)
     try:
         if args.wheel is not None and not args.wheel.is_file():
             raise BuildError(f"--wheel {args.wheel} is not a file")
         with tempfile.TemporaryDirectory(prefix="facecap-build-") as scratch:
-            builder = Builder(args.wheel, args.model_source, args.model_url, Path(scratch))
+            builder = Builder(args.wheel, args.model_source, args.model_url, Path(scratch),
+                              targets=selected_targets(args.platforms), cache=WheelCache(args.wheel_cache))
             if args.all:
                 if args.output is None:
                     raise BuildError("--all needs --output")

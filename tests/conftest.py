@@ -7,9 +7,10 @@ only on a developer machine that lacks it.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -17,6 +18,7 @@ from facecap.devkit.servers import CertificateAuthority, MosquittoServer, S3Serv
 from facecap.release import MODEL_FILE
 
 from .greengrass_harness import BuiltComponent, Nucleus, build_components, load_build
+from .support.offline import NamespaceUnavailable, create_offline_namespace, delete_namespace, exec_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,11 +28,15 @@ def require_binary(name: str, hint: str, *extra: Path) -> str:
     and skips elsewhere."""
     path = find_binary(name) or next((str(p) for p in extra if p.is_file() and os.access(p, os.X_OK)), None)
     if path is None:
-        message = f"{name} is not installed ({hint})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " — CI must install it")
-        pytest.skip(message)
+        unavailable(f"{name} is not installed ({hint})", "CI must install it")
     return path
+
+
+def unavailable(message: str, in_ci: str) -> NoReturn:
+    """What a test needs is missing: a failure under CI=true (`in_ci` says what CI lacks), a skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} — {in_ci}")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -117,11 +123,42 @@ def built(edge_build: Path) -> dict[str, BuiltComponent]:
 
 
 @pytest.fixture(scope="session")
-def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPathFactory) -> Nucleus:
-    """One nucleus root with all four components deployed with their defaults and installed for real."""
+def offline_netns() -> Iterator[str | NamespaceUnavailable]:
+    """A network namespace with only loopback, for the Install steps; or why there is none (no root, no
+    `ip`), which `require_offline` turns into a failure under CI=true and a skip elsewhere."""
+    try:
+        name = create_offline_namespace()
+    except NamespaceUnavailable as reason:
+        yield reason
+        return
+    try:
+        yield name
+    finally:
+        delete_namespace(name)
+
+
+def require_offline(namespace: str | NamespaceUnavailable) -> str:
+    if isinstance(namespace, NamespaceUnavailable):
+        unavailable(f"no network namespace for offline installs: {namespace}", "CI must run as root with iproute2")
+    return namespace
+
+
+@pytest.fixture(scope="session")
+def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPathFactory,
+              offline_netns: str | NamespaceUnavailable) -> Nucleus:
+    """One nucleus root with all four components deployed with their defaults and installed for real, with
+    no network where a namespace can be made (test_greengrass_components.py checks that it was)."""
     nucleus = Nucleus(tmp_path_factory.mktemp("greengrass-root"), thing_name="facecap-harness-thing")
+    if isinstance(offline_netns, str):
+        nucleus.install_wrapper = exec_prefix(offline_netns)
     nucleus.deploy(built.values())
     for name in STACK_COMPONENTS:
         result = nucleus.install(name)
         assert result.ok, f"{name} {result.step} failed (exit {result.returncode}):\n{result.output}"
+        # The locks bring awsiotsdk (IPC), installed with --no-deps: no test shim needed.
+        for venv in nucleus.work_path(name).glob("venv-*"):
+            check = subprocess.run([str(venv / "bin" / "python"), "-c", "import awsiot.greengrasscoreipc.clientv2"],
+                                   capture_output=True, text=True, check=False)
+            assert check.returncode == 0, f"{name}: awsiotsdk not installed in {venv}:\n{check.stderr}"
     return nucleus
+

@@ -12,10 +12,12 @@ Given the build output of components/build.py (recipes + artifacts; `build_compo
   left as it is), `{artifacts:path}`, `{artifacts:decompressedPath}`, `{work:path}`, `{kernel:rootPath}`,
   `{iot:thingName}`, and `{<dependency>:configuration:/...}` / `{<dependency>:artifacts:path}` for direct
   dependencies,
-* lays out the nucleus folders (packages/artifacts/<name>/<version>, packages/artifacts-unarchived/...,
-  work/<name>, logs/<name>.log), and runs Bootstrap, Install and Run as `sh -c` processes in the work
-  folder, with the environment the nucleus gives them (PATH, HOME, AWS_IOT_THING_NAME, AWS_REGION, SVCUID,
-  GG_ROOT_CA_PATH, ... then the lifecycle's and the step's Setenv), honouring Timeout and SkipIf,
+* lays out the nucleus folders (packages/artifacts/<name>/<version>, packages/artifacts-unarchived/...
+  with each `Unarchive: ZIP` artifact unpacked into <its name without .zip>/, work/<name>, logs/<name>.log),
+  and runs Bootstrap, Install and Run as `sh -c` processes in the work folder (Bootstrap and Install under
+  `install_wrapper`, e.g. `ip netns exec` of a namespace without network), with the environment the
+  nucleus gives them (PATH, HOME, AWS_IOT_THING_NAME, AWS_REGION, SVCUID, GG_ROOT_CA_PATH, ... then the
+  lifecycle's and the step's Setenv), honouring Timeout and SkipIf,
 * stops a process as the nucleus does: SIGTERM to the process and its children, SIGKILL after a grace period,
 * serves Greengrass IPC (tests/greengrass_ipc.py) on the socket named in
   AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT, each component authenticated by its SVCUID,
@@ -80,6 +82,7 @@ ERROR_RESET_TIME = 3600.0  # seconds, Lifecycle's default errorResetTime
 ALLOWED_REPORTS = {"NEW": {"ERRORED"}, "STARTING": {"RUNNING", "ERRORED", "FINISHED"},
                    "RUNNING": {"ERRORED", "FINISHED"}, "STOPPING": {"ERRORED", "FINISHED"}}
 NUCLEUS_VERSION = "2.14.0"
+NUCLEUS = "aws.greengrass.Nucleus"  # a dependency on it is met by the nucleus that runs the deployment
 
 
 class HarnessError(Exception):
@@ -341,11 +344,18 @@ def load_build(build_dir: Path) -> dict[str, BuiltComponent]:
     return found
 
 
+def host_target() -> str:
+    """The wheelhouse target (components/build.py TARGETS) of this machine and Python, e.g. linux-x86_64-cp311."""
+    return f"linux-{platform.machine()}-cp{sys.version_info.major}{sys.version_info.minor}"
+
+
 def build_components(output: Path, model_source: Path | None = None, wheel: Path | None = None,
                      timeout: float = 600) -> dict[str, BuiltComponent]:
-    """Build every component with components/build.py (as the GDK's custom build does) into `output`."""
+    """Build every component with components/build.py (as the GDK's custom build does) into `output`: the
+    wheelhouses for this machine's target only (unless FACECAP_PLATFORMS says otherwise), which is all the
+    stand-in installs and keeps the build short."""
     command = [sys.executable, str(BUILD_SCRIPT), "--all", "--output", str(output)]
-    env = dict(os.environ)
+    env = {"FACECAP_PLATFORMS": host_target(), **os.environ}
     if model_source is not None:
         env["FACECAP_MODEL_SOURCE"] = str(model_source)  # as a user points the GDK build at a local copy
     if wheel is not None:
@@ -354,6 +364,26 @@ def build_components(output: Path, model_source: Path | None = None, wheel: Path
     if result.returncode != 0:
         raise HarnessError(f"components/build.py failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")
     return load_build(output)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def check_nucleus_requirement(component: BuiltComponent) -> None:
+    """A dependency on aws.greengrass.Nucleus must accept the running nucleus, or the deployment fails."""
+    spec = component.dependencies.get(NUCLEUS)
+    requirement = str(get(spec, "VersionRequirement", "") or "") if spec else ""
+    running = _version(NUCLEUS_VERSION)
+    for clause in requirement.split():
+        match = re.fullmatch(r"(>=|<=|>|<|=)?(\d+\.\d+\.\d+)", clause)
+        if match is None:
+            raise HarnessError(f"{component.name}: cannot read the nucleus requirement {requirement!r}")
+        operator, wanted = match.group(1) or "=", _version(match.group(2))
+        ok = {">=": running >= wanted, "<=": running <= wanted, ">": running > wanted, "<": running < wanted,
+              "=": running == wanted}[operator]
+        if not ok:
+            raise HarnessError(f"{component.name} needs {NUCLEUS} {requirement}; this one is {NUCLEUS_VERSION}")
 
 
 # --- the nucleus -------------------------------------------------------------------------------------------
@@ -414,6 +444,9 @@ class Nucleus:
         self.deployments: list[DeploymentResult] = []
         self.ignored_reports: list[tuple[str, str, str]] = []  # (component, its state, the state it reported)
         self.waiting: list[str] = []  # held back by start_all: a HARD dependency is not RUNNING
+        # A command that Bootstrap and Install run under, e.g. ["ip", "netns", "exec", NAME] for a network
+        # namespace with nothing but loopback: proof that installing needs no network.
+        self.install_wrapper: list[str] = []
         self._lock = threading.RLock()
         self._state_changed = threading.Condition(self._lock)
         self._ipc: IpcServer | None = None
@@ -468,7 +501,8 @@ class Nucleus:
         if unknown:
             raise HarnessError(f"configuration updates for components not in the deployment: {sorted(unknown)}")
         for component in deployed.values():
-            missing = [d for d in component.dependencies if d not in deployed]
+            check_nucleus_requirement(component)
+            missing = [d for d in component.dependencies if d not in deployed and d != NUCLEUS]
             if missing:
                 raise HarnessError(f"{component.name} depends on {missing}, which the deployment lacks")
         resolved = self._resolve(deployed, updates)
@@ -663,7 +697,8 @@ class Nucleus:
         script = str(get(step, "Script") if isinstance(step, Mapping) else step)
         timeout = float(get(step, "Timeout", DEFAULT_STEP_TIMEOUT) if isinstance(step, Mapping)
                         else DEFAULT_STEP_TIMEOUT)
-        process = subprocess.Popen(["sh", "-c", script], cwd=self.work_path(name), env=env,
+        wrapper = self.install_wrapper if step_name in ("Bootstrap", "Install") else []
+        process = subprocess.Popen([*wrapper, "sh", "-c", script], cwd=self.work_path(name), env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             output, _ = process.communicate(timeout=timeout)
@@ -737,7 +772,7 @@ class Nucleus:
                 continue
             dependencies = self.services[name].component.dependencies
             hard = [d for d, spec in dependencies.items()
-                    if str(get(spec, "DependencyType", "HARD") or "HARD").upper() == "HARD"]
+                    if str(get(spec, "DependencyType", "HARD") or "HARD").upper() == "HARD" and d != NUCLEUS]
             if all(self._dependency_ready(d, dependency_timeout) for d in hard):
                 self.start(name)
             else:
@@ -758,7 +793,8 @@ class Nucleus:
             if name in path:
                 raise HarnessError(f"dependency cycle: {' -> '.join((*path, name))}")
             for dependency in self.services[name].component.dependencies:
-                visit(dependency, (*path, name))
+                if dependency != NUCLEUS:  # the nucleus itself, always there
+                    visit(dependency, (*path, name))
             order.append(name)
 
         for name in sorted(self.services):

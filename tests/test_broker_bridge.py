@@ -425,11 +425,13 @@ def test_incomplete_configuration_stops_before_mosquitto_starts(tmp_path: Path) 
     assert result.stderr.startswith("facecap broker: bridge.tls: TLS is off towards mqtt.example.com")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "mosquitto.conf").exists()
+    # Without a cloud host the broker would run local-only (with a warning) rather than refuse to start.
     config["bridge"] = {"tls": True}
-    result = subprocess.run([sys.executable, "-m", "facecap.cli", "broker", "--config", json.dumps(config)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
-    assert result.returncode == 2
-    assert "bridge.host: required" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "facecap.cli", "broker", "render", "--config",
+                             json.dumps(config)], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert "bridge.host is empty: the broker would run local-only" in result.stderr
+    assert "connection cloud" not in result.stdout
 
 
 def test_local_port_already_in_use(tmp_path: Path) -> None:

@@ -71,8 +71,9 @@ def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id
         "topic facecap/jetson-1/receipts in 1",
     ]:
         assert expected in lines, expected
-    assert not any(line.startswith(("remote_password", "remote_username", "bridge_")) and
+    assert not any(line.startswith(("remote_password", "bridge_")) and
                    not line.startswith("bridge_protocol_version") for line in lines)
+    assert "remote_username jetson-1" in lines  # the device id: one deployment fits a thing group
     # Mosquitto bridges in plain TCP to the forwarder; the conf says where TLS happens and towards what.
     assert "# TLS to mqtt.example.com:8883 is done by `facecap broker` (bridge.tlsBy facecap): Mosquitto" in lines
     # Global options must come before `connection`: after it Mosquitto reads bridge options only.
@@ -167,7 +168,8 @@ def test_plaintext_bridge_has_no_tls_lines_and_no_forwarder(tls_by: str) -> None
 
 def test_defaults_make_a_valid_recipe_configuration() -> None:
     defaults = default_configuration(BrokerConfig)
-    assert defaults["bridge"]["topics"] == ["faces/# out 1"]
+    # Faces and the components' health go out; nothing else (receipts come in on facecap/<id>/receipts).
+    assert defaults["bridge"]["topics"] == ["faces/# out 1", "facecap/+/+/status out 1", "facecap/+/+/stats out 1"]
     assert defaults["messageSizeLimit"] == DEFAULT_MAX_PAYLOAD_BYTES
     assert config(defaults) == config({})
 

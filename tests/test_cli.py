@@ -114,9 +114,10 @@ def test_validate_config_ok_and_errors(monkeypatch: pytest.MonkeyPatch, capsys: 
 
 
 @pytest.mark.unit
-def test_validate_config_masks_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_password_in_the_configuration_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(COMPONENT_MODELS, "sample", "tests.test_config:SampleConfig")
-    assert main(["validate-config", "sample", '{"mqtt": {"password": "hunter2"}}']) == 0
-    out = capsys.readouterr().out
-    assert "hunter2" not in out
-    assert json.loads(out)["mqtt"]["password"] == "**********"
+    assert main(["validate-config", "sample", '{"mqtt": {"password": "hunter2"}}']) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err
+    assert "mqtt: " in err and "set passwordFile" in err

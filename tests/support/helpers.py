@@ -7,6 +7,7 @@ import functools
 import http.server
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -44,7 +45,17 @@ def settings_for(server: MosquittoServer, **overrides: object) -> MqttSettings:
     values: dict[str, object] = {"host": server.host, "port": server.port, "connect_timeout_seconds": 5,
                                  "min_reconnect_delay_seconds": 0.2, "max_reconnect_delay_seconds": 1}
     values.update(overrides)
+    if "password" in values:  # configurations take secrets only as files
+        values["password_file"] = password_file(str(values.pop("password")))
     return MqttSettings(**values)
+
+
+def password_file(password: str) -> str:
+    """A private temporary file holding `password`, as a component would be given it."""
+    fd, path = tempfile.mkstemp(prefix="facecap-test-pw-")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(password + "\n")
+    return path
 
 
 class Collector:

@@ -18,6 +18,7 @@ from facecap.devkit.servers import CertificateAuthority
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 
 from .edgebroker import EdgeBroker
+from .helpers import password_file
 from .netns import CloudNamespace, NamespacedBroker
 
 DEVICE = "jetson-cut"
@@ -65,7 +66,8 @@ class UplinkRig:
         if not self.edge.wait_bridge_state("1", timeout=30):
             raise RuntimeError(f"the bridge did not connect:\n{self.edge.log_tail()}")
         reader = MqttClient(MqttSettings(host=self.space.datacenter_address, port=8883, tls=True,
-                                         ca_file=str(ca.cert), username="reader", password="reader-pass",
+                                         ca_file=str(ca.cert), username="reader",
+                                         password_file=password_file("reader-pass"),
                                          session_expiry_seconds=3600),
                             "cut-reader", persistent=True, on_message=self._arrived)
         self._clients.append(reader)

@@ -88,7 +88,8 @@ class BridgeSettings(ConfigModel):
     enabled: bool = Field(True, description="Bridge to the cloud broker; false runs a local-only broker.")
     name: str = Field("cloud", pattern=_CONNECTION_NAME.pattern,
                       description="Bridge connection name, shown in the broker log.")
-    host: str = Field("", description="Cloud broker host name or IPv4 address (required when enabled).")
+    host: str = Field("", description="Cloud broker host name or IPv4 address. Empty: the broker runs "
+                                      "local-only (with a warning) until a deployment sets it.")
     port: int = Field(8883, ge=1, le=65535, description="Cloud broker port.")
     tls: bool = Field(True, description="Connect to the cloud broker with TLS.")
     tls_by: Literal["facecap", "mosquitto"] = Field(
@@ -109,13 +110,17 @@ class BridgeSettings(ConfigModel):
         description="Folder of trusted CA certificates (the system store), used when caFile is empty.")
     cert_file: str = Field("", description="PEM client certificate for mutual TLS (optional).")
     key_file: str = Field("", description="PEM private key of certFile.")
-    username: str = Field("", description="User name on the cloud broker (optional).")
+    username: str = Field("", description="User name on the cloud broker; empty sends the device id (the thing "
+                                          "name), so one deployment fits a whole thing group.")
     password_file: str = Field("", description="File whose first line is the cloud password; the password is "
                                                "written into the 0600 mosquitto.conf in the work folder.")
     client_id: str = Field("", pattern=_CLIENT_ID.pattern,
                            description="Client id on the cloud broker; empty means facecap-edge-<deviceId>, "
                                        "stable so the cloud keeps the bridge's session.")
-    topics: list[str] = Field(["faces/# out 1"], min_length=1,
+    # Faces, and the components' health (retained status and stats) so the cloud sees each device
+    # (`facecap fleet`). Not facecap/<id>/# out: receipts come in on facecap/<id>/receipts.
+    topics: list[str] = Field(["faces/# out 1", "facecap/+/+/status out 1", "facecap/+/+/stats out 1"],
+                              min_length=1,
                               description="Bridge topic lines: 'pattern [out|in|both [qos [local remote]]]'.")
     receipts: bool = Field(True, description="Also bridge `facecap/<deviceId>/receipts in 1`: the cloud's receipts "
                                              "(contract v1.1), which empty the producers' outboxes.")
@@ -192,6 +197,10 @@ class QueueLimits(ConfigModel):
 
 class BrokerConfig(TopicConfig, DeviceConfig):
     """Configuration of `facecap broker`, the EdgeBroker component."""
+
+    # Mosquitto rereads these on SIGHUP (mosquitto.conf(5): "Reloaded on reload signal"); the listener, the
+    # persistence location and the bridge are read only at its start.
+    live_keys = ("queue", "messageSizeLimit", "logTypes", "logging")
 
     mosquitto_path: str = Field("", description="The mosquitto binary; empty searches PATH and /usr/sbin.")
     local: LocalListener = Field(default_factory=LocalListener)

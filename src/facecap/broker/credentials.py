@@ -6,10 +6,10 @@ broker starts and kept, so a component that stays connected across a broker rest
 deleted password file is simply made anew (and the components pick it up when they restart).
 
 Identities (the user name is the identity):
-- detector: publishes faces under `<prefix>/<device>/` and its own status; reads its receipts and the
+- detector: publishes faces under `<prefix>/<device>/`, its own status and stats; reads its receipts and the
   bridge state in `$SYS` (the outbox follows it).
 - sender: the same rights, for `facecap send` run on the device (as the component user).
-- logger: reads `<prefix>/#` and writes its own status.
+- logger: reads `<prefix>/#` and writes its own status and stats.
 - monitor: reads everything, writes nothing (mosquitto_sub for an operator, see docs/operations.md).
 The bridge's own local side is inside Mosquitto and needs no identity.
 """
@@ -102,6 +102,7 @@ def acl_text(device_id: str, topic_prefix: str) -> str:
         "user detector",
         f"topic write {topic_prefix}/{device_id}/#",
         f"topic readwrite {status}/detector/status",
+        f"topic write {status}/detector/stats",  # device health, bridged to the cloud
         f"topic read {status}/receipts",
         "topic read $SYS/broker/connection/#",
         "",
@@ -113,6 +114,7 @@ def acl_text(device_id: str, topic_prefix: str) -> str:
         "user logger",
         f"topic read {topic_prefix}/#",
         f"topic readwrite {status}/logger/status",
+        f"topic write {status}/logger/stats",
         "",
         "user monitor",
         "topic read #",

@@ -182,10 +182,11 @@ def _bridge(config: BrokerConfig, device_id: str, password: str, forwarder_port:
         lines.append("bridge_insecure false")
         if bridge.cert_file:
             lines += [f"bridge_certfile {bridge.cert_file}", f"bridge_keyfile {bridge.key_file}"]
-    if bridge.username:
-        lines.append(f"remote_username {bridge.username}")
-        if password:
-            lines.append(f"remote_password {password}")
+    # The device id by default, so one thing-group deployment fits every device (a cloud broker that takes
+    # the identity from the certificate ignores it).
+    lines.append(f"remote_username {bridge.username or device_id}")
+    if password:
+        lines.append(f"remote_password {password}")
     lines += [f"topic {topic}" for topic in bridge.topics]
     if bridge.receipts:
         # Contract v1.1: the processor's receipts for this device's faces, which empty its outboxes.

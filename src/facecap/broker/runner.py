@@ -11,12 +11,16 @@ import logging
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
 from ..config import resolve_device_id
+from ..greengrass.component import ComponentIpc
+from ..logs import setup_logging
 from ..mqtt.local import SOCKET_NAME
 from .config import BrokerConfig
 from .credentials import write_credentials, write_private
@@ -58,35 +62,31 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
 
 
-class EdgeBrokerRunner:
-    """The EdgeBroker: its configuration and the folder it writes mosquitto.conf to and runs in."""
+def without_unset_bridge(config: BrokerConfig) -> BrokerConfig:
+    """The configuration to run: with the bridge on but no cloud host, a local-only broker. Deploying the
+    bundle before the cloud is set up must not leave the broker BROKEN and the components that depend on it
+    waiting for ever; the faces stay on the device until a deployment sets bridge.host."""
+    if not config.bridge.enabled or config.bridge.host:
+        return config
+    return config.model_copy(update={"bridge": config.bridge.model_copy(update={"enabled": False})})
 
-    def __init__(self, config: BrokerConfig, work_dir: Path) -> None:
-        self.config = config
-        self.work_dir = work_dir
 
-    def conf_text(self, *, masked: bool) -> str:
-        """The mosquitto.conf it would run, for `facecap broker render` (no forwarder yet)."""
-        return conf_text(self.config, self.work_dir, masked=masked)
+def _listening(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
-    def run(self) -> int:
-        """Run Mosquitto until it exits; return its exit code (128 + n when it died of signal n).
 
-        When facecap does the bridge's TLS, the forwarder listens before Mosquitto starts (its port goes
-        into the conf) and stops only after Mosquitto has exited, so the bridge never loses its way out
-        early."""
-        config, work_dir = self.config, self.work_dir
-        binary = preflight(config, work_dir)
-        # Loads the CA and client certificate now, so a file that exists but does not load stops the start
-        # with its key named, instead of every connection failing later.
-        context = bridge_tls_context(config.bridge) if forwards_tls(config) else None
-        forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context,
-                                 dead_link_seconds=config.bridge.keep_alive_seconds).start() if context else None
+def _socket_listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
         try:
-            return _run_mosquitto(config, work_dir, binary, forwarder)
-        finally:
-            if forwarder is not None:
-                forwarder.stop()
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
 
 
 def _prepare_local(config: BrokerConfig, work_dir: Path, device_id: str) -> str:
@@ -103,36 +103,112 @@ def _prepare_local(config: BrokerConfig, work_dir: Path, device_id: str) -> str:
     return " and ".join(listeners)
 
 
-def _run_mosquitto(config: BrokerConfig, work_dir: Path, binary: str, forwarder: TlsForwarder | None) -> int:
-    conf_path = work_dir / CONF_NAME
-    device_id = resolve_device_id(config.device_id)
-    listeners = _prepare_local(config, work_dir, device_id)
-    write_private(conf_path, conf_text(config, work_dir, masked=False,
-                                       forwarder_port=forwarder.port if forwarder else None))
-    if config.bridge.enabled:
-        tls = "off" if not config.bridge.tls else "by facecap" if forwarder else "by mosquitto"
-        log.info("bridge %s to %s:%d as %s (tls %s); state on %s", config.bridge.name, config.bridge.host,
-                 config.bridge.port, bridge_client_id(config, device_id), tls,
-                 bridge_state_topic(config, device_id))
-    else:
-        log.warning("bridge disabled: faces stay on this device")
-    if os.geteuid() == 0:
-        log.warning("running the broker as root; a Greengrass component normally runs as ggc_user")
-    log.info("starting %s -c %s (listening on %s)", binary, conf_path, listeners)
-    sys.stdout.flush()
+class EdgeBrokerRunner:
+    """The EdgeBroker: its configuration and the folder it writes mosquitto.conf to and runs in."""
 
-    child = subprocess.Popen([binary, "-c", str(conf_path)], cwd=work_dir, preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl, no locks
+    def __init__(self, config: BrokerConfig, work_dir: Path, ipc: ComponentIpc[BrokerConfig] | None = None) -> None:
+        self.config = without_unset_bridge(config)
+        self.bridge_unset = self.config is not config
+        self.work_dir = work_dir
+        self.ipc = ipc
+        self._child: subprocess.Popen[bytes] | None = None
+        self._forwarder_port: int | None = None
+        if ipc is not None:
+            ipc.on_change(self.apply_live)
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        if child.poll() is None:
-            child.send_signal(signum)
+    def conf_text(self, *, masked: bool) -> str:
+        """The mosquitto.conf it would run, for `facecap broker render` (no forwarder yet)."""
+        return conf_text(self.config, self.work_dir, masked=masked)
 
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
-    try:
-        code = child.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    def apply_live(self, config: BrokerConfig, keys: frozenset[str]) -> None:
+        """Queue limits, message size limit and log types: rewrite mosquitto.conf and make Mosquitto reread it
+        (SIGHUP), so neither the broker nor the components that depend on it restart. facecap's own logging
+        settings apply at once."""
+        if "logging" in keys:
+            setup_logging(config.logging.level, config.logging.format)
+        self.config = without_unset_bridge(config)
+        child = self._child
+        if keys - {"logging"} and child is not None and child.poll() is None:
+            write_private(self.work_dir / CONF_NAME, conf_text(self.config, self.work_dir, masked=False,
+                                                               forwarder_port=self._forwarder_port))
+            child.send_signal(signal.SIGHUP)
+            log.info("mosquitto.conf rewritten and reloaded (SIGHUP) for %s", ", ".join(sorted(keys)))
+
+    def run(self) -> int:
+        """Run Mosquitto until it exits; return its exit code (128 + n when it died of signal n).
+
+        When facecap does the bridge's TLS, the forwarder listens before Mosquitto starts (its port goes
+        into the conf) and stops only after Mosquitto has exited, so the bridge never loses its way out
+        early."""
+        config, work_dir = self.config, self.work_dir
+        if self.bridge_unset:
+            log.warning("bridge.host is empty: running a LOCAL-ONLY broker, faces stay on this device. Set "
+                        "bridge.host (and the TLS files) in a deployment to bridge them to the cloud broker, or "
+                        "bridge.enabled false to silence this warning.")
+        binary = preflight(config, work_dir)
+        # Loads the CA and client certificate now, so a file that exists but does not load stops the start
+        # with its key named, instead of every connection failing later.
+        context = bridge_tls_context(config.bridge) if forwards_tls(config) else None
+        forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context,
+                                 dead_link_seconds=config.bridge.keep_alive_seconds).start() if context else None
+        self._forwarder_port = forwarder.port if forwarder else None
+        try:
+            return self._run_mosquitto(binary)
+        finally:
+            if forwarder is not None:
+                forwarder.stop()
+
+    def _start_mosquitto(self, binary: str) -> subprocess.Popen[bytes]:
+        config, work_dir = self.config, self.work_dir
+        conf_path = work_dir / CONF_NAME
+        device_id = resolve_device_id(config.device_id)
+        listeners = _prepare_local(config, work_dir, device_id)
+        write_private(conf_path, conf_text(config, work_dir, masked=False, forwarder_port=self._forwarder_port))
+        if config.bridge.enabled:
+            tls = "off" if not config.bridge.tls else "by facecap" if self._forwarder_port else "by mosquitto"
+            log.info("bridge %s to %s:%d as %s (tls %s); state on %s", config.bridge.name, config.bridge.host,
+                     config.bridge.port, bridge_client_id(config, device_id), tls,
+                     bridge_state_topic(config, device_id))
+        elif not self.bridge_unset:
+            log.warning("bridge disabled: faces stay on this device")
+        if os.geteuid() == 0:
+            log.warning("running the broker as root; a Greengrass component normally runs as ggc_user")
+        log.info("starting %s -c %s (listening on %s)", binary, conf_path, listeners)
+        sys.stdout.flush()
+        return subprocess.Popen([binary, "-c", str(conf_path)], cwd=work_dir, preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl, no locks
+
+    def _ready_socket(self) -> Path | None:
+        """The socket whose listening means ready; None when the broker listens on TCP only."""
+        if not self.config.local.socket:
+            return None
+        return Path(local_run_dir(self.config, str(self.work_dir.resolve()))) / SOCKET_NAME
+
+    def _run_mosquitto(self, binary: str) -> int:
+        child = self._child = self._start_mosquitto(binary)
+        ready_socket, local = self._ready_socket(), self.config.local
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+        previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+        stopped = threading.Event()
+        if self.ipc is not None:
+            what = str(ready_socket) if ready_socket else f"{local.bind_address}:{local.port}"
+            self.ipc.report_when_ready(
+                lambda: child.poll() is None and (_socket_listening(ready_socket) if ready_socket
+                                                  else _listening(local.bind_address, local.port)),
+                stopped, f"the listener on {what}")
+        try:
+            code = child.wait()
+        finally:
+            stopped.set()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return _exit_code(code)
+
+
+def _exit_code(code: int) -> int:
     if code < 0:
         log.info("mosquitto stopped by signal %s", signal.Signals(-code).name)
         return 128 - code

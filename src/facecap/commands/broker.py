@@ -12,7 +12,8 @@ from ..broker.config import BrokerConfig
 from ..broker.preflight import preflight_problems
 from ..broker.runner import EdgeBrokerRunner
 from ..config import config_source, load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, FacecapError
+from ..greengrass.component import ComponentIpc
 from ..logs import setup_logging
 
 
@@ -30,14 +31,28 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(BrokerConfig, "broker", config_source(args.config))
-    runner = EdgeBrokerRunner(config, Path.cwd())
     if args.action == "render":
-        # Checked first, so an error leaves stdout empty rather than half a configuration to redirect.
-        problems = preflight_problems(config, runner.work_dir, starting=False)
-        if problems:
-            raise ConfigError("broker", problems, hint="the broker would not start: fix these keys")
-        sys.stdout.write(runner.conf_text(masked=True))
-        return 0
+        return render(EdgeBrokerRunner(load_config(BrokerConfig, "broker", config_source(args.config)), Path.cwd()))
+    component = ComponentIpc(BrokerConfig, "broker")
+    config = component.load(config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)
-    return runner.run()
+    runner = EdgeBrokerRunner(config, Path.cwd(), component)
+    try:
+        code = runner.run()
+    except FacecapError as exc:
+        component.report_errored(str(exc))
+        raise
+    finally:
+        component.close()
+    return code
+
+
+def render(runner: EdgeBrokerRunner) -> int:
+    # Checked first, so an error leaves stdout empty rather than half a configuration to redirect.
+    problems = preflight_problems(runner.config, runner.work_dir, starting=False)
+    if problems:
+        raise ConfigError("broker", problems, hint="the broker would not start: fix these keys")
+    sys.stdout.write(runner.conf_text(masked=True))
+    if runner.bridge_unset:
+        print("facecap: bridge.host is empty: the broker would run local-only", file=sys.stderr)
+    return 0

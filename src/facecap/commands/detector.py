@@ -55,17 +55,27 @@ def register(subparsers: Any) -> None:
 # --- facecap detector ----------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import config_source, load_config
+    from ..config import config_source
     from ..detector.config import DetectorConfig
     from ..detector.runner import DetectorRunner
+    from ..errors import FacecapError
+    from ..greengrass.component import ComponentIpc
     from ..logs import setup_logging
     from ..validation import require
 
-    config = load_config(DetectorConfig, COMPONENT, config_source(args.config))
+    component = ComponentIpc(DetectorConfig, COMPONENT)
+    config = component.load(config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
-    require(COMPONENT, config)
-    runner = DetectorRunner.build(config, args.model)  # a ConfigError or MqttError ends in one line (cli.py)
-    return runner.run(stop_on_signals(log, "finishing"))
+    try:
+        require(COMPONENT, config)
+        # A ConfigError or MqttError ends in one line (cli.py); Greengrass hears ERRORED first.
+        runner = DetectorRunner.build(config, args.model, ipc=component)
+        return runner.run(stop_on_signals(log, "finishing"))
+    except FacecapError as exc:
+        component.report_errored(str(exc))
+        raise
+    finally:
+        component.close()
 
 
 # --- facecap detect ---------------------------------------------------------------------------------------

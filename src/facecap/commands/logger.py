@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import config_source, load_config
+from ..config import config_source
+from ..errors import FacecapError
+from ..greengrass.component import ComponentIpc
 from ..logger.config import LoggerConfig
 from ..logger.runner import FaceLoggerRunner
 from ..logs import setup_logging
@@ -25,8 +27,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(LoggerConfig, "logger", config_source(args.config))
+    component = ComponentIpc(LoggerConfig, "logger")
+    config = component.load(config_source(args.config))
     setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
-    require("logger", config)
-    # An MqttError (the EdgeBroker's socket missing or not open to this user) ends in one line (cli.py).
-    return FaceLoggerRunner(config).run(stop_on_signals())
+    try:
+        require("logger", config)
+        # An MqttError (the EdgeBroker's socket missing or not open to this user) ends in one line (cli.py).
+        return FaceLoggerRunner(config, ipc=component).run(stop_on_signals())
+    except FacecapError as exc:
+        component.report_errored(str(exc))
+        raise
+    finally:
+        component.close()

@@ -130,13 +130,17 @@ class CaptureLoop:
 
 class StatsReporter:
     """Logs `stats:` lines of key=value pairs every interval, from its own thread, so the figures keep
-    coming while a camera or the broker is away. `collect` gives one dict per line; a line's fps is
-    computed from its `frames` since the last report, per line (per camera)."""
+    coming while a camera or the broker is away, and hands the last line (the whole detector's) with every
+    camera's line to `publish` (device health). `collect` gives one dict per line; a line's fps is computed
+    from its `frames` since the last report, per line (per camera). `interval` is read at each round, so a
+    live configuration change takes effect at the next one."""
 
-    def __init__(self, interval: float, collect: Callable[[], list[dict[str, object]]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval = interval
+    def __init__(self, interval: float | Callable[[], float], collect: Callable[[], list[dict[str, object]]],
+                 clock: Callable[[], float] = time.monotonic,
+                 publish: Callable[[dict[str, object]], None] | None = None) -> None:
+        self._interval = interval if callable(interval) else (lambda: interval)
         self._collect = collect
+        self._publish = publish
         self._clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="detector-stats", daemon=True)
@@ -155,6 +159,7 @@ class StatsReporter:
         now = self._clock()
         elapsed = now - self._last_time
         self._last_time = now
+        published: list[dict[str, object]] = []
         for number, figures in enumerate(lines):
             frames = int(str(figures.get("frames", 0)))
             fps = (frames - self._last_frames.get(number, 0)) / elapsed if elapsed > 0 else 0.0
@@ -163,9 +168,16 @@ class StatsReporter:
             ordered["fps"] = f"{fps:.1f}"
             ordered.update(figures)
             log.info("stats: %s", " ".join(f"{key}={value}" for key, value in ordered.items()))
+            published.append({"fps": round(fps, 2), **figures})
+        if self._publish is not None and published:
+            whole = published[-1] if len(published) == 1 else {**published[-1], "per_camera": published[:-1]}
+            try:
+                self._publish(whole)
+            except Exception as error:  # noqa: BLE001 - the log lines above have the figures anyway
+                log.warning("could not publish the stats: %s", error)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self._interval()):
             try:
                 self.report()
             except Exception:

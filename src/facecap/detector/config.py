@@ -208,6 +208,8 @@ class OutputSettings(ConfigModel):
 class DetectorConfig(ComponentConfig):
     """Everything the `facecap detector` command needs."""
 
+    live_keys = ("detection", "tracking", "output", "logging", "statsIntervalSeconds")
+
     camera_id: str = Field("camera0", description="Camera id in topics, [A-Za-z0-9._-]{1,64} (one camera; "
                                                   "see `cameras`).")
     camera: CameraSettings = Field(default_factory=CameraSettings, description="The frame source (one camera).")
@@ -227,8 +229,16 @@ class DetectorConfig(ComponentConfig):
     stats_interval_seconds: float = Field(
         60, gt=0, description="How often a stats line (fps, faces, tracks, published, dropped) is logged."
     )
+    # The nucleus kills a component 5 s after SIGTERM: 4 s leaves time to say goodbye (status offline).
     shutdown_timeout_seconds: float = Field(
-        10, gt=0, description="On SIGTERM, how long to wait for faces still in flight to reach the broker."
+        4, gt=0,
+        description="On SIGTERM, how long to wait for faces still in flight to reach the broker. Keep it under "
+                    "5: Greengrass kills a component 5 s after SIGTERM.",
+    )
+    iot_core_stats: bool = Field(
+        False, description="Also publish the periodic stats to AWS IoT Core (Greengrass IPC PublishToIoTCore, "
+                           "topic facecap/<deviceId>/detector/stats); the core device's AWS IoT policy must allow "
+                           "iot:Publish on it.",
     )
 
     @field_validator("camera_id")

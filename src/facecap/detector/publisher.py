@@ -73,6 +73,12 @@ class FacePublisher:
         self.stats = PublishStats()
         self.committer = None if outbox is None else OutboxCommitter(outbox, self._release)
 
+    def set_limits(self, max_payload_bytes: int, max_queued_bytes: int) -> None:
+        """New limits from a live configuration change; they apply from the next face on."""
+        with self._lock:
+            self._max_payload_bytes = max_payload_bytes
+            self._max_queued_bytes = max_queued_bytes
+
     def submit(self, payload: bytes, meta: FaceMetadata) -> bool:
         """Queue one face; False (and counted as dropped) when it cannot be queued right now."""
         with self._lock:

@@ -5,16 +5,20 @@ in-flight faces, then offline). docs/detector.md describes the threads."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import cv2
 
 from ..config import resolve_device_id
-from ..contract import new_face_id, status_topic
+from ..contract import format_time, new_face_id, stats_topic, status_topic
 from ..errors import ConfigError
+from ..greengrass.component import ComponentIpc
+from ..logs import setup_logging
 from ..mqtt import MqttClient, StatusTopic, local_settings
 from ..outbox import OutboxPublisher
 from .camera import Camera, check_source
@@ -100,10 +104,12 @@ class DetectorRunner:
     # The durable outbox behind the publisher (None when outbox.enabled is false); it owns the client's
     # start and stop then, since it subscribes to the receipts and the bridge state.
     outbox: OutboxPublisher | None = None
+    cli_model: str | None = None
+    ipc: ComponentIpc[DetectorConfig] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, config: DetectorConfig, cli_model: str | None = None,
-              client: MqttClient | None = None) -> DetectorRunner:
+              client: MqttClient | None = None, ipc: ComponentIpc[DetectorConfig] | None = None) -> DetectorRunner:
         """Everything that can be checked before starting is checked here, raising ConfigError (a missing
         file, model or certificate) or MqttError. `client`: an already built client (default: the one the
         configuration describes)."""
@@ -131,7 +137,34 @@ class DetectorRunner:
                  config.tracking.mode, cv2.__version__)
         for feed in feeds:
             log.info("camera %s: %s%s", feed.camera_id, feed.camera.description, " (left out)" if feed.ended else "")
-        return cls(config, client, publisher, feeds, detectors, condition, outbox)
+        runner = cls(config, client, publisher, feeds, detectors, condition, outbox=outbox, cli_model=cli_model,
+                     ipc=ipc)
+        if ipc is not None:
+            ipc.on_change(runner.apply_live)
+        return runner
+
+    def apply_live(self, config: DetectorConfig, keys: frozenset[str]) -> None:
+        """Take a deployment's new detection, tracking, output, logging or stats settings without a restart, for
+        every camera and every worker. Each part is replaced whole between two frames (an attribute or list item
+        swap), never half-changed."""
+        if "detection" in keys:
+            # Each worker reads its own slot at every job (scheduling.py), so the new models take over there.
+            self.detectors[:] = [build_detector(config, self.cli_model) for _ in self.detectors]
+        for feed in self.feeds:
+            loop = feed.loop
+            if "detection" in keys:
+                loop.detector = self.detectors[0]
+                loop.min_face_size = config.detection.min_face_size
+            if "tracking" in keys:
+                loop.tracker.settings = build_tracker(config).settings
+                loop.edge_margin = config.tracking.edge_margin
+            if "output" in keys:
+                loop.crop_settings = crop_settings(config)
+        if "output" in keys:
+            self.publisher.set_limits(config.output.max_payload_bytes, config.output.max_queued_bytes)
+        if "logging" in keys:
+            setup_logging(config.logging.level, config.logging.format)
+        self.config = config
 
     def figures(self) -> list[dict[str, object]]:
         """The stats lines' figures, counters since start plus the current state: one line per camera when
@@ -148,7 +181,7 @@ class DetectorRunner:
             "dropped": published.dropped, "failed": published.failed, "in_flight": self.client.in_flight,
             "queued_bytes": published.queued_bytes, "connected": "yes" if self.client.connected else "no",
             "camera_outages": total("camera_outages"), "skipped": total("skipped"),
-            "queue_dropped": total("queue_dropped"),
+            "queue_dropped": total("queue_dropped"), "score_threshold": self.config.detection.score_threshold,
             **self._outbox_figures(),
         }
         if len(cameras) == 1:
@@ -166,6 +199,16 @@ class DetectorRunner:
                 "refused": counts.refused, "republished": sender.republished,
                 "bridge": {True: "up", False: "down", None: "unknown"}[self.outbox.bridge.up]}
 
+    def publish_stats(self, figures: dict[str, object]) -> None:
+        """The stats, retained on facecap/<device>/detector/stats (the bridge carries them to the cloud), and
+        to AWS IoT Core when iotCoreStats is on."""
+        payload = json.dumps({"at": format_time(datetime.now(timezone.utc)), **figures}).encode()
+        topic = stats_topic(self.feeds[0].loop.device_id, "detector")
+        # Never blocks the stats thread: with every publish slot taken the stats wait for the next round.
+        self.client.publish(topic, payload, retain=True, content_type="application/json", block=False)
+        if self.config.iot_core_stats and self.ipc is not None:
+            self.ipc.ipc.publish_to_iot_core(topic, payload)
+
     def run(self, stop: threading.Event) -> int:
         """Capture until `stop` is set or every camera has ended: 0; 1 when a camera was given up; 2 when a
         camera's source could not be read."""
@@ -174,8 +217,11 @@ class DetectorRunner:
             self.outbox.start(wait=False)  # connects the client, then publishes every pending face again
         else:
             self.client.start(wait=False)
-        reporter = StatsReporter(self.config.stats_interval_seconds, self.figures)
+        reporter = StatsReporter(lambda: self.config.stats_interval_seconds, self.figures, publish=self.publish_stats)
         reporter.start()
+        if self.ipc is not None:
+            self.ipc.report_when_ready(lambda: total_frames(self.feeds) > 0 and self.client.connected, stop,
+                                       "the first frame from a camera and the local broker")
         try:
             for feed in self.feeds:
                 if not feed.ended:
@@ -189,7 +235,11 @@ class DetectorRunner:
             self._shut_down()
             reporter.report()
         log.info("detector stopped")
-        return max(feed.code for feed in self.feeds)
+        code = max(feed.code for feed in self.feeds)
+        if code and self.ipc is not None:
+            self.ipc.report_errored(", ".join(f"camera {feed.camera_id} {feed.state}" for feed in self.feeds
+                                              if feed.code))
+        return code
 
     def _shut_down(self) -> None:
         timeout = self.config.shutdown_timeout_seconds
@@ -201,6 +251,11 @@ class DetectorRunner:
             self.outbox.outbox.close()
         elif not self.client.stop(timeout):
             log.warning("stopped with %d faces still unacknowledged after %.0f s", self.client.in_flight, timeout)
+
+
+def total_frames(feeds: list[CameraFeed]) -> int:
+    return sum(feed.loop.stats.frames for feed in feeds)
+
 
 
 def build_feed(config: DetectorConfig, entry: CameraEntry, detector: FaceDetector, publisher: FacePublisher,

@@ -74,26 +74,28 @@ class FrameScheduler:
 class DetectionPool:
     """One thread per detector, taking jobs from the scheduler until every camera is finished."""
 
-    def __init__(self, scheduler: FrameScheduler, detectors: Sequence[FaceDetector]) -> None:
+    def __init__(self, scheduler: FrameScheduler, detectors: list[FaceDetector]) -> None:
         self.scheduler = scheduler
-        self.detectors = list(detectors)
+        # The caller's list itself, not a copy: a live configuration change swaps its items (runner.py), and
+        # each worker reads its own slot at every job.
+        self.detectors = detectors
 
     def run(self, stop: threading.Event) -> None:
-        threads = [threading.Thread(target=self._work, args=(detector, stop), name=f"detect-{number}", daemon=True)
-                   for number, detector in enumerate(self.detectors)]
+        threads = [threading.Thread(target=self._work, args=(number, stop), name=f"detect-{number}", daemon=True)
+                   for number in range(len(self.detectors))]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
 
-    def _work(self, detector: FaceDetector, stop: threading.Event) -> None:
+    def _work(self, number: int, stop: threading.Event) -> None:
         while (job := self.scheduler.next_job(stop)) is not None:
             feed, frame = job
             try:
                 if frame is None:
                     feed.loop.finish()
                 else:
-                    feed.loop.process(frame, detector)
+                    feed.loop.process(frame, self.detectors[number])
             except Exception:
                 # One bad frame must not end a worker that every camera needs.
                 log.exception("camera %s: processing %s failed", feed.camera_id,

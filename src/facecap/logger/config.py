@@ -12,6 +12,8 @@ from ..mqtt import MqttSettings
 class LoggerConfig(ComponentConfig):
     """Configuration of `facecap logger`, the FaceLogger component."""
 
+    live_keys = ("logging", "summaryIntervalSeconds")
+
     mqtt: MqttSettings = Field(default_factory=MqttSettings,
                                description="The local broker (the EdgeBroker listener).")
     summary_interval_seconds: float = Field(60.0, ge=1, description="Seconds between summary lines.")

@@ -4,9 +4,10 @@ context built from it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from awscrt import io
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from ..config import ConfigModel
 from ..errors import MqttConnectError
@@ -31,7 +32,6 @@ class MqttSettings(ConfigModel):
     key_file: str = Field("", description="PEM private key of the client certificate.")
     username: str = Field("", description="User name for password authentication (optional).")
     password_file: str = Field("", description="File whose first line is the password; keeps it out of configs.")
-    password: SecretStr = Field(SecretStr(""), description="Password itself (prefer passwordFile); never logged.")
     client_id: str = Field("", description="Client id; empty derives one from the device id and component.")
     keep_alive_seconds: int = Field(60, ge=5, le=65535, description="MQTT keep-alive interval.")
     session_expiry_seconds: int = Field(
@@ -42,12 +42,19 @@ class MqttSettings(ConfigModel):
     min_reconnect_delay_seconds: float = Field(0.5, gt=0, description="First reconnect delay (backoff start).")
     max_reconnect_delay_seconds: float = Field(30.0, gt=0, description="Reconnect backoff ceiling.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password(cls, data: Any) -> Any:
+        # A password in the configuration would sit in the deployment document and in an environment variable.
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("password is not a configuration key: write the password to a file only the "
+                             "component can read and set passwordFile")
+        return data
+
     @model_validator(mode="after")
     def _check_files(self) -> MqttSettings:
         if (self.cert_file == "") != (self.key_file == ""):
             raise ValueError("certFile and keyFile go together")
-        if self.password_file and self.password.get_secret_value():
-            raise ValueError("set password or passwordFile, not both")
         if self.socket_path not in ("", AUTO_SOCKET) and not self.socket_path.startswith("/"):
             raise ValueError(f"socketPath {self.socket_path!r} must be an absolute path, 'auto' or empty")
         return self
@@ -61,7 +68,7 @@ class MqttSettings(ConfigModel):
         if self.password_file:
             lines = Path(self.password_file).read_text(encoding="utf-8").splitlines()
             return lines[0] if lines else ""
-        return self.password.get_secret_value()
+        return ""
 
     def describe(self) -> str:
         """Where we connect, for logs; never includes the password."""

@@ -63,8 +63,9 @@ def _component(short_name: str, command: str, description: str, **details: Any) 
 
 PYTHON_KEY = RecipeKey(
     "python", "python3",
-    "Python >= 3.10 (with venv and ensurepip) that Install builds the component's virtual environment from; "
-    "e.g. `python3.10` on JetPack 5, whose python3 is 3.8.")
+    "Python >= 3.10 (with venv) that Install builds the component's virtual environment from; the "
+    "wheelhouses hold wheels for 3.10 on aarch64 and 3.10 and 3.11 on x86_64: e.g. `python3.10` on JetPack 5, "
+    "whose python3 is 3.8.")
 
 BROKER = f"{NAMESPACE}.EdgeBroker"
 FIRST_START_BROKER = Dependency(BROKER, "HARD")
@@ -90,7 +91,7 @@ FACE_DETECTOR = _component(
         PYTHON_KEY,
         RecipeKey("systemSitePackages", False,
                   "Build the virtual environment with --system-site-packages and use the system's OpenCV "
-                  "(a Jetson's, built with GStreamer for CSI cameras) instead of installing opencv from PyPI."),
+                  "(a Jetson's, built with GStreamer for CSI cameras) and NumPy instead of the wheelhouse's."),
     ),
 )
 

@@ -1,8 +1,12 @@
-mosquitto="${FACECAP_MOSQUITTO_PATH:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
-if [ ! -x "$mosquitto" ] && [ "$INSTALL_MOSQUITTO" = true ] && [ -z "${FACECAP_MOSQUITTO_PATH:-}" ]; then
+mosquitto="$FACECAP_MOSQUITTO_PATH"
+if [ -z "$mosquitto" ]; then
+  mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+fi
+if [ ! -x "$mosquitto" ] && [ "$INSTALL_MOSQUITTO" = true ] && [ -z "$FACECAP_MOSQUITTO_PATH" ]; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  apt-get install -y --no-install-recommends mosquitto
+  # Wait for an unattended upgrade's dpkg lock instead of failing at once.
+  apt-get -o DPkg::Lock::Timeout=120 update
+  apt-get -o DPkg::Lock::Timeout=120 install -y --no-install-recommends mosquitto
   # The package starts its own broker on port 1883, where this component's broker listens.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto || true; fi
   mosquitto=/usr/sbin/mosquitto

@@ -1,5 +1,6 @@
 if [ "$SYSTEM_SITE_PACKAGES" = true ]; then
-  venv_options="--system-site-packages"
+  # The system's packages of the extra (JetPack's OpenCV, built with GStreamer, and its NumPy) are used.
+  inherit_system=true
 else
-  requirement="${WHEEL_FILE}[@EXTRA@]"
+  set -- "$@" -r "$wheelhouse/requirements-$abi-@EXTRA@.txt"
 fi

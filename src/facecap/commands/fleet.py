@@ -1,0 +1,47 @@
+"""`facecap fleet`: every device's health as the cloud broker sees it (last seen, component status, bridge
+state, latest counters). Exits 1 when a device is stale, so a cron job can alarm on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "fleet", help="list every device's health from the cloud broker; exit 1 when one is stale",
+        description="Read the retained status and stats topics that each device's components keep on the cloud "
+                    "broker (carried by the edge bridge) and the bridges' connection state, with the "
+                    "processor's credentials (--config: the processor's configuration). Exit 0 when every "
+                    "device sent stats within --stale-after seconds, 1 when one did not, 2 on a bad "
+                    "configuration or no connection.")
+    parser.add_argument("--config", help="the processor's configuration: JSON object or file (default: "
+                                         "$FACECAP_CONFIG); FACECAP_* variables override single keys")
+    parser.add_argument("--stale-after", type=float, default=300.0, metavar="SECONDS",
+                        help="a device whose newest stats are older than this is stale (default 300: five "
+                             "missed rounds of the detector's default 60 s stats)")
+    parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                        help="longest time to gather the retained messages (default 10)")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import config_source, load_config
+    from ..errors import MqttError
+    from ..processor.config import ProcessorConfig
+    from ..processor.fleet import collect, render_table, utc_now
+
+    config = load_config(ProcessorConfig, "processor", config_source(args.config))
+    try:
+        view = collect(config.mqtt, timeout=args.wait)
+    except MqttError as exc:
+        print(f"facecap fleet: cannot read the cloud broker at {config.mqtt.describe()}: {exc}")
+        return 2
+    devices, now = view.snapshot(), utc_now()
+    if args.json:
+        print(json.dumps([d.as_dict(now, args.stale_after) for d in devices], indent=2))
+    else:
+        print(render_table(devices, now, args.stale_after))
+    return 1 if any(d.is_stale(now, args.stale_after) for d in devices) else 0

@@ -1,0 +1,139 @@
+"""Device health as the cloud broker sees it, for `facecap fleet`.
+
+Every edge component keeps a retained `online`/`offline` on facecap/<device>/<component>/status (its last will
+says offline) and retained JSON stats on facecap/<device>/<component>/stats, with the time they were taken
+(`at`); the edge bridge carries both out. The bridge itself keeps a retained "1"/"0" on
+$SYS/broker/connection/facecap-edge-<device>/state on the cloud broker (its last will says 0). Reading those
+retained topics once gives the state of the whole fleet: no database, nothing to keep running.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..contract import parse_time
+from ..errors import ContractError
+from ..mqtt import MqttClient, MqttSettings, ReceivedMessage
+
+HEALTH_TOPICS = ("facecap/+/+/status", "facecap/+/+/stats", "$SYS/broker/connection/+/state")
+BRIDGE_PREFIX = "facecap-edge-"
+# The components of a device; facecap/<id>/processor/status is the processor's own (not a device).
+NOT_DEVICE_COMPONENTS = ("processor",)
+COUNTERS = ("fps", "frames", "faces", "published", "dropped", "failed", "pending", "rejected")
+
+
+@dataclass
+class DeviceHealth:
+    device: str
+    status: dict[str, str] = field(default_factory=dict)  # component -> online/offline
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # component -> its latest stats
+    bridge: str = "unknown"  # connected, disconnected, or unknown (no state seen)
+
+    @property
+    def last_seen(self) -> datetime | None:
+        """When the newest stats were taken; None when the device never sent any."""
+        times = []
+        for figures in self.stats.values():
+            try:
+                times.append(parse_time(str(figures.get("at", ""))))
+            except ContractError:
+                continue
+        return max(times, default=None)
+
+    def age(self, now: datetime) -> float | None:
+        seen = self.last_seen
+        return None if seen is None else (now - seen).total_seconds()
+
+    def is_stale(self, now: datetime, stale_after: float) -> bool:
+        age = self.age(now)
+        return age is None or age > stale_after
+
+    def as_dict(self, now: datetime, stale_after: float) -> dict[str, Any]:
+        seen = self.last_seen
+        return {"device": self.device, "lastSeen": seen.isoformat() if seen else None, "ageSeconds": self.age(now),
+                "stale": self.is_stale(now, stale_after), "bridge": self.bridge, "status": self.status,
+                "stats": self.stats}
+
+
+class FleetView:
+    """The health of every device, from the retained messages on HEALTH_TOPICS."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceHealth] = {}
+        self._lock = threading.Lock()
+        self.last_message = time.monotonic()
+
+    def handle(self, message: ReceivedMessage) -> None:
+        parts = message.topic.split("/")
+        with self._lock:
+            self.last_message = time.monotonic()
+            if parts[0] == "$SYS" and len(parts) == 5 and parts[3].startswith(BRIDGE_PREFIX):
+                state = message.payload.strip()
+                self._device(parts[3][len(BRIDGE_PREFIX):]).bridge = {b"1": "connected", b"0": "disconnected"}.get(
+                    state, "unknown")
+            elif parts[0] == "facecap" and len(parts) == 4 and parts[2] not in NOT_DEVICE_COMPONENTS:
+                self._component(parts[1], parts[2], parts[3], message.payload)
+
+    def _device(self, device: str) -> DeviceHealth:
+        return self.devices.setdefault(device, DeviceHealth(device))
+
+    def _component(self, device: str, component: str, kind: str, payload: bytes) -> None:
+        if kind == "status":
+            self._device(device).status[component] = payload.decode("utf-8", "replace").strip() or "?"
+        elif kind == "stats":
+            try:
+                figures = json.loads(payload)
+            except ValueError:
+                return
+            if isinstance(figures, dict):
+                self._device(device).stats[component] = figures
+
+    def snapshot(self) -> list[DeviceHealth]:
+        with self._lock:
+            return [self.devices[name] for name in sorted(self.devices)]
+
+
+def collect(settings: MqttSettings, *, settle: float = 1.0, timeout: float = 10.0,
+            client_factory: Callable[..., MqttClient] = MqttClient) -> FleetView:
+    """Subscribe to the health topics and gather the retained messages: until none came for `settle` seconds
+    (the broker sends every retained message right after the SUBACK), at most `timeout` seconds."""
+    view = FleetView()
+    # A throwaway session of its own: never the processor's client id, whose session holds the faces.
+    transient = settings.model_copy(update={"client_id": "", "session_expiry_seconds": 0})
+    client = client_factory(transient, f"facecap-fleet-{int(time.time() * 1000) % 10**9}", on_message=view.handle)
+    client.start()
+    try:
+        for topic in HEALTH_TOPICS:
+            client.subscribe(topic, qos=0)
+        started = time.monotonic()
+        view.last_message = started
+        while time.monotonic() - started < timeout and time.monotonic() - view.last_message < settle:
+            time.sleep(0.05)
+    finally:
+        client.stop(timeout=2)
+    return view
+
+
+def render_table(devices: list[DeviceHealth], now: datetime, stale_after: float) -> str:
+    """One block per device: last seen, bridge, each component's status, its latest counters."""
+    lines = [f"{len(devices)} device(s); stale after {stale_after:g} s"]
+    for device in devices:
+        age = device.age(now)
+        seen = "never" if age is None else f"{age:.0f} s ago"
+        flag = "STALE" if device.is_stale(now, stale_after) else "ok"
+        lines.append(f"{device.device}  {flag}  last seen {seen}  bridge {device.bridge}")
+        for component in sorted(set(device.status) | set(device.stats)):
+            figures = device.stats.get(component, {})
+            counters = " ".join(f"{key}={figures[key]}" for key in COUNTERS if key in figures)
+            lines.append(f"  {component:<10} {device.status.get(component, '?'):<8} {counters}".rstrip())
+    return "\n".join(lines)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)

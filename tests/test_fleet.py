@@ -1,0 +1,50 @@
+"""`facecap fleet`'s view of the retained health topics (the broker round trip is in tests/security)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from facecap.contract import format_time
+from facecap.mqtt import ReceivedMessage
+from facecap.processor.fleet import FleetView, render_table
+
+pytestmark = pytest.mark.unit
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+
+
+def message(topic: str, payload: bytes) -> ReceivedMessage:
+    return ReceivedMessage(topic, payload, None, (), 0, True)
+
+
+def stats(age: float, **figures: object) -> bytes:
+    return json.dumps({"at": format_time(NOW - timedelta(seconds=age)), **figures}).encode()
+
+
+def test_devices_components_bridge_and_staleness() -> None:
+    view = FleetView()
+    for topic, payload in [
+        ("facecap/jetson-1/detector/status", b"online"),
+        ("facecap/jetson-1/detector/stats", stats(30, fps=9.8, faces=4, published=4, dropped=1, pending=0)),
+        ("facecap/jetson-1/logger/stats", stats(90, faces=4, rejected=0)),
+        ("$SYS/broker/connection/facecap-edge-jetson-1/state", b"1"),
+        ("$SYS/broker/connection/facecap-edge-jetson-2/state", b"0"),
+        ("facecap/jetson-2/detector/status", b"offline"),
+        ("facecap/jetson-2/detector/stats", b"not json"),  # ignored, not fatal
+        ("facecap/facecap-processor/processor/status", b"online"),  # the processor is no device
+        ("facecap/jetson-1/receipts", b"{}"),  # not health
+    ]:
+        view.handle(message(topic, payload))
+    one, two = view.snapshot()
+    assert [one.device, two.device] == ["jetson-1", "jetson-2"]
+    assert one.last_seen == NOW - timedelta(seconds=30)  # the newest stats of any component
+    assert one.bridge == "connected" and two.bridge == "disconnected"
+    assert not one.is_stale(NOW, 60) and one.is_stale(NOW, 20)
+    assert two.last_seen is None and two.is_stale(NOW, 10**9)  # never sent stats
+    table = render_table(view.snapshot(), NOW, 60)
+    assert "jetson-1  ok  last seen 30 s ago  bridge connected" in table
+    assert "detector   online   fps=9.8 faces=4 published=4 dropped=1 pending=0" in table
+    assert "jetson-2  STALE  last seen never  bridge disconnected" in table
+    assert one.as_dict(NOW, 60)["stats"]["logger"]["rejected"] == 0
