@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .component import start_component
 from .stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,10 @@ def register(subparsers: Any) -> None:
 # --- facecap detector ----------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import config_source, load_config
     from ..detector.config import DetectorConfig
     from ..detector.runner import DetectorRunner
-    from ..logs import setup_logging
-    from ..validation import require
 
-    config = load_config(DetectorConfig, COMPONENT, config_source(args.config))
-    setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
-    require(COMPONENT, config)
+    config = start_component(DetectorConfig, COMPONENT, args)
     runner = DetectorRunner.build(config, args.model)  # a ConfigError or MqttError ends in one line (cli.py)
     return runner.run(stop_on_signals(log, "finishing"))
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import config_source, load_config
 from ..logger.config import LoggerConfig
 from ..logger.runner import FaceLoggerRunner
-from ..logs import setup_logging
-from ..validation import require
+from .component import add_config_option, start_component
 from .stopping import stop_on_signals
 
 
@@ -18,15 +16,11 @@ def register(subparsers: Any) -> None:
         "logger", help="log every face message on the local broker",
         description="Subscribe to <topicPrefix>/# on the local broker and log one line per face, messages "
                     "that break the contract with their reason, and a periodic summary.")
-    parser.add_argument("--config",
-                        help="JSON object or JSON file (default: $FACECAP_CONFIG); FACECAP_* variables "
-                             "override single keys")
+    add_config_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(LoggerConfig, "logger", config_source(args.config))
-    setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
-    require("logger", config)
+    config = start_component(LoggerConfig, "logger", args)
     # An MqttError (the EdgeBroker's socket missing or not open to this user) ends in one line (cli.py).
     return FaceLoggerRunner(config).run(stop_on_signals())
