@@ -10,19 +10,19 @@ from typing import Any
 
 from .component import add_config_option, start_component
 from .stopping import stop_on_signals
+from .subcommand import add_command
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "processor",
+    parser = add_command(
+        subparsers, "processor", run,
         help="store faces from the cloud broker in S3 or a folder",
         description="Subscribe to faces with a persistent session, store each one (s3:// or file://), and "
                     "acknowledge it only once stored. Configured by --config and FACECAP_* variables.",
     )
     add_config_option(parser)
-    parser.set_defaults(func=run)
     actions = parser.add_subparsers(dest="processor_action", metavar="ACTION")
     health = actions.add_parser("healthcheck", help="exit 0 if the running processor's heartbeat is fresh",
                                 description="Read the heartbeat file the processor writes and exit 0 if it is "

@@ -9,7 +9,7 @@ that narrow.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote
 
 from .base import StoreError, check_key_parts
@@ -17,6 +17,7 @@ from .keys import join_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from typing_extensions import Unpack
 
 # S3 allows 2 KB of user metadata (names plus values); keep a margin for the truncation marker.
 METADATA_BUDGET = 1900
@@ -54,7 +55,8 @@ class S3Bucket:
     """What both S3 stores (boto3 and awscrt) share: the bucket, the key prefix below it and the
     server-side encryption, checked once, as the S3 request headers that ask for it."""
 
-    def __init__(self, bucket: str, prefix: str, server_side_encryption: str, kms_key_id: str) -> None:
+    def __init__(self, bucket: str, prefix: str = "", *, server_side_encryption: str = "AES256",
+                 kms_key_id: str = "") -> None:
         if server_side_encryption not in SSE_MODES:
             raise ValueError(f"server-side encryption {server_side_encryption!r} is not one of {SSE_MODES}")
         self.bucket = bucket
@@ -74,18 +76,17 @@ class S3Bucket:
         return f"s3://{self.bucket}/{full_key}"
 
 
+class Encryption(TypedDict, total=False):
+    """The encryption keywords of S3Bucket, which both stores pass on to it."""
+
+    server_side_encryption: str
+    kms_key_id: str
+
+
 class S3Store(S3Bucket):
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        server_side_encryption: str = "AES256",
-        kms_key_id: str = "",
-        max_connections: int = 10,
-        client: S3Client | None = None,
-    ) -> None:
-        super().__init__(bucket, prefix, server_side_encryption, kms_key_id)
+    def __init__(self, bucket: str, prefix: str = "", *, max_connections: int = 10, client: S3Client | None = None,
+                 **encryption: Unpack[Encryption]) -> None:
+        super().__init__(bucket, prefix, **encryption)
         self._encryption: dict[str, Any] = {_BOTO3_PARAMETERS[name]: value
                                             for name, value in self.encryption_headers.items()}
         self._client = client or _make_client(max_connections)

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from awscrt import auth, http, s3
@@ -29,7 +29,10 @@ from awscrt import io as crtio
 from awscrt.exceptions import AwsCrtError
 
 from .base import StoreError
-from .s3 import PERMANENT_CODES, S3Bucket, s3_metadata
+from .s3 import PERMANENT_CODES, Encryption, S3Bucket, s3_metadata
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
@@ -93,17 +96,9 @@ def error_code(exc: AwsCrtError) -> str:
 
 
 class CrtS3Store(S3Bucket):
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        server_side_encryption: str = "AES256",
-        kms_key_id: str = "",
-        max_connections: int = 10,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(bucket, prefix, server_side_encryption, kms_key_id)
+    def __init__(self, bucket: str, prefix: str = "", *, max_connections: int = 10,
+                 environ: Mapping[str, str] | None = None, **encryption: Unpack[Encryption]) -> None:
+        super().__init__(bucket, prefix, **encryption)
         self.region = resolve_region(environ)
         self.endpoint = resolve_endpoint(bucket, self.region, environ)
         self._fixed_headers = [("Host", self.endpoint.host_for(bucket)), *self.encryption_headers.items()]
