@@ -33,13 +33,15 @@ class ContractError(FacecapError):
 
 
 class MqttError(FacecapError):
-    """Base of MQTT failures."""
+    """Base of MQTT failures: a broker that could not be reached or answered with a failure (exit 1), unless a
+    subclass says the input is at fault."""
+
+    exit_code = 1
 
 
 class MqttConnectError(MqttError):
     """The client could not connect (broker unreachable, TLS failure, timeout)."""
 
-    exit_code = 1
     hint = "check that the broker runs and that mqtt.host, mqtt.port and mqtt.tls point to it"
 
 
@@ -53,7 +55,6 @@ class MqttAuthError(MqttConnectError):
 class PublishError(MqttError):
     """A publish failed or the broker answered it with a failure reason code."""
 
-    exit_code = 1
     hint = "check the broker's log and the client's ACL"
 
 

@@ -15,6 +15,7 @@ from ..config import config_source, load_config
 from ..errors import ConfigError, FacecapError
 from ..greengrass.component import ComponentIpc
 from ..logs import setup_logging
+from .component import add_config_option
 
 
 def register(subparsers: Any) -> None:
@@ -24,9 +25,7 @@ def register(subparsers: Any) -> None:
                     "Mosquitto in the foreground. `render` only prints the file (password masked).")
     parser.add_argument("action", nargs="?", choices=("run", "render"), default="run",
                         help="run (default) or render")
-    parser.add_argument("--config",
-                        help="JSON object or JSON file (default: $FACECAP_CONFIG); FACECAP_* variables "
-                             "override single keys")
+    add_config_option(parser)
     parser.set_defaults(func=run)
 
 

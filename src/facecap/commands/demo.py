@@ -6,19 +6,17 @@ there says so in one line (see facecap.cli)."""
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from ..release import MODEL_FILE
-
-log = logging.getLogger(__name__)
+from .subcommand import add_command
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "demo",
+    parser = add_command(
+        subparsers, "demo", run,
         help="run the whole pipeline locally (no camera, AWS or Docker needed)",
         description="Start a cloud broker with TLS and a device identity, the EdgeBroker with its bridge, the "
         "FaceLogger, the processor and the FaceDetector on this machine; feed the detector a rendered sample "
@@ -41,7 +39,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--cameras", type=int, default=1, metavar="N",
                         help="render N different sample videos and run them as N cameras of one detector "
                         "(default 1; not with --source)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .component import greengrass_component
 from .stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -55,27 +56,13 @@ def register(subparsers: Any) -> None:
 # --- facecap detector ----------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import config_source
     from ..detector.config import DetectorConfig
     from ..detector.runner import DetectorRunner
-    from ..errors import FacecapError
-    from ..greengrass.component import ComponentIpc
-    from ..logs import setup_logging
-    from ..validation import require
 
-    component = ComponentIpc(DetectorConfig, COMPONENT)
-    config = component.load(config_source(args.config))
-    setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
-    try:
-        require(COMPONENT, config)
+    with greengrass_component(DetectorConfig, COMPONENT, args) as (config, ipc):
         # A ConfigError or MqttError ends in one line (cli.py); Greengrass hears ERRORED first.
-        runner = DetectorRunner.build(config, args.model, ipc=component)
+        runner = DetectorRunner.build(config, args.model, ipc=ipc)
         return runner.run(stop_on_signals(log, "finishing"))
-    except FacecapError as exc:
-        component.report_errored(str(exc))
-        raise
-    finally:
-        component.close()
 
 
 # --- facecap detect ---------------------------------------------------------------------------------------

@@ -8,21 +8,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .component import add_config_option, start_component
 from .stopping import stop_on_signals
+from .subcommand import add_command
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "processor",
+    parser = add_command(
+        subparsers, "processor", run,
         help="store faces from the cloud broker in S3 or a folder",
         description="Subscribe to faces with a persistent session, store each one (s3:// or file://), and "
                     "acknowledge it only once stored. Configured by --config and FACECAP_* variables.",
     )
-    parser.add_argument("--config", help="JSON object or JSON file (default: $FACECAP_CONFIG); FACECAP_* variables "
-                                          "override single keys")
-    parser.set_defaults(func=run)
+    add_config_option(parser)
     actions = parser.add_subparsers(dest="processor_action", metavar="ACTION")
     health = actions.add_parser("healthcheck", help="exit 0 if the running processor's heartbeat is fresh",
                                 description="Read the heartbeat file the processor writes and exit 0 if it is "
@@ -41,17 +41,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import config_source, load_config
     from ..errors import UnavailableError
-    from ..logs import setup_logging
     from ..processor.config import ProcessorConfig
     from ..processor.runner import ProcessorRunner
     from ..storage import StoreError, open_store
-    from ..validation import require
 
-    config = load_config(ProcessorConfig, "processor", config_source(args.config))
-    setup_logging(config.logging.level, config.logging.format)  # first: DEBUG shows tracebacks
-    require("processor", config)
+    config = start_component(ProcessorConfig, "processor", args)
     stop = stop_on_signals(log, "draining")
     try:
         store = open_store(config.store, server_side_encryption=config.server_side_encryption,

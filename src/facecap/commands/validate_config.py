@@ -11,11 +11,12 @@ from typing import Any
 from ..config import COMPONENT_MODELS, component_model, load_config
 from ..errors import ConfigError
 from ..validation import check, errors
+from .subcommand import add_command
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "validate-config",
+    parser = add_command(
+        subparsers, "validate-config", run,
         help="check a component configuration and print it with every default filled in",
         description="Validate CONFIG (a JSON string or file) for COMPONENT. Exits 0 and prints the effective "
         "configuration (secrets masked) when it is valid, or exits 2 naming each bad key. It runs the checks the "
@@ -29,7 +30,6 @@ def register(subparsers: Any) -> None:
                         help="also apply FACECAP_* environment variables, as the component would")
     parser.add_argument("--strict", action="store_true",
                         help="a file that must exist and does not is an error (run it on the device itself)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ that narrow.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote
 
 from .base import StoreError, check_key_parts
@@ -17,11 +17,16 @@ from .keys import join_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from typing_extensions import Unpack
 
 # S3 allows 2 KB of user metadata (names plus values); keep a margin for the truncation marker.
 METADATA_BUDGET = 1900
 TRUNCATED = "metadata-truncated"
 SSE_MODES = ("", "AES256", "aws:kms")
+SSE_HEADER = "x-amz-server-side-encryption"
+SSE_KMS_KEY_HEADER = "x-amz-server-side-encryption-aws-kms-key-id"
+# boto3 takes the encryption headers as named parameters of put_object.
+_BOTO3_PARAMETERS = {SSE_HEADER: "ServerSideEncryption", SSE_KMS_KEY_HEADER: "SSEKMSKeyId"}
 # Answers that retrying alone will not fix; still retried (a bucket can be created, a policy fixed).
 PERMANENT_CODES = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                     "InvalidBucketName", "KMS.NotFoundException", "AllAccessDisabled"}
@@ -46,35 +51,49 @@ def s3_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
-class S3Store:
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        server_side_encryption: str = "AES256",
-        kms_key_id: str = "",
-        max_connections: int = 10,
-        client: S3Client | None = None,
-    ) -> None:
+class S3Bucket:
+    """What both S3 stores (boto3 and awscrt) share: the bucket, the key prefix below it and the
+    server-side encryption, checked once, as the S3 request headers that ask for it."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, server_side_encryption: str = "AES256",
+                 kms_key_id: str = "") -> None:
         if server_side_encryption not in SSE_MODES:
             raise ValueError(f"server-side encryption {server_side_encryption!r} is not one of {SSE_MODES}")
         self.bucket = bucket
         self.prefix = prefix
-        self._encryption: dict[str, Any] = {}
+        self.encryption_headers: dict[str, str] = {}
         if server_side_encryption:
-            self._encryption["ServerSideEncryption"] = server_side_encryption
+            self.encryption_headers[SSE_HEADER] = server_side_encryption
         if server_side_encryption == "aws:kms" and kms_key_id:
-            self._encryption["SSEKMSKeyId"] = kms_key_id
+            self.encryption_headers[SSE_KMS_KEY_HEADER] = kms_key_id
+
+    def full_key(self, key: str) -> str:
+        check_key_parts(key)
+        return join_key(self.prefix, key)
+
+    def where(self, full_key: str) -> str:
+        """The object's address, as errors name it."""
+        return f"s3://{self.bucket}/{full_key}"
+
+
+class Encryption(TypedDict, total=False):
+    """The encryption keywords of S3Bucket, which both stores pass on to it."""
+
+    server_side_encryption: str
+    kms_key_id: str
+
+
+class S3Store(S3Bucket):
+    def __init__(self, bucket: str, prefix: str = "", *, max_connections: int = 10, client: S3Client | None = None,
+                 **encryption: Unpack[Encryption]) -> None:
+        super().__init__(bucket, prefix, **encryption)
+        self._encryption: dict[str, Any] = {_BOTO3_PARAMETERS[name]: value
+                                            for name, value in self.encryption_headers.items()}
         self._client = client or _make_client(max_connections)
 
     def describe(self) -> str:
         endpoint = self._client.meta.endpoint_url
         return f"s3://{self.bucket}/{self.prefix} via {endpoint}"
-
-    def full_key(self, key: str) -> str:
-        check_key_parts(key)
-        return join_key(self.prefix, key)
 
     def put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -85,9 +104,9 @@ class S3Store:
                                     Metadata=s3_metadata(metadata), **self._encryption)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            raise StoreError(f"s3://{self.bucket}/{full_key}: {exc}", transient=code not in PERMANENT_CODES) from exc
+            raise StoreError(f"{self.where(full_key)}: {exc}", transient=code not in PERMANENT_CODES) from exc
         except BotoCoreError as exc:  # connection refused, timeouts, credentials not found, ...
-            raise StoreError(f"s3://{self.bucket}/{full_key}: {exc}") from exc
+            raise StoreError(f"{self.where(full_key)}: {exc}") from exc
 
 
 def _make_client(max_connections: int) -> S3Client:

@@ -21,16 +21,18 @@ import re
 from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from awscrt import auth, http, s3
 from awscrt import io as crtio
 from awscrt.exceptions import AwsCrtError
 
-from .base import StoreError, check_key_parts
-from .keys import join_key
-from .s3 import PERMANENT_CODES, SSE_MODES, s3_metadata
+from .base import StoreError
+from .s3 import PERMANENT_CODES, Encryption, S3Bucket, s3_metadata
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
@@ -93,28 +95,13 @@ def error_code(exc: AwsCrtError) -> str:
     return match.group(1).decode(errors="replace") if match else exc.name
 
 
-class CrtS3Store:
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        server_side_encryption: str = "AES256",
-        kms_key_id: str = "",
-        max_connections: int = 10,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        if server_side_encryption not in SSE_MODES:
-            raise ValueError(f"server-side encryption {server_side_encryption!r} is not one of {SSE_MODES}")
-        self.bucket = bucket
-        self.prefix = prefix
+class CrtS3Store(S3Bucket):
+    def __init__(self, bucket: str, prefix: str = "", *, max_connections: int = 10,
+                 environ: Mapping[str, str] | None = None, **encryption: Unpack[Encryption]) -> None:
+        super().__init__(bucket, prefix, **encryption)
         self.region = resolve_region(environ)
         self.endpoint = resolve_endpoint(bucket, self.region, environ)
-        self._fixed_headers = [("Host", self.endpoint.host_for(bucket))]
-        if server_side_encryption:
-            self._fixed_headers.append(("x-amz-server-side-encryption", server_side_encryption))
-        if server_side_encryption == "aws:kms" and kms_key_id:
-            self._fixed_headers.append(("x-amz-server-side-encryption-aws-kms-key-id", kms_key_id))
+        self._fixed_headers = [("Host", self.endpoint.host_for(bucket)), *self.encryption_headers.items()]
         self._checksum = s3.S3ChecksumConfig(algorithm=s3.S3ChecksumAlgorithm.CRC32,
                                              location=s3.S3ChecksumLocation.HEADER)
         self._client = _make_client(self.region, self.endpoint, max_connections)
@@ -122,13 +109,9 @@ class CrtS3Store:
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix} via {self.endpoint.url} (awscrt)"
 
-    def full_key(self, key: str) -> str:
-        check_key_parts(key)
-        return join_key(self.prefix, key)
-
     def put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str]) -> None:
         full_key = self.full_key(key)
-        where = f"s3://{self.bucket}/{full_key}"
+        where = self.where(full_key)
         headers = http.HttpHeaders([
             *self._fixed_headers,
             ("Content-Type", content_type),
