@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "facecap.commands.detector",
     "facecap.commands.processor",
     "facecap.commands.outbox",
+    "facecap.commands.fleet",
 )
 # Command modules of the development kit (not in the device wheel), with the subcommand each adds.
 DEVKIT_COMMANDS = {"facecap.commands.demo": "demo"}

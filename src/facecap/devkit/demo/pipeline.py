@@ -48,6 +48,8 @@ topic read faces/#
 topic read $share/+/faces/#
 topic write facecap/+/processor/status
 topic write facecap/+/receipts
+topic read facecap/+/+/status
+topic read facecap/+/+/stats
 topic read $SYS/broker/#
 """
 
