@@ -14,9 +14,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,14 @@ from facecap.mqtt import MqttClient, ReceivedMessage
 from facecap.polling import wait_until
 from facecap.processor.config import ProcessorConfig
 from facecap.processor.plan import plan_message
-from facecap.processor.runner import ProcessorRunner as Processor
-from facecap.storage import face_key, open_store
+from facecap.storage import face_key
 from facecap.storage.files import FileStore
 from facecap.storage.keys import join_key
 from facecap.storage.s3 import s3_metadata
 
 from .conftest import MosquittoFactory
 from .support.helpers import Collector, fake_jpeg, sample_face, settings_for, subscriber
+from .support.processor import running
 from .support.s3 import s3_with_bucket
 
 pytestmark = pytest.mark.integration
@@ -66,19 +65,6 @@ def make_config(broker: MosquittoServer, tmp_path: Path, store: str = f"s3://{BU
         "drainTimeoutSeconds": 10,
     }
     return load_config(ProcessorConfig, "processor", deep_merge(data, overrides), env={})
-
-
-@contextmanager
-def running(config: ProcessorConfig) -> Iterator[Processor]:
-    store = open_store(config.store, server_side_encryption=config.server_side_encryption,
-                       max_connections=config.workers + 2)
-    processor = Processor(config, store)
-    processor.start()
-    try:
-        assert processor.wait_ready(15), "processor did not subscribe"
-        yield processor
-    finally:
-        processor.stop()
 
 
 def publish(broker: MosquittoServer, faces: Sequence[OutgoingFace], per_second: float | None = None) -> None:

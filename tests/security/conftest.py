@@ -4,7 +4,6 @@ against it, storing into a file store."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,6 @@ import pytest
 
 from facecap.config import load_config
 from facecap.processor.config import ProcessorConfig
-from facecap.processor.runner import ProcessorRunner as Processor
-from facecap.storage import open_store
 
 from ..support.cloudbroker import CloudBroker, cloud_broker_running
 
@@ -42,17 +39,6 @@ def processor_config(cloud: CloudBroker, folder: Path, client_id: str, **overrid
         **overrides,
     }
     return load_config(ProcessorConfig, "processor", data, env={})
-
-
-@contextmanager
-def running(config: ProcessorConfig) -> Iterator[Processor]:
-    processor = Processor(config, open_store(config.store))
-    processor.start()
-    try:
-        assert processor.wait_ready(15), "processor did not subscribe"
-        yield processor
-    finally:
-        processor.stop()
 
 
 def stored_files(root: Path) -> list[Path]:

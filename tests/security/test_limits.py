@@ -16,7 +16,8 @@ from facecap.polling import wait_until
 
 from ..support.cloudbroker import CloudBroker, connect, publish
 from ..support.helpers import fake_jpeg, publish_all, sample_face
-from .conftest import processor_config, running, stored_files
+from ..support.processor import running
+from .conftest import processor_config, stored_files
 from .rawmqtt import publish_raw
 
 pytestmark = pytest.mark.integration
