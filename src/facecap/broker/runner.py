@@ -21,7 +21,7 @@ from types import FrameType
 from ..config import resolve_device_id
 from ..greengrass.component import ComponentIpc
 from ..logs import setup_logging
-from ..mqtt.local import SOCKET_NAME
+from ..mqtt.local import SOCKET_NAME, socket_listening
 from .config import BrokerConfig
 from .credentials import write_credentials, write_private
 from .preflight import preflight, read_first_line
@@ -77,16 +77,6 @@ def _listening(address: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _socket_listening(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
 
 
 def _prepare_local(config: BrokerConfig, work_dir: Path, device_id: str) -> str:
@@ -196,7 +186,7 @@ class EdgeBrokerRunner:
         if self.ipc is not None:
             what = str(ready_socket) if ready_socket else f"{local.bind_address}:{local.port}"
             self.ipc.report_when_ready(
-                lambda: child.poll() is None and (_socket_listening(ready_socket) if ready_socket
+                lambda: child.poll() is None and (socket_listening(ready_socket) if ready_socket
                                                   else _listening(local.bind_address, local.port)),
                 stopped, f"the listener on {what}")
         try:

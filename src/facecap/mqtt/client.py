@@ -160,7 +160,10 @@ class MqttClient:
         connect_timeout_seconds. Without
         wait, connection problems are logged and retried with backoff in the background."""
         if self.settings.uses_socket:
-            check_local_paths(self.settings)  # a wrong socket path: one error naming it, not a retry loop
+            # A wrong socket path gives one error naming it, not a retry loop. A missing socket is waited
+            # for: a restarting EdgeBroker removes the dead socket of its killed predecessor before
+            # Mosquitto binds a new one.
+            check_local_paths(self.settings, wait_seconds=self.settings.connect_timeout_seconds)
         self._started = True
         self._dispatcher.start()
         log.info("connecting to %s as client %s", self.settings.describe(), self.client_id)

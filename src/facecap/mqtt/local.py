@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
 import time
 from collections.abc import Mapping
@@ -43,6 +44,17 @@ def resolve_local(settings: MqttSettings, identity: str, env: Mapping[str, str] 
     if not settings.username:
         update.update(username=identity, password_file=str(password_path(Path(edge_dir), identity)))
     return settings.model_copy(update=update)
+
+
+def socket_listening(path: Path) -> bool:
+    """True when a broker accepts connections on the socket (a killed broker leaves a dead socket file)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
 
 
 def _problem(path: str, want_socket: bool) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ...mqtt import MqttSettings
-from ...mqtt.local import EDGE_DIR_ENV, SOCKET_NAME
+from ...mqtt.local import EDGE_DIR_ENV, SOCKET_NAME, socket_listening
 from ...polling import wait_until
 from ..link import TcpProxy
 from ..servers import CertificateAuthority, MosquittoServer, S3Server, free_port, tail
@@ -352,7 +352,8 @@ def _wait_ready(socket_path: Path, password: Path, component: Component, timeout
     def ready() -> bool:
         if not component.running:
             raise RuntimeError(f"{component.name} exited early:\n{tail(component.log)}")
-        return socket_path.is_socket() and password.exists()
+        # A live socket, not the file a killed broker left behind (the new one replaces it).
+        return password.exists() and socket_listening(socket_path)
 
     if not wait_until(ready, timeout, 0.1):
         raise RuntimeError(f"{component.name} is not listening on {socket_path}:\n{tail(component.log)}")
