@@ -11,9 +11,9 @@ Phases: fixed rates (default 20/s and 100/s) and full speed (as fast as the edge
 many publishes in flight). The publisher plays the detector (its identity on the edge broker) and reaches
 the broker as the components do on a device, over its Unix socket, or over TCP with --local tcp.
 
-With --compare-seed it then runs, on the same servers, the seed-style pipeline (bench/seed.py: a QoS 0
-forwarder in place of the bridge and one synchronous boto3 put per message) at full speed, and prints both
-figures and their ratio.
+With --compare-seed it then runs, on the same cloud broker and S3 server, the seed-style pipeline
+(bench/seed.py: an open edge broker, a QoS 0 forwarder in place of the bridge and one synchronous boto3 put
+per message) at full speed, and prints both figures and their ratio.
 
     python bench/pipeline.py [--size 30000] [--rates 20,100] [--seconds 20] [--burst 3000] [--compare-seed]
                              [--local socket|tcp] [--outbox]
@@ -45,13 +45,11 @@ import psutil
 from facecap.contract import FaceMetadata, OutgoingFace, build_message
 from facecap.detector.publisher import FacePublisher
 from facecap.devkit.demo.pipeline import PROCESSOR_USER, LocalPipeline, PipelineSettings
-from facecap.mqtt import MqttClient
+from facecap.devkit.servers import MosquittoServer
+from facecap.mqtt import MqttClient, MqttSettings
 from facecap.outbox import Outbox, OutboxPublisher
 from facecap.polling import wait_until
 from facecap.stats import percentile
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `bench` is importable
-from bench.seed import seed_topic
 
 STORED = re.compile(r"stored \S+ face-id=(\S+) capture_to_store_ms=([\d.]+)")
 TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z")
@@ -220,7 +218,7 @@ def stop_publisher(client: MqttClient, durable: DurableSender | None) -> None:
 
 
 def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: float, *,
-              seed: bool = False, durable: DurableSender | None = None) -> None:
+              durable: DurableSender | None = None) -> None:
     interval = 1.0 / rate if rate else 0.0
     start = time.monotonic()
     phase.first_publish = time.time()
@@ -238,8 +236,7 @@ def run_phase(client: MqttClient, phase: Phase, size: int, count: int, rate: flo
             continue
         message = face(size, index)
         phase.face_ids.add(message.face_id)
-        topic = seed_topic(message.topic) if seed else message.topic
-        futures.append(client.publish(topic, message.payload, content_type=message.content_type,
+        futures.append(client.publish(message.topic, message.payload, content_type=message.content_type,
                                       user_properties=message.user_properties, timeout=60))
     for future in futures:
         assert future is not None
@@ -283,27 +280,31 @@ def start_seed_part(pipeline: LocalPipeline, part: str, options: list[str],
     return process
 
 
-def compare_seed(pipeline: LocalPipeline, client: MqttClient, *, size: int, count: int, facecap_rate: float,
+def compare_seed(pipeline: LocalPipeline, *, size: int, count: int, facecap_rate: float,
                  facecap_cpu: dict[str, float]) -> None:
-    """The seed-style pipeline at full speed on the same servers, against facecap's full-speed figure."""
+    """The seed-style pipeline at full speed on the same cloud broker and S3 server, against facecap's
+    full-speed figure."""
     pipeline.components["processor"].stop()  # the seed-style processor alone stores these faces
     device = pipeline.settings.device_id
-    edge = pipeline.edge_settings("monitor").model_dump(mode="json", by_alias=True)  # read-only identity
-    forwarder = start_seed_part(pipeline, "forwarder", ["--edge", json.dumps(edge),
+    seed_edge = MosquittoServer(pipeline.workdir / "seed-edge", persistence=False).start()  # open, as the seed's
+    edge = MqttSettings(host=seed_edge.host, port=seed_edge.port)
+    forwarder = start_seed_part(pipeline, "forwarder", ["--edge", json.dumps(edge.model_dump(mode="json",
+                                                                                              by_alias=True)),
                                                         "--cloud", json.dumps(pipeline.cloud_mqtt(device))], {})
     assert pipeline.s3 is not None and pipeline.s3.process is not None and pipeline.cloud is not None
     processor = start_seed_part(pipeline, "processor", ["--cloud", json.dumps(pipeline.cloud_mqtt(PROCESSOR_USER)),
                                                         "--store", pipeline.store_url + "-seed"], pipeline.s3.env())
-    broker = pipeline.components["broker"].process
-    assert broker is not None and pipeline.cloud.process is not None
-    parts = {"publisher (this script)": os.getpid(), "edge broker (facecap broker + mosquitto)": broker.pid,
+    assert seed_edge.process is not None and pipeline.cloud.process is not None
+    parts = {"publisher (this script)": os.getpid(), "edge broker (open mosquitto)": seed_edge.process.pid,
              "seed forwarder (QoS 0)": forwarder.pid, "cloud broker (mosquitto)": pipeline.cloud.process.pid,
              "seed processor (sync boto3 put)": processor.pid, "S3 server (weed)": pipeline.s3.process.pid}
+    client = MqttClient(edge, "bench-seed-publisher")
+    client.start()
     store_log = StoreLog(pipeline.logs / "seed-processor.log")
     try:
         phase = Phase("seed full speed")
         before = cpu_seconds(parts)
-        run_phase(client, phase, size, count, 0.0, seed=True)
+        run_phase(client, phase, size, count, 0.0)
         progress = [-1]
 
         def settled() -> bool:  # QoS 0 may lose faces: stop waiting once nothing moved for 15 s
@@ -316,11 +317,14 @@ def compare_seed(pipeline: LocalPipeline, client: MqttClient, *, size: int, coun
         after = cpu_seconds(parts)
         latencies, last = store_log.latencies(phase.face_ids)
     finally:
+        client.stop()
         for process in (forwarder, processor):
             process.terminate()
             process.wait(30)
+        seed_edge.stop()
     rate = len(latencies) / (last - phase.first_publish) if last > phase.first_publish else 0.0
-    print("\nseed-style pipeline (QoS 0 forwarder, one synchronous boto3 put per message), same servers:")
+    print("\nseed-style pipeline (open edge broker, QoS 0 forwarder, one synchronous boto3 put per message), "
+          "same cloud broker and S3 server:")
     print(f"  {count} faces published at full speed, {len(latencies)} stored, {rate:.1f} faces/s")
     print(f"  facecap {facecap_rate:.1f} faces/s / seed-style {rate:.1f} faces/s = "
           f"{facecap_rate / rate if rate else float('inf'):.2f}x")
@@ -408,7 +412,7 @@ def main() -> None:
             sampler.print_peaks()
             print_cpu(cpu_per_face)
             if args.compare_seed:
-                compare_seed(pipeline, client, size=args.size, count=args.burst,
+                compare_seed(pipeline, size=args.size, count=args.burst,
                              facecap_rate=rates_seen["full speed"], facecap_cpu=cpu_per_face["full speed"])
             stop_publisher(client, durable)
         finally:

@@ -1,14 +1,15 @@
 """The seed-style pipeline that `bench/pipeline.py --compare-seed` measures against facecap's, on the same
-edge broker, cloud broker and S3 server: what this project replaced.
+cloud broker and S3 server: what this project replaced.
 
-- forwarder: subscribes to `seed/#` on the edge broker at QoS 0 and republishes every message to the cloud
-  broker at QoS 0 (as `faces/...`, with the device's login), one process in place of the TLS bridge;
+- the edge broker: a plain Mosquitto that lets anyone in, as the seed's was (the benchmark starts it on a
+  free loopback port; facecap's EdgeBroker, rightly, refuses a publisher that is not one of its identities);
+- forwarder: subscribes to `faces/#` on that broker at QoS 0 and republishes every message to the cloud
+  broker at QoS 0 (with the device's login), one process in place of the TLS bridge;
 - processor: subscribes to `faces/#` on the cloud broker at QoS 0 and stores each face with one
   synchronous boto3 PutObject before it looks at the next message.
 
-The benchmark publishes these faces on `seed/...`, which the EdgeBroker's bridge (`faces/# out 1`) does not
-carry, and stops facecap's processor meanwhile, so only the seed-style parts handle them. Each part runs
-as its own process, so its CPU time is counted apart:
+The benchmark stops facecap's processor meanwhile, so only the seed-style parts handle these faces. Each
+part runs as its own process, so its CPU time is counted apart:
 
     python bench/seed.py forwarder --edge JSON --cloud JSON
     python bench/seed.py processor --cloud JSON --store s3://bucket/prefix
@@ -30,26 +31,18 @@ from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 from facecap.storage import face_key, open_store
 
 log = logging.getLogger("facecap.bench.seed")
-SEED_PREFIX = "seed"
-
-
-def seed_topic(topic: str) -> str:
-    """Where the benchmark publishes a face for the seed-style pipeline: faces/d/c -> seed/d/c."""
-    return SEED_PREFIX + topic[topic.index("/"):]
-
-
 def run_forwarder(edge: MqttSettings, cloud: MqttSettings) -> None:
     upstream = MqttClient(cloud, "seed-forwarder-cloud")
     upstream.start()
 
     def forward(message: ReceivedMessage) -> None:
-        upstream.publish("faces" + message.topic[len(SEED_PREFIX):], message.payload, qos=0,
+        upstream.publish(message.topic, message.payload, qos=0,
                          content_type=message.content_type, user_properties=message.user_properties)
 
     downstream = MqttClient(edge, "seed-forwarder-edge", on_message=forward)
     downstream.start()
-    downstream.subscribe(f"{SEED_PREFIX}/#", qos=0)
-    log.info("forwarding %s/# at QoS 0", SEED_PREFIX)
+    downstream.subscribe("faces/#", qos=0)
+    log.info("forwarding faces/# at QoS 0")
     _wait_for_sigterm()
     downstream.stop()
     upstream.stop()
