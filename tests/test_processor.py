@@ -63,6 +63,10 @@ def make_config(broker: MosquittoServer, tmp_path: Path, store: str = f"s3://{BU
         "heartbeatIntervalSeconds": 0.5,
         "statsIntervalSeconds": 5,
         "drainTimeoutSeconds": 10,
+        # These tests drain backlogs of 5 devices as fast as the processor stores, which a fast store
+        # takes past the per-device ceiling (50 faces/s); the ceiling has its own tests
+        # (test_processor_guard.py, security/test_limits.py).
+        "maxFacesPerSecondPerDevice": 0,
     }
     return load_config(ProcessorConfig, "processor", deep_merge(data, overrides), env={})
 
