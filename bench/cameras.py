@@ -62,6 +62,7 @@ def run(count: int, videos: list[Path], seconds: float, fps: float, work: Path) 
         "detection": {"modelPath": str(shared_dir() / "models" / MODEL_FILE)},
         "mqtt": {"host": broker.host, "port": broker.port},
         "statsIntervalSeconds": STATS_SECONDS,
+        "outbox": {"dir": str(work / f"outbox-{count}")},  # not the current folder (the checkout)
     }
     log_path = work / f"detector-{count}.log"
     argv = [sys.executable, "-m", "facecap.cli", "detector", "--config", json.dumps(config)]
