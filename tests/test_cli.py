@@ -41,6 +41,17 @@ def test_every_subcommand_has_help() -> None:
 
 
 @pytest.mark.unit
+def test_building_the_parser_loads_no_component_runtime() -> None:
+    """Every process of a component builds the whole parser: the EdgeBroker must not carry the MQTT
+    client (awscrt, ~9 MB), nor any process OpenCV or boto3 it does not use."""
+    probe = ("import sys, facecap.cli; facecap.cli.build_parser(); "
+             "print(' '.join(sorted(m for m in ('cv2', 'numpy', 'boto3', 'awscrt', 'facecap.mqtt.client', "
+             "'facecap.outbox.publisher') if m in sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == []
+
+
+@pytest.mark.unit
 def test_demo_without_the_devkit_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """As on a device, whose wheel leaves facecap.commands.demo and facecap.devkit out."""

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from facecap.edgelocal import EDGE_DIR_ENV
 from facecap.errors import MqttConnectError
 from facecap.mqtt import MqttSettings, check_local_paths, resolve_local
-from facecap.mqtt.local import EDGE_DIR_ENV
 
 pytestmark = pytest.mark.unit
 

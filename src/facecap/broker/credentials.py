@@ -23,7 +23,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from ..mqtt.local import password_path
+from ..edgelocal import password_path
 
 IDENTITIES = ("detector", "sender", "logger", "monitor")
 PASSWD_NAME = "passwd"  # noqa: S105 - a file name

@@ -13,8 +13,8 @@ import shutil
 import socket
 from pathlib import Path
 
+from ..edgelocal import SOCKET_NAME
 from ..errors import ConfigError
-from ..mqtt.local import SOCKET_NAME
 from .config import BrokerConfig
 from .render import local_run_dir
 

@@ -3,7 +3,7 @@ password, folders, user) is passed in, so the output is fully determined by the 
 
 from __future__ import annotations
 
-from ..mqtt.local import SOCKET_NAME
+from ..edgelocal import SOCKET_NAME
 from ..receipts import receipt_topic
 from .config import BrokerConfig
 from .credentials import ACL_NAME, PASSWD_NAME

@@ -19,9 +19,9 @@ from pathlib import Path
 from types import FrameType
 
 from ..config import resolve_device_id
+from ..edgelocal import SOCKET_NAME, socket_listening
 from ..greengrass.component import ComponentIpc
 from ..logs import setup_logging
-from ..mqtt.local import SOCKET_NAME, socket_listening
 from .config import BrokerConfig
 from .credentials import write_credentials, write_private
 from .preflight import preflight, read_first_line

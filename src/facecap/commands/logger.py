@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from ..logger.config import LoggerConfig
-from ..logger.runner import FaceLoggerRunner
 from .component import add_config_option, greengrass_component
 from .stopping import stop_on_signals
 
@@ -21,6 +20,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..logger.runner import FaceLoggerRunner  # here: loads the MQTT client (awscrt); see cli.py
+
     with greengrass_component(LoggerConfig, "logger", args) as (config, ipc):
         # An MqttError (the EdgeBroker's socket missing or not open to this user) ends in one line (cli.py).
         return FaceLoggerRunner(config, ipc=ipc).run(stop_on_signals())

@@ -16,7 +16,7 @@ from ..contract import DEFAULT_TOPIC_PREFIX, FaceMetadata, build_message, face_t
 from ..errors import ConfigError, FacecapError
 from ..imagesize import image_size
 from ..logs import setup_logging
-from ..mqtt import MqttClient, MqttSettings, local_settings
+from ..mqtt import MqttSettings
 from ..validation import mqtt_problems
 from . import send_outbox
 
@@ -99,6 +99,10 @@ def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Here, not at the top: every command's module is imported to build the parser, and the client
+    # loads awscrt, which the other components' processes should not carry.
+    from ..mqtt import MqttClient, local_settings
+
     setup_logging()
     settings, options = _settings(args)
     if not args.images and not args.outbox:

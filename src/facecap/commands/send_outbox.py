@@ -14,8 +14,6 @@ from pathlib import Path
 from ..contract import FaceMetadata, OutgoingFace, build_message
 from ..errors import ConfigError
 from ..mqtt import MqttSettings
-from ..outbox import Outbox, OutboxPublisher, OutboxSettings
-from ..outbox.schema import OutboxBusyError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +54,11 @@ def send_with_outbox(args: argparse.Namespace, settings: MqttSettings, device: s
                      redeliver_after: float) -> int:
     if args.legacy:
         raise ConfigError("send", [("--legacy", "bare images have no face id, so they cannot use --outbox")])
+    # Here, not at the top: every command's module is imported to build the parser, and the publisher
+    # loads the MQTT client (awscrt), which the other components' processes should not carry.
+    from ..outbox import Outbox, OutboxPublisher, OutboxSettings
+    from ..outbox.schema import OutboxBusyError
+
     try:
         outbox = Outbox(args.outbox, OutboxSettings(redeliver_after_seconds=redeliver_after,
                                                     bridge_client_id=args.bridge_client_id))

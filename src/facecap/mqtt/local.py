@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..edgelocal import EDGE_DIR_ENV, SOCKET_NAME, password_path
 from ..errors import MqttConnectError
 from .settings import AUTO_SOCKET, MqttSettings
 
-EDGE_DIR_ENV = "FACECAP_EDGE_BROKER_DIR"
-SOCKET_NAME = "mosquitto.sock"  # in the EdgeBroker's run folder, beside one password file per identity
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def password_path(run_dir: Path, identity: str) -> Path:
-    """Where the EdgeBroker keeps an identity's password (its first line)."""
-    return run_dir / f"{identity}.password"
 
 
 def resolve_local(settings: MqttSettings, identity: str, env: Mapping[str, str] | None = None) -> MqttSettings:
@@ -44,17 +37,6 @@ def resolve_local(settings: MqttSettings, identity: str, env: Mapping[str, str] 
     if not settings.username:
         update.update(username=identity, password_file=str(password_path(Path(edge_dir), identity)))
     return settings.model_copy(update=update)
-
-
-def socket_listening(path: Path) -> bool:
-    """True when a broker accepts connections on the socket (a killed broker leaves a dead socket file)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
 
 
 def _problem(path: str, want_socket: bool) -> str | None:

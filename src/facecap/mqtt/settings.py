@@ -4,13 +4,15 @@ context built from it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from awscrt import io
 from pydantic import Field, model_validator
 
 from ..config import ConfigModel
 from ..errors import MqttConnectError
+
+if TYPE_CHECKING:
+    from awscrt import io
 
 AUTO_SOCKET = "auto"
 
@@ -81,6 +83,8 @@ class MqttSettings(ConfigModel):
 def tls_context(settings: MqttSettings) -> io.ClientTlsContext | None:
     if not settings.tls or settings.uses_socket:
         return None
+    from awscrt import io  # here, not above: reading settings needs no native library
+
     for key, path in (("caFile", settings.ca_file), ("certFile", settings.cert_file), ("keyFile", settings.key_file)):
         if path and not Path(path).is_file():
             raise MqttConnectError(f"mqtt.{key}: file {path} does not exist")

@@ -15,8 +15,8 @@ from importlib import resources
 from typing import Any
 
 from ..config import default_configuration, env_name
+from ..edgelocal import EDGE_DIR_ENV
 from ..greengrass.policies import AUTHORIZED, MINIMUM_NUCLEUS
-from ..mqtt.local import EDGE_DIR_ENV
 from ..release import MODEL_FILE
 from . import yamltext
 from .components import (

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ...edgelocal import EDGE_DIR_ENV, SOCKET_NAME, socket_listening
 from ...mqtt import MqttSettings
-from ...mqtt.local import EDGE_DIR_ENV, SOCKET_NAME, socket_listening
 from ...polling import wait_until
 from ..link import TcpProxy
 from ..servers import CertificateAuthority, MosquittoServer, S3Server, free_port, tail
