@@ -137,25 +137,33 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 class MemorySampler:
-    """Peak resident memory of each component's processes (a component's children included)."""
+    """Peak resident memory of each component's processes (a component's children included), and of each
+    of its processes apart (the peaks of the parts need not coincide)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.peak: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self.member_peaks: dict[str, dict[str, float]] = {name: {} for name in pids}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _rss(self, pid: int) -> float:
+    def _sample(self, name: str, pid: int) -> None:
+        total = 0.0
         try:
-            total: float = sum(p.memory_info().rss for p in members(pid) if p.is_running()) / 1e6
-            return total
+            for process in members(pid):
+                rss = process.memory_info().rss / 1e6
+                label = f"{' '.join(process.cmdline()[:3])[-40:]} ({process.pid})"
+                peaks = self.member_peaks[name]
+                peaks[label] = max(peaks.get(label, 0.0), rss)
+                total += rss
         except psutil.Error:
-            return 0.0
+            return
+        self.peak[name] = max(self.peak[name], total)
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             for name, pid in self.pids.items():
-                self.peak[name] = max(self.peak[name], self._rss(pid))
+                self._sample(name, pid)
 
     def start(self) -> None:
         self._thread.start()
@@ -168,6 +176,9 @@ class MemorySampler:
         print("\npeak resident memory")
         for name, peak in self.peak.items():
             print(f"  {name:<44}{peak:>8.1f} MB")
+            if len(self.member_peaks[name]) > 1:
+                for label, member_peak in self.member_peaks[name].items():
+                    print(f"    {label:<42}{member_peak:>8.1f} MB")
 
 
 class StoreLog:
