@@ -99,9 +99,7 @@ def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Here, not at the top: every command's module is imported to build the parser, and the client
-    # loads awscrt, which the other components' processes should not carry.
-    from ..mqtt import MqttClient, local_settings
+    from ..mqtt import MqttClient, local_settings  # here: awscrt stays out of the others' processes (cli.py)
 
     setup_logging()
     settings, options = _settings(args)
