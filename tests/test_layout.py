@@ -87,3 +87,27 @@ def test_a_runner_builds_without_a_broker() -> None:
                                   retain=False))
     runner.handle(ReceivedMessage(face.topic, b"not an image", None, (), qos=1, retain=False))
     assert (runner.facelog.total_faces, runner.facelog.total_rejected) == (1, 1)
+
+
+MAX_FUNCTION_LINES = 50  # docs/architecture.md: split a longer function by step
+
+
+def long_functions(root: Path, limit: int) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > limit:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_in_src_is_longer_than_the_limit() -> None:
+    assert long_functions(SRC, MAX_FUNCTION_LINES) == []
+
+
+def test_the_length_check_counts_a_function_from_def_to_its_last_line(tmp_path: Path) -> None:
+    body = "\n".join(f"    x{n} = {n}" for n in range(3))
+    (tmp_path / "m.py").write_text(f"def short():\n    pass\n\n\ndef four():\n{body}\n")
+    assert long_functions(tmp_path, 3) == ["m.py:5 four (4 lines)"]
