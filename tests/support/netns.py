@@ -19,9 +19,10 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from facecap.devkit.servers import CertificateAuthority, ServerError, find_binary, stop_process, tail
+
+from .rig import Rig
 
 
 def netns_problem() -> str | None:
@@ -44,7 +45,7 @@ def _ip(*args: str) -> None:
         raise ServerError(f"ip {' '.join(args)}: {result.stderr.strip()}")
 
 
-class CloudNamespace:
+class CloudNamespace(Rig):
     """The namespace and its two links. `uplink_address` and `datacenter_address` are the namespace's
     addresses as seen from the host."""
 
@@ -60,19 +61,7 @@ class CloudNamespace:
         self._processes: list[subprocess.Popen[bytes]] = []
         self._created = False
 
-    def __enter__(self) -> CloudNamespace:
-        try:
-            self.create()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()
-
-    def create(self) -> None:
+    def set_up(self) -> None:
         _ip("netns", "add", self.name)
         self._created = True
         self.inside("ip", "link", "set", "lo", "up")

@@ -10,7 +10,6 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from facecap.contract import FaceMetadata, build_message
@@ -20,12 +19,13 @@ from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 from .edgebroker import EdgeBroker
 from .helpers import password_file
 from .netns import CloudNamespace, NamespacedBroker
+from .rig import Rig
 
 DEVICE = "jetson-cut"
 BRIDGE_ATTEMPT = "Connecting bridge"  # Mosquitto's notice at every bridge connection attempt
 
 
-class UplinkRig:
+class UplinkRig(Rig):
     def __init__(self, folder: Path, *, bridge: dict[str, Any] | None = None, rate: float = 10.0,
                  size: int = 20_000) -> None:
         self.folder = folder
@@ -41,20 +41,8 @@ class UplinkRig:
         self._publisher: threading.Thread | None = None
         self.edge: EdgeBroker | None = None
 
-    def __enter__(self) -> UplinkRig:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()
-
-    def _start(self) -> None:
-        self.space.create()
+    def set_up(self) -> None:
+        self.space.set_up()
         ca = CertificateAuthority(self.folder / "ca")
         users = {DEVICE: "device-pass", "reader": "reader-pass"}
         NamespacedBroker(self.space, self.folder / "cloud", ca, users).start()
