@@ -27,6 +27,7 @@ with a run without it: the publisher's CPU per face grows by what the outbox cos
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -144,6 +145,7 @@ class MemorySampler:
         self.pids = pids
         self.peak: dict[str, float] = dict.fromkeys(pids, 0.0)
         self.member_peaks: dict[str, dict[str, float]] = {name: {} for name in pids}
+        self._labels: dict[int, str] = {}  # pid -> command line, read once (it does not change)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -152,7 +154,9 @@ class MemorySampler:
         try:
             for process in members(pid):
                 rss = process.memory_info().rss / 1e6
-                label = f"{' '.join(process.cmdline()[:3])[-40:]} ({process.pid})"
+                label = self._labels.get(process.pid)
+                if label is None:
+                    label = self._labels[process.pid] = f"{' '.join(process.cmdline()[:3])[-40:]} ({process.pid})"
                 peaks = self.member_peaks[name]
                 peaks[label] = max(peaks.get(label, 0.0), rss)
                 total += rss
@@ -291,28 +295,39 @@ def start_seed_part(pipeline: LocalPipeline, part: str, options: list[str],
     return process
 
 
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(30)
+
+
 def compare_seed(pipeline: LocalPipeline, *, size: int, count: int, facecap_rate: float,
                  facecap_cpu: dict[str, float]) -> None:
     """The seed-style pipeline at full speed on the same cloud broker and S3 server, against facecap's
     full-speed figure."""
     pipeline.components["processor"].stop()  # the seed-style processor alone stores these faces
     device = pipeline.settings.device_id
-    seed_edge = MosquittoServer(pipeline.workdir / "seed-edge", persistence=False).start()  # open, as the seed's
-    edge = MqttSettings(host=seed_edge.host, port=seed_edge.port)
-    forwarder = start_seed_part(pipeline, "forwarder", ["--edge", json.dumps(edge.model_dump(mode="json",
-                                                                                              by_alias=True)),
-                                                        "--cloud", json.dumps(pipeline.cloud_mqtt(device))], {})
     assert pipeline.s3 is not None and pipeline.s3.process is not None and pipeline.cloud is not None
-    processor = start_seed_part(pipeline, "processor", ["--cloud", json.dumps(pipeline.cloud_mqtt(PROCESSOR_USER)),
-                                                        "--store", pipeline.store_url + "-seed"], pipeline.s3.env())
-    assert seed_edge.process is not None and pipeline.cloud.process is not None
-    parts = {"publisher (this script)": os.getpid(), "edge broker (open mosquitto)": seed_edge.process.pid,
-             "seed forwarder (QoS 0)": forwarder.pid, "cloud broker (mosquitto)": pipeline.cloud.process.pid,
-             "seed processor (sync boto3 put)": processor.pid, "S3 server (weed)": pipeline.s3.process.pid}
-    client = MqttClient(edge, "bench-seed-publisher")
-    client.start()
-    store_log = StoreLog(pipeline.logs / "seed-processor.log")
-    try:
+    assert pipeline.cloud.process is not None
+    with contextlib.ExitStack() as cleanup:  # undone in reverse, also when a part fails to start
+        seed_edge = MosquittoServer(pipeline.workdir / "seed-edge", persistence=False).start()  # open, as the seed's
+        cleanup.callback(seed_edge.stop)
+        assert seed_edge.process is not None
+        edge = MqttSettings(host=seed_edge.host, port=seed_edge.port)
+        forwarder = start_seed_part(pipeline, "forwarder", ["--edge", json.dumps(edge.model_dump(mode="json",
+                                                                                                  by_alias=True)),
+                                                            "--cloud", json.dumps(pipeline.cloud_mqtt(device))], {})
+        cleanup.callback(terminate, forwarder)
+        processor = start_seed_part(pipeline, "processor",
+                                    ["--cloud", json.dumps(pipeline.cloud_mqtt(PROCESSOR_USER)),
+                                     "--store", pipeline.store_url + "-seed"], pipeline.s3.env())
+        cleanup.callback(terminate, processor)
+        parts = {"publisher (this script)": os.getpid(), "edge broker (open mosquitto)": seed_edge.process.pid,
+                 "seed forwarder (QoS 0)": forwarder.pid, "cloud broker (mosquitto)": pipeline.cloud.process.pid,
+                 "seed processor (sync boto3 put)": processor.pid, "S3 server (weed)": pipeline.s3.process.pid}
+        client = MqttClient(edge, "bench-seed-publisher")
+        client.start()
+        cleanup.callback(client.stop)
+        store_log = StoreLog(pipeline.logs / "seed-processor.log")
         phase = Phase("seed full speed")
         before = cpu_seconds(parts)
         run_phase(client, phase, size, count, 0.0)
@@ -327,12 +342,6 @@ def compare_seed(pipeline: LocalPipeline, *, size: int, count: int, facecap_rate
             pass
         after = cpu_seconds(parts)
         latencies, last = store_log.latencies(phase.face_ids)
-    finally:
-        client.stop()
-        for process in (forwarder, processor):
-            process.terminate()
-            process.wait(30)
-        seed_edge.stop()
     rate = len(latencies) / (last - phase.first_publish) if last > phase.first_publish else 0.0
     print("\nseed-style pipeline (open edge broker, QoS 0 forwarder, one synchronous boto3 put per message), "
           "same cloud broker and S3 server:")

@@ -25,12 +25,14 @@ import sys
 import threading
 from datetime import datetime, timezone
 
-from facecap.contract import parse_message, parse_time
+from facecap.contract import parse_message
 from facecap.logs import setup_logging
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 from facecap.storage import face_key, open_store
 
 log = logging.getLogger("facecap.bench.seed")
+
+
 def run_forwarder(edge: MqttSettings, cloud: MqttSettings) -> None:
     upstream = MqttClient(cloud, "seed-forwarder-cloud")
     upstream.start()
@@ -39,12 +41,7 @@ def run_forwarder(edge: MqttSettings, cloud: MqttSettings) -> None:
         upstream.publish(message.topic, message.payload, qos=0,
                          content_type=message.content_type, user_properties=message.user_properties)
 
-    downstream = MqttClient(edge, "seed-forwarder-edge", on_message=forward)
-    downstream.start()
-    downstream.subscribe("faces/#", qos=0)
-    log.info("forwarding faces/# at QoS 0")
-    _wait_for_sigterm()
-    downstream.stop()
+    _serve(MqttClient(edge, "seed-forwarder-edge", on_message=forward), "forwarding faces/# at QoS 0")
     upstream.stop()
 
 
@@ -56,14 +53,19 @@ def run_processor(cloud: MqttSettings, store_url: str) -> None:
         key = face_key(face)
         store.put(key, face.payload, face.content_type, face.properties())
         # The line bench/pipeline.py reads, as facecap's processor writes it.
-        captured = face.properties().get("captured-at", "")
-        latency = (datetime.now(timezone.utc) - parse_time(captured)).total_seconds() * 1000 if captured else 0.0
+        captured = face.captured_at
+        latency = (datetime.now(timezone.utc) - captured).total_seconds() * 1000 if captured else 0.0
         log.debug("stored %s face-id=%s capture_to_store_ms=%.1f", key, face.face_id, latency)
 
-    client = MqttClient(cloud, "seed-processor", on_message=store_one)
+    _serve(MqttClient(cloud, "seed-processor", on_message=store_one), "subscribed to faces/# at QoS 0")
+
+
+def _serve(client: MqttClient, ready: str) -> None:
+    """Subscribe to faces/# at QoS 0, as the seed's parts did, and run until SIGTERM. `ready` is the line
+    bench/pipeline.py waits for."""
     client.start()
     client.subscribe("faces/#", qos=0)
-    log.info("subscribed to faces/# at QoS 0")
+    log.info("%s", ready)
     _wait_for_sigterm()
     client.stop()
 
