@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,33 +52,33 @@ def _open(location: Path) -> tuple[Path, sqlite3.Connection]:
                                "recovers the readable faces at its next start") from None
 
 
-def read_status(location: Path) -> OutboxStatus:
+@contextmanager
+def _snapshot(location: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
+    """The outbox file and a connection inside one read transaction: every figure read in it agrees."""
     path, conn = _open(location)
     try:
         with conn:
-            conn.execute("BEGIN")  # one snapshot for every figure
-            pending, total = conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
-            oldest = conn.execute("SELECT captured_at, committed_at FROM faces ORDER BY seq LIMIT 1").fetchone()
-            counters = {name: 0 for name in COUNTERS}
-            counters.update(dict(conn.execute("SELECT name, value FROM counters")))
+            conn.execute("BEGIN")
+            yield path, conn
     except sqlite3.Error as exc:
         raise OutboxReadError(f"{path} cannot be read: {exc}") from None
     finally:
         conn.close()
+
+
+def read_status(location: Path) -> OutboxStatus:
+    with _snapshot(location) as (path, conn):
+        pending, total = conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
+        oldest = conn.execute("SELECT captured_at, committed_at FROM faces ORDER BY seq LIMIT 1").fetchone()
+        counters = {name: 0 for name in COUNTERS}
+        counters.update(dict(conn.execute("SELECT name, value FROM counters")))
     return OutboxStatus(str(path), int(pending), int(total), oldest[0] if oldest else None,
                         max(0.0, time.time() - oldest[1]) if oldest else None,
                         counters["delivered"], counters["evicted"], counters["refused"])
 
 
 def read_pending(location: Path) -> Iterator[PendingEntry]:
-    path, conn = _open(location)
-    try:
-        with conn:
-            conn.execute("BEGIN")
-            for face_id, captured_at, attempts in conn.execute(
-                    "SELECT face_id, captured_at, attempts FROM faces ORDER BY seq"):
-                yield PendingEntry(face_id, captured_at, int(attempts))
-    except sqlite3.Error as exc:
-        raise OutboxReadError(f"{path} cannot be read: {exc}") from None
-    finally:
-        conn.close()
+    with _snapshot(location) as (_, conn):
+        for face_id, captured_at, attempts in conn.execute(
+                "SELECT face_id, captured_at, attempts FROM faces ORDER BY seq"):
+            yield PendingEntry(face_id, captured_at, int(attempts))
