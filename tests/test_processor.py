@@ -355,6 +355,29 @@ def test_a_failing_store_never_acknowledges_and_a_later_run_stores_everything(
     assert len(list(root.rglob("*.jpg"))) == 40
 
 
+def test_giving_up_on_an_s3_outage_leaves_every_face_for_the_next_run(
+        broker: MosquittoServer, s3: Any, s3_server: S3Server, tmp_path: Path) -> None:
+    """The S3 store (awscrt) while the server is down: shutdown gives up on the faces that wait for a retry
+    and on those still queued for a worker, leaves all of them unacknowledged, and the broker gives every
+    one to the next run."""
+    faces = make_faces(40, size=2000)
+    s3_server.stop()
+    try:
+        with running(make_config(broker, tmp_path)) as processor:
+            publish(broker, faces)
+            assert wait_until(lambda: processor.pending == 40 and processor.stats.store_failures >= 80, 30), \
+                processor.stats.summary(processor.pending)
+            started = time.monotonic()
+            assert processor.stop(drain_timeout=1) is False
+            assert time.monotonic() - started < 8
+            assert (processor.stats.stored, processor.stats.abandoned, processor.pending) == (0, 40, 0)
+    finally:
+        s3_server.start()
+    with running(make_config(broker, tmp_path)) as processor:
+        assert wait_until(lambda: processor.stats.stored >= 40, 30), processor.stats.summary(processor.pending)
+    assert lost_and_duplicates(face_keys(s3), faces) == (0, 0)
+
+
 def test_health_and_status_follow_the_broker_connection(mosquitto: MosquittoFactory, tmp_path: Path) -> None:
     from facecap.cli import main
 
