@@ -187,3 +187,36 @@ def test_a_backlog_is_published_again_at_the_configured_pace(broker: MosquittoSe
     assert wait(lambda: again.stats.republished == 60)
     again.stop()
     again.outbox.close()
+
+
+def test_faces_awaiting_receipts_are_bounded_and_the_rest_wait_on_disk(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    """A dead uplink: the edge broker gets maxUnconfirmed faces, not the whole backlog; each receipt lets
+    as many more out, and once the bridge is up, faces whose receipt got lost leave the window on their own."""
+    cloud_says(broker, STATE_TOPIC, b"0", retain=True)
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    publisher = started(tmp_path, broker, max_unconfirmed=10, redeliver_after_seconds=1.0)
+    assert wait(lambda: publisher.bridge.up is False)
+    faces = [sample_face(device=DEVICE, size=1000, frame=i) for i in range(40)]
+    publisher.capture(faces)
+    assert seen.wait_for(10)
+    time.sleep(1.5)  # past the expiry: while the bridge is down nothing leaves the window
+    assert len(seen.messages) == 10
+    assert len(publisher.window) == 10
+    assert publisher.outbox.counts().pending == 40  # the other 30 wait in the outbox
+
+    first = ids_of(seen)
+    assert first == [f.face_id for f in faces[:10]]  # in capture order
+    cloud_says(broker, receipt_topic(DEVICE), encode_receipt(first[:4]))
+    assert seen.wait_for(14)
+    time.sleep(0.5)
+    assert len(seen.messages) == 14, "a receipt for 4 faces lets exactly 4 more out"
+
+    cloud_says(broker, STATE_TOPIC, b"1", retain=True)  # up, but these receipts never come
+    assert seen.wait_for(40 + 10, timeout=20), f"only {len(seen.messages)} published"
+    assert {f.face_id for f in faces} <= set(ids_of(seen))
+    publisher.stop()
+    publisher.outbox.close()
+    reader.stop()
+    cloud_says(broker, STATE_TOPIC, b"", retain=True)  # clear the retained state for later tests

@@ -33,6 +33,10 @@ class OutboxSettings(ConfigModel):
     when_full: Literal["drop-oldest", "refuse-newest"] = Field(
         "drop-oldest", description="When full: evict the oldest pending face to make room (`drop-oldest`), or "
                                    "refuse the new one (`refuse-newest`). Both are counted and logged.")
+    max_unconfirmed: int = Field(
+        256, ge=1, description="Most faces published and still waiting for their receipt; the rest wait in the "
+                               "outbox on disk. This bounds what the edge broker holds in memory for this producer "
+                               "when the uplink is slow or down (256 faces of 30 KB: 7.5 MB).")
     redeliver_after_seconds: float = Field(
         60.0, gt=0, description="Publish a face again when no receipt came this long after its last publish.")
     redeliver_backoff: float = Field(2.0, ge=1, description="Each further attempt waits this many times longer.")

@@ -1,7 +1,10 @@
 """Publishes faces from the outbox and deletes them when their receipts arrive.
 
 A producer calls `capture()`: the faces are committed (synced) to the outbox first, then handed to a
-sender thread that publishes them with many in flight (the MQTT client bounds how many). The same thread
+sender thread that publishes them with many in flight. The MQTT client bounds the faces awaiting the
+broker's PUBACK; the send window (`maxUnconfirmed`) bounds those awaiting their receipt, so the edge
+broker never holds more than that many of this producer's faces in memory, and the rest wait in the
+outbox on disk. The same thread
 publishes faces whose receipt is overdue, while the bridge is up (or its state is unknown), and at start
 every pending face once more: whatever the edge broker held may have died with it. Receipts arrive on
 `facecap/<device-id>/receipts` and delete their faces.
@@ -24,6 +27,7 @@ from ..polling import wait_until
 from ..receipts import parse_receipt, receipt_topic
 from .bridge import BridgeState
 from .store import Outbox, OutboxWriteError, PendingFace
+from .window import SendWindow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class OutboxPublisher:
             client = MqttClient(settings, client_id, status=status)
         client.on_message = self._on_message
         self.client = client
+        self.window = SendWindow(outbox.settings.max_unconfirmed, outbox.settings.redeliver_after_seconds)
         self._fresh: collections.deque[OutgoingFace] = collections.deque()
         self._fresh_bytes = 0
         self._unsent = 0  # fresh faces not yet handed to the client
@@ -179,7 +184,7 @@ class OutboxPublisher:
             self._fresh.clear()
             self._fresh_bytes = 0
         for face in batch:
-            if not self._publish(face.topic, face.payload, face.content_type, face.user_properties):
+            if not self._publish(face.face_id, face.topic, face.payload, face.content_type, face.user_properties):
                 return True
             with self._lock:
                 self._unsent -= 1
@@ -199,16 +204,20 @@ class OutboxPublisher:
             return False
         self.stats.republished += len(due)
         for face in due:
-            if not self._publish(face.topic, face.payload, face.content_type, face.user_properties):
+            if not self._publish(face.face_id, face.topic, face.payload, face.content_type, face.user_properties):
                 break
         if pace:
             # A backlog (a day of faces after an outage) goes out at this pace, fresh faces in between.
             self._next_due_check = now + len(due) / pace
         return True
 
-    def _publish(self, topic: str, payload: bytes, content_type: str,
+    def _publish(self, face_id: str, topic: str, payload: bytes, content_type: str,
                  user_properties: Sequence[tuple[str, str]]) -> bool:
-        """Hand one face to the client, waiting for a free in-flight slot. False when stopping."""
+        """Hand one face to the client, waiting for room in the send window and then for a free in-flight
+        slot. False when stopping."""
+        if not self.window.wait_for_room(self._stop, self.bridge.allows_redelivery, _TICK_SECONDS):
+            return False
+        self.window.sent(face_id)
         while not self._stop.is_set():
             future = self.client.publish(topic, payload, content_type=content_type,
                                          user_properties=user_properties, timeout=_TICK_SECONDS)
@@ -240,6 +249,7 @@ class OutboxPublisher:
             log.warning("ignoring a bad receipt on %s: %s", message.topic, exc)
             return
         self.stats.receipts += 1
+        self.window.confirmed(receipt.face_ids)
         removed = self.outbox.delivered(receipt.face_ids)
         log.debug("receipt for %d faces, %d were pending", len(receipt.face_ids), removed)
 
@@ -247,3 +257,4 @@ class OutboxPublisher:
         # The bridge is delivering what the edge broker queued while it was down; receipts for those are
         # on the way, so overdue faces get a fresh delay instead of going out twice.
         self.outbox.postpone_due(self.outbox.settings.redeliver_after_seconds)
+        self.window.wake()

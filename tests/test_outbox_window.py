@@ -1,0 +1,46 @@
+"""The outbox's send window on its own: room, receipts, and expiry only while the bridge may be up."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from facecap.outbox.window import SendWindow
+
+
+def test_the_window_fills_and_a_receipt_makes_room() -> None:
+    window = SendWindow(3, expire_after=60)
+    stop = threading.Event()
+    for face_id in ("a", "b", "c"):
+        assert window.wait_for_room(stop, lambda: True, tick=0.01)
+        window.sent(face_id)
+    waiter = threading.Thread(target=window.wait_for_room, args=(stop, lambda: True, 0.01))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive(), "a full window must block"
+    window.confirmed(["b", "not-ours"])
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert len(window) == 2
+
+
+def test_a_face_sent_again_counts_once() -> None:
+    window = SendWindow(2, expire_after=60)
+    window.sent("a")
+    window.sent("a")
+    assert len(window) == 1
+
+
+def test_faces_expire_only_when_allowed() -> None:
+    window = SendWindow(2, expire_after=0.2)
+    stop = threading.Event()
+    window.sent("a")
+    window.sent("b")
+    time.sleep(0.3)
+    stop_later = threading.Timer(0.5, stop.set)
+    stop_later.start()
+    assert window.wait_for_room(stop, lambda: False, tick=0.05) is False  # bridge down: stays full, stop wins
+    assert len(window) == 2
+    stop.clear()
+    assert window.wait_for_room(stop, lambda: True, tick=0.05) is True  # bridge up: both expired
+    assert len(window) == 0
