@@ -220,3 +220,32 @@ def test_faces_awaiting_receipts_are_bounded_and_the_rest_wait_on_disk(
     publisher.outbox.close()
     reader.stop()
     cloud_says(broker, STATE_TOPIC, b"", retain=True)  # clear the retained state for later tests
+
+
+def test_a_burst_beyond_the_memory_queue_goes_out_without_waiting_for_a_redelivery(
+        broker: MosquittoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faces that found the in-memory queue full (the window held the sender back) are on disk only; they
+    are next in line for the redelivery pass, not due a whole redeliverAfterSeconds (60 s) later."""
+    monkeypatch.setattr("facecap.outbox.publisher._FRESH_BYTES", 3000)  # three faces of 1000 bytes
+    cloud_says(broker, STATE_TOPIC, b"1", retain=True)
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    publisher = started(tmp_path, broker, max_unconfirmed=5, redeliver_after_seconds=60,
+                        redeliver_max_per_second=0)
+    faces = [sample_face(device=DEVICE, size=1000, frame=i) for i in range(40)]
+    publisher.capture(faces)
+    assert publisher.stats.deferred > 0
+    confirmed: set[str] = set()
+    deadline = time.monotonic() + 15
+    while publisher.outbox.counts().pending and time.monotonic() < deadline:
+        fresh = set(ids_of(seen)) - confirmed  # the cloud's part: a receipt for each face it got
+        if fresh:
+            cloud_says(broker, receipt_topic(DEVICE), encode_receipt(sorted(fresh)))
+            confirmed |= fresh
+        time.sleep(0.1)
+    assert publisher.outbox.counts().pending == 0, f"{len(confirmed)} of 40 confirmed within 15 s"
+    assert set(ids_of(seen)) == {f.face_id for f in faces}
+    publisher.stop()
+    publisher.outbox.close()
+    reader.stop()
+    cloud_says(broker, STATE_TOPIC, b"", retain=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 _TICK_SECONDS = 0.5
 _BATCH = 100
 # Fresh faces wait in memory for the sender up to this many bytes; beyond it they stay on disk only and
-# go out with the next redelivery pass.
+# go out with the next redelivery pass, first in line.
 _FRESH_BYTES = 32 * 1024 * 1024
 _UNSAVED_LOG_SECONDS = 10.0
 
@@ -125,18 +126,32 @@ class OutboxPublisher:
             # Better sent without the outbox's guarantee than not at all (as before there was an outbox).
             self._unsaved(len(faces), exc)
             accepted = [True] * len(faces)
+        deferred: list[str] = []
         with self._lock:
             for face, ok in zip(faces, accepted, strict=True):
                 if not ok:
                     continue
                 if self._fresh_bytes + len(face.payload) > _FRESH_BYTES:
-                    self.stats.deferred += 1
+                    deferred.append(face.face_id)
                     continue
                 self._fresh.append(face)
                 self._fresh_bytes += len(face.payload)
                 self._unsent += 1
+        if deferred:
+            self._defer(deferred)
         self._wake.set()
         return accepted
+
+    def _defer(self, face_ids: list[str]) -> None:
+        """A burst beyond the in-memory queue (a full send window holds the sender back): these faces are
+        on disk only, and the redelivery pass takes them first, at its pace, instead of after a whole
+        redeliverAfterSeconds."""
+        self.stats.deferred += len(face_ids)
+        try:
+            self.outbox.due_now(face_ids)
+        except sqlite3.Error as exc:  # still in the outbox: they go out when their redelivery is due
+            log.warning("cannot bring %d deferred faces forward in outbox %s: %s", len(face_ids),
+                        self.outbox.path, exc)
 
     def _unsaved(self, count: int, error: Exception) -> None:
         self.stats.unsaved += count

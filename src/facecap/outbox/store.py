@@ -243,6 +243,13 @@ class Outbox:
         with self._lock, self._conn:
             return self._conn.execute("UPDATE faces SET next_attempt = 0").rowcount
 
+    def due_now(self, face_ids: Sequence[str]) -> None:
+        """Faces committed but not published (the sender's in-memory queue was full): the next redelivery
+        pass takes them first, as their first attempt."""
+        with self._lock, self._conn:
+            self._conn.executemany("UPDATE faces SET attempts = 0, next_attempt = 0 WHERE face_id = ?",
+                                   [(face_id,) for face_id in face_ids])
+
     def postpone_due(self, seconds: float) -> None:
         """Give faces already overdue `seconds` more (the bridge just came back and is delivering the
         edge broker's queue: their receipts may be on the way)."""
