@@ -166,7 +166,7 @@ class OutboxPublisher:
         bridge = {True: "up", False: "down", None: "unknown"}[self.bridge.up]
         return (f"outbox pending {counts.pending} ({counts.pending_bytes} bytes), delivered {counts.delivered}, "
                 f"evicted {counts.evicted}, refused {counts.refused}, unsaved {self.stats.unsaved}, "
-                f"republished {self.stats.republished}, "
+                f"republished {self.stats.republished}, awaiting receipt {len(self.window)}, "
                 f"bridge {bridge}")
 
     # --- the sender thread -------------------------------------------------------------------------------
