@@ -249,3 +249,23 @@ def test_a_burst_beyond_the_memory_queue_goes_out_without_waiting_for_a_redelive
     publisher.outbox.close()
     reader.stop()
     cloud_says(broker, STATE_TOPIC, b"", retain=True)
+
+
+def test_stopping_with_a_full_window_does_not_wait_for_receipts_that_cannot_come(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    """A component stop while the uplink is down: the faces the window holds back are on disk, so stop()
+    returns at once instead of waiting out its timeout, and the next start has every face."""
+    cloud_says(broker, STATE_TOPIC, b"0", retain=True)
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    publisher = started(tmp_path, broker, max_unconfirmed=5)
+    assert wait(lambda: publisher.bridge.up is False)
+    publisher.capture([sample_face(device=DEVICE, size=1000, frame=i) for i in range(20)])
+    assert seen.wait_for(5)
+    began = time.monotonic()
+    publisher.stop(timeout=10)
+    assert time.monotonic() - began < 3, "stop waited for receipts that cannot come"
+    assert publisher.outbox.counts().pending == 20
+    publisher.outbox.close()
+    reader.stop()
+    cloud_says(broker, STATE_TOPIC, b"", retain=True)

@@ -44,3 +44,13 @@ def test_faces_expire_only_when_allowed() -> None:
     stop.clear()
     assert window.wait_for_room(stop, lambda: True, tick=0.05) is True  # bridge up: both expired
     assert len(window) == 0
+
+
+def test_has_room_says_without_waiting() -> None:
+    window = SendWindow(1, expire_after=0.1)
+    assert window.has_room(lambda: False)
+    window.sent("a")
+    assert not window.has_room(lambda: True)
+    time.sleep(0.15)
+    assert not window.has_room(lambda: False)  # expired, but not allowed to leave
+    assert window.has_room(lambda: True)

@@ -73,6 +73,7 @@ class OutboxPublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._subscribed = threading.Event()
+        self._window_full = threading.Event()  # the sender waits for receipts to make room
         self._resuming = True
         self._next_due_check = 0.0
         self._last_unsaved_log = -_UNSAVED_LOG_SECONDS
@@ -96,15 +97,20 @@ class OutboxPublisher:
     def stop(self, timeout: float = 10.0) -> None:
         """Publish the fresh faces not yet handed to the client (a file source that ended) and wait for
         their PUBACKs, both within `timeout`, then stop. Faces still pending stay in the outbox for the next
-        start."""
+        start. A full send window while the bridge is down ends the wait at once: no receipt can come to
+        make room, and the faces are on disk."""
         deadline = time.monotonic() + timeout
         self._wake.set()
-        wait_until(lambda: self._unsent == 0 or not self._thread.is_alive(), timeout, interval=0.02)
+        wait_until(lambda: self._unsent == 0 or not self._thread.is_alive() or self._held_back(),
+                   timeout, interval=0.02)
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(max(0.1, deadline - time.monotonic()))
         self.client.stop(max(0.1, deadline - time.monotonic()))
+
+    def _held_back(self) -> bool:
+        return self._window_full.is_set() and self.bridge.up is False
 
     def wait_drained(self, timeout: float) -> bool:
         """True once no face is pending (every one has its receipt, or was evicted)."""
@@ -230,8 +236,11 @@ class OutboxPublisher:
                  user_properties: Sequence[tuple[str, str]]) -> bool:
         """Hand one face to the client, waiting for room in the send window and then for a free in-flight
         slot. False when stopping."""
-        if not self.window.wait_for_room(self._stop, self.bridge.allows_redelivery, _TICK_SECONDS):
-            return False
+        if not self.window.has_room(self.bridge.allows_redelivery):
+            self._window_full.set()
+            if not self.window.wait_for_room(self._stop, self.bridge.allows_redelivery, _TICK_SECONDS):
+                return False
+            self._window_full.clear()
         self.window.sent(face_id)
         while not self._stop.is_set():
             future = self.client.publish(topic, payload, content_type=content_type,

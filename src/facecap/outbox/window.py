@@ -31,6 +31,13 @@ class SendWindow:
         with self._room:
             return len(self._sent)
 
+    def has_room(self, may_expire: Callable[[], bool]) -> bool:
+        """Whether a face may be published now, without waiting."""
+        with self._room:
+            if may_expire():
+                self._expire(time.monotonic())
+            return len(self._sent) < self.size
+
     def wait_for_room(self, stop: threading.Event, may_expire: Callable[[], bool], tick: float) -> bool:
         """Block until a face may be published; False when `stop` is set first."""
         with self._room:
