@@ -269,3 +269,18 @@ def test_stopping_with_a_full_window_does_not_wait_for_receipts_that_cannot_come
     publisher.outbox.close()
     reader.stop()
     cloud_says(broker, STATE_TOPIC, b"", retain=True)
+
+
+def test_without_a_bridge_state_the_window_does_not_hold_the_producer_back(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    """A broker without a bridge publishes no bridge state and may never send receipts: every face goes out."""
+    cloud_says(broker, STATE_TOPIC, b"", retain=True)
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    publisher = started(tmp_path, broker, max_unconfirmed=5)
+    publisher.capture([sample_face(device=DEVICE, size=1000, frame=i) for i in range(20)])
+    assert seen.wait_for(20), f"only {len(seen.messages)} of 20 published"
+    assert publisher.bridge.up is None
+    publisher.stop()
+    publisher.outbox.close()
+    reader.stop()

@@ -236,7 +236,10 @@ class OutboxPublisher:
                  user_properties: Sequence[tuple[str, str]]) -> bool:
         """Hand one face to the client, waiting for room in the send window and then for a free in-flight
         slot. False when stopping."""
-        if not self.window.has_room(self.bridge.allows_redelivery):
+        # has_room also forgets faces whose receipt is overdue, so the window stays bounded even where it
+        # does not hold the sender back: with no bridge state seen (a broker without a bridge, so maybe no
+        # receipts at all) the sender goes on as if there were no window.
+        if not self.window.has_room(self.bridge.allows_redelivery) and self.bridge.up is not None:
             self._window_full.set()
             if not self.window.wait_for_room(self._stop, self.bridge.allows_redelivery, _TICK_SECONDS):
                 return False

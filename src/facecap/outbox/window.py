@@ -9,7 +9,8 @@ in the outbox, on disk, where a power cut does not take them.
 A receipt can be lost (the processor drops them while disconnected), so a face leaves the window on its
 own once it has waited `expire_after` seconds, but only while the bridge may be up: then the redelivery
 timer publishes it again anyway. While the bridge is known to be down nothing expires, and nothing more
-goes out to wait in the broker.
+goes out to wait in the broker. Where no bridge state has been seen at all (a broker without a bridge,
+which may never send receipts), the publisher does not wait for room.
 """
 
 from __future__ import annotations
