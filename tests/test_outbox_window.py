@@ -46,11 +46,12 @@ def test_faces_expire_only_when_allowed() -> None:
     assert len(window) == 0
 
 
-def test_has_room_says_without_waiting() -> None:
+def test_full_and_forgetting_overdue_faces() -> None:
     window = SendWindow(1, expire_after=0.1)
-    assert window.has_room(lambda: False)
+    assert not window.full
     window.sent("a")
-    assert not window.has_room(lambda: True)
+    assert window.full
     time.sleep(0.15)
-    assert not window.has_room(lambda: False)  # expired, but not allowed to leave
-    assert window.has_room(lambda: True)
+    assert window.full  # overdue, but nothing lets it leave on its own
+    window.forget_overdue()
+    assert not window.full

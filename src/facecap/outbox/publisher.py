@@ -73,7 +73,6 @@ class OutboxPublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._subscribed = threading.Event()
-        self._window_full = threading.Event()  # the sender waits for receipts to make room
         self._resuming = True
         self._next_due_check = 0.0
         self._last_unsaved_log = -_UNSAVED_LOG_SECONDS
@@ -110,7 +109,8 @@ class OutboxPublisher:
         self.client.stop(max(0.1, deadline - time.monotonic()))
 
     def _held_back(self) -> bool:
-        return self._window_full.is_set() and self.bridge.up is False
+        """The sender waits for receipts that cannot come: its window is full and the bridge is down."""
+        return self.bridge.up is False and self.window.full
 
     def wait_drained(self, timeout: float) -> bool:
         """True once no face is pending (every one has its receipt, or was evicted)."""
@@ -236,14 +236,12 @@ class OutboxPublisher:
                  user_properties: Sequence[tuple[str, str]]) -> bool:
         """Hand one face to the client, waiting for room in the send window and then for a free in-flight
         slot. False when stopping."""
-        # has_room also forgets faces whose receipt is overdue, so the window stays bounded even where it
-        # does not hold the sender back: with no bridge state seen (a broker without a bridge, so maybe no
-        # receipts at all) the sender goes on as if there were no window.
-        if not self.window.has_room(self.bridge.allows_redelivery) and self.bridge.up is not None:
-            self._window_full.set()
-            if not self.window.wait_for_room(self._stop, self.bridge.allows_redelivery, _TICK_SECONDS):
-                return False
-            self._window_full.clear()
+        if self.bridge.up is None:
+            # No bridge state seen: a broker without a bridge may send no receipts at all, so never wait;
+            # letting overdue faces go keeps the window bounded all the same.
+            self.window.forget_overdue()
+        elif not self.window.wait_for_room(self._stop, self.bridge.allows_redelivery, _TICK_SECONDS):
+            return False
         self.window.sent(face_id)
         while not self._stop.is_set():
             future = self.client.publish(topic, payload, content_type=content_type,

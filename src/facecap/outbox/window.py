@@ -32,12 +32,15 @@ class SendWindow:
         with self._room:
             return len(self._sent)
 
-    def has_room(self, may_expire: Callable[[], bool]) -> bool:
-        """Whether a face may be published now, without waiting."""
+    @property
+    def full(self) -> bool:
         with self._room:
-            if may_expire():
-                self._expire(time.monotonic())
-            return len(self._sent) < self.size
+            return len(self._sent) >= self.size
+
+    def forget_overdue(self) -> None:
+        """Let faces whose receipt is overdue leave now (for a sender that does not wait for room)."""
+        with self._room:
+            self._expire(time.monotonic())
 
     def wait_for_room(self, stop: threading.Event, may_expire: Callable[[], bool], tick: float) -> bool:
         """Block until a face may be published; False when `stop` is set first."""
