@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -55,6 +56,24 @@ def cloud_says(broker: MosquittoServer, topic: str, payload: bytes, retain: bool
 
 def ids_of(collector: Collector) -> list[str]:
     return [dict(m.user_properties)["face-id"] for m in collector.messages]
+
+
+@contextmanager
+def producing(broker: MosquittoServer, folder: Path, bridge_state: bytes,
+              **settings: object) -> Iterator[tuple[OutboxPublisher, Collector]]:
+    """A started publisher and a subscriber that sees what it publishes, with the bridge state retained as
+    given (b"": none at all); afterwards both stop and the retained state is cleared for later tests."""
+    cloud_says(broker, STATE_TOPIC, bridge_state, retain=True)
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    publisher = started(folder, broker, **settings)
+    try:
+        yield publisher, seen
+    finally:
+        publisher.stop()
+        publisher.outbox.close()
+        reader.stop()
+        cloud_says(broker, STATE_TOPIC, b"", retain=True)
 
 
 def test_faces_are_published_and_receipts_empty_the_outbox(broker: MosquittoServer, tmp_path: Path) -> None:
@@ -193,33 +212,26 @@ def test_faces_awaiting_receipts_are_bounded_and_the_rest_wait_on_disk(
         broker: MosquittoServer, tmp_path: Path) -> None:
     """A dead uplink: the edge broker gets maxUnconfirmed faces, not the whole backlog; each receipt lets
     as many more out, and once the bridge is up, faces whose receipt got lost leave the window on their own."""
-    cloud_says(broker, STATE_TOPIC, b"0", retain=True)
-    seen = Collector()
-    reader = subscriber(broker, "faces/#", seen)
-    publisher = started(tmp_path, broker, max_unconfirmed=10, redeliver_after_seconds=1.0)
-    assert wait(lambda: publisher.bridge.up is False)
-    faces = [sample_face(device=DEVICE, size=1000, frame=i) for i in range(40)]
-    publisher.capture(faces)
-    assert seen.wait_for(10)
-    time.sleep(1.5)  # past the expiry: while the bridge is down nothing leaves the window
-    assert len(seen.messages) == 10
-    assert len(publisher.window) == 10
-    assert publisher.outbox.counts().pending == 40  # the other 30 wait in the outbox
+    with producing(broker, tmp_path, b"0", max_unconfirmed=10, redeliver_after_seconds=1.0) as (publisher, seen):
+        assert wait(lambda: publisher.bridge.up is False)
+        faces = [sample_face(device=DEVICE, size=1000, frame=i) for i in range(40)]
+        publisher.capture(faces)
+        assert seen.wait_for(10)
+        time.sleep(1.5)  # past the expiry: while the bridge is down nothing leaves the window
+        assert len(seen.messages) == 10
+        assert len(publisher.window) == 10
+        assert publisher.outbox.counts().pending == 40  # the other 30 wait in the outbox
 
-    first = ids_of(seen)
-    assert first == [f.face_id for f in faces[:10]]  # in capture order
-    cloud_says(broker, receipt_topic(DEVICE), encode_receipt(first[:4]))
-    assert seen.wait_for(14)
-    time.sleep(0.5)
-    assert len(seen.messages) == 14, "a receipt for 4 faces lets exactly 4 more out"
+        first = ids_of(seen)
+        assert first == [f.face_id for f in faces[:10]]  # in capture order
+        cloud_says(broker, receipt_topic(DEVICE), encode_receipt(first[:4]))
+        assert seen.wait_for(14)
+        time.sleep(0.5)
+        assert len(seen.messages) == 14, "a receipt for 4 faces lets exactly 4 more out"
 
-    cloud_says(broker, STATE_TOPIC, b"1", retain=True)  # up, but these receipts never come
-    assert seen.wait_for(40 + 10, timeout=20), f"only {len(seen.messages)} published"
-    assert {f.face_id for f in faces} <= set(ids_of(seen))
-    publisher.stop()
-    publisher.outbox.close()
-    reader.stop()
-    cloud_says(broker, STATE_TOPIC, b"", retain=True)  # clear the retained state for later tests
+        cloud_says(broker, STATE_TOPIC, b"1", retain=True)  # up, but these receipts never come
+        assert seen.wait_for(40 + 10, timeout=20), f"only {len(seen.messages)} published"
+        assert {f.face_id for f in faces} <= set(ids_of(seen))
 
 
 def test_a_burst_beyond_the_memory_queue_goes_out_without_waiting_for_a_redelivery(
@@ -227,60 +239,41 @@ def test_a_burst_beyond_the_memory_queue_goes_out_without_waiting_for_a_redelive
     """Faces that found the in-memory queue full (the window held the sender back) are on disk only; they
     are next in line for the redelivery pass, not due a whole redeliverAfterSeconds (60 s) later."""
     monkeypatch.setattr("facecap.outbox.publisher._FRESH_BYTES", 3000)  # three faces of 1000 bytes
-    cloud_says(broker, STATE_TOPIC, b"1", retain=True)
-    seen = Collector()
-    reader = subscriber(broker, "faces/#", seen)
-    publisher = started(tmp_path, broker, max_unconfirmed=5, redeliver_after_seconds=60,
-                        redeliver_max_per_second=0)
-    faces = [sample_face(device=DEVICE, size=1000, frame=i) for i in range(40)]
-    publisher.capture(faces)
-    assert publisher.stats.deferred > 0
-    confirmed: set[str] = set()
-    deadline = time.monotonic() + 15
-    while publisher.outbox.counts().pending and time.monotonic() < deadline:
-        fresh = set(ids_of(seen)) - confirmed  # the cloud's part: a receipt for each face it got
-        if fresh:
-            cloud_says(broker, receipt_topic(DEVICE), encode_receipt(sorted(fresh)))
-            confirmed |= fresh
-        time.sleep(0.1)
-    assert publisher.outbox.counts().pending == 0, f"{len(confirmed)} of 40 confirmed within 15 s"
-    assert set(ids_of(seen)) == {f.face_id for f in faces}
-    publisher.stop()
-    publisher.outbox.close()
-    reader.stop()
-    cloud_says(broker, STATE_TOPIC, b"", retain=True)
+    with producing(broker, tmp_path, b"1", max_unconfirmed=5, redeliver_after_seconds=60,
+                   redeliver_max_per_second=0) as (publisher, seen):
+        faces = [sample_face(device=DEVICE, size=1000, frame=i) for i in range(40)]
+        publisher.capture(faces)
+        assert publisher.stats.deferred > 0
+        confirmed: set[str] = set()
+        deadline = time.monotonic() + 15
+        while publisher.outbox.counts().pending and time.monotonic() < deadline:
+            fresh = set(ids_of(seen)) - confirmed  # the cloud's part: a receipt for each face it got
+            if fresh:
+                cloud_says(broker, receipt_topic(DEVICE), encode_receipt(sorted(fresh)))
+                confirmed |= fresh
+            time.sleep(0.1)
+        assert publisher.outbox.counts().pending == 0, f"{len(confirmed)} of 40 confirmed within 15 s"
+        assert set(ids_of(seen)) == {f.face_id for f in faces}
 
 
 def test_stopping_with_a_full_window_does_not_wait_for_receipts_that_cannot_come(
         broker: MosquittoServer, tmp_path: Path) -> None:
     """A component stop while the uplink is down: the faces the window holds back are on disk, so stop()
     returns at once instead of waiting out its timeout, and the next start has every face."""
-    cloud_says(broker, STATE_TOPIC, b"0", retain=True)
-    seen = Collector()
-    reader = subscriber(broker, "faces/#", seen)
-    publisher = started(tmp_path, broker, max_unconfirmed=5)
-    assert wait(lambda: publisher.bridge.up is False)
-    publisher.capture([sample_face(device=DEVICE, size=1000, frame=i) for i in range(20)])
-    assert seen.wait_for(5)
-    began = time.monotonic()
-    publisher.stop(timeout=10)
-    assert time.monotonic() - began < 3, "stop waited for receipts that cannot come"
-    assert publisher.outbox.counts().pending == 20
-    publisher.outbox.close()
-    reader.stop()
-    cloud_says(broker, STATE_TOPIC, b"", retain=True)
+    with producing(broker, tmp_path, b"0", max_unconfirmed=5) as (publisher, seen):
+        assert wait(lambda: publisher.bridge.up is False)
+        publisher.capture([sample_face(device=DEVICE, size=1000, frame=i) for i in range(20)])
+        assert seen.wait_for(5)
+        began = time.monotonic()
+        publisher.stop(timeout=10)
+        assert time.monotonic() - began < 3, "stop waited for receipts that cannot come"
+        assert publisher.outbox.counts().pending == 20
 
 
 def test_without_a_bridge_state_the_window_does_not_hold_the_producer_back(
         broker: MosquittoServer, tmp_path: Path) -> None:
     """A broker without a bridge publishes no bridge state and may never send receipts: every face goes out."""
-    cloud_says(broker, STATE_TOPIC, b"", retain=True)
-    seen = Collector()
-    reader = subscriber(broker, "faces/#", seen)
-    publisher = started(tmp_path, broker, max_unconfirmed=5)
-    publisher.capture([sample_face(device=DEVICE, size=1000, frame=i) for i in range(20)])
-    assert seen.wait_for(20), f"only {len(seen.messages)} of 20 published"
-    assert publisher.bridge.up is None
-    publisher.stop()
-    publisher.outbox.close()
-    reader.stop()
+    with producing(broker, tmp_path, b"", max_unconfirmed=5) as (publisher, seen):
+        publisher.capture([sample_face(device=DEVICE, size=1000, frame=i) for i in range(20)])
+        assert seen.wait_for(20), f"only {len(seen.messages)} of 20 published"
+        assert publisher.bridge.up is None
