@@ -17,9 +17,11 @@ from facecap.contract import OutgoingFace, parse_message
 from facecap.devkit.servers import CertificateAuthority, MosquittoServer, mosquitto_version
 from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
+from facecap.threadstate import keep_thread_state
 
 from .conftest import MosquittoFactory
 from .support.helpers import Collector, fake_jpeg, publish_all, sample_face, settings_for, subscriber
+from .support.threadstate import ThreadStateWatch
 
 pytestmark = pytest.mark.integration
 
@@ -315,3 +317,19 @@ def test_receive_maximum_bounds_what_a_slow_consumer_holds_or_the_overrun_is_rep
         assert peak > receive_maximum  # the known bug shows here; if it did not, this test is wrong
         assert len(overrun_warnings) == 1
         assert "2.0.13" in overrun_warnings[0].getMessage()
+
+
+def test_awscrt_threads_keep_their_python_state_between_messages(broker: MosquittoServer,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The connection's thread keeps one Python state for all its callbacks (facecap/threadstate.py).
+    watch = ThreadStateWatch(keep_thread_state)
+    monkeypatch.setattr("facecap.mqtt.client.keep_thread_state", watch)
+    received = Collector()
+    with subscriber(broker, "state/#", received), MqttClient(settings_for(broker), "pub-state") as pub:
+        for index in range(10):
+            future = pub.publish(f"state/{index}", b"face")
+            assert future is not None
+            future.result(timeout=10)
+        assert received.wait_for(10)
+    assert sum(len(seen) for seen in watch.calls.values()) >= 12  # two connections and ten messages
+    assert watch.forgotten() == {}

@@ -18,9 +18,11 @@ from facecap.devkit.servers import S3Server
 from facecap.storage import StoreError, open_store
 from facecap.storage.s3 import S3Store
 from facecap.storage.s3crt import CrtS3Store
+from facecap.threadstate import keep_thread_state
 
 from .conftest import require_binary
 from .support.s3 import use_s3_server
+from .support.threadstate import ThreadStateWatch
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +149,15 @@ def test_awscrt_put_on_the_wire_signs_the_checksum_and_sends_no_expect(monkeypat
     signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
     assert {"x-amz-checksum-crc32", "content-type", "x-amz-meta-face-id", "x-amz-server-side-encryption"} <= set(signed)
     assert "/eu-west-1/s3/aws4_request" in headers["authorization"]
+
+
+def test_awscrt_threads_keep_their_python_state_between_puts(s3_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without it, each callback on the client's threads builds and frees a Python thread state (an mmap,
+    # a munmap and a gettid), four times a face in the processor (see facecap/threadstate.py).
+    watch = ThreadStateWatch(keep_thread_state)
+    monkeypatch.setattr("facecap.storage.s3crt.keep_thread_state", watch)
+    store = open_store(f"s3://{BUCKET}/state")
+    for index in range(6):
+        store.put(f"face-{index}.jpg", b"x" * 1000, "image/jpeg", {})
+    assert sum(len(seen) for seen in watch.calls.values()) >= 12  # the body read and the answer, per put
+    assert watch.forgotten() == {}

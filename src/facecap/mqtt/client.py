@@ -22,6 +22,7 @@ from typing import Any
 from awscrt import mqtt5
 
 from ..errors import MqttAuthError, MqttConnectError, PublishError
+from ..threadstate import keep_thread_state
 from .acks import AckLedger
 from .dispatch import Dispatcher, MessageHandler
 from .inflight import InFlightWindow
@@ -285,6 +286,7 @@ class MqttClient:
 
     def _on_publish(self, data: mqtt5.PublishReceivedData) -> None:
         # Runs on awscrt's event-loop thread: take what we need and hand off, never block here.
+        keep_thread_state()
         packet = data.publish_packet
         handle = None
         if self._manual_ack and data.acquire_publish_acknowledgement_control is not None:
@@ -308,6 +310,7 @@ class MqttClient:
     # --- lifecycle callbacks (awscrt threads) ------------------------------------------------------------
 
     def _on_success(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
+        keep_thread_state()  # this connection's thread also runs its publish completions
         self.stats.connects += 1
         self.acks.new_connection()
         session_present = bool(data.connack_packet and data.connack_packet.session_present)

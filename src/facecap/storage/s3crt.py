@@ -28,6 +28,7 @@ from awscrt import auth, http, s3
 from awscrt import io as crtio
 from awscrt.exceptions import AwsCrtError
 
+from ..threadstate import keep_thread_state
 from .base import StoreError
 from .s3 import PERMANENT_CODES, Encryption, S3Bucket, s3_metadata
 
@@ -119,10 +120,10 @@ class CrtS3Store(S3Bucket):
             *((f"x-amz-meta-{name}", value) for name, value in s3_metadata(metadata).items()),
         ])
         request = http.HttpRequest("PUT", self.endpoint.object_path(self.bucket, full_key), headers,
-                                   io.BytesIO(body))
+                                   _Body(body))
         try:
             pending = self._client.make_request(type=s3.S3RequestType.PUT_OBJECT, request=request,
-                                                checksum_config=self._checksum)
+                                                checksum_config=self._checksum, on_headers=_on_headers)
         except AwsCrtError as exc:  # refused before it started (e.g. out of memory in the client)
             raise StoreError(f"{where}: {exc}") from exc
         _wait(pending, where)
@@ -161,3 +162,17 @@ def _make_client(region: str, endpoint: Endpoint, max_connections: int) -> Any:
         retry_config=s3.S3RetryConfig(max_retries=CLIENT_RETRIES),
         connect_timeout_ms=CONNECT_TIMEOUT_MS,
     )
+
+
+def _on_headers(**_: Any) -> None:
+    # The answer's headers, the answer and the request's end are delivered on the client's event-loop
+    # thread, another than the one that reads the body.
+    keep_thread_state()
+
+
+class _Body(io.BytesIO):
+    """A request body that keeps the Python state of the awscrt thread that reads it (see threadstate)."""
+
+    def readinto1(self, buffer: Any) -> int:
+        keep_thread_state()
+        return super().readinto1(buffer)
