@@ -179,3 +179,35 @@ def test_dispatcher_without_a_handler_starts_no_thread() -> None:
     dispatcher.start()
     assert not dispatcher.running
     dispatcher.stop(1)
+
+
+def test_a_dispatcher_with_several_threads_runs_the_handler_on_each_at_once() -> None:
+    # The processor's workers are these threads: four messages are handled together, not one by one.
+    barrier = threading.Barrier(4, timeout=5)
+    names: list[str] = []
+
+    def handler(received: ReceivedMessage) -> None:
+        barrier.wait()  # breaks (and the test fails) unless four handlers run at the same time
+        names.append(threading.current_thread().name)
+
+    dispatcher = Dispatcher("pool", handler, threads=4)
+    dispatcher.start()
+    for topic in "abcd":
+        dispatcher.put(message(topic))
+    dispatcher.stop(5)
+    assert not barrier.broken
+    assert sorted(names) == ["pool-0", "pool-1", "pool-2", "pool-3"]
+    assert dispatcher.waiting == 0
+
+
+def test_a_dispatcher_stopping_lets_its_threads_handle_what_was_queued() -> None:
+    handled: list[str] = []
+    dispatcher = Dispatcher("pool", lambda received: handled.append(received.topic), threads=3)
+    for topic in "abcdefg":
+        dispatcher.put(message(topic))
+    assert dispatcher.waiting == 7
+    dispatcher.start()
+    dispatcher.stop(5)
+    assert sorted(handled) == list("abcdefg")
+    with pytest.raises(ValueError, match="at least one thread"):
+        Dispatcher("none", threads=0)

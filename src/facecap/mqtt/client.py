@@ -80,7 +80,8 @@ class MqttClient:
     """A started-once MQTT 5 connection with bounded in-flight publishes and a dispatcher for messages.
 
     The message handler (`on_message`, given here or set before start()) runs on one dispatcher thread
-    in arrival order; it must not block for long, since messages wait behind it. With manual_ack=True
+    in arrival order; it must not block for long, since messages wait behind it. With handler_threads=N
+    it runs on N threads at once, each taking the next message (a consumer's worker pool). With manual_ack=True
     every QoS 1 message is PUBACKed only when `ack(message)` is called, so a consumer acknowledges after
     its work is done; receive_maximum then bounds how many unacknowledged messages the broker sends.
     `with MqttClient(...) as client:` starts the client (unless it already is) and stops it on exit.
@@ -96,6 +97,7 @@ class MqttClient:
         on_message: MessageHandler | None = None,
         manual_ack: bool = False,
         receive_maximum: int | None = None,
+        handler_threads: int = 1,
     ) -> None:
         self.settings = settings
         self.client_id = settings.client_id or client_id
@@ -104,7 +106,7 @@ class MqttClient:
         self._status = status
         self._manual_ack = manual_ack
         self._window = InFlightWindow(settings.max_in_flight)
-        self._dispatcher = Dispatcher(f"mqtt-dispatch-{self.client_id}", on_message)
+        self._dispatcher = Dispatcher(f"mqtt-dispatch-{self.client_id}", on_message, handler_threads)
         self._subscriptions: dict[str, int] = {}
         self._connected = threading.Event()
         self._first_result = threading.Event()
@@ -129,6 +131,11 @@ class MqttClient:
     @property
     def in_flight(self) -> int:
         return self._window.count
+
+    @property
+    def waiting(self) -> int:
+        """Received messages not yet taken by the handler."""
+        return self._dispatcher.waiting
 
     @property
     def on_message(self) -> MessageHandler | None:

@@ -1,7 +1,10 @@
-"""The dispatcher: the one thread that runs the message handler.
+"""The dispatcher: the threads that run the message handler.
 
 awscrt calls back on its event-loop threads, which must never block; a received message is only put in
-an inbox there, and this thread hands each to the handler in arrival order.
+an inbox there. With one thread (the default) the handler gets each message in arrival order. With
+several, each thread takes the next message from the inbox and runs the handler on it, so messages are
+handled concurrently and may finish out of order: the processor's workers are these threads, one hand-off
+fewer per message than a dispatcher feeding a separate pool.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from .messages import ReceivedMessage
@@ -19,31 +23,45 @@ MessageHandler = Callable[[ReceivedMessage], None]
 
 
 class Dispatcher:
-    def __init__(self, name: str, handler: MessageHandler | None = None) -> None:
+    def __init__(self, name: str, handler: MessageHandler | None = None, threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"a dispatcher needs at least one thread, not {threads}")
         self.name = name
         self.handler = handler
+        self.threads = threads
         self._inbox: queue.SimpleQueue[ReceivedMessage | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return bool(self._threads)
+
+    @property
+    def waiting(self) -> int:
+        """Messages queued for the handler and not yet taken (approximate while threads take them)."""
+        return self._inbox.qsize()
 
     def put(self, message: ReceivedMessage) -> None:
         """Queue a message for the handler; never blocks (safe on an event-loop thread)."""
         self._inbox.put(message)
 
     def start(self) -> None:
-        """Start the thread, once, and only when there is a handler to run."""
-        if self.handler is not None and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self._thread.start()
+        """Start the threads, once, and only when there is a handler to run."""
+        if self.handler is None or self._threads:
+            return
+        for index in range(self.threads):
+            name = self.name if self.threads == 1 else f"{self.name}-{index}"
+            thread = threading.Thread(target=self._run, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float) -> None:
-        """Let the handler finish what is queued, then end the thread (waiting up to timeout)."""
-        if self._thread is not None:
-            self._inbox.put(None)
-            self._thread.join(timeout)
+        """Let the handler finish what is queued, then end the threads (waiting up to timeout in all)."""
+        for _ in self._threads:
+            self._inbox.put(None)  # after what is queued: each thread takes one and ends
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         handler = self.handler

@@ -1,9 +1,9 @@
 """The processor: MQTT in, store out, acknowledge only after the store succeeded.
 
-Threads: awscrt's event loop hands each message to the MQTT client's dispatcher thread, which only
-queues it for a bounded pool of workers. A worker plans the message (face or quarantine), puts the
-objects with exponential backoff for as long as the store fails, and then PUBACKs. A supervisor thread
-keeps the subscription, the heartbeat and the periodic statistics.
+Threads: awscrt's event loop puts each message in the MQTT client's inbox, which `workers` dispatcher
+threads take from. A worker plans the message (face or quarantine), puts the objects with exponential
+backoff for as long as the store fails, and then PUBACKs. The broker's receive maximum bounds the QoS 1
+messages in hand. A supervisor thread keeps the subscription, the heartbeat and the periodic statistics.
 
 Nothing is dropped: a message is acknowledged after its objects are stored, or never. A crash or a
 shutdown that gives up leaves it unacknowledged in the broker's persistent session, which redelivers it,
@@ -16,7 +16,6 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,8 @@ class ProcessorRunner:
     """The processor: its configuration, the store it writes to, and the MQTT client it reads from.
 
     `client` is for tests: an already built client (manual acknowledgement, persistent session) whose
-    handler is this runner's `handle`; by default the client is built from the configuration."""
+    handler is this runner's `handle`, run on `workers` threads; by default the client is built from the
+    configuration."""
 
     def __init__(self, config: ProcessorConfig, store: Store, client: MqttClient | None = None) -> None:
         self.config = config
@@ -88,10 +88,6 @@ class ProcessorRunner:
         self.stats = ProcessorStats()
         self.guard = DeviceGuard(config.max_faces_per_second_per_device, config.topic_prefix)
         self._failures = FailureReporter()
-        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="store")
-        # The broker sends at most receive_maximum unacknowledged QoS 1 messages; this bound also holds
-        # for QoS 0 floods, which receive maximum does not cover.
-        self._slots = threading.BoundedSemaphore(config.receive_maximum + config.workers)
         self._pending = 0
         self._idle = threading.Condition()
         self._draining = threading.Event()  # stop taking new messages
@@ -108,6 +104,7 @@ class ProcessorRunner:
             on_message=self.handle,
             manual_ack=True,
             receive_maximum=config.receive_maximum,
+            handler_threads=config.workers,
         )
         self.receipts = ReceiptSender(self.client, topic_prefix=config.topic_prefix,
                                       window_seconds=config.receipt_window_seconds)
@@ -139,11 +136,13 @@ class ProcessorRunner:
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Faces in hand: being stored by a worker, or received and waiting for one."""
+        return self._pending + self.client.waiting
 
     def stop(self, drain_timeout: float | None = None) -> bool:
-        """Take no new messages, finish the ones in hand for up to drain_timeout, then disconnect.
-        Returns True if everything in hand was stored and acknowledged."""
+        """Take no new messages, finish the ones being stored for up to drain_timeout, then disconnect.
+        Returns True if each of those was stored and acknowledged. Messages received but not yet taken
+        by a worker stay unacknowledged: the broker redelivers them to the next session."""
         timeout = self.config.drain_timeout_seconds if drain_timeout is None else drain_timeout
         self._draining.set()
         deadline = time.monotonic() + timeout
@@ -155,35 +154,31 @@ class ProcessorRunner:
             log.warning("%d faces not stored after %.0f s; leaving them unacknowledged for the broker to "
                         "redeliver", left, timeout)
             self._abandon.set()
-        self._pool.shutdown(wait=True)
+            # Workers stop retrying at once; one inside a put waits for its answer (at most the store's
+            # timeout) and leaves its face unacknowledged.
+            with self._idle:
+                while self._pending > 0:
+                    self._idle.wait(_TICK_SECONDS)
         self._stopped.set()
         if self._supervisor is not None:
             self._supervisor.join(5)
         self.receipts.stop()
         self.client.stop(timeout=5)
         Path(self.config.heartbeat_file).unlink(missing_ok=True)
-        log.info("processor stopped: %s", self.stats.summary(self._pending))
+        log.info("processor stopped: %s", self.stats.summary(self.pending))
         return left == 0
 
     # --- receiving ---------------------------------------------------------------------------------------
 
     def handle(self, message: ReceivedMessage) -> None:
-        # The MQTT client's dispatcher thread: queue and return, so receiving never waits for S3.
-        if self._draining.is_set():
-            return  # unacknowledged: the broker redelivers it to our next session
-        while not self._slots.acquire(timeout=_TICK_SECONDS):
-            if self._draining.is_set():
-                return
+        # One of the MQTT client's `workers` dispatcher threads: store, then acknowledge.
         with self._idle:
             self._pending += 1
         self.stats.count("received")
-        self._pool.submit(self._work, message)
-
-    def _work(self, message: ReceivedMessage) -> None:
         try:
-            if self._abandon.is_set():
+            if self._draining.is_set():
                 self.stats.count("abandoned")
-                return
+                return  # unacknowledged: the broker redelivers it to our next session
             verdict = self.guard.screen(message)
             if verdict == "retained":
                 self.client.ack(message)
@@ -207,7 +202,6 @@ class ProcessorRunner:
             # message unacknowledged so it is not lost.
             log.exception("failed to process a message on %s; left unacknowledged", clip(message.topic))
         finally:
-            self._slots.release()
             with self._idle:
                 self._pending -= 1
                 if self._pending == 0:
@@ -266,7 +260,7 @@ class ProcessorRunner:
                 self._write_heartbeat(connected)
             if now >= next_stats:
                 next_stats = now + self.config.stats_interval_seconds
-                log.info("%s", self.stats.summary(self._pending))
+                log.info("%s", self.stats.summary(self.pending))
                 log.info("%s", self.guard.summary())
 
     def _subscribe(self) -> bool:
@@ -290,7 +284,7 @@ class ProcessorRunner:
             "received": self.stats.received,
             "stored": self.stats.stored,
             "quarantined": self.stats.quarantined,
-            "pending": self._pending,
+            "pending": self.pending,
             "receiptsSent": self.receipts.stats.sent,
             "receiptsDropped": self.receipts.stats.dropped,
         }
