@@ -50,7 +50,9 @@ def check_key_parts(key: str) -> list[str]:
     parts = key.split("/")
     if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise StoreError(f"unsafe object key {key!r}", transient=False)
-    bad = next((char for char in key if _is_control(char)), None)
+    # Printable ASCII (nearly every key) holds neither kind; only other keys are read character by character.
+    clean = key.isascii() and key.isprintable()
+    bad = None if clean else next((char for char in key if _is_control(char)), None)
     if bad is not None:
         raise StoreError(f"unsafe object key {key!r}: control character U+{ord(bad):04X}", transient=False)
     return parts

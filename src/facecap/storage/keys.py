@@ -27,7 +27,8 @@ def join_key(*parts: str) -> str:
 
 def compact_time(moment: datetime) -> str:
     utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y%m%dT%H%M%S") + f".{utc.microsecond // 1000:03d}Z"
+    return (f"{utc.year:04d}{utc.month:02d}{utc.day:02d}T{utc.hour:02d}{utc.minute:02d}{utc.second:02d}"
+            f".{utc.microsecond // 1000:03d}Z")
 
 
 def face_key(message: FaceMessage, prefix: str = "") -> str:
@@ -41,7 +42,7 @@ def face_key(message: FaceMessage, prefix: str = "") -> str:
         return join_key(prefix, device, UNDATED, f"{message.sha256}.{name_ext}")
     utc = message.captured_at.astimezone(timezone.utc)
     name = f"{compact_time(utc)}_{message.face_id}.{name_ext}"
-    return join_key(prefix, device, f"{utc:%Y}", f"{utc:%m}", f"{utc:%d}", f"{utc:%H}", name)
+    return join_key(prefix, device, f"{utc.year:04d}", f"{utc.month:02d}", f"{utc.day:02d}", f"{utc.hour:02d}", name)
 
 
 def reason_slug(reason: str) -> str:
