@@ -3,7 +3,8 @@
 It keeps the behaviours we measured (DESIGN.md): metrics disabled and persistent sessions set up right
 (options.py); subscriptions restored when the broker lost the session, which awscrt does not do; a
 PUBACK with a failure code turned into an exception, which awscrt does not do either; user code run
-only on the dispatcher thread, never on awscrt's event-loop threads (dispatch.py); many publishes in
+only on the dispatcher's threads, never on awscrt's event-loop threads (dispatch.py), which keep one
+Python thread state for all their callbacks (threadstate.py); many publishes in
 flight, bounded (inflight.py); acknowledge-after-work through acquire_publish_acknowledgement_control
 (acks.py).
 """
@@ -81,8 +82,8 @@ class MqttClient:
 
     The message handler (`on_message`, given here or set before start()) runs on one dispatcher thread
     in arrival order; it must not block for long, since messages wait behind it. With handler_threads=N
-    it runs on N threads at once, each taking the next message (a consumer's worker pool). With manual_ack=True
-    every QoS 1 message is PUBACKed only when `ack(message)` is called, so a consumer acknowledges after
+    it runs on N threads at once, each taking the next message (a consumer's worker pool). With
+    manual_ack=True every QoS 1 message is PUBACKed only when `ack(message)` is called, so a consumer acknowledges after
     its work is done; receive_maximum then bounds how many unacknowledged messages the broker sends.
     `with MqttClient(...) as client:` starts the client (unless it already is) and stops it on exit.
     """
@@ -149,7 +150,7 @@ class MqttClient:
         self._dispatcher.handler = handler
 
     def set_handler(self, handler: MessageHandler | None) -> None:
-        """The same as assigning `on_message`: runs on the dispatcher thread and must not block for long."""
+        """The same as assigning `on_message`: runs on the dispatcher's threads and must not block for long."""
         self.on_message = handler
 
     def __enter__(self) -> MqttClient:
