@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from ..contract import FaceMessage, check_id
+from ..contract import FaceMessage, check_id, format_time
 
 UNDATED = "undated"
 _REASON = re.compile(r"[^a-z0-9-]+")
@@ -26,9 +26,8 @@ def join_key(*parts: str) -> str:
 
 
 def compact_time(moment: datetime) -> str:
-    utc = moment.astimezone(timezone.utc)
-    return (f"{utc.year:04d}{utc.month:02d}{utc.day:02d}T{utc.hour:02d}{utc.minute:02d}{utc.second:02d}"
-            f".{utc.microsecond // 1000:03d}Z")
+    """The contract's time without its separators, e.g. 20261122T215625.123Z."""
+    return format_time(moment).replace("-", "").replace(":", "")
 
 
 def face_key(message: FaceMessage, prefix: str = "") -> str:
