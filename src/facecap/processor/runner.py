@@ -145,10 +145,8 @@ class ProcessorRunner:
         by a worker stay unacknowledged: the broker redelivers them to the next session."""
         timeout = self.config.drain_timeout_seconds if drain_timeout is None else drain_timeout
         self._draining.set()
-        deadline = time.monotonic() + timeout
         with self._idle:
-            while self._pending > 0 and (remaining := deadline - time.monotonic()) > 0:
-                self._idle.wait(remaining)
+            self._idle.wait_for(lambda: self._pending == 0, timeout)
             left = self._pending
         if left:
             log.warning("%d faces not stored after %.0f s; leaving them unacknowledged for the broker to "
@@ -157,8 +155,7 @@ class ProcessorRunner:
             # Workers stop retrying at once; one inside a put waits for its answer (at most the store's
             # timeout) and leaves its face unacknowledged.
             with self._idle:
-                while self._pending > 0:
-                    self._idle.wait(_TICK_SECONDS)
+                self._idle.wait_for(lambda: self._pending == 0)
         self._stopped.set()
         if self._supervisor is not None:
             self._supervisor.join(5)
