@@ -83,8 +83,9 @@ class MqttClient:
     The message handler (`on_message`, given here or set before start()) runs on one dispatcher thread
     in arrival order; it must not block for long, since messages wait behind it. With handler_threads=N
     it runs on N threads at once, each taking the next message (a consumer's worker pool). With
-    manual_ack=True every QoS 1 message is PUBACKed only when `ack(message)` is called, so a consumer acknowledges after
-    its work is done; receive_maximum then bounds how many unacknowledged messages the broker sends.
+    manual_ack=True every QoS 1 message is PUBACKed only when `ack(message)` is called, so a consumer
+    acknowledges after its work is done; receive_maximum then bounds how many unacknowledged messages the
+    broker sends.
     `with MqttClient(...) as client:` starts the client (unless it already is) and stops it on exit.
     """
 
