@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -161,3 +162,66 @@ def test_awscrt_threads_keep_their_python_state_between_puts(s3_env: Any, monkey
         store.put(f"face-{index}.jpg", b"x" * 1000, "image/jpeg", {})
     assert sum(len(seen) for seen in watch.calls.values()) >= 12  # the body read and the answer, per put
     assert watch.forgotten() == {}
+
+
+def start_and_wait(store: CrtS3Store, key: str, body: bytes = b"\xff\xd8\xffa") -> tuple[StoreError | None, int]:
+    """start_put, then wait for its `done`: the error it got and the thread it ran on."""
+    answers: list[tuple[StoreError | None, int]] = []
+    finished = threading.Event()
+
+    def done(error: StoreError | None) -> None:
+        answers.append((error, threading.get_ident()))
+        finished.set()
+
+    store.start_put(key, body, "image/jpeg", {"face-id": "A1"}, done)
+    assert finished.wait(40), "done was never called"
+    assert len(answers) == 1
+    return answers[0]
+
+
+def test_awscrt_start_put_stores_and_calls_done_on_the_clients_thread(s3_env: Any) -> None:
+    store = open_store(f"s3://{BUCKET}/async")
+    assert isinstance(store, CrtS3Store)
+    error, thread = start_and_wait(store, "dev-1/a.jpg", b"\xff\xd8\xff" + b"a" * 30_000)
+    assert error is None
+    assert thread != threading.get_ident()
+    head = s3_env.head_object(Bucket=BUCKET, Key="async/dev-1/a.jpg")
+    assert (head["ContentLength"], head["Metadata"], head["ServerSideEncryption"]) == (30_003, {"face-id": "A1"},
+                                                                                      "AES256")
+
+
+def test_awscrt_start_put_reports_a_missing_bucket_as_a_permanent_store_error(s3_env: Any) -> None:
+    store = open_store("s3://no-such-bucket-here/async")
+    assert isinstance(store, CrtS3Store)
+    error, _ = start_and_wait(store, "k.jpg")
+    assert isinstance(error, StoreError) and not error.transient
+    assert "NoSuchBucket" in str(error)
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["put", "start_put"])
+def test_awscrt_put_without_an_answer_is_cancelled_after_the_timeout(
+        monkeypatch: pytest.MonkeyPatch, started: bool) -> None:
+    """A server that takes the request and never answers (the CRT client has no read timeout)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "hang-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hang-test-secret")
+    monkeypatch.setattr("facecap.storage.s3crt.PUT_TIMEOUT_SECONDS", 1.0)
+    environ = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{listener.getsockname()[1]}", "AWS_REGION": "eu-west-1"}
+    store = CrtS3Store(BUCKET, "hang", environ=environ)
+    begun = time.monotonic()
+    if started:
+        error, _ = start_and_wait(store, "k.jpg")
+    else:
+        with pytest.raises(StoreError) as caught:
+            store.put("k.jpg", b"\xff\xd8\xffa", "image/jpeg", {})
+        error = caught.value
+    took = time.monotonic() - begun
+    listener.close()
+    for connection in held:
+        connection.close()
+    assert isinstance(error, StoreError) and error.transient
+    assert "no answer within 1 s" in str(error)
+    assert held, "the request never reached the server"
+    assert took < 10, f"cancelled after {took:.1f} s"

@@ -6,13 +6,15 @@ object: idempotency comes from the key (see ``keys.face_key``), not from the sto
 
 from __future__ import annotations
 
-from .base import Store, StoreError, StoreUrl, parse_store_url
+from .base import AsyncStore, PutDone, Store, StoreError, StoreUrl, parse_store_url
 from .keys import face_key, message_digest, quarantine_key
 
 S3_CLIENTS = ("crt", "boto3")
 
 __all__ = [
     "S3_CLIENTS",
+    "AsyncStore",
+    "PutDone",
     "Store",
     "StoreError",
     "StoreUrl",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from ..errors import FacecapError
@@ -33,6 +33,18 @@ class Store(Protocol):
     def put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str]) -> None: ...
 
     def describe(self) -> str: ...
+
+
+PutDone = Callable[[StoreError | None], None]
+
+
+@runtime_checkable
+class AsyncStore(Store, Protocol):
+    """A store that can also start a put without blocking: `done` is called once, with None or the
+    StoreError, on a thread of the store's own (so it must not block either)."""
+
+    def start_put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str],
+                  done: PutDone) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Why not boto3 here: boto3 spends ~3.2 ms of Python CPU on every 30 KB PutObject (request building,
 signing, checksum, parsing), which made the processor cost 4.2 ms per face. The CRT client signs,
-checksums and sends in C on its own event-loop thread; the worker thread only builds the headers and waits.
+checksums and sends in C on its own event-loop thread; Python only builds the headers. `put` waits for the
+answer; `start_put` returns at once and hands the answer to a callback on that thread, which is how the
+processor uses it (with its MQTT connection on the same event loop: `bootstrap`).
 The wire stays what the boto3 store sends: PutObject with Content-Type, the x-amz-meta-* metadata, the
 server-side encryption headers, an ``x-amz-checksum-crc32`` header the server checks the body against, and
 no ``Expect: 100-continue`` round trip.
@@ -18,7 +20,9 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,7 +33,7 @@ from awscrt import io as crtio
 from awscrt.exceptions import AwsCrtError
 
 from ..threadstate import keep_thread_state
-from .base import StoreError
+from .base import PutDone, StoreError
 from .s3 import PERMANENT_CODES, Encryption, S3Bucket, s3_metadata
 
 if TYPE_CHECKING:
@@ -105,55 +109,83 @@ class CrtS3Store(S3Bucket):
         self._fixed_headers = [("Host", self.endpoint.host_for(bucket)), *self.encryption_headers.items()]
         self._checksum = s3.S3ChecksumConfig(algorithm=s3.S3ChecksumAlgorithm.CRC32,
                                              location=s3.S3ChecksumLocation.HEADER)
-        self._client = _make_client(self.region, self.endpoint, max_connections)
+        # The client's event loop (one thread), for an MQTT client to share (see the processor's runner).
+        self._client, self.bootstrap = _make_client(self.region, self.endpoint, max_connections)
+        self._overdue = _Deadlines(PUT_TIMEOUT_SECONDS)
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix} via {self.endpoint.url} (awscrt)"
 
     def put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str]) -> None:
-        full_key = self.full_key(key)
-        where = self.where(full_key)
+        where = self.where(self.full_key(key))
+        pending = self._request(key, body, content_type, metadata, where=where)
+        try:
+            pending.finished_future.result(PUT_TIMEOUT_SECONDS)
+        except FutureTimeout as exc:
+            pending.cancel()
+            raise StoreError(f"{where}: no answer within {PUT_TIMEOUT_SECONDS:g} s") from exc
+        except Exception as exc:
+            raise _store_error(exc, where) from exc
+
+    def start_put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str],
+                  done: PutDone) -> None:
+        """Start a put and return at once; `done` gets None or the StoreError on the client's event-loop
+        thread once S3 answered (or after PUT_TIMEOUT_SECONDS without an answer, when it is cancelled)."""
+        where = self.where(self.full_key(key))
+        token = object()
+
+        def finished(error: Exception | None = None, **_: Any) -> None:
+            overdue = not self._overdue.forget(token)
+            if error is None:
+                done(None)
+            elif overdue:
+                done(StoreError(f"{where}: no answer within {PUT_TIMEOUT_SECONDS:g} s"))
+            else:
+                done(_store_error(error, where))
+
+        try:
+            self._overdue.watch(token, lambda: self._request(key, body, content_type, metadata, where=where,
+                                                              on_done=finished))
+        except StoreError as exc:
+            done(exc)
+
+    def _request(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str], *,
+                 where: str, on_done: Callable[..., None] | None = None) -> s3.S3Request:
         headers = http.HttpHeaders([
             *self._fixed_headers,
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             *((f"x-amz-meta-{name}", value) for name, value in s3_metadata(metadata).items()),
         ])
-        request = http.HttpRequest("PUT", self.endpoint.object_path(self.bucket, full_key), headers,
+        request = http.HttpRequest("PUT", self.endpoint.object_path(self.bucket, self.full_key(key)), headers,
                                    _Body(body))
         try:
-            pending = self._client.make_request(type=s3.S3RequestType.PUT_OBJECT, request=request,
-                                                checksum_config=self._checksum, on_headers=_on_headers)
+            return self._client.make_request(type=s3.S3RequestType.PUT_OBJECT, request=request,
+                                             checksum_config=self._checksum, on_headers=_on_headers,
+                                             on_done=on_done)
         except AwsCrtError as exc:  # refused before it started (e.g. out of memory in the client)
             raise StoreError(f"{where}: {exc}") from exc
-        _wait(pending, where)
 
 
-def _wait(pending: s3.S3Request, where: str) -> None:
-    """Block the calling worker until S3 answered: acknowledge-after-write needs the answer."""
-    try:
-        pending.finished_future.result(PUT_TIMEOUT_SECONDS)
-    except FutureTimeout as exc:
-        pending.cancel()
-        raise StoreError(f"{where}: no answer within {PUT_TIMEOUT_SECONDS:g} s") from exc
-    except s3.S3ResponseError as exc:
+def _store_error(exc: Exception, where: str) -> StoreError:
+    if isinstance(exc, s3.S3ResponseError):
         code = error_code(exc)
-        raise StoreError(f"{where}: {code} (HTTP {exc.status_code})",
-                         transient=code not in PERMANENT_CODES) from exc
-    except AwsCrtError as exc:  # connection refused, TLS, credentials not found, ...
-        raise StoreError(f"{where}: {exc}", transient=exc.name not in _PERMANENT_CRT_ERRORS) from exc
+        return StoreError(f"{where}: {code} (HTTP {exc.status_code})", transient=code not in PERMANENT_CODES)
+    if isinstance(exc, AwsCrtError):  # connection refused, TLS, credentials not found, ...
+        return StoreError(f"{where}: {exc}", transient=exc.name not in _PERMANENT_CRT_ERRORS)
+    return StoreError(f"{where}: {exc!r}")
 
 
 # Failures of the client itself that retrying will not fix alone (still retried by the processor).
 _PERMANENT_CRT_ERRORS = {"AWS_AUTH_CREDENTIALS_PROVIDER_CHAIN_SOURCES_EXHAUSTED"}
 
 
-def _make_client(region: str, endpoint: Endpoint, max_connections: int) -> Any:
+def _make_client(region: str, endpoint: Endpoint, max_connections: int) -> tuple[s3.S3Client, crtio.ClientBootstrap]:
     # One event-loop thread is plenty for tens of connections of small puts and keeps the process small.
     loops = crtio.EventLoopGroup(1)
     bootstrap = crtio.ClientBootstrap(loops, crtio.DefaultHostResolver(loops))
     credentials = auth.AwsCredentialsProvider.new_default_chain(bootstrap)
-    return s3.S3Client(
+    client = s3.S3Client(
         bootstrap=bootstrap,
         region=region,
         credential_provider=credentials,
@@ -162,12 +194,59 @@ def _make_client(region: str, endpoint: Endpoint, max_connections: int) -> Any:
         retry_config=s3.S3RetryConfig(max_retries=CLIENT_RETRIES),
         connect_timeout_ms=CONNECT_TIMEOUT_MS,
     )
+    return client, bootstrap
 
 
 def _on_headers(**_: Any) -> None:
     # The answer's headers, the answer and the request's end are delivered on the client's event-loop
     # thread, another than the one that reads the body.
     keep_thread_state()
+
+
+class _Deadlines:
+    """Cancels started puts that have no answer after `seconds` (the CRT client has no read timeout).
+
+    A put is watched from before it starts, so an answer that comes before make_request returns still
+    finds it; one thread checks every second, and only while puts are watched."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._watched: dict[object, tuple[float, s3.S3Request | None]] = {}
+        self._thread: threading.Thread | None = None
+
+    def watch(self, token: object, start: Callable[[], s3.S3Request]) -> None:
+        deadline = time.monotonic() + self.seconds
+        with self._lock:
+            self._watched[token] = (deadline, None)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="s3-deadlines", daemon=True)
+                self._thread.start()
+        try:
+            request = start()
+        except BaseException:
+            self.forget(token)
+            raise
+        with self._lock:
+            if token in self._watched:
+                self._watched[token] = (deadline, request)
+
+    def forget(self, token: object) -> bool:
+        """Stop watching; False if the put had already been cancelled as overdue."""
+        with self._lock:
+            return self._watched.pop(token, None) is not None
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(1.0)
+            now = time.monotonic()
+            with self._lock:
+                overdue = [(token, request) for token, (deadline, request) in self._watched.items()
+                           if deadline <= now and request is not None]
+                for token, _ in overdue:
+                    del self._watched[token]
+            for _, request in overdue:
+                request.cancel()
 
 
 class _Body(io.BytesIO):
