@@ -209,5 +209,20 @@ def test_a_dispatcher_stopping_lets_its_threads_handle_what_was_queued() -> None
     dispatcher.start()
     dispatcher.stop(5)
     assert sorted(handled) == list("abcdefg")
-    with pytest.raises(ValueError, match="at least one thread"):
-        Dispatcher("none", threads=0)
+    with pytest.raises(ValueError, match="0 \\(inline\\) or more threads"):
+        Dispatcher("negative", threads=-1)
+
+
+def test_a_dispatcher_without_threads_runs_the_handler_inline() -> None:
+    # The processor with an asynchronous store: the handler only starts work, on the caller's thread.
+    seen: list[tuple[str, str]] = []
+    dispatcher = Dispatcher("inline", lambda received: seen.append(
+        (received.topic, threading.current_thread().name)), threads=0)
+    dispatcher.start()
+    assert not dispatcher.running
+    for topic in "ab":
+        dispatcher.put(message(topic))
+    here = threading.current_thread().name
+    assert seen == [("a", here), ("b", here)]
+    assert dispatcher.waiting == 0
+    dispatcher.stop(1)

@@ -3,10 +3,10 @@
 It keeps the behaviours we measured (DESIGN.md): metrics disabled and persistent sessions set up right
 (options.py); subscriptions restored when the broker lost the session, which awscrt does not do; a
 PUBACK with a failure code turned into an exception, which awscrt does not do either; user code run
-only on the dispatcher's threads, never on awscrt's event-loop threads (dispatch.py), which keep one
-Python thread state for all their callbacks (threadstate.py); many publishes in
-flight, bounded (inflight.py); acknowledge-after-work through acquire_publish_acknowledgement_control
-(acks.py).
+on the dispatcher's threads, and on awscrt's event-loop thread only when the caller says it never blocks
+(dispatch.py); one Python thread state kept for all the callbacks of an awscrt thread (threadstate.py);
+many publishes in flight, bounded (inflight.py); acknowledge-after-work through
+acquire_publish_acknowledgement_control (acks.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from awscrt import mqtt5
+from awscrt import io, mqtt5
 
 from ..errors import MqttAuthError, MqttConnectError, PublishError
 from ..threadstate import keep_thread_state
@@ -82,7 +82,9 @@ class MqttClient:
 
     The message handler (`on_message`, given here or set before start()) runs on one dispatcher thread
     in arrival order; it must not block for long, since messages wait behind it. With handler_threads=N
-    it runs on N threads at once, each taking the next message (a consumer's worker pool). With
+    it runs on N threads at once, each taking the next message (a consumer's worker pool); with 0, on
+    awscrt's event-loop thread itself, for a handler that only starts work and never blocks. `bootstrap`
+    puts the connection on another awscrt client's event loop (the processor's S3 client). With
     manual_ack=True every QoS 1 message is PUBACKed only when `ack(message)` is called, so a consumer
     acknowledges after its work is done; receive_maximum then bounds how many unacknowledged messages the
     broker sends.
@@ -100,6 +102,7 @@ class MqttClient:
         manual_ack: bool = False,
         receive_maximum: int | None = None,
         handler_threads: int = 1,
+        bootstrap: io.ClientBootstrap | None = None,
     ) -> None:
         self.settings = settings
         self.client_id = settings.client_id or client_id
@@ -117,7 +120,7 @@ class MqttClient:
         self._stopped = threading.Event()
         self._last_failure_log = 0.0
         options = client_options(settings, self.client_id, persistent=persistent, status=status,
-                                 receive_maximum=receive_maximum)
+                                 receive_maximum=receive_maximum, bootstrap=bootstrap)
         options.on_publish_callback_fn = self._on_publish
         options.on_lifecycle_event_connection_success_fn = self._on_success
         options.on_lifecycle_event_connection_failure_fn = self._on_failure

@@ -4,7 +4,9 @@ awscrt calls back on its event-loop threads, which must never block; a received 
 an inbox there. With one thread (the default) the handler gets each message in arrival order. With
 several, each thread takes the next message from the inbox and runs the handler on it, so messages are
 handled concurrently and may finish out of order: the processor's workers are these threads, one hand-off
-fewer per message than a dispatcher feeding a separate pool.
+fewer per message than a dispatcher feeding a separate pool. With none, the handler runs on the
+event-loop thread itself, for a handler that only starts work and never blocks (the processor with a store
+that puts asynchronously).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ MessageHandler = Callable[[ReceivedMessage], None]
 
 class Dispatcher:
     def __init__(self, name: str, handler: MessageHandler | None = None, threads: int = 1) -> None:
-        if threads < 1:
-            raise ValueError(f"a dispatcher needs at least one thread, not {threads}")
+        if threads < 0:
+            raise ValueError(f"a dispatcher runs the handler on 0 (inline) or more threads, not {threads}")
         self.name = name
         self.handler = handler
         self.threads = threads
@@ -42,8 +44,12 @@ class Dispatcher:
         return self._inbox.qsize()
 
     def put(self, message: ReceivedMessage) -> None:
-        """Queue a message for the handler; never blocks (safe on an event-loop thread)."""
-        self._inbox.put(message)
+        """Queue a message for the handler; never blocks (safe on an event-loop thread). Inline, run the
+        handler now."""
+        if self.threads == 0:
+            self._handle(message)
+        else:
+            self._inbox.put(message)
 
     def start(self) -> None:
         """Start the threads, once, and only when there is a handler to run."""
@@ -64,10 +70,14 @@ class Dispatcher:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
-        handler = self.handler
-        assert handler is not None
         while (message := self._inbox.get()) is not None:
-            try:
-                handler(message)
-            except Exception:
-                log.exception("message handler failed on %s; message left unacknowledged", message.topic)
+            self._handle(message)
+
+    def _handle(self, message: ReceivedMessage) -> None:
+        handler = self.handler
+        if handler is None:
+            return
+        try:
+            handler(message)
+        except Exception:
+            log.exception("message handler failed on %s; message left unacknowledged", message.topic)

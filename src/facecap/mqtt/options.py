@@ -14,7 +14,7 @@ def status_packet(status: StatusTopic, payload: bytes) -> mqtt5.PublishPacket:
 
 
 def client_options(settings: MqttSettings, client_id: str, *, persistent: bool, status: StatusTopic | None,
-                   receive_maximum: int | None) -> mqtt5.ClientOptions:
+                   receive_maximum: int | None, bootstrap: io.ClientBootstrap | None = None) -> mqtt5.ClientOptions:
     """Everything but the callbacks, which the caller sets on the result."""
     connect = mqtt5.ConnectPacket(
         client_id=client_id,
@@ -34,6 +34,7 @@ def client_options(settings: MqttSettings, client_id: str, *, persistent: bool, 
     return mqtt5.ClientOptions(
         host_name=settings.socket_path if settings.uses_socket else settings.host,
         port=0 if settings.uses_socket else settings.port,
+        bootstrap=bootstrap,
         socket_options=socket_options,
         tls_ctx=tls_context(settings),
         connect_options=connect,
