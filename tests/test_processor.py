@@ -29,10 +29,12 @@ from facecap.mqtt import MqttClient, ReceivedMessage
 from facecap.polling import wait_until
 from facecap.processor.config import ProcessorConfig
 from facecap.processor.plan import plan_message
+from facecap.processor.runner import ProcessorRunner
 from facecap.storage import face_key
 from facecap.storage.files import FileStore
 from facecap.storage.keys import join_key
 from facecap.storage.s3 import s3_metadata
+from facecap.storage.s3crt import CrtS3Store
 
 from .conftest import MosquittoFactory
 from .support.helpers import Collector, fake_jpeg, sample_face, settings_for, subscriber
@@ -165,6 +167,51 @@ def test_every_message_twice_still_one_object_per_face(broker: MosquittoServer, 
     keys = face_keys(s3)
     assert lost_and_duplicates(keys, faces) == (0, 0)
     assert len(keys) == 300
+
+
+def test_awscrt_store_runs_on_the_mqtt_event_loop_with_at_most_workers_puts_at_once(
+        broker: MosquittoServer, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the awscrt store the processor has no worker threads: a face is received, stored and
+    acknowledged on the one event-loop thread the MQTT client and the S3 client share, and the store
+    holds at most `workers` puts at a time while the rest of the receive window waits its turn."""
+    threads: dict[str, set[int]] = {"handle": set(), "stored": set()}
+    in_store, most = [0], [0]
+    lock = threading.Lock()
+    original_handle, original_start_put = ProcessorRunner.handle, CrtS3Store.start_put
+
+    def handle(self: ProcessorRunner, message: ReceivedMessage) -> None:
+        threads["handle"].add(threading.get_ident())
+        original_handle(self, message)
+
+    def start_put(self: CrtS3Store, *args: Any) -> None:
+        *put, done = args
+
+        def counted(error: Any) -> None:
+            threads["stored"].add(threading.get_ident())
+            with lock:
+                in_store[0] -= 1
+            done(error)
+
+        with lock:
+            in_store[0] += 1
+            most[0] = max(most[0], in_store[0])
+        key, body, content_type, metadata = put
+        original_start_put(self, key, body, content_type, metadata, counted)
+
+    monkeypatch.setattr(ProcessorRunner, "handle", handle)
+    monkeypatch.setattr(CrtS3Store, "start_put", start_put)
+    faces = make_faces(300)
+    config = make_config(broker, tmp_path, workers=4)
+    with running(config):
+        pass  # subscribed: from now on the broker keeps the faces for the processor's session
+    publish(broker, faces)  # a backlog: the whole receive window arrives at once
+    with running(config) as processor:
+        assert wait_until(lambda: processor.stats.stored >= 300, 60), processor.stats.summary(processor.pending)
+        workers = [t.name for t in threading.enumerate() if t.name.startswith("mqtt-dispatch")]
+    assert most[0] == 4, f"at most 4 puts in the store at once, and 4 with a backlog (saw {most[0]})"
+    assert len(threads["handle"]) == 1 and threads["handle"] == threads["stored"], threads
+    assert workers == []
+    assert lost_and_duplicates(face_keys(s3), faces) == (0, 0)
 
 
 def test_s3_down_mid_stream_loses_nothing(broker: MosquittoServer, s3: Any, s3_server: S3Server,
