@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
+@dataclass
 class Slots(Generic[T]):
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"slots need a limit of at least 1, not {limit}")
-        self.limit = limit
-        self._busy = 0
-        self._waiting: deque[T] = deque()
-        self._lock = threading.Lock()
+    limit: int
+    _busy: int = 0
+    _waiting: deque[T] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"slots need a limit of at least 1, not {self.limit}")
 
     @property
     def busy(self) -> int:
