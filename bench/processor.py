@@ -2,8 +2,9 @@
 
 Two consumers drain the same kind of backlog from a real Mosquitto, one after the other in the same run:
 
-- pool: the real `facecap processor` (a subprocess), a bounded pool of workers, PUBACK after each store,
-  with its default S3 client (awscrt's native client); pool-boto3: the same with s3Client boto3;
+- pool: the real `facecap processor` (a subprocess), PUBACK after each store, with its default S3 client
+  (awscrt's native client: `workers` puts at once, driven from the event loop it shares with the MQTT
+  connection); pool-boto3: the same with s3Client boto3 (a pool of `workers` threads);
 - sync: the old processors' way, one synchronous boto3 put per message (subscribe, put, next), PUBACK on
   receipt.
 

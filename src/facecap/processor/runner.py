@@ -180,8 +180,8 @@ class ProcessorRunner:
             self._abandon.set()
             for face in self._slots.drop_waiting():  # none will get a slot any more
                 self._finish(face.message, "abandoned")
-            # Workers stop retrying at once; one inside a put waits for its answer (at most the store's
-            # timeout) and leaves its face unacknowledged.
+            # Retries stop at once; a put in progress ends with its answer (at most the store's timeout),
+            # and a face whose put failed then is left unacknowledged too.
             with self._idle:
                 self._idle.wait_for(lambda: self._pending == 0)
         self._stopped.set()
