@@ -198,6 +198,15 @@ def test_awscrt_start_put_reports_a_missing_bucket_as_a_permanent_store_error(s3
     assert "NoSuchBucket" in str(error)
 
 
+def test_awscrt_start_put_refuses_an_unsafe_key_through_done(s3_env: Any) -> None:
+    store = open_store(f"s3://{BUCKET}/async")
+    assert isinstance(store, CrtS3Store)
+    error, thread = start_and_wait(store, "../escape.jpg")
+    assert thread == threading.get_ident()  # refused before anything started
+    assert isinstance(error, StoreError) and not error.transient
+    assert "unsafe object key" in str(error)
+
+
 @pytest.mark.parametrize("started", [False, True], ids=["put", "start_put"])
 def test_awscrt_put_without_an_answer_is_cancelled_after_the_timeout(
         monkeypatch: pytest.MonkeyPatch, started: bool) -> None:

@@ -117,8 +117,9 @@ class CrtS3Store(S3Bucket):
         return f"s3://{self.bucket}/{self.prefix} via {self.endpoint.url} (awscrt)"
 
     def put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str]) -> None:
-        where = self.where(self.full_key(key))
-        pending = self._request(key, body, content_type, metadata, where=where)
+        full_key = self.full_key(key)
+        where = self.where(full_key)
+        pending = self._request(full_key, body, content_type, metadata, where=where)
         try:
             pending.finished_future.result(PUT_TIMEOUT_SECONDS)
         except FutureTimeout as exc:
@@ -131,8 +132,8 @@ class CrtS3Store(S3Bucket):
                   done: PutDone) -> None:
         """Start a put and return at once; `done` gets None or the StoreError on the client's event-loop
         thread once S3 answered (or after PUT_TIMEOUT_SECONDS without an answer, when it is cancelled)."""
-        where = self.where(self.full_key(key))
         token = object()
+        where = ""
 
         def finished(error: Exception | None = None, **_: Any) -> None:
             overdue = not self._overdue.forget(token)
@@ -144,12 +145,14 @@ class CrtS3Store(S3Bucket):
                 done(_store_error(error, where))
 
         try:
-            self._overdue.watch(token, lambda: self._request(key, body, content_type, metadata, where=where,
-                                                              on_done=finished))
-        except StoreError as exc:
+            full_key = self.full_key(key)
+            where = self.where(full_key)
+            self._overdue.watch(token, lambda: self._request(full_key, body, content_type, metadata,
+                                                              where=where, on_done=finished))
+        except StoreError as exc:  # an unsafe key, or refused before it started: the same as a failed put
             done(exc)
 
-    def _request(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str], *,
+    def _request(self, full_key: str, body: bytes, content_type: str, metadata: Mapping[str, str], *,
                  where: str, on_done: Callable[..., None] | None = None) -> s3.S3Request:
         headers = http.HttpHeaders([
             *self._fixed_headers,
@@ -157,8 +160,7 @@ class CrtS3Store(S3Bucket):
             ("Content-Length", str(len(body))),
             *((f"x-amz-meta-{name}", value) for name, value in s3_metadata(metadata).items()),
         ])
-        request = http.HttpRequest("PUT", self.endpoint.object_path(self.bucket, self.full_key(key)), headers,
-                                   _Body(body))
+        request = http.HttpRequest("PUT", self.endpoint.object_path(self.bucket, full_key), headers, _Body(body))
         try:
             return self._client.make_request(type=s3.S3RequestType.PUT_OBJECT, request=request,
                                              checksum_config=self._checksum, on_headers=_on_headers,
