@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -27,11 +28,36 @@ class ServerError(RuntimeError):
     """A local server could not be started."""
 
 
+# Below the ephemeral range, where no outgoing connection takes its source port: a port that bind(0)
+# hands out comes from that range, and a server that binds late can lose it to a connection in between.
+# weed mini did so in CI: its parts connect to each other before its S3 gateway binds the port we chose.
+_QUIET_PORTS = 10_000
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, from below the ephemeral range when there is room there."""
+    low = ephemeral_ports_start()
+    quiet = range(max(1024, low - _QUIET_PORTS), low)
+    if len(quiet) >= 1000:
+        for port in random.sample(quiet, 50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((LOOPBACK, port))
+                except OSError:
+                    continue  # in use, or lingering after a server that used it
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def ephemeral_ports_start() -> int:
+    """The first port of the range the kernel takes source ports of outgoing connections from."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def find_binary(name: str) -> str | None:
