@@ -115,7 +115,7 @@ class ProcessorRunner:
         self._supervisor: threading.Thread | None = None
         # A store that puts asynchronously is driven from the MQTT event-loop thread, which is also the
         # store's when it offers its awscrt bootstrap: no thread hand-off at all on a face's way, which
-        # took the processor from 1.6 to 1.2 ms of CPU per face (docs/benchmarks.md). A blocking store
+        # took the processor from 1.6 to 1.1 ms of CPU per face in the pipeline (docs/benchmarks.md). A blocking store
         # is driven from `workers` dispatcher threads. Faces whose put failed wait out their backoff on
         # `workers` retry threads either way.
         self._async_store = store if isinstance(store, AsyncStore) else None
@@ -162,7 +162,8 @@ class ProcessorRunner:
 
     @property
     def pending(self) -> int:
-        """Faces in hand: being stored by a worker, or received and waiting for one."""
+        """Faces in hand: received and not yet finished (in the store, waiting for a slot in it, or
+        backing off to retry), and those a dispatcher thread has not taken yet."""
         return self._pending + self.client.waiting
 
     def stop(self, drain_timeout: float | None = None) -> bool:
@@ -230,12 +231,7 @@ class ProcessorRunner:
         put = face.plan.puts[face.next_put]
         face.started = time.monotonic()
         if self._async_store is None:
-            try:
-                self.store.put(put.key, put.body, put.content_type, put.metadata)
-            except Exception as exc:  # noqa: BLE001 - whatever a store raises, the face waits and retries
-                self._stored(face, exc if isinstance(exc, StoreError) else StoreError(repr(exc)))
-            else:
-                self._stored(face, None)
+            self._stored(face, self._put_now(put))
             return
         try:
             self._async_store.start_put(put.key, put.body, put.content_type, put.metadata,
@@ -317,6 +313,14 @@ class ProcessorRunner:
                             max_payload_bytes=self.config.max_payload_bytes,
                             quarantine_prefix=self.config.quarantine_prefix, received_at=received_at)
 
+    def _put_now(self, put: Put) -> StoreError | None:
+        """A blocking put: None, or what went wrong as a StoreError."""
+        try:
+            self.store.put(put.key, put.body, put.content_type, put.metadata)
+        except Exception as exc:  # noqa: BLE001 - whatever a store raises, the face waits and retries
+            return exc if isinstance(exc, StoreError) else StoreError(repr(exc))
+        return None
+
     def _put_failed(self, put: Put, error: StoreError) -> None:
         self.stats.count("store_failures")
         self._failures.failed(error, put.key)
@@ -332,10 +336,9 @@ class ProcessorRunner:
                     return False
                 delay = min(delay * 2, self.config.retry.max_delay_seconds)
             started = time.monotonic()
-            try:
-                self.store.put(put.key, put.body, put.content_type, put.metadata)
-            except Exception as exc:  # noqa: BLE001 - whatever a store raises, the face waits and retries
-                self._put_failed(put, exc if isinstance(exc, StoreError) else StoreError(repr(exc)))
+            error = self._put_now(put)
+            if error is not None:
+                self._put_failed(put, error)
                 failed = True
                 continue
             self.stats.store_latency(time.monotonic() - started)

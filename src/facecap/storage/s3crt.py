@@ -124,7 +124,7 @@ class CrtS3Store(S3Bucket):
             pending.finished_future.result(PUT_TIMEOUT_SECONDS)
         except FutureTimeout as exc:
             pending.cancel()
-            raise StoreError(f"{where}: no answer within {PUT_TIMEOUT_SECONDS:g} s") from exc
+            raise _no_answer(where) from exc
         except Exception as exc:
             raise _store_error(exc, where) from exc
 
@@ -132,24 +132,25 @@ class CrtS3Store(S3Bucket):
                   done: PutDone) -> None:
         """Start a put and return at once; `done` gets None or the StoreError on the client's event-loop
         thread once S3 answered (or after PUT_TIMEOUT_SECONDS without an answer, when it is cancelled)."""
+        try:
+            full_key = self.full_key(key)
+        except StoreError as exc:  # an unsafe key: reported as a failed put, like any other
+            done(exc)
+            return
+        where = self.where(full_key)
         token = object()
-        where = ""
 
         def finished(error: Exception | None = None, **_: Any) -> None:
             overdue = not self._overdue.forget(token)
             if error is None:
                 done(None)
-            elif overdue:
-                done(StoreError(f"{where}: no answer within {PUT_TIMEOUT_SECONDS:g} s"))
             else:
-                done(_store_error(error, where))
+                done(_no_answer(where) if overdue else _store_error(error, where))
 
         try:
-            full_key = self.full_key(key)
-            where = self.where(full_key)
             self._overdue.watch(token, lambda: self._request(full_key, body, content_type, metadata,
                                                               where=where, on_done=finished))
-        except StoreError as exc:  # an unsafe key, or refused before it started: the same as a failed put
+        except StoreError as exc:  # refused before it started
             done(exc)
 
     def _request(self, full_key: str, body: bytes, content_type: str, metadata: Mapping[str, str], *,
@@ -167,6 +168,10 @@ class CrtS3Store(S3Bucket):
                                              on_done=on_done)
         except AwsCrtError as exc:  # refused before it started (e.g. out of memory in the client)
             raise StoreError(f"{where}: {exc}") from exc
+
+
+def _no_answer(where: str) -> StoreError:
+    return StoreError(f"{where}: no answer within {PUT_TIMEOUT_SECONDS:g} s")
 
 
 def _store_error(exc: Exception, where: str) -> StoreError:
