@@ -4,6 +4,7 @@ the deployment outcome, live configuration updates, lifecycle states and accessC
 
 from __future__ import annotations
 
+import logging
 import struct
 import sys
 import time
@@ -20,6 +21,7 @@ from facecap.errors import GreengrassError
 from facecap.greengrass import GreengrassIpc
 from facecap.greengrass.ipc import SOCKET_ENV, TOKEN_ENV
 from facecap.greengrass.validation import model_validator
+from facecap.polling import wait_until
 
 from .eventstream import FrameReader, FramingError, Header, HeaderType, decode_message, encode_message
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, DeploymentFailed, Nucleus
@@ -162,14 +164,6 @@ def detector_validator() -> Any:
     return model_validator(component_model("detector"), "detector", recipe_keys=("python",))
 
 
-def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 @pytest.mark.integration
 def test_connects_with_its_svcuid_and_is_refused_with_another(nucleus: Nucleus) -> None:
     nucleus.deploy([app({"greeting": "hello", "accessControl": PUBLISH_POLICY})])
@@ -178,6 +172,21 @@ def test_connects_with_its_svcuid_and_is_refused_with_another(nucleus: Nucleus) 
         assert ipc.configuration() == {"greeting": "hello"}  # accessControl is the nucleus's, not ours
     with pytest.raises(GreengrassError, match="AccessDenied"):
         GreengrassIpc(env=as_component(nucleus, token="not-the-token")).start()
+
+
+@pytest.mark.integration
+def test_close_waits_for_the_disconnect_and_logs_no_error(nucleus: Nucleus, caplog: pytest.LogCaptureFixture) -> None:
+    # Closing ends both subscriptions; the SDK hands their on_stream_closed to our worker, which must still
+    # be there (else awsiotsdk logs a traceback at every stop of a component), and a close we asked for is
+    # no warning either.
+    nucleus.deploy([app(detector_defaults())])
+    caplog.set_level(logging.INFO, logger="awsiot")
+    ipc = GreengrassIpc(validator=detector_validator(), on_configuration=lambda c: None, env=as_component(nucleus))
+    ipc.start()
+    ipc.close()
+    awsiot = [r for r in caplog.records if r.name.startswith("awsiot")]
+    assert any(r.getMessage().endswith("disconnected") for r in awsiot), "close() returned before the disconnect"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.integration
@@ -208,7 +217,7 @@ def test_accepted_change_reaches_the_configuration_callback(nucleus: Nucleus) ->
         changed = nucleus.deploy([app(detector_defaults())], {APP: ConfigurationUpdate(
             merge={"detection": {"scoreThreshold": 0.55, "nmsThreshold": 0.4}})})
         assert nucleus.deployments[-1].status == "SUCCEEDED" and changed == set()  # no Setenv reads it here
-        wait_until(lambda: len(delivered) >= 1)
+        assert wait_until(lambda: len(delivered) >= 1, 10, 0.02)
         time.sleep(0.2)  # two changed keys are two events: they must still give one delivery
         assert len(delivered) == 1
         assert delivered[0]["detection"]["scoreThreshold"] == 0.55 and delivered[0]["detection"]["nmsThreshold"] == 0.4
@@ -271,4 +280,4 @@ def test_component_process_reports_running_and_errors_until_broken(nucleus: Nucl
     assert nucleus.wait_for_state(APP, "BROKEN", timeout=60) == "BROKEN"
     states = [s for s in nucleus.history[APP] if s in ("RUNNING", "ERRORED", "BROKEN")]
     assert states[-6:] == ["RUNNING", "ERRORED", "RUNNING", "ERRORED", "RUNNING", "BROKEN"]
-    wait_until(lambda: not nucleus.running(APP))
+    assert wait_until(lambda: not nucleus.running(APP), 10, 0.02)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -67,6 +68,8 @@ class GreengrassIpc:
         self._client: Any = None
         self._executor: ThreadPoolExecutor | None = None
         self._delivered: dict[str, Any] | None = None
+        self._closing = False
+        self._disconnected = threading.Event()
 
     def __enter__(self) -> GreengrassIpc:
         self.start()
@@ -84,12 +87,12 @@ class GreengrassIpc:
             if self._validator is not None:
                 self._client.subscribe_to_validate_configuration_updates(
                     on_stream_event=self._on_validate_event, on_stream_error=self._on_stream_error,
-                    on_stream_closed=lambda: logger.warning("configuration validation subscription closed"))
+                    on_stream_closed=lambda: self._on_stream_closed("configuration validation"))
             if self._on_configuration is not None:
                 self._delivered = self.configuration()
                 self._client.subscribe_to_configuration_update(
                     key_path=[], on_stream_event=self._on_update_event, on_stream_error=self._on_stream_error,
-                    on_stream_closed=lambda: logger.warning("configuration update subscription closed"))
+                    on_stream_closed=lambda: self._on_stream_closed("configuration update"))
         except Exception as error:
             self.close()
             raise GreengrassError(f"Greengrass IPC subscription failed: {_describe(error)}") from error
@@ -98,28 +101,57 @@ class GreengrassIpc:
 
     def _connect(self) -> Any:
         try:
+            from awsiot.eventstreamrpc import LifecycleHandler
             from awsiot.greengrasscoreipc import connect
             from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
         except ImportError as error:
             raise GreengrassError("Greengrass IPC needs awsiotsdk, which is not installed: "
                                   "pip install --no-deps awsiotsdk==1.31.0") from error
         socket_path = self._env[SOCKET_ENV]
+        self._closing = False
+        self._disconnected.clear()
+        on_disconnect = self._on_disconnect
+
+        class Lifecycle(LifecycleHandler):  # type: ignore[misc]
+            def on_disconnect(self, reason: Exception | None) -> None:
+                on_disconnect(reason)
+
         try:
             connection = connect(ipc_socket=socket_path, authtoken=self._env[TOKEN_ENV],
-                                 timeout=self._connect_timeout)
+                                 lifecycle_handler=Lifecycle(), timeout=self._connect_timeout)
         except Exception as error:
             raise GreengrassError(f"cannot connect to Greengrass IPC at {socket_path}: {_describe(error)}") from error
         # One worker: events are handled in order, and off awscrt's event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="greengrass-ipc")
         return GreengrassCoreIPCClientV2(client=connection, executor=self._executor)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 2.0) -> None:
+        """Close the connection and wait (up to `timeout`) until it is down, then stop our worker thread."""
         client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close(executor_wait=False)
-            except Exception as error:  # noqa: BLE001 - closing must not hide why we close
-                logger.debug("closing Greengrass IPC: %s", _describe(error))
+        if client is None:
+            return
+        self._closing = True
+        try:
+            # The connection first, the worker after: closing the connection closes each subscription, and
+            # the SDK hands its on_stream_closed to our worker. With the worker gone already, awsiotsdk
+            # 1.31.0 logs a traceback ("cannot schedule new futures after shutdown") at every stop.
+            client.client.close()
+            if not self._disconnected.wait(timeout):
+                logger.warning("Greengrass IPC did not close within %.0f s", timeout)
+            client.close(executor_wait=False)
+        except Exception as error:  # noqa: BLE001 - closing must not hide why we close
+            logger.debug("closing Greengrass IPC: %s", _describe(error))
+
+    def _on_disconnect(self, reason: Exception | None) -> None:
+        # The last callback of a connection (awscrt's event loop). Not ours to close: the nucleus went away,
+        # and it restarts its components when it comes back.
+        if reason is not None and not self._closing:
+            logger.warning("Greengrass IPC disconnected: %s", _describe(reason))
+        self._disconnected.set()
+
+    def _on_stream_closed(self, subscription: str) -> None:
+        if not self._closing:
+            logger.warning("%s subscription closed", subscription)
 
     # the component's configuration
     def configuration(self) -> dict[str, Any]:
