@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from ..config import ConfigModel, read_config_source, resolve_device_id, with_flags
-from ..contract import DEFAULT_TOPIC_PREFIX, FaceMetadata, build_message, face_topic, sniff_content_type
+from ..contract import DEFAULT_TOPIC_PREFIX, face_topic, sniff_content_type
 from ..errors import ConfigError, FacecapError
 from ..imagesize import image_size
 from ..logs import setup_logging
@@ -121,16 +120,13 @@ def run(args: argparse.Namespace) -> int:
     interval = 1.0 / options.rate if options.rate > 0 else 0.0
     try:
         for round_ in range(options.repeat):
-            for index, (path, data, (width, height)) in enumerate(images):
+            for index, (path, data, size) in enumerate(images):
                 props: tuple[tuple[str, str], ...] = ()
                 content_type: str | None = None
                 if args.legacy:
                     topic = face_topic(device, args.camera_id, args.topic_prefix)
                 else:
-                    face = build_message(data, FaceMetadata(
-                        device_id=device, camera_id=args.camera_id, captured_at=datetime.now(timezone.utc),
-                        bbox=(0, 0, width, height), score=1.0, frame=round_ * len(images) + index,
-                        track_id="", detector="send"), topic_prefix=args.topic_prefix)
+                    face = send_outbox.image_face(data, size, round_ * len(images) + index, args, device)
                     topic, props, content_type = face.topic, face.user_properties, face.content_type
                 futures.append((path, client.publish(topic, data, content_type=content_type, user_properties=props)))
                 if interval:

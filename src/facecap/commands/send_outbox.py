@@ -37,16 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default facecap-edge-<device-id>)")
 
 
+def image_face(data: bytes, size: tuple[int, int], frame: int, args: argparse.Namespace,
+               device: str) -> OutgoingFace:
+    """A whole image as one face message (the box is the image), captured now."""
+    width, height = size
+    return build_message(data, FaceMetadata(
+        device_id=device, camera_id=args.camera_id, captured_at=datetime.now(timezone.utc),
+        bbox=(0, 0, width, height), score=1.0, frame=frame, track_id="", detector="send"),
+        topic_prefix=args.topic_prefix)
+
+
 def outbox_faces(images: list[tuple[Path, bytes, tuple[int, int]]], args: argparse.Namespace,
                  device: str, repeat: int) -> list[OutgoingFace]:
-    faces = []
-    for round_ in range(repeat):
-        for index, (_, data, (width, height)) in enumerate(images):
-            faces.append(build_message(data, FaceMetadata(
-                device_id=device, camera_id=args.camera_id, captured_at=datetime.now(timezone.utc),
-                bbox=(0, 0, width, height), score=1.0, frame=round_ * len(images) + index, track_id="",
-                detector="send"), topic_prefix=args.topic_prefix))
-    return faces
+    return [image_face(data, size, round_ * len(images) + index, args, device)
+            for round_ in range(repeat) for index, (_, data, size) in enumerate(images)]
 
 
 def send_with_outbox(args: argparse.Namespace, settings: MqttSettings, device: str,
