@@ -112,6 +112,10 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 10.0)
 
 # --- certificates -----------------------------------------------------------------------------------------
 
+# `openssl req` arguments for a new, unencrypted P-256 key: the CA's and every certificate's.
+_NEW_P256_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
 @dataclass(frozen=True)
 class Certificate:
     cert: Path
@@ -126,8 +130,8 @@ class CertificateAuthority:
         folder.mkdir(parents=True, exist_ok=True)
         self.cert = folder / "ca.crt"
         self.key = folder / "ca.key"
-        self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                      "-keyout", str(self.key), "-out", str(self.cert), "-days", "30", "-subj", f"/CN={name}")
+        self._openssl("req", "-x509", *_NEW_P256_KEY, "-keyout", str(self.key), "-out", str(self.cert),
+                      "-days", "30", "-subj", f"/CN={name}")
 
     @staticmethod
     def _openssl(*args: str) -> None:
@@ -137,8 +141,7 @@ class CertificateAuthority:
 
     def issue(self, name: str, *, server: bool = False, addresses: tuple[str, ...] = ()) -> Certificate:
         key, csr, cert = (self.folder / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
-        self._openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                      "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+        self._openssl("req", *_NEW_P256_KEY, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
         ext = self.folder / f"{name}.ext"
         usage = "serverAuth" if server else "clientAuth"
         extra = "".join(f",IP:{address}" for address in addresses)  # e.g. a network namespace's addresses
