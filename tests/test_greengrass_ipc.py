@@ -190,6 +190,21 @@ def test_close_waits_for_the_disconnect_and_logs_no_error(nucleus: Nucleus, capl
 
 
 @pytest.mark.integration
+def test_a_nucleus_that_goes_away_is_reported(nucleus: Nucleus, caplog: pytest.LogCaptureFixture) -> None:
+    nucleus.deploy([app(detector_defaults())])
+    with GreengrassIpc(validator=detector_validator(), on_configuration=lambda c: None,
+                       env=as_component(nucleus)):
+        nucleus.close()  # the IPC server drops every connection, as a nucleus that stops does
+
+        def warnings() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+        expected = ["configuration validation subscription closed", "configuration update subscription closed"]
+        assert wait_until(lambda: set(expected) <= set(warnings()), 10, 0.02), warnings()
+        assert wait_until(lambda: any(w.startswith("Greengrass IPC disconnected") for w in warnings()), 10, 0.02)
+
+
+@pytest.mark.integration
 def test_bad_merge_is_rejected_naming_the_key_and_the_deployment_keeps_the_old_configuration(
         nucleus: Nucleus) -> None:
     nucleus.deploy([app(detector_defaults())])
