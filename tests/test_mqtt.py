@@ -14,9 +14,10 @@ import pytest
 from awscrt import mqtt5
 
 from facecap.contract import OutgoingFace, parse_message
-from facecap.devkit.servers import CertificateAuthority, MosquittoServer, mosquitto_version
+from facecap.devkit.servers import CertificateAuthority, MosquittoServer, free_port, mosquitto_version
 from facecap.errors import MqttAuthError, MqttConnectError, PublishError
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
+from facecap.polling import wait_until
 from facecap.threadstate import keep_thread_state
 
 from .conftest import MosquittoFactory
@@ -229,6 +230,29 @@ def test_wrong_ca_is_a_connect_error_given_at_once(mosquitto: MosquittoFactory, 
     elapsed = time.monotonic() - started
     assert "within" not in str(info.value), "waited out the connect timeout instead of giving up on the TLS error"
     assert elapsed < timeout, f"the TLS failure took {elapsed:.1f} s"
+
+
+def test_waiting_for_a_broker_sleeps_between_attempts_and_connects_once_it_is_up(
+        mosquitto: MosquittoFactory) -> None:
+    # The waiting thread must sleep until the next attempt ends, not poll the last failure in a loop
+    # (it once spun a whole core for connectTimeoutSeconds while a broker was down).
+    port = free_port()
+    settings = MqttSettings(host="127.0.0.1", port=port, connect_timeout_seconds=3)
+    cpu = time.thread_time()
+    with pytest.raises(MqttConnectError, match=r"within 3 s.*CONNECTION_REFUSED"):
+        MqttClient(settings, "refused").start()
+    assert time.thread_time() - cpu < 1.0, "the wait used the CPU instead of sleeping"
+    # A broker that comes up while a client waits ends the wait at its next attempt.
+    late = MqttClient(settings.model_copy(update={"connect_timeout_seconds": 30}), "late")
+    started = threading.Thread(target=late.start)
+    started.start()
+    try:
+        assert wait_until(lambda: late.stats.connect_failures >= 1, 10, 0.02)
+        mosquitto(port=port)
+        started.join(timeout=30)
+        assert not started.is_alive() and late.connected
+    finally:
+        late.stop()
 
 
 def test_status_online_retained_then_offline_on_clean_stop(broker: MosquittoServer) -> None:

@@ -114,7 +114,8 @@ class MqttClient:
         self._dispatcher = Dispatcher(f"mqtt-dispatch-{self.client_id}", on_message, handler_threads)
         self._subscriptions: dict[str, int] = {}
         self._connected = threading.Event()
-        self._first_result = threading.Event()
+        # Set by every connection attempt's outcome, cleared by the waiter before it looks at the outcome.
+        self._attempt_ended = threading.Event()
         self._failure: Exception | None = None
         self._started = False
         self._stopped = threading.Event()
@@ -186,7 +187,11 @@ class MqttClient:
 
     def _wait_first_connection(self) -> None:
         deadline = time.monotonic() + self.settings.connect_timeout_seconds
-        while not self._connected.is_set():
+        while True:
+            # Cleared before the outcome is read, so an attempt that ends meanwhile wakes the wait below.
+            self._attempt_ended.clear()
+            if self._connected.is_set():
+                return
             failure = self._failure
             if failure is not None and (isinstance(failure, MqttAuthError)
                                         or any(name in str(failure) for name in _FATAL_ERRORS)):
@@ -198,7 +203,7 @@ class MqttClient:
                 raise MqttConnectError(
                     f"could not connect to {self.settings.describe()} within "
                     f"{self.settings.connect_timeout_seconds:g} s{reason}")
-            self._first_result.wait(0.05)
+            self._attempt_ended.wait(max(0.0, deadline - time.monotonic()) + 0.01)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -334,7 +339,7 @@ class MqttClient:
             self._send(status_packet(self._status, self._status.online))
         self._failure = None
         self._connected.set()
-        self._first_result.set()
+        self._attempt_ended.set()
 
     def _on_failure(self, data: mqtt5.LifecycleConnectFailureData) -> None:
         self.stats.connect_failures += 1
@@ -349,7 +354,7 @@ class MqttClient:
             self._last_failure_log = now
             log.warning("connection failed (attempt %d), retrying with backoff: %s",
                         self.stats.connect_failures, self._failure)
-        self._first_result.set()
+        self._attempt_ended.set()
 
     def _on_disconnect(self, data: mqtt5.LifecycleDisconnectData) -> None:
         self._connected.clear()
