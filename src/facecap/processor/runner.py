@@ -115,9 +115,9 @@ class ProcessorRunner:
         self._supervisor: threading.Thread | None = None
         # A store that puts asynchronously is driven from the MQTT event-loop thread, which is also the
         # store's when it offers its awscrt bootstrap: no thread hand-off at all on a face's way, which
-        # took the processor from 1.6 to 1.1 ms of CPU per face in the pipeline (docs/benchmarks.md). A blocking store
-        # is driven from `workers` dispatcher threads. Faces whose put failed wait out their backoff on
-        # `workers` retry threads either way.
+        # took the processor from 1.6 to 1.1 ms of CPU per face in the pipeline (docs/benchmarks.md).
+        # A blocking store is driven from `workers` dispatcher threads. Faces whose put failed wait out
+        # their backoff on `workers` retry threads either way.
         self._async_store = store if isinstance(store, AsyncStore) else None
         self._slots: Slots[_Face] = Slots(config.workers)
         self._retries = ThreadPoolExecutor(config.workers, thread_name_prefix="processor-retry")

@@ -214,7 +214,7 @@ class _Deadlines:
     """Cancels started puts that have no answer after `seconds` (the CRT client has no read timeout).
 
     A put is watched from before it starts, so an answer that comes before make_request returns still
-    finds it; one thread checks every second, and only while puts are watched."""
+    finds it. One thread, started with the first put, checks every second for the rest of the process."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
