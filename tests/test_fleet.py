@@ -33,6 +33,7 @@ def test_devices_components_bridge_and_staleness() -> None:
         ("$SYS/broker/connection/facecap-edge-jetson-2/state", b"0"),
         ("facecap/jetson-2/detector/status", b"offline"),
         ("facecap/jetson-2/detector/stats", b"not json"),  # ignored, not fatal
+        ("facecap/jetson-2/logger/stats", b"[" * 100_000),  # a hostile device's, nested past the stack
         ("facecap/facecap-processor/processor/status", b"online"),  # the processor is no device
         ("facecap/jetson-1/receipts", b"{}"),  # not health
     ]:

@@ -43,7 +43,8 @@ def test_a_receipt_round_trips_and_stays_compact() -> None:
 
 @pytest.mark.parametrize("payload", [b"not json", b"[]", b'{"schema": "other/1", "stored": []}',
                                      b'{"schema": "facecap-receipt/1", "stored": ["../etc"]}',
-                                     b'{"schema": "facecap-receipt/1", "stored": "01J"}'])
+                                     b'{"schema": "facecap-receipt/1", "stored": "01J"}',
+                                     b"[" * 100_000])  # deeper than the JSON parser's stack
 def test_bad_receipts_are_refused_with_a_reason(payload: bytes) -> None:
     with pytest.raises(ContractError) as error:
         parse_receipt(payload)

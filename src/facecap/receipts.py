@@ -59,6 +59,8 @@ def parse_receipt(payload: bytes) -> Receipt:
         body = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError("bad-receipt", f"receipt is not JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser's stack allows: no receipt looks like that
+        raise ContractError("bad-receipt", "receipt is nested too deeply") from None
     if not isinstance(body, dict) or body.get("schema") != RECEIPT_SCHEMA:
         raise ContractError("bad-receipt", f"receipt schema is not {RECEIPT_SCHEMA}")
     lists = []

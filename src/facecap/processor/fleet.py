@@ -89,7 +89,7 @@ class FleetView:
         elif kind == "stats":
             try:
                 figures = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # a device's own business, not worth a traceback here
                 return
             if isinstance(figures, dict):
                 self._device(device).stats[component] = figures
