@@ -8,6 +8,21 @@ import sys
 import time
 
 
+class Throttle:
+    """Says yes at most once per `interval` seconds, so a flood of one warning stays a line now and then."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last = -interval
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            return False
+        self._last = now
+        return True
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -21,27 +20,13 @@ from typing import Protocol
 
 from ..contract import FaceMetadata, build_message
 from ..errors import ContractError
+from ..logs import Throttle
 from ..outbox import OutboxPublisher
 from .durable import OutboxCommitter
 
 log = logging.getLogger(__name__)
 
 _FAILURE_LOG_SECONDS = 10.0
-
-
-class _Throttle:
-    """Says yes at most once per `interval` seconds, so a flood of one warning stays a line now and then."""
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._last = 0.0
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if now - self._last < self._interval:
-            return False
-        self._last = now
-        return True
 
 
 class Publisher(Protocol):
@@ -68,8 +53,8 @@ class FacePublisher:
         self._max_payload_bytes = max_payload_bytes
         self._max_queued_bytes = max_queued_bytes
         self._lock = threading.Lock()
-        self._drop_log = _Throttle(_FAILURE_LOG_SECONDS)
-        self._failure_log = _Throttle(_FAILURE_LOG_SECONDS)
+        self._drop_log = Throttle(_FAILURE_LOG_SECONDS)
+        self._failure_log = Throttle(_FAILURE_LOG_SECONDS)
         self.stats = PublishStats()
         self.committer = None if outbox is None else OutboxCommitter(outbox, self._release)
 
