@@ -19,6 +19,7 @@ import pytest
 from facecap.cli import main as cli_main
 from facecap.outbox import Outbox, OutboxSettings
 from facecap.outbox.inspect import read_pending, read_status
+from facecap.outbox.recover import move_aside
 from facecap.outbox.schema import FILE_NAME, OutboxBusyError
 
 from .conftest import REPO
@@ -185,6 +186,92 @@ def test_a_truncated_outbox_keeps_the_faces_that_can_be_read(tmp_path: Path) -> 
     full = {f.face_id: f.payload for f in batch}
     assert all(full[f.face_id] == f.payload for f in reopened.take_due(1000, now=time.time() + 1e6))
     reopened.close()
+
+
+def test_a_disk_that_refuses_writes_at_start_leaves_the_outbox_where_it_is(tmp_path: Path) -> None:
+    """A full or failing disk is not a damaged file: the outbox stays in place with its faces, the start
+    says why in one error, and the detector runs on without the outbox instead of restarting in a loop."""
+    outbox = Outbox(tmp_path)
+    batch = faces(5)
+    outbox.capture(batch)
+    outbox.close()
+    script = textwrap.dedent("""
+        import logging, pathlib, resource, signal, sys
+        from facecap.detector.durable import open_outbox
+        from facecap.mqtt import MqttClient, MqttSettings
+        from facecap.outbox import Outbox, OutboxSettings, OutboxWriteError
+        logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # every write past 4 KB fails
+        folder = pathlib.Path(sys.argv[1])
+        try:
+            Outbox(folder)
+        except OutboxWriteError as exc:
+            print("refused:", exc)
+        settings = OutboxSettings(dir=str(folder))
+        print("detector outbox:", open_outbox(settings, MqttClient(MqttSettings(), "t"), "jetson-1"))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"refused: cannot open outbox {tmp_path / FILE_NAME}" in result.stdout
+    assert "detector outbox: None" in result.stdout
+    assert "publishing without the outbox until the next start" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not [path.name for path in tmp_path.iterdir() if ".damaged" in path.name]
+    reopened = Outbox(tmp_path)  # the disk has room again
+    assert reopened.recovery is None
+    assert sorted(pending_ids(tmp_path)) == sorted(face.face_id for face in batch)
+    reopened.close()
+
+
+def test_a_damaged_crop_found_while_running_is_salvaged_and_the_rest_go_out(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The start reads the small rows only, so a bad page in a crop shows up at the first redelivery pass.
+    The outbox then does what a start does with a damaged file, and the producer goes on."""
+    outbox = Outbox(tmp_path)
+    batch = faces(20, size=20_000)
+    outbox.capture(batch)
+    outbox._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    outbox.close()
+    path = tmp_path / FILE_NAME
+    data = bytearray(path.read_bytes())
+    page = 4096
+    bad = (len(data) // page - 3) * page
+    data[bad:bad + 8] = b"\xff" * 8  # the next-page pointer of an overflow page of one crop
+    path.write_bytes(bytes(data))
+    outbox = Outbox(tmp_path)
+    assert outbox.recovery is None and outbox.counts().pending == 20  # the start cannot see it
+    due = outbox.take_due(100, now=time.time() + 1e6)
+    assert outbox.recovery is not None and outbox.recovery.damaged.exists()
+    assert "was damaged" in caplog.text
+    assert 0 < len(due) < 20 and outbox.counts().pending == len(due)
+    originals = {face.face_id: face.payload for face in batch}
+    assert all(originals[face.face_id] == face.payload for face in due)
+    assert outbox.capture(faces(1, size=100)) == [True]
+    outbox.close()
+
+
+def test_a_clock_set_back_does_not_hold_redelivery_back(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, OutboxSettings(redeliver_after_seconds=60, redeliver_max_seconds=900))
+    outbox.capture(faces(1))
+    back = time.time() - 86_400  # the clock is set back a day after the face was scheduled
+    assert outbox.take_due(10, now=back) == []
+    assert [face.attempts for face in outbox.take_due(10, now=back + 901)] == [2]
+    outbox.close()
+
+
+def test_moving_a_damaged_file_aside_never_replaces_an_earlier_one(tmp_path: Path) -> None:
+    path = tmp_path / FILE_NAME
+    for offset in (0, 1):  # this second's name and the next one's are taken
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() + offset))
+        path.with_name(f"{FILE_NAME}.damaged-{stamp}").write_bytes(b"earlier")
+    path.write_bytes(b"now")
+    moved = move_aside(path)
+    assert moved.read_bytes() == b"now" and not path.exists()
+    earlier = [p for p in tmp_path.iterdir() if p != moved]
+    assert len(earlier) == 2 and all(p.read_bytes() == b"earlier" for p in earlier)
 
 
 def test_status_and_list_read_while_the_owner_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

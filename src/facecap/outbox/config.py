@@ -52,7 +52,10 @@ class OutboxSettings(ConfigModel):
     def redeliver_delay(self, attempts: int) -> float:
         """Seconds to wait for a receipt after the `attempts`-th publish (1 for the first)."""
         delay = self.redeliver_after_seconds * self.redeliver_backoff ** max(0, min(attempts - 1, 30))
-        return min(delay, max(self.redeliver_max_seconds, self.redeliver_after_seconds))
+        return min(delay, self.longest_redeliver_delay())
+
+    def longest_redeliver_delay(self) -> float:
+        return max(self.redeliver_max_seconds, self.redeliver_after_seconds)
 
     def folder(self, env: Mapping[str, str] | None = None) -> Path:
         """Where outbox.db lives: `dir`, else `outbox` in the component's work folder."""

@@ -25,15 +25,34 @@ class Recovery:
     recovered: int  # faces copied into the fresh outbox
 
 
+_SUFFIXES = ("", "-wal", "-shm")
+
+
 def move_aside(path: Path) -> Path:
-    """Rename the damaged file and its WAL companions; return the new name of the main file."""
+    """Rename the damaged file and its WAL companions; return the new name of the main file. Never onto an
+    earlier damaged file (two in one second): that one may be the only copy of its faces."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = path.with_name(f"{path.name}.damaged-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
+    number = 1
+    while any(Path(f"{target}{suffix}").exists() for suffix in _SUFFIXES):
+        number += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{number}")
+    for suffix in _SUFFIXES:
         source = Path(f"{path}{suffix}")
         if source.exists():
             source.rename(f"{target}{suffix}")
     return target
+
+
+def move_back(damaged: Path, path: Path) -> None:
+    """Undo move_aside, replacing whatever was made at `path` since (a fresh outbox that could not be
+    filled): the damaged file stays the one copy of its faces, for the next start to try again."""
+    for suffix in _SUFFIXES:
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    for suffix in _SUFFIXES:
+        source = Path(f"{damaged}{suffix}")
+        if source.exists():
+            source.rename(f"{path}{suffix}")
 
 
 def readable_rows(damaged: Path) -> list[tuple[object, ...]]:

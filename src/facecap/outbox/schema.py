@@ -38,9 +38,32 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 
 COUNTERS = ("delivered", "evicted", "refused")
 
+# SQLite's primary result codes for a file that is not a sound database (stable across SQLite versions).
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+class SchemaMismatch(sqlite3.DatabaseError):
+    """The file is an outbox of a facecap with another schema."""
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """True when the file itself is bad (corrupt, not a database, another schema). False for a disk that is
+    full, failing or read-only: the file is sound and must stay where it is, or its faces would be set aside
+    for nothing."""
+    if isinstance(exc, SchemaMismatch):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    # Python 3.10 (JetPack 6) has only the message, which SQLite words the same for these two codes.
+    message = str(exc)
+    return "malformed" in message or "not a database" in message
+
 
 def connect_writer(path: Path) -> sqlite3.Connection:
-    """The owner's connection. Raises sqlite3.DatabaseError when the file is not a usable outbox."""
+    """The owner's connection. Raises sqlite3.DatabaseError when the file is not a usable outbox (see
+    `is_damage`) or the disk refuses the writes that opening makes."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -48,7 +71,7 @@ def connect_writer(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=FULL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
-            raise sqlite3.DatabaseError(f"outbox schema version {version}, this facecap knows {SCHEMA_VERSION}")
+            raise SchemaMismatch(f"outbox schema version {version}, this facecap knows {SCHEMA_VERSION}")
         # One transaction, so a reader never sees a half-made outbox.
         conn.executescript(f"BEGIN IMMEDIATE; {_TABLES} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         # Reads every row of the small table: a damaged page shows up now, not in the middle of a run.

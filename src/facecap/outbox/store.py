@@ -13,20 +13,23 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..contract import OutgoingFace
 from ..errors import FacecapError
 from .config import OutboxSettings
-from .recover import Recovery, move_aside, readable_rows
-from .schema import COUNTERS, FILE_NAME, LOCK_NAME, claim, connect_writer
+from .recover import Recovery, move_aside, move_back, readable_rows
+from .schema import COUNTERS, FILE_NAME, LOCK_NAME, claim, connect_writer, is_damage
 
 log = logging.getLogger(__name__)
 
 # An episode of a full outbox ends when it is below this share of both limits again.
 _ROOM_AGAIN = 0.9
+
+T = TypeVar("T")
 
 
 class OutboxWriteError(FacecapError):
@@ -84,24 +87,51 @@ class Outbox:
         try:
             return connect_writer(self.path)
         except sqlite3.DatabaseError as exc:
-            reason = str(exc)
+            if not is_damage(exc):
+                # A full or failing disk: the file is sound, and its faces go out once the disk lets us in.
+                raise OutboxWriteError(f"cannot open outbox {self.path}: {exc}") from exc
+            return self._salvage(str(exc))
+
+    def _salvage(self, reason: str) -> sqlite3.Connection:
+        """Set the damaged file aside and copy every face that can still be read into a fresh outbox. If the
+        fresh one cannot be made, the damaged file goes back in place and OutboxWriteError is raised."""
         damaged = move_aside(self.path)
         rows = readable_rows(damaged)
-        conn = connect_writer(self.path)
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            for row in rows:
-                payload = row[-1]
-                seq = conn.execute(
-                    "INSERT OR IGNORE INTO faces (face_id, topic, content_type, properties, captured_at, "
-                    "committed_at, bytes, attempts, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
-                    row[:-1]).lastrowid
-                conn.execute("INSERT INTO payloads (seq, payload) VALUES (?, ?)", (seq, payload))
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = connect_writer(self.path)
+            _copy_rows(conn, rows)
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            move_back(damaged, self.path)
+            raise OutboxWriteError(f"outbox {self.path} is damaged ({reason}) and a fresh one cannot be made: "
+                                   f"{exc}") from exc
         self.recovery = Recovery(damaged, reason, len(rows))
         log.error("outbox %s was damaged (%s): moved it to %s and recovered %d readable faces into a fresh "
                   "outbox; faces that could not be read are lost unless `sqlite3 %s .recover` finds them",
                   self.path, reason, damaged, len(rows), damaged)
         return conn
+
+    def _mending(self, work: Callable[[], T]) -> T:
+        """Run `work` under the lock. If it finds the file damaged (a bad page that the start could not see,
+        such as one of a crop), salvage the file as a start would and run `work` once more: one bad page must
+        not stop the producer until it restarts."""
+        with self._lock:
+            try:
+                return work()
+            except sqlite3.DatabaseError as exc:
+                if not is_damage(exc):
+                    raise
+                reason = str(exc)
+            self._conn.close()
+            try:
+                self._conn = self._salvage(reason)
+            except OutboxWriteError:
+                self._conn = connect_writer(self.path)  # the damaged file is back: go on with what it allows
+                raise
+            self._reload_totals()
+            return work()
 
     # --- capture ------------------------------------------------------------------------------------------
 
@@ -109,17 +139,17 @@ class Outbox:
         """Commit the faces in one synced transaction. Returns, per face, whether it is in the outbox
         (False: refused because the outbox is full and the policy is refuse-newest, or too big)."""
         now = time.time()
-        accepted: list[bool] = []
         try:
-            with self._lock, self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                for face in faces:
-                    accepted.append(self._insert(face, now))
+            return self._mending(lambda: self._capture(faces, now))
         except sqlite3.Error as exc:
             # Rolled back: the in-memory totals must forget this transaction too.
             self._reload_totals()
             raise OutboxWriteError(f"cannot write to outbox {self.path}: {exc}") from exc
-        return accepted
+
+    def _capture(self, faces: Sequence[OutgoingFace], now: float) -> list[bool]:
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            return [self._insert(face, now) for face in faces]
 
     def _reload_totals(self) -> None:
         with self._lock:
@@ -205,8 +235,13 @@ class Outbox:
     def delivered(self, face_ids: Iterable[str]) -> int:
         """Remove faces the cloud confirmed; returns how many were still here."""
         ids = list(dict.fromkeys(face_ids))
-        removed = 0
-        with self._lock, self._conn:
+        removed = self._mending(lambda: self._delete_ids(ids))
+        self._check_room_again()
+        return removed
+
+    def _delete_ids(self, ids: list[str]) -> int:
+        removed, removed_bytes = 0, 0
+        with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
@@ -216,18 +251,26 @@ class Outbox:
                 if rows:
                     self._delete_seqs([seq for seq, _ in rows])
                     removed += len(rows)
-                    self._count -= len(rows)
-                    self._bytes -= sum(nbytes for _, nbytes in rows)
+                    removed_bytes += sum(nbytes for _, nbytes in rows)
             self._add_counter("delivered", removed)
-        self._check_room_again()
+        # Only once committed: a delete that was rolled back (and is tried again) must not change the totals.
+        self._count -= removed
+        self._bytes -= removed_bytes
         return removed
 
     def take_due(self, limit: int, now: float | None = None) -> list[PendingFace]:
         """The faces whose receipt is overdue (oldest schedule first), rescheduled with backoff as they
         are handed out: the caller publishes each of them again."""
         now = time.time() if now is None else now
-        with self._lock, self._conn:
+        return self._mending(lambda: self._take_due(limit, now))
+
+    def _take_due(self, limit: int, now: float) -> list[PendingFace]:
+        ceiling = now + self.settings.longest_redeliver_delay()
+        with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
+            # No schedule lies further ahead than the longest delay, unless the clock was set back since it
+            # was made; without this, a step back of a day would hold those faces back a day.
+            self._conn.execute("UPDATE faces SET next_attempt = ? WHERE next_attempt > ?", (ceiling, ceiling))
             rows = self._conn.execute(
                 "SELECT f.seq, f.face_id, f.topic, p.payload, f.content_type, f.properties, f.attempts "
                 "FROM faces f JOIN payloads p ON p.seq = f.seq WHERE f.next_attempt <= ? "
@@ -271,3 +314,16 @@ class Outbox:
         with self._lock:
             self._conn.close()
             self._owner.close()
+
+
+def _copy_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """Put faces read from a damaged outbox into a fresh one, each due at once (one transaction)."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        for row in rows:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO faces (face_id, topic, content_type, properties, captured_at, "
+                "committed_at, bytes, attempts, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                row[:-1])
+            if cursor.rowcount:  # a damaged index can list a face twice
+                conn.execute("INSERT INTO payloads (seq, payload) VALUES (?, ?)", (cursor.lastrowid, row[-1]))
