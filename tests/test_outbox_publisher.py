@@ -3,6 +3,7 @@ bridge, resume at start, and a disk that refuses writes."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -13,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from facecap.contract import FaceMetadata, OutgoingFace
+from facecap.detector.durable import OutboxCommitter
 from facecap.detector.publisher import FacePublisher
 from facecap.devkit.servers import MosquittoServer
-from facecap.mqtt import MqttClient, ReceivedMessage
-from facecap.outbox import Outbox, OutboxPublisher, OutboxSettings, OutboxWriteError
+from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
+from facecap.outbox import Outbox, OutboxPublisher, OutboxSettings, OutboxWriteError, PendingFace
 from facecap.outbox.inspect import read_pending
 from facecap.receipts import encode_receipt, receipt_topic
 
@@ -144,6 +146,65 @@ def test_a_disk_that_refuses_writes_still_lets_faces_out(broker: MosquittoServer
     assert publisher.stats.unsaved == 3 and "unsaved 3" in publisher.summary()
     outbox._conn.execute("PRAGMA max_page_count = 1073741823")
     assert publisher.capture(big[:1]) == [True] and outbox.counts().pending == 1
+    publisher.stop()
+    outbox.close()
+    reader.stop()
+
+
+def test_faces_the_disk_refused_are_not_counted_as_committed(tmp_path: Path) -> None:
+    """The detector's `committed` means on disk: a face that went out without the outbox is `unsaved`."""
+    client = MqttClient(MqttSettings(), "detector")  # never started: nothing here publishes
+    outbox = Outbox(tmp_path, OutboxSettings())
+    durable = OutboxPublisher(outbox, client.settings, client.client_id, DEVICE, client=client)
+    committer = OutboxCommitter(durable, on_done=lambda size: None)
+    committer.put(sample_face(device=DEVICE, size=50_000, frame=0), 50_000)
+    assert wait(lambda: committer.stats.committed == 1)
+    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from now on
+    for frame in range(1, 4):
+        committer.put(sample_face(device=DEVICE, size=50_000, frame=frame), 50_000)
+    assert committer.close(10)
+    assert durable.stats.unsaved == 3
+    assert committer.stats.committed == 1 and outbox.counts().pending == 1
+    outbox.close()
+
+
+class FailingRedelivery(Outbox):
+    """The real outbox, whose first redelivery pass raises `error`."""
+
+    error: Exception | None = None
+
+    def take_due(self, limit: int, now: float | None = None) -> list[PendingFace]:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return super().take_due(limit, now)
+
+
+@pytest.mark.parametrize(("error", "logged"), [
+    (sqlite3.OperationalError("database or disk is full"), "failed taking overdue faces"),  # a full disk
+    (RuntimeError("a bug"), "the outbox sender failed"),
+])
+def test_an_error_in_a_redelivery_pass_does_not_stop_the_sender(
+        broker: MosquittoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        error: Exception, logged: str) -> None:
+    earlier = Outbox(tmp_path)
+    left = sample_face(device=DEVICE, size=500, frame=100)
+    earlier.capture([left])  # pending from an earlier run: due at start
+    earlier.close()
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    outbox = FailingRedelivery(tmp_path, OutboxSettings())
+    outbox.error = error
+    publisher = OutboxPublisher(outbox, settings_for(broker), f"producer-{time.monotonic_ns()}", DEVICE)
+    publisher.start()
+    assert publisher.wait_subscribed(10)
+    fresh = [sample_face(device=DEVICE, size=500, frame=i) for i in range(3)]
+    publisher.capture(fresh)
+    assert seen.wait_for(4)
+    assert sorted(ids_of(seen)[:3]) == sorted(face.face_id for face in fresh)
+    assert ids_of(seen)[3] == left.face_id  # once the pass is tried again
+    assert publisher.stats.outbox_errors == int(isinstance(error, sqlite3.Error)) and logged in caplog.text
     publisher.stop()
     outbox.close()
     reader.stop()

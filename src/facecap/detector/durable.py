@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..contract import OutgoingFace
 from ..errors import ConfigError
 from ..mqtt import MqttClient
-from ..outbox import Outbox, OutboxPublisher, OutboxSettings
+from ..outbox import Outbox, OutboxPublisher, OutboxSettings, OutboxWriteError
 from ..outbox.schema import OutboxBusyError
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,16 @@ class OutboxCommitter:
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[OutgoingFace, int]]) -> None:
+        # This thread is the only one capturing, so the change of `unsaved` is this batch's.
+        unsaved_before = self.outbox.stats.unsaved
         try:
             accepted = self.outbox.capture([face for face, _ in batch])
         except Exception:  # a bug, not a full disk (capture handles that): keep the thread alive
             log.exception("committing %d faces to the outbox failed", len(batch))
             accepted = [False] * len(batch)
         taken = accepted.count(True)
-        self.stats.committed += taken
+        # Faces the disk refused went out without the outbox: accepted, but not on disk.
+        self.stats.committed += taken - (self.outbox.stats.unsaved - unsaved_before)
         self.stats.refused += len(batch) - taken
         for _, size in batch:
             self._on_done(size)
@@ -84,7 +87,8 @@ class OutboxCommitter:
 
 def open_outbox(settings: OutboxSettings, client: MqttClient, device_id: str) -> OutboxPublisher | None:
     """The outbox the configuration asks for, publishing through `client` (not started yet); None when
-    `outbox.enabled` is false. Raises ConfigError when another process owns the folder."""
+    `outbox.enabled` is false, or when the disk refuses to open it. Raises ConfigError when another process
+    owns the folder."""
     if not settings.enabled:
         return None
     folder = settings.folder()
@@ -94,6 +98,11 @@ def open_outbox(settings: OutboxSettings, client: MqttClient, device_id: str) ->
         raise ConfigError("detector", [("outbox.dir", str(exc))]) from None
     except OSError as exc:
         raise ConfigError("detector", [("outbox.dir", f"cannot use {folder}: {exc.strerror or exc}")]) from None
+    except OutboxWriteError as exc:
+        # A full or failing disk: faces sent without the outbox beat a component that restarts until
+        # Greengrass gives up on it. The faces in the file wait there for a start that can open it.
+        log.error("%s; publishing without the outbox until the next start, so a power cut may lose faces", exc)
+        return None
     log.info("outbox %s: %d faces pending, redelivery after %.0f s", outbox.path, outbox.counts().pending,
              settings.redeliver_after_seconds)
     return OutboxPublisher(outbox, client.settings, client.client_id, device_id, client=client)

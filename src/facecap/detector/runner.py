@@ -196,7 +196,8 @@ class DetectorRunner:
         return {"published": sender.published, "failed": sender.failed,
                 "committed": self.publisher.committer.stats.committed, "pending": counts.pending,
                 "pending_bytes": counts.pending_bytes, "delivered": counts.delivered, "evicted": counts.evicted,
-                "refused": counts.refused, "republished": sender.republished,
+                "refused": counts.refused, "republished": sender.republished, "unsaved": sender.unsaved,
+                "outbox_errors": sender.outbox_errors, "awaiting_receipt": len(self.outbox.window),
                 "bridge": {True: "up", False: "down", None: "unknown"}[self.outbox.bridge.up]}
 
     def publish_stats(self, figures: dict[str, object]) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ..contract import OutgoingFace
 from ..errors import ContractError, FacecapError
+from ..logs import Throttle
 from ..mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
 from ..polling import wait_until
 from ..receipts import parse_receipt, receipt_topic
@@ -37,7 +38,9 @@ _BATCH = 100
 # Fresh faces wait in memory for the sender up to this many bytes; beyond it they stay on disk only and
 # go out with the next redelivery pass, first in line.
 _FRESH_BYTES = 32 * 1024 * 1024
-_UNSAVED_LOG_SECONDS = 10.0
+_ERROR_LOG_SECONDS = 10.0
+# After the outbox failed a redelivery pass (a full or failing disk), wait this long before the next.
+_DUE_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -49,6 +52,7 @@ class PublisherStats:
     bad_receipts: int = 0
     deferred: int = 0  # captured while the in-memory queue was full: left for the redelivery pass
     unsaved: int = 0  # published without the outbox, because committing failed (disk full or failing)
+    outbox_errors: int = 0  # other reads and writes of the outbox that failed (the faces stay in it)
 
 
 class OutboxPublisher:
@@ -75,7 +79,9 @@ class OutboxPublisher:
         self._subscribed = threading.Event()
         self._resuming = True
         self._next_due_check = 0.0
-        self._last_unsaved_log = -_UNSAVED_LOG_SECONDS
+        self._unsaved_log = Throttle(_ERROR_LOG_SECONDS)
+        self._outbox_error_log = Throttle(_ERROR_LOG_SECONDS)
+        self._bug_log = Throttle(_ERROR_LOG_SECONDS)
         self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -83,7 +89,11 @@ class OutboxPublisher:
     def start(self, wait: bool = True) -> None:
         """Connect (with wait, raise if the broker cannot be reached), then subscribe to receipts and the
         bridge state and publish every pending face again."""
-        pending = self.outbox.resume()
+        try:
+            pending = self.outbox.resume()
+        except (sqlite3.Error, OutboxWriteError) as exc:  # the faces go out as their schedule falls due
+            self._outbox_failed("making pending faces due at start", exc)
+            pending = 0
         if pending:
             log.info("outbox %s: %d faces pending from an earlier run; publishing them again",
                      self.outbox.path, pending)
@@ -161,11 +171,17 @@ class OutboxPublisher:
 
     def _unsaved(self, count: int, error: Exception) -> None:
         self.stats.unsaved += count
-        now = time.monotonic()
-        if now - self._last_unsaved_log >= _UNSAVED_LOG_SECONDS:
-            self._last_unsaved_log = now
+        if self._unsaved_log.due():
             log.error("%s; publishing without the outbox, so a power cut may lose these faces (%d so far)",
                       error, self.stats.unsaved)
+
+    def _outbox_failed(self, action: str, exc: Exception) -> None:
+        """The outbox file failed us (a full or failing disk). The sender must go on with fresh faces, and
+        the faces in the file are kept: log, at most every ten seconds."""
+        self.stats.outbox_errors += 1
+        if self._outbox_error_log.due():
+            log.error("outbox %s failed %s (%d outbox errors so far); faces in it stay there: %s",
+                      self.outbox.path, action, self.stats.outbox_errors, exc)
 
     def summary(self) -> str:
         counts = self.outbox.counts()
@@ -179,13 +195,21 @@ class OutboxPublisher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if not self._subscribed.is_set():
-                self._subscribe()
-                continue
-            if self._send_fresh() or self._send_due():
-                continue
-            self._wake.wait(_TICK_SECONDS)
-            self._wake.clear()
+            try:
+                self._step()
+            except Exception:  # a bug: this thread must outlive it, or nothing goes out until a restart
+                if self._bug_log.due():
+                    log.exception("the outbox sender failed; it goes on in a second")
+                self._stop.wait(1.0)
+
+    def _step(self) -> None:
+        if not self._subscribed.is_set():
+            self._subscribe()
+            return
+        if self._send_fresh() or self._send_due():
+            return
+        self._wake.wait(_TICK_SECONDS)
+        self._wake.clear()
 
     def _subscribe(self) -> None:
         if not self.client.wait_connected(_TICK_SECONDS):
@@ -218,7 +242,12 @@ class OutboxPublisher:
         if now < self._next_due_check or not (self._resuming or self.bridge.allows_redelivery()):
             return False
         pace = self.outbox.settings.redeliver_max_per_second
-        due: list[PendingFace] = self.outbox.take_due(min(_BATCH, max(1, int(pace))) if pace else _BATCH)
+        try:
+            due: list[PendingFace] = self.outbox.take_due(min(_BATCH, max(1, int(pace))) if pace else _BATCH)
+        except (sqlite3.Error, OutboxWriteError) as exc:
+            self._outbox_failed("taking overdue faces", exc)
+            self._next_due_check = now + _DUE_RETRY_SECONDS
+            return False
         if not due:
             self._resuming = False
             self._next_due_check = now + _TICK_SECONDS
@@ -275,11 +304,18 @@ class OutboxPublisher:
             return
         self.stats.receipts += 1
         self.window.confirmed(receipt.face_ids)
-        removed = self.outbox.delivered(receipt.face_ids)
+        try:
+            removed = self.outbox.delivered(receipt.face_ids)
+        except (sqlite3.Error, OutboxWriteError) as exc:  # the faces go out again and earn a new receipt
+            self._outbox_failed("deleting the faces of a receipt", exc)
+            return
         log.debug("receipt for %d faces, %d were pending", len(receipt.face_ids), removed)
 
     def _bridge_up(self) -> None:
         # The bridge is delivering what the edge broker queued while it was down; receipts for those are
         # on the way, so overdue faces get a fresh delay instead of going out twice.
-        self.outbox.postpone_due(self.outbox.settings.redeliver_after_seconds)
+        try:
+            self.outbox.postpone_due(self.outbox.settings.redeliver_after_seconds)
+        except (sqlite3.Error, OutboxWriteError) as exc:  # they go out on their old schedule
+            self._outbox_failed("postponing overdue faces", exc)
         self.window.wake()
