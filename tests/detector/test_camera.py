@@ -97,6 +97,45 @@ def test_a_stream_that_drops_is_reopened_and_finally_given_up(
     assert all(m.startswith("camera url http://127.0.0.1") for m in messages if "camera" in m)
 
 
+class OpensButSendsNothing:
+    """Stands in for cv2.VideoCapture of a live camera that opens and then delivers no frame, as a USB
+    camera on a saturated bus does (no device here can be made to fail that way)."""
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def get(self, prop: int) -> float:
+        return 640.0
+
+    def grab(self) -> bool:
+        return False
+
+    def retrieve(self) -> tuple[bool, None]:
+        return False, None
+
+    def release(self) -> None:
+        return None
+
+
+def test_a_camera_that_opens_but_sends_nothing_is_one_outage_that_backs_off_and_is_given_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = CameraSettings(source="rtsp://cam.local/stream", reconnect_min_seconds=0.05,
+                              reconnect_max_seconds=0.4, give_up_after_seconds=1.2)
+    camera = Camera(settings, opener=lambda _: OpensButSendsNothing())
+    caplog.set_level(logging.INFO, logger="facecap.detector.camera")
+    stop = threading.Event()
+    threading.Timer(10, stop.set).start()  # only if it is never given up: the test then fails below
+    with pytest.raises(CameraUnavailableError, match="it opens but delivers no frame"):
+        list(camera.frames(stop))
+    stop.set()
+    assert camera.stats.outages == 1
+    # Backing off (0.05, 0.1, 0.2, 0.4, 0.4 ...) fits some 5 opens into 1.2 s, not one every 0.05 s.
+    assert 2 <= camera.stats.opens <= 8
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("is back" in m for m in messages)
+    assert sum(r.levelno >= logging.ERROR for r in caplog.records) == 1
+
+
 def test_stop_interrupts_the_reconnect_wait() -> None:
     camera = Camera(CameraSettings(source="/dev/video57", reconnect_min_seconds=30, reconnect_max_seconds=30))
     stop = threading.Event()

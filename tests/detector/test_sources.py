@@ -13,7 +13,9 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize(
     ("source", "kind"),
     [("0", "v4l2"), ("/dev/video2", "v4l2"), ("rtsp://cam.local/stream", "url"), ("http://x/y.mjpg", "url"),
-     ("v4l2src ! videoconvert ! appsink", "gstreamer"), ("/data/street.mp4", "file"), ("clip.avi", "file")],
+     ("v4l2src ! videoconvert ! appsink", "gstreamer"), ("/data/street.mp4", "file"), ("clip.avi", "file"),
+     ("/dev/v4l/by-id/usb-046d_C920-video-index0", "v4l2"), ("/dev/v4l/by-path/platform-usb-0:1:1.0-video-index0",
+                                                             "v4l2"), ("/dev/shm/clip.mp4", "file")],
 )
 def test_source_kind_from_its_form(source: str, kind: str) -> None:
     assert source_kind(CameraSettings(source=source)) == kind

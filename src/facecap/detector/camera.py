@@ -28,7 +28,6 @@ from .crop import Image
 
 log = logging.getLogger(__name__)
 
-_DEVICE_PATH = re.compile(r"^/dev/video\d+$")
 _FALLBACK_FILE_FPS = 25.0
 # While a camera stays away, remind the log this often (the first failure and the recovery always log).
 _OUTAGE_REPORT_SECONDS = 60.0
@@ -58,7 +57,8 @@ def source_kind(settings: CameraSettings) -> str:
     if settings.kind != "auto":
         return settings.kind
     source = settings.source
-    if source.isdigit() or _DEVICE_PATH.fullmatch(source):
+    # Any device node: /dev/videoN, or the stable names several cameras need (/dev/v4l/by-id/..., by-path).
+    if source.isdigit() or (source.startswith("/dev/") and not source.startswith("/dev/shm/")):  # noqa: S108
         return "v4l2"
     if "://" in source:
         return "url"
@@ -207,24 +207,30 @@ class Camera:
                 delay = min(delay * 2, self.settings.reconnect_max_seconds)
                 continue
             self.stats.opens += 1
-            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-            if down_since is not None:
-                log.info("camera %s is back after %.1f s (%dx%d)", self.description, self._clock() - down_since,
-                         width, height)
-            else:
-                log.info("camera %s opened (%dx%d, %.3g fps)", self.description, width, height,
-                         capture.get(cv2.CAP_PROP_FPS))
-            down_since = None
+            size = f"{int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
+            if down_since is None:
+                log.info("camera %s opened (%s, %.3g fps)", self.description, size, capture.get(cv2.CAP_PROP_FPS))
+            before = self.stats.frames
             try:
-                yield from self._read_live(capture, stop)
+                for frame in self._read_live(capture, stop):
+                    if down_since is not None:  # back only once a frame comes, not when it merely opens
+                        log.info("camera %s is back after %.1f s (%s)", self.description,
+                                 self._clock() - down_since, size)
+                        down_since = None
+                    yield frame
             finally:
                 capture.release()
             if stop.is_set():
                 return
-            delay = self.settings.reconnect_min_seconds
-            down_since = self._outage(None, "no frame received (disconnected or stream ended)", delay)
+            if self.stats.frames > before:
+                delay = self.settings.reconnect_min_seconds
+                down_since = self._outage(None, "no frame received (disconnected or stream ended)", delay)
+            else:
+                # It opens but sends nothing (a USB camera on a saturated bus): the same outage, backing off.
+                down_since = self._outage(down_since, "it opens but delivers no frame", delay)
             stop.wait(delay)
+            if self.stats.frames == before:
+                delay = min(delay * 2, self.settings.reconnect_max_seconds)
 
     def _read_live(self, capture: Any, stop: threading.Event) -> Iterator[Frame]:
         while not stop.is_set():

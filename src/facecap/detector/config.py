@@ -26,7 +26,8 @@ DetectorKind = Literal["auto", "yunet", "haar"]
 class CameraSettings(ConfigModel):
     """Where frames come from, and how a lost camera is reopened."""
 
-    source: str = Field("0", description="What to read: a V4L2 device index (`0`) or path (`/dev/video0`), a "
+    source: str = Field("0", description="What to read: a V4L2 device index (`0`) or path (`/dev/video0`, or "
+                                         "a stable `/dev/v4l/by-id/...` name when there are several cameras), a "
                                          "video file, an RTSP/HTTP URL, or a GStreamer pipeline ending in `appsink`.")
     kind: CameraKind = Field(
         "auto", description="How to read `source`; `auto` decides from its form (digits, `://`, `!`, path)."
