@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import threading
 import time
 from contextlib import ExitStack
@@ -298,6 +299,22 @@ def test_stop_waits_for_in_flight_then_gives_up_at_timeout(broker: MosquittoServ
         assert pub.stop(timeout=1.0) is False  # still in flight when the time ran out
         assert 0.9 < time.monotonic() - started < 5
         assert pub.publish("faces/a/b", fake_jpeg(100), timeout=5) is None  # a stopped client takes no more
+
+
+def test_stop_keeps_to_its_timeout_when_the_broker_hangs(broker: MosquittoServer) -> None:
+    """A broker that stops answering (SIGSTOP) leaves the last publishes and the offline status without
+    their PUBACKs: the stop still ends within its timeout (Greengrass kills 5 s after SIGTERM)."""
+    assert broker.process is not None
+    with MqttClient(settings_for(broker), "pub-hang", status=StatusTopic("facecap/jetson-1/x/status")) as pub:
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            assert pub.publish("faces/a/b", fake_jpeg(100)) is not None
+            started = time.monotonic()
+            assert pub.stop(timeout=1.0) is False
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+    assert 0.9 < elapsed < 1.8
 
 
 def test_receive_maximum_bounds_what_a_slow_consumer_holds_or_the_overrun_is_reported(

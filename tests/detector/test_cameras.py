@@ -6,6 +6,8 @@ camera with none (round-robin: each gets its share of frames)."""
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +132,29 @@ def test_a_camera_full_of_faces_does_not_starve_a_quiet_one(
     assert int(stats["crowd"]["faces"]) >= 3 * crowd_frames and stats["quiet"]["faces"] == "0"
     # Round-robin: the quiet camera gets (about) every second frame the worker processes.
     assert quiet_frames >= 0.4 * (crowd_frames + quiet_frames), (crowd_frames, quiet_frames)
+
+
+def test_a_stop_with_stuck_streams_ends_within_the_shutdown_budget(
+        broker: MosquittoServer, model_path: Path, run_detector: DetectorRunner, tmp_path: Path) -> None:
+    """Greengrass kills a component 5 s after SIGTERM. Capture threads stuck in a stream's read must not
+    each take seconds of that: the stop, whatever the cameras do, keeps to shutdownTimeoutSeconds."""
+    hall_video = tmp_path / "hall.avi"
+    render_video(hall_video)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections (the kernel does) and never answers a byte
+    port = silent.getsockname()[1]
+    cameras: list[dict[str, Any]] = [{"cameraId": "hall", "source": str(hall_video), "loop": True}]
+    cameras += [{"cameraId": f"stuck{i}", "source": f"http://127.0.0.1:{port}/cam{i}.mjpg", "timeoutSeconds": 60}
+                for i in range(3)]
+    detector = run_detector(multi_camera_config(broker, model_path, cameras, shutdownTimeoutSeconds=4))
+    try:
+        assert wait_until(lambda: int(camera_stats(detector).get("hall", {}).get("frames", "0")) > 0, 60), \
+            detector.output()
+        started = time.monotonic()
+        assert detector.terminate() == 0, detector.output()
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    print(f"\nstop with 3 stuck streams: {elapsed:.1f} s")
+    assert elapsed < 4, detector.output()

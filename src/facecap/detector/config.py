@@ -233,8 +233,9 @@ class DetectorConfig(ComponentConfig):
     # The nucleus kills a component 5 s after SIGTERM: 4 s leaves time to say goodbye (status offline).
     shutdown_timeout_seconds: float = Field(
         4, gt=0,
-        description="On SIGTERM, how long to wait for faces still in flight to reach the broker. Keep it under "
-                    "5: Greengrass kills a component 5 s after SIGTERM.",
+        description="On SIGTERM, how long the whole stop may take: faces still being committed or in flight "
+                    "to the broker, then the offline status. Keep it under 5: Greengrass kills a component 5 s "
+                    "after SIGTERM.",
     )
     iot_core_stats: bool = Field(
         False, description="Also publish the periodic stats to AWS IoT Core (Greengrass IPC PublishToIoTCore, "

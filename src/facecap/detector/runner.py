@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -34,6 +35,8 @@ from .scheduling import DetectionPool, FrameScheduler
 from .tracking import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
+
+_CAPTURE_JOIN_SECONDS = 0.5
 
 
 def build_detector(config: DetectorConfig, cli_model: str | None) -> FaceDetector:
@@ -230,10 +233,14 @@ class DetectorRunner:
             DetectionPool(FrameScheduler(self.feeds, self.condition), self.detectors).run(stop)
         finally:
             stop.set()  # every camera is finished: end capture threads still waiting on a stream
+            # One budget for the whole stop: Greengrass kills the component 5 s after SIGTERM.
+            deadline = time.monotonic() + self.config.shutdown_timeout_seconds
+            # Capture threads hold nothing to save; one stuck in a stream's read gets a moment, not seconds.
+            joined_by = time.monotonic() + _CAPTURE_JOIN_SECONDS
             for feed in self.feeds:
-                feed.join(2)
+                feed.join(max(0.0, joined_by - time.monotonic()))
             reporter.stop()
-            self._shut_down()
+            self._shut_down(deadline)
             reporter.report()
         log.info("detector stopped")
         code = max(feed.code for feed in self.feeds)
@@ -242,16 +249,18 @@ class DetectorRunner:
                                               if feed.code))
         return code
 
-    def _shut_down(self) -> None:
-        timeout = self.config.shutdown_timeout_seconds
-        if not self.publisher.close(timeout):
-            log.warning("faces still waiting for their commit to the outbox after %.0f s", timeout)
+    def _shut_down(self, deadline: float) -> None:
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        if not self.publisher.close(left()):
+            log.warning("faces still waiting for their commit to the outbox at the shutdown deadline")
         if self.outbox is not None:
             # Faces not yet acknowledged stay in the outbox and go out again at the next start.
-            self.outbox.stop(timeout)
+            self.outbox.stop(left())
             self.outbox.outbox.close()
-        elif not self.client.stop(timeout):
-            log.warning("stopped with %d faces still unacknowledged after %.0f s", self.client.in_flight, timeout)
+        elif not self.client.stop(left()):
+            log.warning("stopped with %d faces still unacknowledged at the shutdown deadline", self.client.in_flight)
 
 
 def total_frames(feeds: list[CameraFeed]) -> int:

@@ -44,6 +44,8 @@ _AUTH_FAILURES = {
 # Failures that retrying cannot fix: the start() of a waiting caller gives up at once on them.
 _FATAL_ERRORS = ("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", "AWS_IO_FILE_VALIDATION_FAILURE")
 _PUBACK_OK = {mqtt5.PubackReasonCode.SUCCESS, mqtt5.PubackReasonCode.NO_MATCHING_SUBSCRIBERS}
+# At most this long for the offline status at stop (the last will says it too if it does not go out).
+_STATUS_SECONDS = 2.0
 
 
 @dataclass
@@ -214,17 +216,19 @@ class MqttClient:
         reports whether everything completed since (so a `with` block may stop the client early)."""
         if self._stopped.is_set():
             return self.flush(0)
+        deadline = time.monotonic() + timeout
         drained = self.flush(timeout)
         self._window.close()  # a publisher still waiting for a slot gets None now
         if self._status is not None and self.connected:
             try:
-                self._send(status_packet(self._status, self._status.offline)).result(timeout=2)
+                self._send(status_packet(self._status, self._status.offline)).result(
+                    timeout=min(_STATUS_SECONDS, max(0.1, deadline - time.monotonic())))
             except Exception as exc:  # noqa: BLE001 - best effort; the will covers us
                 log.warning("could not publish offline status: %s", exc)
         self._stopped.set()
         # A normal DISCONNECT: the broker discards the will, since we already said `offline` ourselves.
         self._client.stop(mqtt5.DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION))
-        self._dispatcher.stop(timeout)
+        self._dispatcher.stop(max(0.1, deadline - time.monotonic()))
         return drained
 
     def flush(self, timeout: float) -> bool:
