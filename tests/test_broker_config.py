@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from facecap.broker.config import BrokerConfig
+from facecap.broker.config import BrokerConfig, without_unset_bridge
 from facecap.broker.credentials import write_private
 from facecap.broker.preflight import preflight
 from facecap.broker.render import PASSWORD_MASK, bridge_state_topic, render_conf
 from facecap.config import default_configuration, load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES
 from facecap.errors import ConfigError
+from facecap.validation import check
 
 pytestmark = pytest.mark.unit
 
@@ -198,7 +199,7 @@ def test_a_value_with_a_line_break_cannot_inject_a_directive() -> None:
     ({"bridge": {"certFile": "/c.crt"}}, "bridge", "certFile and keyFile go together"),
     ({"bridge": {"passwordFile": "/pw"}}, "bridge", "passwordFile needs a username"),
     ({"bridge": {"restartBaseSeconds": 90}}, "bridge", "must not exceed restartCapSeconds"),
-    ({"bridge": {"clientId": "has space"}}, "bridge.clientId", "pattern"),
+    ({"bridge": {"clientId": "has space"}}, "bridge.clientId", "at most 128 of the characters"),
     ({"bridge": {"port": 0}}, "bridge.port", "greater than or equal to 1"),
     ({"messageSizeLimit": 300_000_000}, "messageSizeLimit", "less than or equal to 268435455"),
     ({"logTypes": ["chatty"]}, "logTypes", "unknown log types"),
@@ -214,11 +215,18 @@ def test_bad_values_name_the_key(data: dict[str, Any], key: str, words: str) -> 
 
 # --- configuration errors (this machine) -----------------------------------------------------------------
 
-def test_no_cloud_host(tmp_path: Path) -> None:
-    found = problems({}, tmp_path)
-    assert set(found) == {"bridge.host"}
-    assert "required" in found["bridge.host"]
-    assert "bridge.enabled false" in found["bridge.host"]
+def test_no_cloud_host_is_a_local_only_broker_and_a_warning(tmp_path: Path) -> None:
+    """Deploying the bundle before the cloud is set up must not leave the broker BROKEN: it runs without its
+    bridge. validate-config and the Greengrass validation say so in a warning, never an error."""
+    as_run = without_unset_bridge(config({}))
+    assert as_run.bridge.enabled is False
+    assert without_unset_bridge(config({"bridge": {"host": "h.example.com"}})).bridge.enabled is True
+    # Without a bridge there is no CA to find or TLS to insist on: the preflight has nothing to say.
+    preflight(as_run, tmp_path, starting=False)
+    for strict in (False, True):
+        found = check("broker", {}, strict)
+        assert [(p.key, p.severity) for p in found] == [("bridge.host", "warning")]
+        assert "local-only" in found[0].reason
 
 
 def test_missing_certificate_ca_and_password_files_are_each_named(tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ def cases() -> list[Case]:
     bad_mqtt = json.dumps({"mqtt": {"username": "a", "passwordFile": f"{NOPE}/pw"}})
     table = [
         # validate-config runs the components' own start rules
-        Case("validate-broker-no-host", ("validate-config", "broker", "{}"), 2, "bridge.host"),
+        # The broker runs local-only without a cloud host (tests/test_broker_config.py): a warning.
+        Case("validate-broker-no-host", ("validate-config", "broker", "{}"), 0, "warning: bridge.host: empty"),
         Case("validate-broker-plaintext", ("validate-config", "broker",
                                            '{"bridge":{"host":"example.com","tls":false}}'), 2, "bridge.tls"),
         Case("validate-empty", ("validate-config", "broker", ""), 2, "CONFIG: empty"),
@@ -105,6 +106,20 @@ def cases() -> list[Case]:
                                            "--unhealthy-after", "10"), 1, "store has been failing"),
         Case("healthcheck-unhealthy-after", ("processor", "healthcheck", "--unhealthy-after", "0"), 2,
              "--unhealthy-after (unhealthyAfterSeconds)"),
+        Case("healthcheck-max-age", ("processor", "healthcheck", "--file", "{down}", "--max-age", "nan"), 2,
+             "--max-age"),
+        # values the MQTT client (awscrt) would raise on at start, and the detector could not use
+        Case("logger-empty-host", ("logger", "--config", '{"mqtt":{"host":""}}'), 2, "mqtt.host"),
+        Case("validate-connect-timeout", ("validate-config", "logger", '{"mqtt":{"connectTimeoutSeconds":1e300}}'),
+             2, "mqtt.connectTimeoutSeconds"),
+        Case("validate-bridge-client-id", ("validate-config", "detector", '{"outbox":{"bridgeClientId":"x/#"}}'), 2,
+             "outbox.bridgeClientId"),
+        Case("validate-output-size", ("validate-config", "detector", '{"output":{"size":99999999}}'), 2,
+             "output.size"),
+        Case("validate-max-fps", ("validate-config", "detector", '{"camera":{"maxFps":1e-300}}'), 2,
+             "camera.maxFps"),
+        Case("detect-model-folder", ("detect", "--model", "{tmp}", "{image}"), 2, "is a folder, not a file"),
+        Case("send-topic-prefix", ("send", "{image}", "--topic-prefix", "a/+"), 2, "--topic-prefix"),
         # send
         Case("send-port-range", ("send", "{image}", "--port", "70000"), 2, "--port"),
         Case("send-port-not-a-number", ("send", "{image}", "--port", "abc"), 2, "--port"),

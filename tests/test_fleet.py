@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from facecap.contract import format_time
+from facecap.devkit.servers import free_port
 from facecap.mqtt import ReceivedMessage
 from facecap.processor.fleet import FleetView, render_table
+
+from .conftest import REPO
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -49,3 +55,14 @@ def test_devices_components_bridge_and_staleness() -> None:
     assert "detector   online   fps=9.8 faces=4 published=4 dropped=1 pending=0" in table
     assert "jetson-2  STALE  last seen never  bridge disconnected" in table
     assert one.as_dict(NOW, 60)["stats"]["logger"]["rejected"] == 0
+
+
+def test_an_unreachable_broker_is_reported_on_stderr_and_leaves_stdout_to_the_table() -> None:
+    """`facecap fleet --json | jq` must not get an error text to parse: it goes to stderr, with exit 2."""
+    config = json.dumps({"mqtt": {"port": free_port(), "connectTimeoutSeconds": 1}})
+    result = subprocess.run([sys.executable, "-m", "facecap.cli", "fleet", "--json", "--config", config],
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "facecap fleet: cannot read the cloud broker at mqtt://127.0.0.1:" in result.stderr

@@ -304,6 +304,22 @@ def test_status_and_list_read_while_the_owner_writes(tmp_path: Path, capsys: pyt
     assert "no outbox here" in capsys.readouterr().err
 
 
+def test_a_listing_cut_off_by_its_reader_ends_quietly(tmp_path: Path) -> None:
+    """`facecap outbox list DIR | head -1`: the pipe closes under the writer, which must not print a
+    traceback over the line the user asked for."""
+    outbox = Outbox(tmp_path)
+    outbox.capture(faces(3000, size=100))
+    outbox.close()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    lister = subprocess.Popen([sys.executable, "-m", "facecap.cli", "outbox", "list", str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert lister.stdout is not None and lister.stderr is not None
+    assert lister.stdout.readline()
+    lister.stdout.close()  # as head does after its line
+    assert lister.wait(60) == 141
+    assert lister.stderr.read() == b""
+
+
 def test_the_reader_never_writes(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path)
     outbox.capture(faces(1))

@@ -36,6 +36,17 @@ _UNREPLACED = re.compile(r"^\{(configuration|iot|work|artifacts):([^}]*)\}$")
 
 M = TypeVar("M", bound="ConfigModel")
 
+# Text rules the models share, each with the reason a user reads when a value breaks it (pydantic would
+# quote the regular expression).
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+NO_SPACE = r"^[^\s\x00-\x1f\x7f]*$"
+CLIENT_ID = r"^[A-Za-z0-9._-]{0,128}$"
+_PATTERN_REASONS = {
+    NO_CONTROL: "must not contain control characters (line breaks, tabs, NUL)",
+    NO_SPACE: "must not contain spaces or control characters",
+    CLIENT_ID: "must be at most 128 of the characters A-Z a-z 0-9 . _ -",
+}
+
 
 class ConfigModel(BaseModel):
     """Base of every configuration section: camelCase keys, unknown keys rejected, immutable."""
@@ -305,6 +316,8 @@ def _describe_errors(errors: list[Any]) -> list[tuple[str, str]]:
         parts = [str(part) for part in err["loc"] if not _UNION_MEMBER.match(str(part))]
         key = ".".join(parts) or "<root>"
         reason = "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"])
+        if err["type"] == "string_pattern_mismatch":
+            reason = _PATTERN_REASONS.get(err["ctx"]["pattern"], reason)
         reason = reason.removeprefix("Value error, ")  # pydantic's wording for our own validators' ValueError
         if reason not in reasons.setdefault(key, []):
             reasons[key].append(reason)

@@ -4,7 +4,8 @@
 start run (`require`), so a configuration one of them accepts is one the others accept:
 
 - the model: every key's type and range, unknown keys, Greengrass variables left unreplaced;
-- the start rules: required keys (bridge.host), TLS towards a non-loopback host, the broker preflight;
+- the start rules: TLS towards a non-loopback host, the broker preflight (on the configuration as the broker
+  will run it: local-only without bridge.host, which is a warning);
 - files that must exist (passwords, certificates, the model, mosquitto). They are on the machine the
   component runs on, so validating elsewhere reports them as warnings, and errors with `strict`.
 """
@@ -28,6 +29,7 @@ class Problem:
     key: str
     reason: str
     severity: Severity = "error"
+    about_file: bool = False  # a file that must exist on the component's own machine
 
     def line(self) -> str:
         return f"{self.key}: {self.reason}" if self.severity == "error" else f"warning: {self.key}: {self.reason}"
@@ -42,7 +44,16 @@ def check(component: str, data: Mapping[str, Any] | str, strict: bool = False, *
         config = load_config(model or component_model(component), component, data, env=env or {}, option=option)
     except ConfigError as error:
         return [Problem(key, reason) for key, reason in error.problems]
-    return start_problems(component, config, strict)
+    return _notes(component, config) + start_problems(component, config, strict)
+
+
+def _notes(component: str, config: Any) -> list[Problem]:
+    """What the component will do differently from what the configuration seems to ask: warnings, never
+    errors, strict or not."""
+    if component == "broker" and config.bridge.enabled and not config.bridge.host:
+        return [Problem("bridge.host", "empty, so the EdgeBroker runs local-only: faces wait on the device until "
+                                       "a deployment sets it", "warning")]
+    return []
 
 
 def start_problems(component: str, config: Any, strict: bool = True) -> list[Problem]:
@@ -51,7 +62,8 @@ def start_problems(component: str, config: Any, strict: bool = True) -> list[Pro
     rule = _RULES.get(component)
     if rule is not None:
         rule(config, found)
-    return [Problem(key, reason, "error" if strict or not is_file else "warning") for key, reason, is_file in found]
+    return [Problem(key, reason, "error" if strict or not is_file else "warning", is_file)
+            for key, reason, is_file in found]
 
 
 def errors(problems: list[Problem]) -> list[Problem]:
@@ -70,11 +82,22 @@ def require(component: str, config: Any) -> None:
 Found = list[tuple[str, str, bool]]
 
 
+def file_problem(path: str, what: str) -> str | None:
+    """Why `path` cannot be read as the `what` a key names (None: it can), worded the same everywhere."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{what} {path} is a folder, not a file"
+    if not target.is_file():
+        return f"{what} {path} does not exist"
+    if not os.access(path, os.R_OK):
+        return f"{what} {path} is not readable by uid {os.geteuid()} (the component's user)"
+    return None
+
+
 def _readable(key: str, path: str, what: str, found: Found) -> None:
-    if not Path(path).is_file():
-        found.append((key, f"{what} {path} does not exist", True))
-    elif not os.access(path, os.R_OK):
-        found.append((key, f"{what} {path} is not readable by uid {os.geteuid()}", True))
+    problem = file_problem(path, what)
+    if problem:
+        found.append((key, problem, True))
 
 
 def mqtt_problems(settings: Any, found: Found, section: str = "mqtt") -> None:
@@ -90,9 +113,11 @@ def mqtt_problems(settings: Any, found: Found, section: str = "mqtt") -> None:
 
 
 def _broker(config: Any, found: Found) -> None:
+    from .broker.config import without_unset_bridge
     from .broker.preflight import preflight_problems
 
-    problems = preflight_problems(config, Path.cwd(), starting=False)
+    # As it will run: the broker itself starts local-only without a bridge host (see _notes).
+    problems = preflight_problems(without_unset_bridge(config), Path.cwd(), starting=False)
     found.extend((key, reason, (key, reason) in problems.files) for key, reason in problems)
 
 

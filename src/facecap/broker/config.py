@@ -12,14 +12,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ConfigModel, DeviceConfig, LoggingSettings, TopicConfig
+from ..config import CLIENT_ID, NO_CONTROL, NO_SPACE, ConfigModel, DeviceConfig, LoggingSettings, TopicConfig
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES
 
 # mosquitto.conf is read line by line and a value runs to the end of its line, so a value with a line
 # break could smuggle in a directive of its own: every text value is refused any control character.
-_NO_CONTROL = re.compile(r"^[^\x00-\x1f\x7f]*$")
-_NO_SPACE = re.compile(r"^[^\s\x00-\x1f\x7f]*$")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{0,128}$")
+_NO_CONTROL = re.compile(NO_CONTROL)
+_NO_SPACE = re.compile(NO_SPACE)
 _CONNECTION_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _DIRECTIONS = ("out", "in", "both")
 # The MQTT limit on a payload; Mosquitto refuses a larger message_size_limit.
@@ -66,7 +65,7 @@ class LocalListener(ConfigModel):
         False, description="Also listen on bindAddress:port over TCP, for tools such as mosquitto_sub; it "
                            "asks for the same credentials as the socket.")
     bind_address: str = Field(
-        "127.0.0.1", pattern=_NO_SPACE.pattern,
+        "127.0.0.1", pattern=NO_SPACE,
         description="Address of the TCP listener (when tcp is true); loopback keeps the broker off the network.")
     port: int = Field(1883, ge=1, le=65535, description="Port of the TCP listener (when tcp is true).")
 
@@ -114,7 +113,7 @@ class BridgeSettings(ConfigModel):
                                           "name), so one deployment fits a whole thing group.")
     password_file: str = Field("", description="File whose first line is the cloud password; the password is "
                                                "written into the 0600 mosquitto.conf in the work folder.")
-    client_id: str = Field("", pattern=_CLIENT_ID.pattern,
+    client_id: str = Field("", pattern=CLIENT_ID,
                            description="Client id on the cloud broker; empty means facecap-edge-<deviceId>, "
                                        "stable so the cloud keeps the bridge's session.")
     # Faces, and the components' health (retained status and stats) so the cloud sees each device
@@ -234,3 +233,12 @@ class BrokerConfig(TopicConfig, DeviceConfig):
     @classmethod
     def _extra(cls, lines: list[str]) -> list[str]:
         return [_text(line, f"line {line!r}") for line in lines]
+
+
+def without_unset_bridge(config: BrokerConfig) -> BrokerConfig:
+    """The configuration to run: with the bridge on but no cloud host, a local-only broker. Deploying the
+    bundle before the cloud is set up must not leave the broker BROKEN and the components that depend on it
+    waiting for ever; the faces stay on the device until a deployment sets bridge.host."""
+    if not config.bridge.enabled or config.bridge.host:
+        return config
+    return config.model_copy(update={"bridge": config.bridge.model_copy(update={"enabled": False})})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..edgelocal import SOCKET_NAME
 from ..errors import ConfigError
+from ..validation import file_problem
 from .config import BrokerConfig
 from .render import local_run_dir
 
@@ -54,10 +55,9 @@ def find_mosquitto(configured: str) -> str | None:
 
 
 def _readable_file(key: str, path: str, what: str, problems: Problems) -> None:
-    if not Path(path).is_file():
-        problems.missing_file(key, f"{what} {path} does not exist")
-    elif not os.access(path, os.R_OK):
-        problems.missing_file(key, f"{what} {path} is not readable by uid {os.geteuid()} (the component's user)")
+    problem = file_problem(path, what)
+    if problem:
+        problems.missing_file(key, problem)
 
 
 def read_first_line(path: str) -> str:
@@ -66,11 +66,8 @@ def read_first_line(path: str) -> str:
 
 
 def _check_bridge(config: BrokerConfig, problems: Problems) -> None:
-    bridge = config.bridge
-    if not bridge.host:
-        problems.append(("bridge.host", "required: the cloud broker's host name or address "
-                                        "(or set bridge.enabled false for a broker without a bridge)"))
-    elif not bridge.tls and not is_loopback(bridge.host) and not bridge.allow_plaintext:
+    bridge = config.bridge  # with a host: without one the broker runs local-only (without_unset_bridge)
+    if not bridge.tls and not is_loopback(bridge.host) and not bridge.allow_plaintext:
         problems.append(("bridge.tls", f"TLS is off towards {bridge.host}, so faces and credentials would "
                                        "cross the network unencrypted; set tls true, or "
                                        "bridge.allowPlaintext true to accept that"))

@@ -22,7 +22,7 @@ from ..config import resolve_device_id
 from ..edgelocal import SOCKET_NAME, socket_listening
 from ..greengrass.component import ComponentIpc
 from ..logs import setup_logging
-from .config import BrokerConfig
+from .config import BrokerConfig, without_unset_bridge
 from .credentials import write_credentials, write_private
 from .preflight import preflight, read_first_line
 from .render import PASSWORD_MASK, bridge_client_id, bridge_state_topic, forwards_tls, local_run_dir, render_conf
@@ -60,15 +60,6 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-
-
-def without_unset_bridge(config: BrokerConfig) -> BrokerConfig:
-    """The configuration to run: with the bridge on but no cloud host, a local-only broker. Deploying the
-    bundle before the cloud is set up must not leave the broker BROKEN and the components that depend on it
-    waiting for ever; the faces stay on the device until a deployment sets bridge.host."""
-    if not config.bridge.enabled or config.bridge.host:
-        return config
-    return config.model_copy(update={"bridge": config.bridge.model_copy(update={"enabled": False})})
 
 
 def _listening(address: str, port: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         view = collect(config.mqtt, timeout=args.wait)
     except MqttError as exc:
-        print(f"facecap fleet: cannot read the cloud broker at {config.mqtt.describe()}: {exc}")
+        print(f"facecap fleet: cannot read the cloud broker at {config.mqtt.describe()}: {exc}", file=sys.stderr)
         return 2
     devices, now = view.snapshot(), utc_now()
     if args.json:

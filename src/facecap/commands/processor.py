@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .component import add_config_option, start_component
 from .stopping import stop_on_signals
 from .subcommand import add_command
@@ -66,6 +68,8 @@ def run_healthcheck(args: argparse.Namespace) -> int:
     flags = {"--unhealthy-after": ("unhealthyAfterSeconds", args.unhealthy_after)}
     config = with_flags(ProcessorConfig, "processor", flags, base=config_source(getattr(args, "config", None)))
     path = Path(args.file or config.heartbeat_file)
+    if args.max_age is not None and not (math.isfinite(args.max_age) and args.max_age > 0):
+        raise ConfigError("processor", [("--max-age", "must be a number of seconds above 0")])
     max_age = args.max_age if args.max_age is not None else 3 * config.heartbeat_interval_seconds
     healthy, explanation = check_heartbeat(path, max_age, config.unhealthy_after_seconds)
     if healthy:

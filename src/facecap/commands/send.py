@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..config import ConfigModel, read_config_source, resolve_device_id, with_flags
+from ..config import CLIENT_ID, ConfigModel, TopicConfig, read_config_source, resolve_device_id, with_flags
 from ..contract import DEFAULT_TOPIC_PREFIX, face_topic, sniff_content_type
 from ..errors import ConfigError, FacecapError
 from ..imagesize import image_size
@@ -28,13 +28,15 @@ class _SendConfig(ConfigModel):
     mqtt: MqttSettings = MqttSettings()
 
 
-class _SendOptions(ConfigModel):
-    """The flags of `send` that are not connection settings, checked like configuration keys."""
+class _SendOptions(TopicConfig):
+    """The flags of `send` that are not connection settings, checked like configuration keys (topicPrefix by
+    the components' own rule)."""
 
     repeat: int = Field(1, ge=1, description="Send the set this many times (new face ids).")
     rate: float = Field(0.0, ge=0, description="Messages per second (0: as fast as acknowledged).")
     receipt_timeout_seconds: float = Field(300.0, gt=0, description="--outbox: how long to wait for the receipts.")
     redeliver_after_seconds: float = Field(60.0, gt=0, description="--outbox: publish again without a receipt.")
+    bridge_client_id: str = Field("", pattern=CLIENT_ID, description="--outbox: the edge broker's bridge client id.")
 
 
 def register(subparsers: Any) -> None:
@@ -89,7 +91,9 @@ def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
     options = with_flags(_SendOptions, "send", {
         "--repeat": ("repeat", args.repeat), "--rate": ("rate", args.rate),
         "--receipt-timeout": ("receiptTimeoutSeconds", args.receipt_timeout),
-        "--redeliver-after": ("redeliverAfterSeconds", args.redeliver_after)}, env={})
+        "--redeliver-after": ("redeliverAfterSeconds", args.redeliver_after),
+        "--topic-prefix": ("topicPrefix", args.topic_prefix),
+        "--bridge-client-id": ("bridgeClientId", getattr(args, "bridge_client_id", None))}, env={})
     found: list[tuple[str, str, bool]] = []
     mqtt_problems(settings, found, "--mqtt")
     if found:

@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 
 from ..errors import ConfigError, FacecapError
+from ..validation import file_problem
 from .config import CameraSettings
 from .crop import Image
 
@@ -88,8 +89,9 @@ def check_source(settings: CameraSettings, key: str = "camera") -> None:
     pipeline on an OpenCV built without GStreamer. (A missing camera device may still be plugged in.)
     `key`: how the configuration names this camera (`camera`, `cameras[2]`)."""
     kind = source_kind(settings)
-    if kind == "file" and not Path(settings.source).is_file():
-        raise ConfigError("detector", [(f"{key}.source", f"video file {settings.source} does not exist")])
+    problem = file_problem(settings.source, "video file") if kind == "file" else None
+    if problem:
+        raise ConfigError("detector", [(f"{key}.source", problem)])
     if kind == "gstreamer" and not has_gstreamer():
         raise ConfigError("detector", [(f"{key}.source", f"OpenCV {cv2.__version__} was built without GStreamer, "
                                                          "so a pipeline cannot be opened (on a Jetson, use "

@@ -18,6 +18,9 @@ from ..outbox.config import OutboxSettings
 from .scaling import Scaling
 
 MODEL_ENV = "FACECAP_MODEL"
+# Bounds on durations and rates, so none reaches a wait or a C integer it does not fit.
+_HOUR = 3600
+_LEAST_FPS = 0.01
 
 CameraKind = Literal["auto", "v4l2", "file", "url", "gstreamer"]
 DetectorKind = Literal["auto", "yunet", "haar"]
@@ -39,16 +42,17 @@ class CameraSettings(ConfigModel):
         "", pattern=r"^(|[ -~]{4})$", description="Pixel format to request from a V4L2 camera, e.g. `MJPG`."
     )
     max_fps: float = Field(
-        15, ge=0,
+        15, ge=0, le=1000,
         description="Frames processed per second at most (0: no cap). A live camera's frames in between "
         "are skipped; a file is paced to this rate.",
     )
     loop: bool = Field(False, description="Play a video file again from the start when it ends.")
     timeout_seconds: float = Field(
-        10, gt=0, description="How long opening or reading a network stream may hang before it counts as lost."
+        10, gt=0, le=_HOUR,
+        description="How long opening or reading a network stream may hang before it counts as lost."
     )
-    reconnect_min_seconds: float = Field(0.5, gt=0, description="First wait before reopening a lost camera.")
-    reconnect_max_seconds: float = Field(30, gt=0, description="Longest wait between reopening attempts.")
+    reconnect_min_seconds: float = Field(0.5, gt=0, le=_HOUR, description="First wait before reopening a lost camera.")
+    reconnect_max_seconds: float = Field(30, gt=0, le=_HOUR, description="Longest wait between reopening attempts.")
     give_up_after_seconds: float = Field(
         0, ge=0,
         description="Give the camera up when it stays unavailable this long (0: retry forever); the detector "
@@ -59,6 +63,13 @@ class CameraSettings(ConfigModel):
         description="Frames waiting for detection at most; when detection falls behind, the oldest is dropped "
         "and counted (a file read with maxFps 0 waits instead, so it loses no frame).",
     )
+
+    @field_validator("max_fps")
+    @classmethod
+    def _check_max_fps(cls, value: float) -> float:
+        if 0 < value < _LEAST_FPS:  # a frame period beyond what a clock or a wait can hold
+            raise ValueError(f"must be 0 (no cap) or at least {_LEAST_FPS}")
+        return value
 
     @field_validator("source")
     @classmethod
@@ -192,7 +203,8 @@ class OutputSettings(ConfigModel):
         0.25, ge=0, le=2, description="Margin added around the face on each side, as a fraction of its size."
     )
     size: int = Field(
-        0, ge=0, description="Side of the square output image in pixels (0: keep the crop's own resolution)."
+        0, ge=0, le=4096,
+        description="Side of the square output image in pixels (0: keep the crop's own resolution)."
     )
     max_payload_bytes: int = Field(
         DEFAULT_MAX_PAYLOAD_BYTES, ge=1024,

@@ -17,6 +17,7 @@ from typing import Protocol
 import cv2
 
 from ..errors import ConfigError
+from ..validation import file_problem
 from .crop import Image
 from .scaling import Scaling
 from .tracking import Box
@@ -149,8 +150,9 @@ def create_detector(kind: str, model_path: str, model_origin: str, *, score_thre
     if kind in ("auto", "yunet"):
         reason = yunet_unavailable_reason(model_path)
         if reason is None:
-            if not Path(model_path).is_file():
-                raise ConfigError("detector", [(key, f"YuNet model file {model_path} does not exist")])
+            problem = file_problem(model_path, "YuNet model file")
+            if problem:
+                raise ConfigError("detector", [(key, problem)])
             try:
                 return YuNetDetector(model_path, score_threshold=score_threshold, nms_threshold=nms_threshold,
                                      scaling=scaling, max_faces=max_faces)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..release import MODEL_FILE, MODEL_URL, MODEL_URL_ENV, download_verified
+from ..validation import file_problem
 from .config import MODEL_ENV
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ def find_model(configured: str = "", cli_model: str | None = None, env: Mapping[
                           (MODEL_ENV, environ.get(MODEL_ENV, ""))):
         if value:
             path = Path(value).expanduser()
-            if not path.is_file():
-                raise ConfigError("detector", [(origin, f"YuNet model file {path} does not exist")],
+            problem = file_problem(str(path), "YuNet model file")
+            if problem:
+                raise ConfigError("detector", [(origin, problem)],
                                   hint="give the path of the model, or leave it empty to use Haar")
             return ModelChoice(str(path), origin)
     candidates = [(Path(environ[SHARED_ENV]) / "models" / MODEL_FILE, SHARED_ENV)] if environ.get(SHARED_ENV) else []

@@ -19,19 +19,9 @@ def model_validator(model: type[ConfigModel], component: str, recipe_keys: Colle
 
     def validate(configuration: dict[str, Any]) -> list[str]:
         data = {k: v for k, v in configuration.items() if k not in ignored}
-        if component == "broker":
-            data = _as_run(data)
         # The proposal alone, not this process's variables. Files the proposal names may arrive with the
         # same deployment, so only errors refuse it; the component checks the files when it starts.
         return [problem.line() for problem in errors(check(component, data, env={}, model=model))]
 
     return validate
 
-
-def _as_run(data: dict[str, Any]) -> dict[str, Any]:
-    """The EdgeBroker's configuration as it will run: with the bridge on but no cloud host it runs local-only
-    (broker/runner.py, without_unset_bridge), so a deployment of the bundle alone is not refused for it."""
-    bridge = data.get("bridge", {})
-    if isinstance(bridge, dict) and bridge.get("enabled", True) is True and not bridge.get("host"):
-        return {**data, "bridge": {**bridge, "enabled": False}}
-    return data

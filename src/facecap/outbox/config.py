@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..config import ConfigModel
+from ..config import CLIENT_ID, ConfigModel
 
 # A day at 5 faces/s is 432,000 faces; 2 GiB holds that many crops of up to ~4.9 KB each.
 DEFAULT_MAX_FACES = 500_000
@@ -46,8 +46,9 @@ class OutboxSettings(ConfigModel):
                                 "stays under the processor's per-device ceiling (50/s by default) with room "
                                 "for fresh faces; 0: no limit.")
     bridge_client_id: str = Field(
-        "", description="Client id of the edge broker's bridge, whose $SYS state says when the uplink is up; "
-                        "empty: facecap-edge-<deviceId>, the EdgeBroker's default.")
+        "", pattern=CLIENT_ID,
+        description="Client id of the edge broker's bridge, whose $SYS state says when the uplink is up; empty: "
+                    "facecap-edge-<deviceId>, the EdgeBroker's default.")
 
     def redeliver_delay(self, attempts: int) -> float:
         """Seconds to wait for a receipt after the `attempts`-th publish (1 for the first)."""
