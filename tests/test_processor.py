@@ -367,9 +367,9 @@ def test_shared_subscription_splits_the_load_into_a_folder(mosquitto: MosquittoF
     broker = mosquitto()
     root = tmp_path / "faces"
     faces = make_faces(300, size=5000)
-    config_a = make_config(broker, tmp_path / "a", store=f"file://{root}", shareGroup="g",
+    config_a = make_config(broker, tmp_path / "a", store=f"file://{root}", shareGroup="facecap-test-group",
                            mqtt={"clientId": "facecap-a"})
-    config_b = make_config(broker, tmp_path / "b", store=f"file://{root}", shareGroup="g",
+    config_b = make_config(broker, tmp_path / "b", store=f"file://{root}", shareGroup="facecap-test-group",
                            mqtt={"clientId": "facecap-b"})
     with running(config_a) as first, running(config_b) as second:
         publish(broker, faces)

@@ -50,7 +50,7 @@ def test_docker_environment_variables() -> None:
         "FACECAP_MQTT__USERNAME": "processor",
         "FACECAP_MQTT__PASSWORD_FILE": "/run/secrets/processor-password",
         "FACECAP_MQTT__CLIENT_ID": "facecap-processor-a",
-        "FACECAP_SHARE_GROUP": "processors",
+        "FACECAP_SHARE_GROUP": "3f9c2a7d41be08e6",
         "FACECAP_WORKERS": "8",
         "FACECAP_RETRY__MAX_DELAY_SECONDS": "5",
         "FACECAP_HEARTBEAT_FILE": "/run/hb",
@@ -59,7 +59,7 @@ def test_docker_environment_variables() -> None:
     assert config.store == "s3://faces-bucket/faces"
     assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls) == ("mosquitto", 8883, True)
     assert config.mqtt.password_file == "/run/secrets/processor-password"
-    assert config.topic_filter == "$share/processors/faces/#"
+    assert config.topic_filter == "$share/3f9c2a7d41be08e6/faces/#"
     assert config.status_topic == "facecap/facecap-processor-a/processor/status"
     assert config.workers == 8 and config.retry.max_delay_seconds == 5
     assert config.heartbeat_file == "/run/hb"
@@ -74,6 +74,12 @@ def test_bad_configuration_names_every_bad_key() -> None:
     keys = {key for key, _ in caught.value.problems}
     assert keys == {"store", "shareGroup", "workers", "topicPrefix", "serverSideEncryption",
                     "retry.initialDelaySeconds", "colour"}
+
+
+def test_a_share_group_a_device_could_guess_is_refused() -> None:
+    with pytest.raises(ConfigError, match="shareGroup: must be a secret of at least 16 characters"):
+        load_config(ProcessorConfig, "processor", {"shareGroup": "processors"}, env={})
+    assert load_config(ProcessorConfig, "processor", {"shareGroup": ""}, env={}).topic_filter == "faces/#"
 
 
 def test_kms_key_needs_kms_and_client_id_must_be_a_safe_level() -> None:

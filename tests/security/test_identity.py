@@ -72,6 +72,29 @@ def test_device_cannot_take_over_the_processors_session_or_kick_it_off(cloud: Cl
         client.stop()
 
 
+def test_a_device_that_guesses_a_share_group_takes_no_face(cloud: CloudBroker) -> None:
+    """Mosquitto's ACL grants any subscription, so a device may join a share group whose name it knows,
+    and the faces the broker picks it for are then dropped. The processors' group is therefore a secret
+    (shareGroup: 16 characters at least); guessed names join groups of their own and take nothing."""
+    secret = "7c1e94b05a3f62d8"
+    got = Collector()
+    processors = [MqttClient(cloud.processor_settings(), f"facecap-processor-{n}", on_message=got) for n in (1, 2)]
+    for processor in processors:
+        processor.start()
+        processor.subscribe(f"$share/{secret}/faces/#")
+    stolen = Collector()
+    device_a = connect(cloud.device_settings("device-a"), "device-a", on_message=stolen)
+    for guess in ("processors", "facecap", "processor", "group"):
+        device_a.subscribe(f"$share/{guess}/faces/#")
+    device_b = connect(cloud.device_settings("device-b"), "device-b")
+    sent = [publish_face(device_b, "device-b") for _ in range(20)]
+    assert got.wait_for(20), f"the processors got {len(got.messages)} of 20 faces"
+    assert sorted(face_ids(got)) == sorted(sent)
+    assert stolen.messages == []
+    for client in (device_a, device_b, *processors):
+        client.stop()
+
+
 def test_device_cannot_set_another_devices_bridge_state(cloud: CloudBroker) -> None:
     # Even with the other device's bridge client id, device-a is device-a.
     device_a = connect(cloud.device_settings("device-a", client_id="facecap-edge-device-b"), "device-a")

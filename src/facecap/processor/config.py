@@ -14,6 +14,7 @@ from ..storage import parse_store_url
 
 DEFAULT_CLIENT_ID = "facecap-processor"
 _SHARE_GROUP = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
+_LEAST_SHARE_GROUP = 16
 
 
 class RetrySettings(ConfigModel):
@@ -30,7 +31,10 @@ class ProcessorConfig(TopicConfig):
                     "starting with 'facecap' (reserved: no device can take it).",
     )
     share_group: str = Field(
-        "", description="Empty: a plain subscription. A name: $share/<name>/... so processors split the load.")
+        "", description="Empty: a plain subscription. A name: $share/<name>/... so processors split the load. "
+                        "It must be a secret of 16 or more characters (e.g. `openssl rand -hex 16`): the cloud "
+                        "broker's ACL cannot stop a device from joining the group, and a face the broker "
+                        "hands to such a member is dropped.")
     store: str = Field("file:///var/lib/facecap/faces", description="s3://bucket/prefix or file:///path.")
     quarantine_prefix: str = Field("quarantine", description="Where rejected messages go, inside the store.")
     workers: int = Field(16, ge=1, le=256, description="Faces stored in parallel.")
@@ -70,6 +74,12 @@ class ProcessorConfig(TopicConfig):
     def _group(cls, value: str) -> str:
         if not _SHARE_GROUP.fullmatch(value):
             raise ValueError("must match [A-Za-z0-9._-]{0,64} (it becomes a topic level)")
+        if 0 < len(value) < _LEAST_SHARE_GROUP:
+            # Mosquitto's acl_file grants any subscription. A device that names the group becomes a member;
+            # the faces the broker picks it for are then refused by the ACL and dropped, for every device.
+            raise ValueError(f"must be a secret of at least {_LEAST_SHARE_GROUP} characters, e.g. from `openssl "
+                             "rand -hex 16`: a device that guesses it takes a share of every device's faces, "
+                             "which the broker then drops")
         return value
 
     @field_validator("store")
