@@ -57,6 +57,18 @@ def test_devices_components_bridge_and_staleness() -> None:
     assert one.as_dict(NOW, 60)["stats"]["logger"]["rejected"] == 0
 
 
+def test_a_devices_own_words_cannot_drive_the_operators_terminal() -> None:
+    """A device writes its status and stats itself: an escape sequence there (clear the screen, hide what
+    follows) must not reach the table the operator reads."""
+    view = FleetView()
+    view.handle(message("facecap/jetson-1/detector/status", b"online\x1b[2J\x1b[H\x1b[8m"))
+    view.handle(message("facecap/jetson-1/detector/stats", stats(5, faces="\x1b]0;all ok\x07" + "9" * 100)))
+    table = render_table(view.snapshot(), NOW, 60)
+    assert "\x1b" not in table and "\x07" not in table
+    assert "detector   online?[2J?[H?[8m faces=" in table
+    assert "faces=?]0;all ok?" + "9" * 28 + "…" in table  # clipped to 40 characters
+
+
 def test_an_unreachable_broker_is_reported_on_stderr_and_leaves_stdout_to_the_table() -> None:
     """`facecap fleet --json | jq` must not get an error text to parse: it goes to stderr, with exit 2."""
     config = json.dumps({"mqtt": {"port": free_port(), "connectTimeoutSeconds": 1}})

@@ -130,9 +130,17 @@ def render_table(devices: list[DeviceHealth], now: datetime, stale_after: float)
         lines.append(f"{device.device}  {flag}  last seen {seen}  bridge {device.bridge}")
         for component in sorted(set(device.status) | set(device.stats)):
             figures = device.stats.get(component, {})
-            counters = " ".join(f"{key}={figures[key]}" for key in COUNTERS if key in figures)
-            lines.append(f"  {component:<10} {device.status.get(component, '?'):<8} {counters}".rstrip())
+            counters = " ".join(f"{key}={shown(figures[key])}" for key in COUNTERS if key in figures)
+            status = shown(device.status.get(component, "?"))
+            lines.append(f"  {shown(component):<10} {status:<8} {counters}".rstrip())
     return "\n".join(lines)
+
+
+def shown(value: object, most: int = 40) -> str:
+    """A device's own words, safe for the operator's terminal: a device writes its status and stats itself,
+    and an escape sequence in them could clear the screen or hide the lines after it."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 def utc_now() -> datetime:
