@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,71 @@ def test_awscrt_store_runs_on_the_mqtt_event_loop_with_at_most_workers_puts_at_o
     assert len(threads["handle"]) == 1 and threads["handle"] == threads["stored"], threads
     assert workers == []
     assert lost_and_duplicates(face_keys(s3), faces) == (0, 0)
+
+
+def test_a_stop_while_s3_hangs_keeps_to_the_drain_timeout(broker: MosquittoServer, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 (or a proxy) takes the requests and never answers. Docker kills the container a few seconds
+    after drainTimeoutSeconds, so the stop must not wait for the puts' own 30 s timeout: they are
+    cancelled, and their faces stay unacknowledged for the next session."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def hold() -> None:
+        with suppress(OSError):
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=hold, daemon=True).start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "hang-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hang-test-secret")
+    environ = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{listener.getsockname()[1]}", "AWS_REGION": "eu-west-1"}
+    processor = ProcessorRunner(make_config(broker, tmp_path, workers=4), CrtS3Store(BUCKET, "hang", environ=environ))
+    processor.start()
+    try:
+        assert processor.wait_ready(15)
+        publish(broker, make_faces(12, size=2000))
+        assert wait_until(lambda: len(held) >= 4 and processor.pending == 12, 20), processor.pending
+        started = time.monotonic()
+        assert processor.stop(drain_timeout=0.5) is False
+        took = time.monotonic() - started
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+    assert processor.stats.stored == 0 and processor.pending == 0
+    assert took < 6, f"the stop took {took:.1f} s"
+
+
+def restart_and_reconnect(broker: MosquittoServer, processor: ProcessorRunner) -> bool:
+    before = processor.client.acks.connection
+    broker.restart()
+    return wait_until(lambda: processor.client.acks.connection > before and processor.client.connected, 20)
+
+
+def test_faces_of_an_earlier_connection_are_not_retried_beside_their_redelivered_copies(
+        mosquitto: MosquittoFactory, tmp_path: Path) -> None:
+    """While the store fails, every reconnect makes the broker send the unacknowledged faces again. The
+    copies from the connection before can no longer be acknowledged: they are let go at their next retry
+    instead of piling up a receive window of faces in hand per reconnect."""
+    broker = mosquitto()
+    blocker = tmp_path / "store"
+    blocker.write_text("a file where the store's folder should be")
+    config = make_config(broker, tmp_path, store=f"file://{blocker}/faces", workers=2)
+    window = config.receive_maximum
+    faces = make_faces(40, size=2000)
+    with running(config) as processor:
+        publish(broker, faces)
+        assert wait_until(lambda: processor.pending >= window, 20), processor.pending
+        for _ in range(3):
+            assert restart_and_reconnect(broker, processor)
+            # Each stale copy lets go at its next retry, within the backoff ceiling (2 s here).
+            assert wait_until(lambda: processor.pending <= window, 10), f"{processor.pending} faces in hand"
+        blocker.unlink()
+        blocker.mkdir()
+        assert wait_until(lambda: processor.pending == 0 and processor.stats.stored >= len(faces), 60), \
+            processor.stats.summary(processor.pending)
+    assert len(list((blocker / "faces").rglob("*.jpg"))) == len(faces)
 
 
 def test_s3_down_mid_stream_loses_nothing(broker: MosquittoServer, s3: Any, s3_server: S3Server,

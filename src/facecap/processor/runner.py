@@ -40,6 +40,8 @@ from .stats import ProcessorStats
 log = logging.getLogger(__name__)
 
 _TICK_SECONDS = 0.5
+# After the drain timeout, how long puts already given up may take to end.
+_GIVE_UP_SECONDS = 2.0
 _FAILURE_LOG_INTERVAL = 10.0
 
 
@@ -181,10 +183,15 @@ class ProcessorRunner:
             self._abandon.set()
             for face in self._slots.drop_waiting():  # none will get a slot any more
                 self._finish(face.message, "abandoned")
-            # Retries stop at once; a put in progress ends with its answer (at most the store's timeout),
-            # and a face whose put failed then is left unacknowledged too.
+            # Retries stop at once, and puts in progress are cancelled: each fails, and a face that failed
+            # now is left unacknowledged. A blocking store's put cannot be cancelled: it gets a moment to
+            # end, not its whole timeout, since Docker kills the container a few seconds after the drain.
+            if self._async_store is not None:
+                self._async_store.cancel_started()
             with self._idle:
-                self._idle.wait_for(lambda: self._pending == 0)
+                if not self._idle.wait_for(lambda: self._pending == 0, _GIVE_UP_SECONDS):
+                    log.warning("%d puts still running; stopping without them (their faces stay "
+                                "unacknowledged)", self._pending)
         self._stopped.set()
         self._retries.shutdown(wait=False)  # idle: every face has finished or been given up
         if self._supervisor is not None:
@@ -272,7 +279,7 @@ class ProcessorRunner:
         """On a retry thread: the put that failed and the rest, with backoff, then acknowledge."""
         try:
             for index in range(face.next_put, len(face.plan.puts)):
-                if not self._put_with_retry(face.plan.puts[index], failed=index == face.next_put):
+                if not self._put_with_retry(face, index, failed=index == face.next_put):
                     self._finish(face.message, "abandoned")
                     return
             self._acknowledge(face)
@@ -325,14 +332,19 @@ class ProcessorRunner:
         self.stats.count("store_failures")
         self._failures.failed(error, put.key)
 
-    def _put_with_retry(self, put: Put, failed: bool) -> bool:
-        """Store until it works (after a backoff first if it has `failed` already). False only when
-        shutdown gave up on it."""
+    def _put_with_retry(self, face: _Face, index: int, failed: bool) -> bool:
+        """Store the face's put `index` until it works (after a backoff first if it has `failed` already).
+        False when shutdown gave up on it, or when the message came on an earlier connection: its ack can
+        no longer count, and the broker has sent it again on this one, so that copy is the one to store
+        (retrying both would add a receive window of faces in hand at every reconnect of an outage)."""
+        put = face.plan.puts[index]
         delay = self.config.retry.initial_delay_seconds
         while True:
             if failed:
                 jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreads retries, not security
                 if self._abandon.wait(delay * jitter):
+                    return False
+                if face.message.connection != self.client.acks.connection:
                     return False
                 delay = min(delay * 2, self.config.retry.max_delay_seconds)
             started = time.monotonic()

@@ -46,6 +46,9 @@ class AsyncStore(Store, Protocol):
     def start_put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str],
                   done: PutDone) -> None: ...
 
+    def cancel_started(self) -> None:
+        """Cancel every put started and not answered yet: each one's `done` gets a StoreError soon."""
+
 
 @dataclass(frozen=True)
 class StoreUrl:

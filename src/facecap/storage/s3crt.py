@@ -153,6 +153,9 @@ class CrtS3Store(S3Bucket):
         except StoreError as exc:  # refused before it started
             done(exc)
 
+    def cancel_started(self) -> None:
+        self._overdue.cancel_all()
+
     def _request(self, full_key: str, body: bytes, content_type: str, metadata: Mapping[str, str], *,
                  where: str, on_done: Callable[..., None] | None = None) -> s3.S3Request:
         headers = http.HttpHeaders([
@@ -243,17 +246,23 @@ class _Deadlines:
         with self._lock:
             return self._watched.pop(token, None) is not None
 
+    def cancel_all(self) -> None:
+        """Cancel every started put now (the processor gave up on them at its stop)."""
+        self._cancel(float("inf"))
+
     def _run(self) -> None:
         while True:
             time.sleep(1.0)
-            now = time.monotonic()
-            with self._lock:
-                overdue = [(token, request) for token, (deadline, request) in self._watched.items()
-                           if deadline <= now and request is not None]
-                for token, _ in overdue:
-                    del self._watched[token]
-            for _, request in overdue:
-                request.cancel()
+            self._cancel(time.monotonic())
+
+    def _cancel(self, now: float) -> None:
+        with self._lock:
+            overdue = [(token, request) for token, (deadline, request) in self._watched.items()
+                       if deadline <= now and request is not None]
+            for token, _ in overdue:
+                del self._watched[token]
+        for _, request in overdue:
+            request.cancel()
 
 
 class _Body(io.BytesIO):
