@@ -9,6 +9,7 @@ import pytest
 
 from facecap.detector.camera import has_gstreamer
 from facecap.devkit.servers import MosquittoServer
+from facecap.validation import Problem, check
 from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorRunner, detector_config
@@ -21,6 +22,17 @@ def test_missing_video_file(broker: MosquittoServer, tmp_path: Path, model_path:
     detector = run_detector(detector_config(tmp_path / "gone.avi", broker, model_path))
     assert detector.wait(30) == 2
     assert "camera.source: video file" in detector.output() and "gone.avi does not exist" in detector.output()
+
+
+def test_a_file_that_is_not_a_video_is_refused_at_start_as_validate_config_refuses_it(
+        broker: MosquittoServer, tmp_path: Path, model_path: Path, run_detector: DetectorRunner) -> None:
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("a text file with a video's name\n" * 100)
+    detector = run_detector(detector_config(notes, broker, model_path))
+    assert detector.wait(30) == 2
+    assert f"facecap detector: camera.source: OpenCV cannot read {notes} as a video" in detector.output()
+    assert check("detector", {"camera": {"source": str(notes)}}, strict=True) == [
+        Problem("camera.source", f"OpenCV cannot read {notes} as a video", "error", about_file=True)]
 
 
 def test_missing_camera_device_is_retried_then_reported(broker: MosquittoServer, street_video: Path,

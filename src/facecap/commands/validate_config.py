@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(args.component, [(p.key, p.reason) for p in errors(problems)],
                           hint="the component would refuse this configuration: fix it")
     for problem in problems:
-        after = (" — the component will refuse to start unless it exists on its machine (--strict makes this an "
-                 "error)") if problem.about_file else ""
+        after = (" — the component will refuse to start unless the file is there and usable on its machine "
+                 "(--strict makes this an error)") if problem.about_file else ""
         print(f"facecap validate-config: {problem.line()}{after}", file=sys.stderr)
     config = load_config(component_model(args.component), args.component, args.config, env=env, option="CONFIG")
     print(json.dumps(config.model_dump(mode="json", by_alias=True), indent=2))

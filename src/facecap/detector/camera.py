@@ -90,6 +90,8 @@ def check_source(settings: CameraSettings, key: str = "camera") -> None:
     `key`: how the configuration names this camera (`camera`, `cameras[2]`)."""
     kind = source_kind(settings)
     problem = file_problem(settings.source, "video file") if kind == "file" else None
+    if kind == "file" and not problem and not _opens_as_video(settings.source):
+        problem = f"OpenCV cannot read {settings.source} as a video"
     if problem:
         raise ConfigError("detector", [(f"{key}.source", problem)])
     if kind == "gstreamer" and not has_gstreamer():
@@ -97,6 +99,14 @@ def check_source(settings: CameraSettings, key: str = "camera") -> None:
                                                          "so a pipeline cannot be opened (on a Jetson, use "
                                                          "the system's OpenCV: set the component's "
                                                          "systemSitePackages to true)")])
+
+
+def _opens_as_video(path: str) -> bool:
+    capture = cv2.VideoCapture(path)
+    try:
+        return bool(capture.isOpened())
+    finally:
+        capture.release()
 
 
 Opener = Callable[[CameraSettings], Any]
