@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from facecap.cli import main as cli_main
+from facecap.contract import OutgoingFace
 from facecap.outbox import Outbox, OutboxSettings
 from facecap.outbox.inspect import read_pending, read_status
 from facecap.outbox.recover import move_aside
@@ -32,6 +33,16 @@ def faces(count: int, size: int = 2000) -> list:  # type: ignore[type-arg]
 
 def pending_ids(folder: Path) -> list[str]:
     return [entry.face_id for entry in read_pending(folder)]
+
+
+def outbox_file_of(folder: Path, batch: list[OutgoingFace]) -> Path:
+    """An outbox in `folder` holding `batch`, closed with everything in its main file (no WAL): the file to
+    damage."""
+    outbox = Outbox(folder)
+    outbox.capture(batch)
+    outbox._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    outbox.close()
+    return folder / FILE_NAME
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -159,12 +170,8 @@ def test_a_garbage_outbox_file_is_moved_aside_and_a_fresh_one_starts(tmp_path: P
 
 
 def test_a_truncated_outbox_keeps_the_faces_that_can_be_read(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path)
     batch = faces(300, size=3000)
-    outbox.capture(batch)
-    outbox._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    outbox.close()
-    path = tmp_path / FILE_NAME
+    path = outbox_file_of(tmp_path, batch)
     size = path.stat().st_size
     with path.open("r+b") as file:
         file.truncate(size // 2)
@@ -230,12 +237,8 @@ def test_a_damaged_crop_found_while_running_is_salvaged_and_the_rest_go_out(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The start reads the small rows only, so a bad page in a crop shows up at the first redelivery pass.
     The outbox then does what a start does with a damaged file, and the producer goes on."""
-    outbox = Outbox(tmp_path)
     batch = faces(20, size=20_000)
-    outbox.capture(batch)
-    outbox._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    outbox.close()
-    path = tmp_path / FILE_NAME
+    path = outbox_file_of(tmp_path, batch)
     data = bytearray(path.read_bytes())
     page = 4096
     bad = (len(data) // page - 3) * page
