@@ -235,7 +235,11 @@ class Outbox:
     def delivered(self, face_ids: Iterable[str]) -> int:
         """Remove faces the cloud confirmed; returns how many were still here."""
         ids = list(dict.fromkeys(face_ids))
-        removed = self._mending(lambda: self._delete_ids(ids))
+        try:
+            removed = self._mending(lambda: self._delete_ids(ids))
+        except sqlite3.Error:
+            self._reload_totals()  # rolled back: the counter it added to in memory too
+            raise
         self._check_room_again()
         return removed
 
@@ -253,7 +257,7 @@ class Outbox:
                     removed += len(rows)
                     removed_bytes += sum(nbytes for _, nbytes in rows)
             self._add_counter("delivered", removed)
-        # Only once committed: a delete that was rolled back (and is tried again) must not change the totals.
+        # Only once committed: a delete that was rolled back must not change the totals.
         self._count -= removed
         self._bytes -= removed_bytes
         return removed
