@@ -250,37 +250,6 @@ def test_a_stop_while_s3_hangs_keeps_to_the_drain_timeout(broker: MosquittoServe
     assert took < 6, f"the stop took {took:.1f} s"
 
 
-def restart_and_reconnect(broker: MosquittoServer, processor: ProcessorRunner) -> bool:
-    before = processor.client.acks.connection
-    broker.restart()
-    return wait_until(lambda: processor.client.acks.connection > before and processor.client.connected, 20)
-
-
-def test_faces_of_an_earlier_connection_are_not_retried_beside_their_redelivered_copies(
-        mosquitto: MosquittoFactory, tmp_path: Path) -> None:
-    """While the store fails, every reconnect makes the broker send the unacknowledged faces again. The
-    copies from the connection before can no longer be acknowledged: they are let go at their next retry
-    instead of piling up a receive window of faces in hand per reconnect."""
-    broker = mosquitto()
-    blocker = tmp_path / "store"
-    blocker.write_text("a file where the store's folder should be")
-    config = make_config(broker, tmp_path, store=f"file://{blocker}/faces", workers=2)
-    window = config.receive_maximum
-    faces = make_faces(40, size=2000)
-    with running(config) as processor:
-        publish(broker, faces)
-        assert wait_until(lambda: processor.pending >= window, 20), processor.pending
-        for _ in range(3):
-            assert restart_and_reconnect(broker, processor)
-            # Each stale copy lets go at its next retry, within the backoff ceiling (2 s here).
-            assert wait_until(lambda: processor.pending <= window, 10), f"{processor.pending} faces in hand"
-        blocker.unlink()
-        blocker.mkdir()
-        assert wait_until(lambda: processor.pending == 0 and processor.stats.stored >= len(faces), 60), \
-            processor.stats.summary(processor.pending)
-    assert len(list((blocker / "faces").rglob("*.jpg"))) == len(faces)
-
-
 def test_s3_down_mid_stream_loses_nothing(broker: MosquittoServer, s3: Any, s3_server: S3Server,
                                           tmp_path: Path) -> None:
     faces = make_faces(600)

@@ -279,7 +279,7 @@ class ProcessorRunner:
         """On a retry thread: the put that failed and the rest, with backoff, then acknowledge."""
         try:
             for index in range(face.next_put, len(face.plan.puts)):
-                if not self._put_with_retry(face, index, failed=index == face.next_put):
+                if not self._put_with_retry(face.plan.puts[index], failed=index == face.next_put):
                     self._finish(face.message, "abandoned")
                     return
             self._acknowledge(face)
@@ -332,19 +332,16 @@ class ProcessorRunner:
         self.stats.count("store_failures")
         self._failures.failed(error, put.key)
 
-    def _put_with_retry(self, face: _Face, index: int, failed: bool) -> bool:
-        """Store the face's put `index` until it works (after a backoff first if it has `failed` already).
-        False when shutdown gave up on it, or when the message came on an earlier connection: its ack can
-        no longer count, and the broker has sent it again on this one, so that copy is the one to store
-        (retrying both would add a receive window of faces in hand at every reconnect of an outage)."""
-        put = face.plan.puts[index]
+    def _put_with_retry(self, put: Put, failed: bool) -> bool:
+        """Store until it works (after a backoff first if it has `failed` already). False only when
+        shutdown gave up on it. A face that came on an earlier connection is stored too, although its ack
+        no longer counts: the broker may have lost it (a crash between two autosaves), so this copy may be
+        the only one."""
         delay = self.config.retry.initial_delay_seconds
         while True:
             if failed:
                 jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreads retries, not security
                 if self._abandon.wait(delay * jitter):
-                    return False
-                if face.message.connection != self.client.acks.connection:
                     return False
                 delay = min(delay * 2, self.config.retry.max_delay_seconds)
             started = time.monotonic()
