@@ -18,6 +18,7 @@ from facecap.config import (
     resolve_device_id,
 )
 from facecap.errors import ConfigError
+from facecap.logger.config import LoggerConfig
 from facecap.mqtt import MqttSettings
 
 pytestmark = pytest.mark.unit
@@ -131,6 +132,12 @@ def test_device_id_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device_id("explicit") == "explicit"
     with pytest.raises(ConfigError, match="deviceId"):
         resolve_device_id("bad/id")
+    # A name the processor keeps for itself: every face of it would be quarantined in the cloud.
+    monkeypatch.setenv("AWS_IOT_THING_NAME", "facecap-jetson-01")
+    with pytest.raises(ConfigError, match="deviceId: device id 'facecap-jetson-01' is reserved"):
+        resolve_device_id("")
+    with pytest.raises(ConfigError, match="deviceId: device id 'Quarantine' is reserved"):
+        load_config(LoggerConfig, "logger", {"deviceId": "Quarantine"}, env={})
 
 
 def test_config_source_is_the_option_else_facecap_config() -> None:

@@ -91,6 +91,16 @@ def test_contract_breaches_are_logged_with_their_reason(topic: str, payload: byt
 
 
 @pytest.mark.unit
+def test_a_bbox_too_long_for_int_is_a_bad_property_not_a_traceback() -> None:
+    topic, payload, content_type, props = contract_face()
+    props = tuple((k, "1" * 5000 + ",2,3,4") if k == "bbox" else (k, v) for k, v in props)
+    log = FaceLog()
+    verdict = log.handle(topic, payload, content_type, props)
+    assert not verdict.accepted and "reason=bad-property " in verdict.line
+    assert log.total_rejected == 1
+
+
+@pytest.mark.unit
 def test_tampered_payload_is_a_sha256_mismatch() -> None:
     topic, payload, content_type, props = contract_face()
     verdict = FaceLog().handle(topic, payload[:-1] + b"\x00", content_type, props)

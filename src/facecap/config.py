@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 from typing_extensions import Self
 
-from .contract import DEFAULT_TOPIC_PREFIX, check_id, check_topic_prefix
+from .contract import DEFAULT_TOPIC_PREFIX, check_device_id, check_topic_prefix
 from .errors import ConfigError, ContractError
 
 ENV_PREFIX = "FACECAP_"
@@ -89,7 +89,7 @@ class DeviceConfig(ConfigModel):
     @field_validator("device_id")
     @classmethod
     def _check_device_id(cls, value: str) -> str:
-        return value if value == "" else as_value_error(check_id, "device-id", value)
+        return value if value == "" else as_value_error(lambda _, v: check_device_id(v), "device-id", value)
 
 
 class TopicConfig(ConfigModel):
@@ -362,9 +362,9 @@ def resolve_device_id(configured: str) -> str:
 
     candidate = configured or os.environ.get("AWS_IOT_THING_NAME", "") or socket.gethostname().split(".")[0]
     try:
-        return check_id("device-id", candidate)
+        return check_device_id(candidate)
     except ContractError as exc:
-        raise ConfigError("facecap", [("deviceId", str(exc))]) from None
+        raise ConfigError("facecap", [("deviceId", exc.detail)]) from None
 
 
 # Registry of component configuration models, filled by each component's config module, so that

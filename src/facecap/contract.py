@@ -105,6 +105,17 @@ def check_id(kind: str, value: str) -> str:
     return value
 
 
+def check_device_id(value: str) -> str:
+    """A device id: the id alphabet, and none of the names the system keeps for itself (the processor's
+    client ids start with facecap; quarantine and the others are key prefixes)."""
+    check_id("device-id", value)
+    if is_reserved_id(value):
+        raise ContractError("reserved-device-id", f"device id {value!r} is reserved for the system's own use "
+                                                  f"(it starts with {RESERVED_ID_PREFIX!r} or is one of "
+                                                  f"{', '.join(sorted(RESERVED_IDS))})")
+    return value
+
+
 def check_topic_prefix(value: str) -> str:
     """A topic prefix is one or more levels of the id alphabet: no wildcards, no empty, . or .. levels, so
     that every component (and the processor's object keys) reads the same topics."""
@@ -283,16 +294,15 @@ def _topic_ids(topic: str, prefix: str) -> tuple[str, str]:
     rest = levels[len(prefix_levels):]
     if len(rest) not in (1, 2):
         raise ContractError("bad-topic", f"topic {topic!r} is not {prefix}/<device-id>/<camera-id>")
-    device = check_id("device-id", rest[0])
-    if is_reserved_id(device):
-        raise ContractError("reserved-device-id", f"device id {device!r} is reserved for the system's own use")
+    device = check_device_id(rest[0])
     camera = check_id("camera-id", rest[1]) if len(rest) == 2 else "default"
     return device, camera
 
 
 def _parse_bbox(text: str) -> tuple[int, int, int, int]:
     parts = text.split(",")
-    if len(parts) != 4 or not all(re.fullmatch(r"-?\d+", p.strip()) for p in parts):
+    # ASCII digits, at most 9: int() refuses more than 4300 digits with a ValueError, not a contract error.
+    if len(parts) != 4 or not all(re.fullmatch(r"-?[0-9]{1,9}", p.strip()) for p in parts):
         raise ContractError("bad-property", f"bbox {text!r} is not x,y,w,h in integer pixels")
     x, y, w, h = (int(p) for p in parts)
     if w <= 0 or h <= 0:
