@@ -158,3 +158,18 @@ def test_a_stop_with_stuck_streams_ends_within_the_shutdown_budget(
         silent.close()
     print(f"\nstop with 3 stuck streams: {elapsed:.1f} s")
     assert elapsed < 4, detector.output()
+
+
+def test_faces_beyond_max_tracks_are_counted_and_logged(
+        broker: MosquittoServer, model_path: Path, run_detector: DetectorRunner, tmp_path: Path) -> None:
+    """Four people in view and tracking.maxTracks 2: two are followed and sent; the others were ignored
+    without a trace before. Now the stats line counts them and the log says why."""
+    crowd = write_crowd_video(tmp_path / "crowd.avi")
+    detector = run_detector(detector_config(crowd, broker, model_path, tracking={"maxTracks": 2}))
+    assert detector.wait(120) == 0, detector.output()
+    whole = detector.stats()[-1]
+    print(f"\n{whole}")
+    assert int(whole["tracks_total"]) == 2
+    assert int(whole["tracks_refused"]) >= 2 * (int(whole["frames"]) - 5)  # two of four, nearly every frame
+    assert whole["encode_failures"] == "0"
+    assert "more faces than tracking.maxTracks (2) in view" in detector.output()

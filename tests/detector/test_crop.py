@@ -107,6 +107,15 @@ def test_encode_scales_down_until_the_crop_fits() -> None:
     assert decode(payload).shape[0] < 800
 
 
+def test_encode_scales_down_as_far_as_it_takes_to_fit() -> None:
+    """A large output.size with a small maxPayloadBytes, both allowed: twelve steps of 0.7 from 4096 pixels
+    still left 56 pixels, which did not fit, and every face failed. The only floor is 16 pixels."""
+    big = square_resize(checkerboard(400, cell=7), 4096)
+    payload = encode(big, CropSettings(format="png", size=4096, max_payload_bytes=1024))
+    assert len(payload) <= 1024
+    assert 16 <= decode(payload).shape[0] < 4096 * 0.7 ** 12
+
+
 def test_encode_refuses_an_empty_crop() -> None:
     with pytest.raises(ValueError, match="empty"):
         encode(np.zeros((0, 10, 3), np.uint8), CropSettings())

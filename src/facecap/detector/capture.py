@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ..contract import FaceMetadata
+from ..logs import Throttle
 from .camera import Frame
 from .crop import CropSettings, Image, cut_crop, encode, face_region, is_cut, sharpness, shot_quality
 from .detection import Detection, FaceDetector
@@ -21,6 +22,8 @@ from .publisher import FacePublisher
 from .tracking import Box, Candidate, Emission, Tracker
 
 log = logging.getLogger(__name__)
+
+_REFUSAL_LOG_SECONDS = 60.0
 
 # The `shot` property (contract v1.1) per tracker decision; `every` mode's messages carry none.
 SHOT_KIND = {"first": "first", "end": "best", "resend": "best", "every": ""}
@@ -61,6 +64,7 @@ class CaptureLoop:
     min_face_size: int
     edge_margin: int
     stats: LoopStats = field(default_factory=LoopStats, init=False)
+    _refusal_log: Throttle = field(default_factory=lambda: Throttle(_REFUSAL_LOG_SECONDS), init=False)
 
     def run(self, frames: Iterable[Frame]) -> None:
         """Process frames until the source ends or stops, then send what the open tracks still hold."""
@@ -82,7 +86,12 @@ class CaptureLoop:
                       if min(detection.bbox[2], detection.bbox[3]) >= self.min_face_size]
         self.stats.frames += 1
         self.stats.faces += len(candidates)
+        refused = self.tracker.stats.tracks_refused
         self._send(self.tracker.update(candidates, frame.timestamp))
+        if self.tracker.stats.tracks_refused > refused and self._refusal_log.due():
+            log.warning("camera %s: more faces than tracking.maxTracks (%d) in view; the others are not followed "
+                        "or sent (%d detections so far)", self.camera_id, self.tracker.settings.max_tracks,
+                        self.tracker.stats.tracks_refused)
 
     def _candidate(self, frame: Frame, detection: Detection) -> Candidate[Shot]:
         image = frame.image

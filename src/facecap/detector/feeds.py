@@ -107,4 +107,5 @@ class CameraFeed:
             "faces": self.loop.stats.faces, "tracks": len(tracker.tracks), "tracks_total": tracker.stats.tracks_started,
             "sent": self.loop.stats.sent, "queue_dropped": self.stats.dropped,
             "camera_outages": self.camera.stats.outages, "skipped": self.camera.stats.skipped,
+            "tracks_refused": tracker.stats.tracks_refused, "encode_failures": self.loop.stats.encode_failures,
         }

@@ -184,7 +184,8 @@ class DetectorRunner:
             "dropped": published.dropped, "failed": published.failed, "in_flight": self.client.in_flight,
             "queued_bytes": published.queued_bytes, "connected": "yes" if self.client.connected else "no",
             "camera_outages": total("camera_outages"), "skipped": total("skipped"),
-            "queue_dropped": total("queue_dropped"), "score_threshold": self.config.detection.score_threshold,
+            "queue_dropped": total("queue_dropped"), "tracks_refused": total("tracks_refused"),
+            "encode_failures": total("encode_failures"), "score_threshold": self.config.detection.score_threshold,
             **self._outbox_figures(),
         }
         if len(cameras) == 1:
