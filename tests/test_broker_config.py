@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,9 @@ import pytest
 
 from facecap.broker.config import BrokerConfig, without_unset_bridge
 from facecap.broker.credentials import write_private
-from facecap.broker.preflight import preflight
+from facecap.broker.preflight import carries_faces, preflight
 from facecap.broker.render import PASSWORD_MASK, bridge_state_topic, render_conf
-from facecap.config import default_configuration, load_config
+from facecap.config import deep_merge, default_configuration, load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES
 from facecap.errors import ConfigError
 from facecap.validation import check
@@ -193,6 +194,7 @@ def test_a_value_with_a_line_break_cannot_inject_a_directive() -> None:
 
 @pytest.mark.parametrize(("data", "key", "words"), [
     ({"bridge": {"topics": ["faces/# sideways 1"]}}, "bridge.topics", "direction must be one of out, in, both"),
+    ({"bridge": {"host": "cloud..example.com"}}, "bridge.host", "not a valid host name"),
     ({"bridge": {"topics": ["faces/# out 3"]}}, "bridge.topics", "qos must be 0, 1 or 2"),
     ({"bridge": {"topics": []}}, "bridge.topics", "at least 1"),
     ({"bridge": {"host": "mqtt.example.com:8883"}}, "bridge.host", "without port"),
@@ -281,6 +283,41 @@ def test_no_anonymous_switch_and_some_listener_is_required(tmp_path: Path) -> No
     lines = render({"bridge": {"enabled": False}, "local": {"tcp": True, "bindAddress": "0.0.0.0"}})  # noqa: S104
     assert "allow_anonymous false" in lines
     assert "listener 1883 0.0.0.0" in lines
+
+
+def test_a_blank_in_the_socket_path_and_a_broker_already_running_are_refused(tmp_path: Path) -> None:
+    """Mosquitto 2.0 cuts a listener's path at its first blank, making (and at exit removing) a socket
+    outside the run folder; and a second broker in one folder would take over the first one's socket."""
+    bridge_off: dict[str, Any] = {"bridge": {"enabled": False}}
+    spaced = tmp_path / "my broker" / "local"
+    found = problems({**bridge_off, "local": {"runDir": str(spaced)}}, tmp_path)
+    assert found == {"local.runDir": f"the socket path {spaced}/mosquitto.sock contains a blank, which Mosquitto "
+                                     "cuts it at; choose a runDir without blanks"}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as first:
+        first.bind(str(run_dir / "mosquitto.sock"))
+        first.listen(1)
+        preflight(config({**bridge_off, "local": {"runDir": str(run_dir)}}), tmp_path, starting=False)  # render
+        with pytest.raises(ConfigError, match=r"a broker already listens on .*another EdgeBroker runs"):
+            preflight(config({**bridge_off, "local": {"runDir": str(run_dir)}}), tmp_path, starting=True)
+
+
+@pytest.mark.parametrize(("data", "carried"), [
+    ({}, True),
+    ({"topicPrefix": "site1/faces"}, False),  # the default topics carry faces/# only
+    ({"topicPrefix": "site1/faces", "bridge": {"topics": ["site1/faces/# out 1"]}}, True),
+    ({"topicPrefix": "site1/faces", "bridge": {"topics": ["# out 1 site1/faces/ cloud/"]}}, True),  # local prefix
+    ({"bridge": {"topics": ["faces/# in 1"]}}, False),
+    ({"deviceId": "dev1", "bridge": {"topics": ["faces/dev1/+ out 1"]}}, True),
+    ({"deviceId": "dev2", "bridge": {"topics": ["faces/dev1/+ out 1"]}}, False),
+    ({"bridge": {"topics": ["faces/+ out 1"]}}, False),  # one level short of <device>/<camera>
+])
+def test_the_bridge_must_carry_the_faces(data: dict[str, Any], carried: bool, tmp_path: Path) -> None:
+    data = deep_merge({"bridge": {"host": "127.0.0.1", "tls": False}}, data)
+    assert carries_faces(config(data)) is carried
+    found = problems(data, tmp_path) if not carried else {}
+    assert ("bridge.topics" in found) is not carried
 
 
 def test_run_folder_rules(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ class BridgeSettings(ConfigModel):
                                                "written into the 0600 mosquitto.conf in the work folder.")
     client_id: str = Field("", pattern=CLIENT_ID,
                            description="Client id on the cloud broker; empty means facecap-edge-<deviceId>, "
-                                       "stable so the cloud keeps the bridge's session.")
+                                       "stable so the cloud's connection state of the device keeps its name.")
     # Faces, and the components' health (retained status and stats) so the cloud sees each device
     # (`facecap fleet`). Not facecap/<id>/# out: receipts come in on facecap/<id>/receipts.
     topics: list[str] = Field(["faces/# out 1", "facecap/+/+/status out 1", "facecap/+/+/stats out 1"],
@@ -152,6 +152,11 @@ class BridgeSettings(ConfigModel):
         if not _NO_SPACE.fullmatch(value) or ":" in value:
             raise ValueError("must be a host name or IPv4 address, without port or blanks (the port is "
                              "bridge.port; for IPv6 use a DNS name)")
+        try:
+            value.encode("idna")  # what the resolver will do with it (an empty label, one over 63 characters)
+        except UnicodeError:
+            raise ValueError(f"{value!r} is not a valid host name (an empty label, or one over 63 "
+                             "characters)") from None
         return value
 
     @field_validator("topics")

@@ -13,7 +13,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from ..edgelocal import SOCKET_NAME
+from ..edgelocal import SOCKET_NAME, socket_listening
 from ..errors import ConfigError
 from ..validation import file_problem
 from .config import BrokerConfig
@@ -65,8 +65,36 @@ def read_first_line(path: str) -> str:
     return lines[0] if lines else ""
 
 
+def carries_faces(config: BrokerConfig) -> bool:
+    """Whether an `out` (or `both`) topic of the bridge covers <topicPrefix>/<deviceId>/<camera>. A device or
+    camera level the configuration does not fix (the thing name, any camera) matches whatever the filter
+    names there."""
+    levels: list[str | None] = [*config.topic_prefix.split("/"), config.device_id or None, None]
+    for line in config.bridge.topics:
+        parts = line.split()
+        if len(parts) > 1 and parts[1] == "in":
+            continue
+        local_prefix = parts[3] if len(parts) == 5 else ""
+        if _may_match((local_prefix + parts[0]).split("/"), levels):
+            return True
+    return False
+
+
+def _may_match(pattern: list[str], levels: list[str | None]) -> bool:
+    for index, part in enumerate(pattern):
+        if part == "#":
+            return True
+        if index >= len(levels) or (part != "+" and levels[index] not in (None, part)):
+            return False
+    return len(pattern) == len(levels)
+
+
 def _check_bridge(config: BrokerConfig, problems: Problems) -> None:
     bridge = config.bridge  # with a host: without one the broker runs local-only (without_unset_bridge)
+    if not carries_faces(config):
+        problems.append(("bridge.topics", f"no out topic carries the faces ({config.topic_prefix}/<deviceId>/"
+                                          f"<cameraId>), so none would reach the cloud; add "
+                                          f"'{config.topic_prefix}/# out 1'"))
     if not bridge.tls and not is_loopback(bridge.host) and not bridge.allow_plaintext:
         problems.append(("bridge.tls", f"TLS is off towards {bridge.host}, so faces and credentials would "
                                        "cross the network unencrypted; set tls true, or "
@@ -99,8 +127,8 @@ def _check_bridge(config: BrokerConfig, problems: Problems) -> None:
 MAX_SOCKET_PATH = 107
 
 
-def _check_local(config: BrokerConfig, work_dir: Path, problems: Problems) -> None:
-    """The run folder of the socket and the credentials: short enough, ours, creatable."""
+def _check_local(config: BrokerConfig, work_dir: Path, problems: Problems, starting: bool) -> None:
+    """The run folder of the socket and the credentials: short enough, ours, creatable, not in use."""
     local = config.local
     run_dir = Path(local_run_dir(config, str(work_dir.resolve())))
     if not run_dir.is_absolute():
@@ -108,9 +136,8 @@ def _check_local(config: BrokerConfig, work_dir: Path, problems: Problems) -> No
                                          "the socket there)"))
         return
     socket_path = run_dir / SOCKET_NAME
-    if local.socket and len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
-        problems.append(("local.runDir", f"the socket path {socket_path} is longer than {MAX_SOCKET_PATH} "
-                                         "bytes, the limit of a Unix socket address; choose a shorter runDir"))
+    if local.socket:
+        _check_socket_path(socket_path, starting, problems)
     existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
     if run_dir.exists():
         if not run_dir.is_dir():
@@ -121,6 +148,20 @@ def _check_local(config: BrokerConfig, work_dir: Path, problems: Problems) -> No
     elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         problems.append(("local.runDir", f"cannot create {run_dir}: {existing} is not writable by uid "
                                          f"{os.geteuid()}"))
+
+
+def _check_socket_path(socket_path: Path, starting: bool, problems: Problems) -> None:
+    if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+        problems.append(("local.runDir", f"the socket path {socket_path} is longer than {MAX_SOCKET_PATH} "
+                                         "bytes, the limit of a Unix socket address; choose a shorter runDir"))
+    if any(char.isspace() for char in str(socket_path)):
+        # Mosquitto 2.0 reads a listener's path only up to the first blank: the socket would be made (and a
+        # file there removed) outside the run folder, where no component looks for it.
+        problems.append(("local.runDir", f"the socket path {socket_path} contains a blank, which Mosquitto cuts "
+                                         "it at; choose a runDir without blanks"))
+    if starting and socket_listening(socket_path):
+        problems.append(("local.runDir", f"a broker already listens on {socket_path}: another EdgeBroker runs "
+                                         "in this folder; stop it first (two would share one store)"))
 
 
 def _port_taken(address: str, port: int) -> bool:
@@ -177,7 +218,7 @@ def preflight_problems(config: BrokerConfig, work_dir: Path, *, starting: bool =
                                                "mosquitto) or set mosquittoPath")
     if config.bridge.enabled:
         _check_bridge(config, problems)
-    _check_local(config, work_dir, problems)
+    _check_local(config, work_dir, problems, starting)
     if starting and config.local.tcp and _port_taken(config.local.bind_address, config.local.port):
         problems.append(("local.port", f"{config.local.bind_address}:{config.local.port} is already in use; "
                                        "if it is the mosquitto system service that the Debian package starts, "

@@ -13,7 +13,8 @@ PASSWORD_MASK = "********"  # noqa: S105 - what `broker render` shows instead of
 
 def bridge_client_id(config: BrokerConfig, device_id: str) -> str:
     """The bridge's client id on the cloud broker. It must never change for a device: the cloud keys the
-    bridge's session (and the operator's monitoring) on it."""
+    bridge's connection state (and the operator's monitoring) on it, and a new connection of the same
+    bridge replaces an old one that has not timed out yet."""
     return config.bridge.client_id or f"facecap-edge-{device_id}"
 
 
@@ -163,8 +164,11 @@ def _bridge(config: BrokerConfig, device_id: str, password: str, forwarder_port:
         *_address(config, forwarder_port),
         "bridge_protocol_version mqttv50",
         f"remote_clientid {bridge_client_id(config, device_id)}",
-        # The cloud keeps the bridge's session, and the local side keeps queueing for the bridge while the
-        # link is down: with local_cleansession true Mosquitto would discard those messages instead.
+        # The local side keeps queueing for the bridge while the link is down: with local_cleansession true
+        # Mosquitto would discard those messages instead. On the cloud side cleansession false is not
+        # enough: Mosquitto 2.0 sends no Session Expiry Interval over MQTT 5, so the cloud ends the bridge's
+        # session when the link drops (eclipse/mosquitto#1632). Receipts published meanwhile are dropped,
+        # and their faces go out again after redeliverAfterSeconds (the same keys: no second object).
         "cleansession false",
         "local_cleansession false",
         "start_type automatic",

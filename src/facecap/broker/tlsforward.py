@@ -303,7 +303,8 @@ class TlsForwarder:
                 asyncio.open_connection(sock=raw, ssl=self.context, server_hostname=self.host,
                                         ssl_handshake_timeout=max(0.1, deadline - time.monotonic())),
                 max(0.1, deadline - time.monotonic()))
-        except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+        except (OSError, asyncio.TimeoutError, UnicodeError) as exc:  # ssl.SSLError is an OSError; a name the
+            # resolver cannot encode raises UnicodeError: one more failed attempt, not a traceback each time
             if raw is not None:
                 raw.close()
             self._report.failed("connection failed", failure_reason(exc, self.connect_timeout))
