@@ -148,7 +148,7 @@ def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPat
               offline_netns: str | NamespaceUnavailable) -> Nucleus:
     """One nucleus root with all four components deployed with their defaults and installed for real, with
     no network where a namespace can be made (test_greengrass_components.py checks that it was)."""
-    nucleus = Nucleus(tmp_path_factory.mktemp("greengrass-root"), thing_name="facecap-harness-thing")
+    nucleus = Nucleus(tmp_path_factory.mktemp("greengrass-root"), thing_name="harness-thing")
     if isinstance(offline_netns, str):
         nucleus.install_wrapper = exec_prefix(offline_netns)
     nucleus.deploy(built.values())

@@ -424,7 +424,7 @@ class Nucleus:
     def __init__(
         self,
         root: Path,
-        thing_name: str = "facecap-harness-thing",
+        thing_name: str = "harness-thing",
         region: str = "us-east-1",
         extra_env: Mapping[str, str] | None = None,
         target_platform: Mapping[str, str] | None = None,
