@@ -247,22 +247,24 @@ class _Deadlines:
             return self._watched.pop(token, None) is not None
 
     def cancel_all(self) -> None:
-        """Cancel every started put now (the processor gave up on them at its stop)."""
-        self._cancel(float("inf"))
+        """Cancel every started put now (the processor gave up on them at its stop). They stay watched, so
+        each fails as cancelled, not as 'no answer within 30 s'."""
+        with self._lock:
+            started = [request for _, request in self._watched.values() if request is not None]
+        for request in started:
+            request.cancel()
 
     def _run(self) -> None:
         while True:
             time.sleep(1.0)
-            self._cancel(time.monotonic())
-
-    def _cancel(self, now: float) -> None:
-        with self._lock:
-            overdue = [(token, request) for token, (deadline, request) in self._watched.items()
-                       if deadline <= now and request is not None]
-            for token, _ in overdue:
-                del self._watched[token]
-        for _, request in overdue:
-            request.cancel()
+            now = time.monotonic()
+            with self._lock:
+                overdue = [(token, request) for token, (deadline, request) in self._watched.items()
+                           if deadline <= now and request is not None]
+                for token, _ in overdue:
+                    del self._watched[token]
+            for _, request in overdue:
+                request.cancel()
 
 
 class _Body(io.BytesIO):
