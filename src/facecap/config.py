@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -46,6 +46,16 @@ _PATTERN_REASONS = {
     NO_SPACE: "must not contain spaces or control characters",
     CLIENT_ID: "must be at most 128 of the characters A-Z a-z 0-9 . _ -",
 }
+
+# Value ranges the models share, each written once.
+Port = Annotated[int, Field(ge=1, le=65535)]
+# MQTT carries the keep-alive in 16 bits; under 5 s a busy link would drop for nothing.
+KeepAliveSeconds = Annotated[int, Field(ge=5, le=65535)]
+# A timeout or a backoff delay. awscrt and the waits hold these as milliseconds in C integers, and beyond an
+# hour nothing reconnects in any useful sense, so an hour is the ceiling.
+WaitSeconds = Annotated[float, Field(gt=0, le=3600)]
+# A ratio strictly between nothing and all: a threshold at either end would drop or keep everything.
+OpenFraction = Annotated[float, Field(gt=0, lt=1)]
 
 
 class ConfigModel(BaseModel):

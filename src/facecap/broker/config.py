@@ -12,7 +12,17 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import CLIENT_ID, NO_CONTROL, NO_SPACE, ConfigModel, DeviceConfig, LoggingSettings, TopicConfig
+from ..config import (
+    CLIENT_ID,
+    NO_CONTROL,
+    NO_SPACE,
+    ConfigModel,
+    DeviceConfig,
+    KeepAliveSeconds,
+    LoggingSettings,
+    Port,
+    TopicConfig,
+)
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES
 
 # mosquitto.conf is read line by line and a value runs to the end of its line, so a value with a line
@@ -67,7 +77,7 @@ class LocalListener(ConfigModel):
     bind_address: str = Field(
         "127.0.0.1", pattern=NO_SPACE,
         description="Address of the TCP listener (when tcp is true); loopback keeps the broker off the network.")
-    port: int = Field(1883, ge=1, le=65535, description="Port of the TCP listener (when tcp is true).")
+    port: Port = Field(1883, description="Port of the TCP listener (when tcp is true).")
 
     @field_validator("run_dir")
     @classmethod
@@ -89,7 +99,7 @@ class BridgeSettings(ConfigModel):
                       description="Bridge connection name, shown in the broker log.")
     host: str = Field("", description="Cloud broker host name or IPv4 address. Empty: the broker runs "
                                       "local-only (with a warning) until a deployment sets it.")
-    port: int = Field(8883, ge=1, le=65535, description="Cloud broker port.")
+    port: Port = Field(8883, description="Cloud broker port.")
     tls: bool = Field(True, description="Connect to the cloud broker with TLS.")
     tls_by: Literal["facecap", "mosquitto"] = Field(
         "facecap",
@@ -123,8 +133,8 @@ class BridgeSettings(ConfigModel):
                               description="Bridge topic lines: 'pattern [out|in|both [qos [local remote]]]'.")
     receipts: bool = Field(True, description="Also bridge `facecap/<deviceId>/receipts in 1`: the cloud's receipts "
                                              "(contract v1.1), which empty the producers' outboxes.")
-    keep_alive_seconds: int = Field(
-        20, ge=5, le=65535,
+    keep_alive_seconds: KeepAliveSeconds = Field(
+        20,
         description="MQTT keep-alive of the bridge: a silent uplink counts as dead after 1 to 2 keep-alives. With "
                     "tlsBy facecap it is also the TCP timeout of the cloud socket (TCP_USER_TIMEOUT and keepalive "
                     "probes), so a cut without RST is noticed within about this many seconds.")

@@ -11,15 +11,14 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from typing_extensions import Self
 
-from ..config import ComponentConfig, ConfigModel, LoggingSettings, as_value_error
+from ..config import ComponentConfig, ConfigModel, LoggingSettings, OpenFraction, WaitSeconds, as_value_error
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, check_id
 from ..mqtt import MqttSettings
 from ..outbox.config import OutboxSettings
 from .scaling import Scaling
 
 MODEL_ENV = "FACECAP_MODEL"
-# Bounds on durations and rates, so none reaches a wait or a C integer it does not fit.
-_HOUR = 3600
+# The slowest frame rate: a longer frame period would overflow the frame clock and its waits.
 _LEAST_FPS = 0.01
 
 CameraKind = Literal["auto", "v4l2", "file", "url", "gstreamer"]
@@ -47,12 +46,12 @@ class CameraSettings(ConfigModel):
         "are skipped; a file is paced to this rate.",
     )
     loop: bool = Field(False, description="Play a video file again from the start when it ends.")
-    timeout_seconds: float = Field(
-        10, gt=0, le=_HOUR,
+    timeout_seconds: WaitSeconds = Field(
+        10,
         description="How long opening or reading a network stream may hang before it counts as lost."
     )
-    reconnect_min_seconds: float = Field(0.5, gt=0, le=_HOUR, description="First wait before reopening a lost camera.")
-    reconnect_max_seconds: float = Field(30, gt=0, le=_HOUR, description="Longest wait between reopening attempts.")
+    reconnect_min_seconds: WaitSeconds = Field(0.5, description="First wait before reopening a lost camera.")
+    reconnect_max_seconds: WaitSeconds = Field(30, description="Longest wait between reopening attempts.")
     give_up_after_seconds: float = Field(
         0, ge=0,
         description="Give the camera up when it stays unavailable this long (0: retry forever); the detector "
@@ -103,8 +102,8 @@ class DetectionSettings(ConfigModel):
         "", description=f"YuNet ONNX model file; empty uses `--model`, then the {MODEL_ENV} environment variable, "
         "then $FACECAP_SHARED/models, then a copy in ~/.cache/facecap; else Haar."
     )
-    score_threshold: float = Field(0.7, gt=0, lt=1, description="YuNet confidence below which a face is ignored.")
-    nms_threshold: float = Field(0.3, gt=0, lt=1, description="YuNet overlap above which boxes are merged.")
+    score_threshold: OpenFraction = Field(0.7, description="YuNet confidence below which a face is ignored.")
+    nms_threshold: OpenFraction = Field(0.3, description="YuNet overlap above which boxes are merged.")
     # Old configurations set a number here (416 was the default) and keep their meaning.
     # The scale comes from min_face_size (scaling.py): YuNet sees the smallest wanted face at modelFaceSize
     # pixels whatever the frame size. 28 for 40 keeps >= 95 % of the dev faces at 640x480, 1280x720 and
@@ -167,8 +166,8 @@ class TrackingSettings(ConfigModel):
     min_hits: int = Field(
         3, ge=1, description="Detections a track needs before its best shot is sent (suppresses flickers)."
     )
-    iou_threshold: float = Field(
-        0.2, gt=0, lt=1, description="Least overlap between a track's predicted box and a detection to match."
+    iou_threshold: OpenFraction = Field(
+        0.2, description="Least overlap between a track's predicted box and a detection to match."
     )
     every_min_interval_seconds: float = Field(
         0.2, ge=0, description="In `every` mode, least time between two messages of the same face (0: none)."

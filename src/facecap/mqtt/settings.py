@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
-from ..config import NO_CONTROL, NO_SPACE, ConfigModel
+from ..config import NO_CONTROL, NO_SPACE, ConfigModel, KeepAliveSeconds, Port, WaitSeconds
 from ..errors import MqttConnectError
 
 if TYPE_CHECKING:
     from awscrt import io
 
 AUTO_SOCKET = "auto"
-# Bounds the MQTT client takes (awscrt keeps these in C integers: beyond them it would raise at start).
+# The session expiry awscrt takes (a C integer: beyond it the client would raise at start).
 _UINT32_MAX = 2**32 - 1
-_HOUR = 3600
 
 
 class MqttSettings(ConfigModel):
@@ -30,7 +29,7 @@ class MqttSettings(ConfigModel):
                     "Greengrass (FACECAP_EDGE_BROKER_DIR, set by the recipes) and host is loopback without "
                     "TLS, else host:port. Empty: host:port.")
     host: str = Field("127.0.0.1", min_length=1, pattern=NO_SPACE, description="Broker host name or address.")
-    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is the usual TLS port).")
+    port: Port = Field(1883, description="Broker port (8883 is the usual TLS port).")
     tls: bool = Field(False, description="Connect with TLS.")
     ca_file: str = Field("", description="PEM file of the CA that signed the broker's certificate (TLS).")
     cert_file: str = Field("", description="PEM client certificate for mutual TLS (optional).")
@@ -39,17 +38,17 @@ class MqttSettings(ConfigModel):
     password_file: str = Field("", description="File whose first line is the password; keeps it out of configs.")
     client_id: str = Field("", max_length=256, pattern=NO_CONTROL,
                            description="Client id; empty derives one from the device id and component.")
-    keep_alive_seconds: int = Field(60, ge=5, le=65535, description="MQTT keep-alive interval.")
+    keep_alive_seconds: KeepAliveSeconds = Field(60, description="MQTT keep-alive interval.")
     session_expiry_seconds: int = Field(
         7 * 24 * 3600, ge=0, le=_UINT32_MAX,
         description="How long the broker keeps a persistent session while disconnected."
     )
     max_in_flight: int = Field(256, ge=1, le=65535, description="Publishes awaiting PUBACK at most.")
-    connect_timeout_seconds: float = Field(15.0, gt=0, le=_HOUR,
+    connect_timeout_seconds: WaitSeconds = Field(15.0,
                                            description="How long a start waits for the first CONNACK.")
-    min_reconnect_delay_seconds: float = Field(0.5, gt=0, le=_HOUR,
+    min_reconnect_delay_seconds: WaitSeconds = Field(0.5,
                                                description="First reconnect delay (backoff start).")
-    max_reconnect_delay_seconds: float = Field(30.0, gt=0, le=_HOUR, description="Reconnect backoff ceiling.")
+    max_reconnect_delay_seconds: WaitSeconds = Field(30.0, description="Reconnect backoff ceiling.")
 
     @model_validator(mode="before")
     @classmethod
