@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from facecap.config import component_model, default_configuration
-from facecap.errors import GreengrassError
+from facecap.detector.config import DetectorConfig
+from facecap.errors import ConfigError, GreengrassError
 from facecap.greengrass import GreengrassIpc
+from facecap.greengrass.component import ComponentIpc
 from facecap.greengrass.ipc import SOCKET_ENV, TOKEN_ENV
 from facecap.greengrass.validation import model_validator
 from facecap.polling import wait_until
@@ -296,3 +298,65 @@ def test_component_process_reports_running_and_errors_until_broken(nucleus: Nucl
     states = [s for s in nucleus.history[APP] if s in ("RUNNING", "ERRORED", "BROKEN")]
     assert states[-6:] == ["RUNNING", "ERRORED", "RUNNING", "ERRORED", "RUNNING", "BROKEN"]
     assert wait_until(lambda: not nucleus.running(APP), 10, 0.02)
+
+
+# --- live changes that name files, and a live change the component cannot apply --------------------------
+
+@pytest.mark.unit
+@pytest.mark.parametrize("detection", [
+    {"modelPath": "/nonexistent/yunet.onnx"},
+    {"modelPath": "NOT-A-MODEL"},  # written by the test: a file OpenCV cannot load
+    {"haarCascadePath": "/nonexistent/cascade.xml"},
+])
+def test_a_live_key_must_name_a_file_that_is_on_the_device_now(detection: dict[str, str], tmp_path: Path) -> None:
+    # A detection change is applied at once, without a restart: a file it needs that is not here would fail the
+    # apply, and the next start, after the deployment had succeeded.
+    if detection.get("modelPath") == "NOT-A-MODEL":
+        garbage = tmp_path / "model.onnx"
+        garbage.write_bytes(b"not an onnx model" * 10)
+        detection = {"modelPath": str(garbage)}
+    key = next(iter(detection))
+    problems = detector_validator()({"detection": detection})
+    assert len(problems) == 1 and problems[0].startswith(f"detection.{key}: "), problems
+
+
+@pytest.mark.unit
+def test_a_restart_key_may_name_a_file_that_arrives_with_the_deployment() -> None:
+    # The nucleus restarts the component for it, and the start checks the file (and reports ERRORED without it).
+    assert detector_validator()({"mqtt": {"passwordFile": "/greengrass/v2/facecap/not-yet"}}) == []
+
+
+@pytest.mark.integration
+def test_a_live_change_that_cannot_be_applied_keeps_the_running_settings(
+        nucleus: Nucleus, caplog: pytest.LogCaptureFixture) -> None:
+    nucleus.deploy([app(detector_defaults())])
+    applied: list[tuple[float, frozenset[str]]] = []
+    failures = [ConfigError("detector", [("detection.modelPath", "the file went away")])]
+
+    def apply(config: Any, keys: frozenset[str]) -> None:
+        if failures:
+            raise failures.pop()
+        applied.append((config.detection.score_threshold, keys))
+
+    component = ComponentIpc(DetectorConfig, "detector", env=as_component(nucleus))
+    component.load(None)
+    component.on_change(apply)
+    try:
+        nucleus.deploy([app(detector_defaults())], {APP: ConfigurationUpdate(
+            merge={"detection": {"scoreThreshold": 0.9}})})
+
+        def errors() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+        assert wait_until(lambda: errors() != [], 10, 0.02)
+        [error] = errors()
+        assert "detection.scoreThreshold=0.9" in error.getMessage() and "the file went away" in error.getMessage()
+        assert error.exc_info is None  # a user's change, not a bug: one line, no traceback
+        assert component.config is not None and component.config.detection.score_threshold == 0.7
+        # The next deployment applies its own change and retries the one that failed.
+        nucleus.deploy([app(detector_defaults())], {APP: ConfigurationUpdate(merge={"tracking": {"minHits": 2}})})
+        assert wait_until(lambda: applied != [], 10, 0.02)
+        assert applied == [(0.9, frozenset({"detection", "tracking"}))]
+        assert component.config is not None and component.config.tracking.min_hits == 2
+    finally:
+        component.close()

@@ -124,6 +124,7 @@ def _broker(config: Any, found: Found) -> None:
 def _detector(config: Any, found: Found) -> None:
     from .detector.camera import check_source  # OpenCV: only when a detector configuration is checked
     from .detector.config import camera_key
+    from .detector.detection import model_problem
 
     # A source that can never work: a video file that must exist, a pipeline this OpenCV cannot open. With
     # several cameras the detector leaves such a camera out and runs the others (and says so in its log), so
@@ -137,8 +138,13 @@ def _detector(config: Any, found: Found) -> None:
             camera_problems.extend((key, reason, True) for key, reason in error.problems)
     if len({key.split(".")[0] for key, _, _ in camera_problems}) == len(cameras):
         found.extend(camera_problems)
-    if config.detection.model_path:
-        _readable("detection.modelPath", config.detection.model_path, "YuNet model file", found)
+    detection = config.detection
+    if detection.model_path:
+        problem = file_problem(detection.model_path, "YuNet model file") or model_problem(detection.model_path)
+        if problem:
+            found.append(("detection.modelPath", problem, True))
+    if detection.haar_cascade_path:
+        _readable("detection.haarCascadePath", detection.haar_cascade_path, "Haar cascade", found)
     mqtt_problems(config.mqtt, found)
 
 

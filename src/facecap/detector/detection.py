@@ -141,6 +141,22 @@ def yunet_unavailable_reason(model_path: str) -> str | None:
     return None
 
 
+def model_problem(model_path: str) -> str | None:
+    """Why this OpenCV cannot load the file at `model_path` as a YuNet model (None: it can, or YuNet is not
+    available here at all, which create_detector reports)."""
+    if yunet_unavailable_reason(model_path) is not None:
+        return None
+    try:
+        cv2.FaceDetectorYN.create(model_path, "", (320, 320))
+    except cv2.error as exc:
+        return _cannot_load(model_path, exc)
+    return None
+
+
+def _cannot_load(model_path: str, exc: cv2.error) -> str:
+    return f"OpenCV cannot load {model_path} as a YuNet model: {str(exc).strip().splitlines()[-1]}"
+
+
 def create_detector(kind: str, model_path: str, model_origin: str, *, score_threshold: float = 0.7,
                     nms_threshold: float = 0.3, scaling: Scaling, min_face_size: int = 40, max_faces: int = 50,
                     haar_cascade_path: str = "") -> FaceDetector:
@@ -157,8 +173,7 @@ def create_detector(kind: str, model_path: str, model_origin: str, *, score_thre
                 return YuNetDetector(model_path, score_threshold=score_threshold, nms_threshold=nms_threshold,
                                      scaling=scaling, max_faces=max_faces)
             except cv2.error as exc:
-                raise ConfigError("detector", [(key, f"OpenCV cannot load {model_path} as a YuNet model: "
-                                                     f"{str(exc).strip().splitlines()[-1]}")]) from None
+                raise ConfigError("detector", [(key, _cannot_load(model_path, exc))]) from None
         if kind == "yunet":
             raise ConfigError("detector", [("detection.detector", f"yunet requested but {reason}")])
         log.warning("FALLING BACK TO THE HAAR CASCADE: %s. Haar is several times slower and misses "

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from ..config import ConfigModel, load_config
+from ..errors import ConfigError
 from ..polling import wait_until
 from .ipc import NUCLEUS_KEYS, GreengrassIpc
 from .validation import model_validator
@@ -80,7 +81,7 @@ class ComponentIpc(Generic[M]):
     def _changed(self, configuration: dict[str, Any]) -> None:
         new = load_config(self.model, self.component, self._own_keys(configuration), env=self._env)
         with self._lock:
-            old, self.config = self.config, new
+            old = self.config
         if old is None:
             return
         paths = changed_keys(old.model_dump(by_alias=True, mode="json"), new.model_dump(by_alias=True, mode="json"))
@@ -92,9 +93,18 @@ class ComponentIpc(Generic[M]):
             log.info("configuration of %s changed (%s): Greengrass restarts the component to apply it",
                      ", ".join(restart), ", ".join(p for p in paths if p.split(".", 1)[0] in restart))
         if live and self._on_change is not None:
-            self._on_change(new, live)
-            log.info("configuration applied live, without a restart: %s",
-                     ", ".join(f"{p}={_leaf(new, p)}" for p in paths if p.split(".", 1)[0] in live))
+            applied = ", ".join(f"{p}={_leaf(new, p)}" for p in paths if p.split(".", 1)[0] in live)
+            try:
+                self._on_change(new, live)
+            except ConfigError as error:
+                # The validation passed, yet the change cannot run here (a file went away in between): keep
+                # the running settings, and the configuration they came from, so the next change retries it.
+                log.error("could not apply the deployment's %s (%s); still running with the previous settings",
+                          applied, "; ".join(f"{key}: {reason}" for key, reason in error.problems))
+                return
+            log.info("configuration applied live, without a restart: %s", applied)
+        with self._lock:
+            self.config = new
 
     def report_when_ready(self, ready: Callable[[], object], stop: threading.Event, what: str) -> None:
         """Report RUNNING from a thread of its own once `ready()` is true (Greengrass only)."""

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from typing import Any
 
 from ..config import ConfigModel
-from ..validation import check, errors
+from ..validation import Problem, check
 from .ipc import Validator
 
 
@@ -16,12 +16,25 @@ def model_validator(model: type[ConfigModel], component: str, recipe_keys: Colle
     """Problems of a proposed configuration as "key: reason" lines. `recipe_keys` are top-level keys that only
     the recipe's lifecycle reads (e.g. `python`), which the model does not know."""
     ignored = frozenset(recipe_keys)
+    live = frozenset(model.live_keys)
+
+    def refused(problem: Problem) -> bool:
+        # A file under a restart key may arrive with the same deployment and is checked when the component
+        # restarts. A live key is applied at once, in this process, on this machine: its file must be here now,
+        # or the deployment would succeed and the component would fail at its next start.
+        return problem.severity == "error" or (problem.about_file and top_key(problem.key) in live)
 
     def validate(configuration: dict[str, Any]) -> list[str]:
         data = {k: v for k, v in configuration.items() if k not in ignored}
-        # The proposal alone, not this process's variables. Files the proposal names may arrive with the
-        # same deployment, so only errors refuse it; the component checks the files when it starts.
-        return [problem.line() for problem in errors(check(component, data, env={}, model=model))]
+        # The proposal alone, not this process's variables.
+        problems = check(component, data, env={}, model=model)
+        return [problem.line().removeprefix("warning: ") for problem in problems if refused(problem)]
 
     return validate
+
+
+def top_key(key: str) -> str:
+    """The top-level key of a problem's key (`detection.modelPath` -> `detection`, `cameras[1].source` ->
+    `cameras`)."""
+    return key.split(".", 1)[0].split("[", 1)[0]
 
