@@ -105,6 +105,17 @@ def test_a_live_score_threshold_change_takes_effect_without_a_restart(
     assert edge.configuration_of(DETECTOR)["detection"]["scoreThreshold"] == 0.85  # type: ignore[index]
 
 
+def test_a_worker_count_change_restarts_the_detector_instead_of_claiming_a_live_apply(
+        edge: Nucleus, built: dict[str, BuiltComponent]) -> None:
+    # The worker pool is built once, at start: detection.workers is in the lifecycle although detection is live.
+    components = [built[name] for name in EDGE]
+    try:
+        changed = edge.deploy(components, {DETECTOR: ConfigurationUpdate(merge={"detection": {"workers": 2}})})
+        assert changed == {DETECTOR}
+    finally:
+        edge.deploy(components, {DETECTOR: ConfigurationUpdate(merge={"detection": {"workers": 0}})})
+
+
 def test_the_broker_reloads_queue_limits_without_restarting_its_dependants(
         edge: Nucleus, built: dict[str, BuiltComponent]) -> None:
     processes = {name: pid(edge, name) for name in (BROKER, DETECTOR, LOGGER)}

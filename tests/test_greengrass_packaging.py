@@ -105,12 +105,18 @@ def test_every_top_level_key_has_its_own_variable(spec: ComponentSpec) -> None:
     live = set(live_keys(spec))
     assert live and live < set(model_defaults(spec))
     expected = {env_name(k): f"{{configuration:/{k}}}" for k in model_defaults(spec) if k not in live}
+    # The keys inside a live section that only take effect at start: changing one restarts the component.
+    model = spec.config_model()
+    assert model is not None
+    for path in model.restart_paths:
+        assert path.split(".")[0] in live
+        expected[env_name(*path.split("."))] = "{configuration:/" + path.replace(".", "/") + "}"
     assert {k: v for k, v in setenv.items() if k not in OTHER_SETENV} == expected
     if spec.name != "com.facecap.EdgeBroker":  # the others find the EdgeBroker's socket and passwords there
         assert setenv["FACECAP_EDGE_BROKER_DIR"] == "{kernel:rootPath}/work/com.facecap.EdgeBroker/local"
     # The keys applied live are nowhere in the lifecycle, so changing one does not restart the component.
     lifecycle = json.dumps(recipe_of(spec)["Lifecycle"])
-    assert not [k for k in live if f"{{configuration:/{k}" in lifecycle]
+    assert not [k for k in live if f"{{configuration:/{k}}}" in lifecycle]
     # Never the whole document ({configuration:}), and never a value spliced into shell text, where quotes
     # in it would break the script: the scripts read variables only.
     assert "{configuration:}" not in (REPO / spec.folder / "recipe.yaml").read_text(encoding="utf-8")

@@ -74,6 +74,9 @@ class ConfigModel(BaseModel):
     # The recipe leaves them out of its lifecycle, so such a change does not restart the component; a change
     # of any other key changes the interpolated lifecycle, and the nucleus restarts the component with it.
     live_keys: ClassVar[tuple[str, ...]] = ()
+    # Keys inside a live section that only take effect at start (dotted camelCase paths). The recipe puts them
+    # in its lifecycle as well, so changing one restarts the component instead of being "applied" live.
+    restart_paths: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _check_ordered_fields(self) -> Self:

@@ -221,6 +221,8 @@ class DetectorConfig(ComponentConfig):
     """Everything the `facecap detector` command needs."""
 
     live_keys = ("detection", "tracking", "output", "logging", "statsIntervalSeconds")
+    # The worker pool and OpenCV's thread count are set up once, when the detector starts.
+    restart_paths = ("detection.workers", "detection.threads")
 
     camera_id: str = Field("camera0", description="Camera id in topics, [A-Za-z0-9._-]{1,64} (one camera; "
                                                   "see `cameras`).")

@@ -137,9 +137,14 @@ def live_keys(spec: ComponentSpec) -> tuple[str, ...]:
 def restart_setenv(spec: ComponentSpec, modelled: Mapping[str, Any]) -> dict[str, str]:
     """One variable per key that needs a restart. The live keys stay out of the lifecycle: a change of one
     then leaves the interpolated lifecycle as it was, so the nucleus does not restart the component, which
-    reads them over IPC (at start, and when a deployment changes them)."""
+    reads them over IPC (at start, and when a deployment changes them). The model's restart paths inside a
+    live section are in it too, so they keep the values the component started with until the restart."""
     live = set(live_keys(spec))
-    return {env_name(key): f"{{configuration:/{key}}}" for key in modelled if key not in live}
+    setenv = {env_name(key): f"{{configuration:/{key}}}" for key in modelled if key not in live}
+    model = spec.config_model()
+    for path in model.restart_paths if model else ():
+        setenv[env_name(*path.split("."))] = f"{{configuration:/{path.replace('.', '/')}}}"
+    return setenv
 
 
 def run_steps(spec: ComponentSpec) -> dict[str, Any]:
