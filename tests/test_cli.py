@@ -125,6 +125,21 @@ def test_validate_config_ok_and_errors(monkeypatch: pytest.MonkeyPatch, capsys: 
 
 
 @pytest.mark.unit
+def test_validate_config_prints_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    cameras = [{"cameraId": "door", "source": "rtsp://admin:pa@ss@10.0.0.5/live"},
+               {"cameraId": "yard", "source": "rtspsrc location=rtsp://10.0.0.6/live user-pw=pa@ss ! appsink",
+                "kind": "gstreamer"}]
+    assert main(["validate-config", "detector", json.dumps({"cameras": cameras})]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [c["source"] for c in shown["cameras"]] == [
+        "rtsp://***@10.0.0.5/live", "rtspsrc location=rtsp://10.0.0.6/live user-pw=*** ! appsink"]
+    group = "k9Q2mZt7LwX4pR8vN3sB"
+    assert main(["validate-config", "processor", json.dumps({"shareGroup": group})]) == 0
+    out = capsys.readouterr().out
+    assert group not in out and json.loads(out)["shareGroup"] == "***"
+
+
+@pytest.mark.unit
 def test_a_password_in_the_configuration_is_refused(monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(COMPONENT_MODELS, "sample", "tests.test_config:SampleConfig")

@@ -7,6 +7,7 @@ face, or an object no face explains) and prints both.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -399,7 +400,9 @@ def test_bad_messages_go_to_quarantine_and_processing_continues(broker: Mosquitt
 
 # --- operation -------------------------------------------------------------------------------------------
 
-def test_shared_subscription_splits_the_load_into_a_folder(mosquitto: MosquittoFactory, tmp_path: Path) -> None:
+def test_shared_subscription_splits_the_load_into_a_folder(mosquitto: MosquittoFactory, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="facecap.processor")
     broker = mosquitto()
     root = tmp_path / "faces"
     faces = make_faces(300, size=5000)
@@ -412,6 +415,8 @@ def test_shared_subscription_splits_the_load_into_a_folder(mosquitto: MosquittoF
         assert wait_until(lambda: first.stats.stored + second.stats.stored >= 300, 30)
         print(f"split: {first.stats.stored} + {second.stats.stored}")
         assert first.stats.stored > 0 and second.stats.stored > 0
+    # The group is a secret (a device that knows it can join): the log names the filter without it.
+    assert "subscribed to $share/***/faces/#" in caplog.text and "facecap-test-group" not in caplog.text
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*.jpg"))
     assert files == sorted(face_key(parse_message(f.topic, f.payload, f.content_type, f.user_properties))
                            for f in faces)

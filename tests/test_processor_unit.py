@@ -16,6 +16,7 @@ from facecap.contract import parse_message
 from facecap.errors import ConfigError
 from facecap.mqtt import ReceivedMessage
 from facecap.processor.config import ProcessorConfig
+from facecap.processor.guard import QuarantineLog
 from facecap.processor.heartbeat import check_heartbeat, write_heartbeat
 from facecap.processor.plan import plan_message
 from facecap.storage import face_key
@@ -200,3 +201,21 @@ def test_processor_reads_facecap_config_like_every_component(tmp_path: Path, mon
     monkeypatch.setenv("FACECAP_CONFIG", json.dumps({"workers": 0}))
     assert main(["processor"]) == 2
     assert "workers" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_a_flood_of_bad_messages_logs_a_line_per_device_and_reason_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    quarantine_log = QuarantineLog("faces", interval=10.0, clock=lambda: now[0])
+    for _ in range(500):
+        quarantine_log.note("faces/hostile/cam0", "not-an-image", "the payload is not a JPEG or PNG")
+    quarantine_log.note("faces/hostile/cam0", "rate", "over the device's ceiling")
+    quarantine_log.note("faces/honest/cam0", "not-an-image", "the payload is not a JPEG or PNG")
+    lines = [r.getMessage() for r in caplog.records if r.name == "facecap.processor.guard"]
+    assert lines == ["quarantined a message on faces/hostile/cam0: not-an-image: the payload is not a JPEG or PNG",
+                     "quarantined a message on faces/hostile/cam0: rate: over the device's ceiling",
+                     "quarantined a message on faces/honest/cam0: not-an-image: the payload is not a JPEG or PNG"]
+    now[0] += 10.0
+    quarantine_log.note("faces/hostile/cam0", "not-an-image", "the payload is not a JPEG or PNG")
+    assert caplog.records[-1].getMessage().endswith("(499 more like it from this device since its last line)")

@@ -77,6 +77,8 @@ class ConfigModel(BaseModel):
     # Keys inside a live section that only take effect at start (dotted camelCase paths). The recipe puts them
     # in its lifecycle as well, so changing one restarts the component instead of being "applied" live.
     restart_paths: ClassVar[tuple[str, ...]] = ()
+    # Top-level keys whose value is a secret: shown as *** wherever facecap prints a configuration.
+    secret_keys: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _check_ordered_fields(self) -> Self:

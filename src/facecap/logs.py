@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+
+# Credentials written into a text: a URL's user part (rtsp://user:pass@host, up to the last "@" before the
+# path, as FFmpeg splits it, so a password with an "@" is hidden whole) and GStreamer's password properties
+# (rtspsrc user-pw=..., souphttpsrc proxy-pw=...).
+_URL_USER = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+_PASSWORD_PROPERTY = re.compile(r"(\b[\w-]*(?:-pw|passwd|password))=(\"[^\"]*\"|'[^']*'|\S+)", re.IGNORECASE)
+
+
+def hide_credentials(text: str) -> str:
+    """`text` with any credentials it carries replaced by ***, for a log line or a printed configuration."""
+    return _PASSWORD_PROPERTY.sub(r"\1=***", _URL_USER.sub(r"\1***@", text))
 
 
 class Throttle:

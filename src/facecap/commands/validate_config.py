@@ -8,8 +8,9 @@ import os
 import sys
 from typing import Any
 
-from ..config import COMPONENT_MODELS, component_model, load_config
+from ..config import COMPONENT_MODELS, ConfigModel, component_model, load_config
 from ..errors import ConfigError
+from ..logs import hide_credentials
 from ..validation import check, errors
 from .subcommand import add_command
 
@@ -43,5 +44,25 @@ def run(args: argparse.Namespace) -> int:
                  "(--strict makes this an error)") if problem.about_file else ""
         print(f"facecap validate-config: {problem.line()}{after}", file=sys.stderr)
     config = load_config(component_model(args.component), args.component, args.config, env=env, option="CONFIG")
-    print(json.dumps(config.model_dump(mode="json", by_alias=True), indent=2))
+    print(json.dumps(shown(config), indent=2))
     return 0
+
+
+def shown(config: ConfigModel) -> dict[str, Any]:
+    """The configuration as printed: secret keys as ***, credentials in any text (a camera's RTSP URL or
+    pipeline) hidden."""
+    data = config.model_dump(mode="json", by_alias=True)
+    for key in type(config).secret_keys:
+        if data.get(key):
+            data[key] = "***"
+    return _without_credentials(data)  # type: ignore[no-any-return]
+
+
+def _without_credentials(value: Any) -> Any:
+    if isinstance(value, str):
+        return hide_credentials(value)
+    if isinstance(value, dict):
+        return {key: _without_credentials(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_credentials(item) for item in value]
+    return value

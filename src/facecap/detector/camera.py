@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 
 from ..errors import ConfigError, FacecapError
+from ..logs import hide_credentials
 from ..validation import file_problem
 from .config import CameraSettings
 from .crop import Image
@@ -61,6 +62,9 @@ def source_kind(settings: CameraSettings) -> str:
     # Any device node: /dev/videoN, or the stable names several cameras need (/dev/v4l/by-id/..., by-path).
     if source.isdigit() or (source.startswith("/dev/") and not source.startswith("/dev/shm/")):  # noqa: S108
         return "v4l2"
+    # A pipeline may hold a URL (rtspsrc location=rtsp://...); a URL never holds a blank.
+    if "!" in source and any(c.isspace() for c in source):
+        return "gstreamer"
     if "://" in source:
         return "url"
     if "!" in source:
@@ -75,11 +79,9 @@ def has_gstreamer() -> bool:
 
 def describe_source(settings: CameraSettings) -> str:
     kind = source_kind(settings)
-    source = settings.source
-    if kind == "url":
-        # Stream URLs often carry credentials (rtsp://user:pass@host): never log them.
-        source = re.sub(r"://[^/@]*@", "://***@", source)
-    elif kind == "v4l2" and source.isdigit():
+    # Stream URLs and pipelines often carry credentials (rtsp://user:pass@host, user-pw=): never log them.
+    source = hide_credentials(settings.source)
+    if kind == "v4l2" and source.isdigit():
         source = f"/dev/video{source}"
     return f"{kind} {source}"
 

@@ -30,6 +30,8 @@ class ProcessorConfig(TopicConfig):
         description=f"Cloud broker. clientId empty means {DEFAULT_CLIENT_ID!r}; give each replica its own, "
                     "starting with 'facecap' (reserved: no device can take it).",
     )
+    secret_keys = ("shareGroup",)
+
     share_group: str = Field(
         "", description="Empty: a plain subscription. A name: $share/<name>/... so processors split the load. "
                         "It must be a secret of 16 or more characters (e.g. `openssl rand -hex 16`): the cloud "
@@ -117,6 +119,12 @@ class ProcessorConfig(TopicConfig):
     def topic_filter(self) -> str:
         plain = f"{self.topic_prefix}/#"
         return f"$share/{self.share_group}/{plain}" if self.share_group else plain
+
+    @property
+    def shown_topic_filter(self) -> str:
+        """topic_filter for a log line: the share group is a secret (a device that knows it can join it)."""
+        plain = f"{self.topic_prefix}/#"
+        return f"$share/***/{plain}" if self.share_group else plain
 
     @property
     def status_topic(self) -> str:

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..mqtt import ReceivedMessage
@@ -114,3 +115,38 @@ class DeviceGuard:
 
 def _pairs(counts: list[tuple[str, int]]) -> str:
     return ", ".join(f"{clip(device, 64)}={count}" for device, count in counts) or "none"
+
+
+# How often one device may put one quarantine reason in the log; the store keeps every message and the stats
+# line counts them, so the log needs only the first of a flood and then its size.
+QUARANTINE_LOG_SECONDS = 10.0
+
+
+class QuarantineLog:
+    """A warning per quarantined message would let one device write the log as fast as it publishes (and push
+    everything else out of Docker's bounded log): each device and reason is logged at its first message, then
+    at most once per `interval` with how many were not logged since."""
+
+    def __init__(self, topic_prefix: str, interval: float = QUARANTINE_LOG_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._topic_prefix = topic_prefix
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], float] = {}
+        self._unlogged: Counter[tuple[str, str]] = Counter()
+
+    def note(self, topic: str, reason: str, detail: str) -> None:
+        key = (device_of(topic, self._topic_prefix), reason)
+        now = self._clock()
+        with self._lock:
+            if now - self._last.get(key, -self._interval) < self._interval:
+                self._unlogged[key] += 1
+                return
+            if len(self._last) >= _MAX_DEVICES:  # ids beyond any fleet: start over rather than grow
+                self._last.clear()
+                self._unlogged.clear()
+            self._last[key] = now
+            unlogged = self._unlogged.pop(key, 0)
+        since = f" ({unlogged} more like it from this device since its last line)" if unlogged else ""
+        log.warning("quarantined a message on %s: %s: %s%s", clip(topic), reason, clip(detail), since)

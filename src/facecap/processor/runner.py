@@ -30,7 +30,7 @@ from ..contract import parse_time
 from ..mqtt import MqttClient, ReceivedMessage, StatusTopic
 from ..storage import AsyncStore, Store, StoreError
 from .config import DEFAULT_CLIENT_ID, ProcessorConfig
-from .guard import DeviceGuard, clip
+from .guard import DeviceGuard, QuarantineLog, clip
 from .heartbeat import write_heartbeat
 from .plan import Plan, Put, plan_message, quarantine_plan
 from .receipts import ReceiptSender
@@ -106,6 +106,7 @@ class ProcessorRunner:
         self.store = store
         self.stats = ProcessorStats()
         self.guard = DeviceGuard(config.max_faces_per_second_per_device, config.topic_prefix)
+        self.quarantine_log = QuarantineLog(config.topic_prefix)
         self._failures = FailureReporter()
         self._pending = 0
         self._idle = threading.Condition()
@@ -142,7 +143,7 @@ class ProcessorRunner:
     def start(self) -> None:
         """Connect in the background (a broker that is down is retried with backoff) and subscribe as
         soon as connected."""
-        log.info("processor %s: %s -> %s, %d workers", self.config.client_id, self.config.topic_filter,
+        log.info("processor %s: %s -> %s, %d workers", self.config.client_id, self.config.shown_topic_filter,
                  self.store.describe(), self.config.workers)
         self.client.start(wait=False)
         self.receipts.start()
@@ -221,8 +222,7 @@ class ProcessorRunner:
                 return
             plan = self._plan(message, verdict)
             if plan.quarantined:
-                log.warning("quarantined a message on %s: %s: %s", clip(message.topic), plan.reason,
-                            clip(plan.detail))
+                self.quarantine_log.note(message.topic, plan.reason, plan.detail)
             self._begin_storing(_Face(message, plan))
         except Exception:  # noqa: BLE001 - a bug: _failed logs it and leaves the message unacknowledged
             self._failed(message)
@@ -385,9 +385,9 @@ class ProcessorRunner:
         try:
             self.client.subscribe(self.config.topic_filter, qos=1)
         except Exception as exc:  # noqa: BLE001 - refused or timed out: retried with backoff
-            log.warning("subscribing to %s failed, will retry: %s", self.config.topic_filter, exc)
+            log.warning("subscribing to %s failed, will retry: %s", self.config.shown_topic_filter, exc)
             return False
-        log.info("subscribed to %s", self.config.topic_filter)
+        log.info("subscribed to %s", self.config.shown_topic_filter)
         # From now on the MQTT client restores the subscription itself when a session is lost.
         self._subscribed.set()
         return True
