@@ -77,7 +77,7 @@ def _load_images(paths: list[Path]) -> list[tuple[Path, bytes, tuple[int, int]]]
             continue
         images.append((path, data, size))
     if problems:
-        raise ConfigError("send", problems)
+        raise ConfigError("send", problems, hint="check the image paths")
     return images
 
 

@@ -22,13 +22,18 @@ def _component_section(spec: ComponentSpec) -> list[str]:
     model = spec.config_model()
     assert model is not None
     top_level = [name for name in (info.alias or field for field, info in model.model_fields.items())]
+    restart = [k for k in top_level if k not in model.live_keys]
+    live = [k for k in top_level if k in model.live_keys]
+    inner = list(model.restart_paths)
     lines = [
         f"## {spec.name} (`facecap {spec.command}`)",
         "",
         spec.description,
         "",
-        "On Greengrass the recipe passes each top-level key in its own environment variable: "
-        + ", ".join(f"`{k}` in `{env_name(k)}`" for k in top_level) + ".",
+        "On Greengrass the recipe passes each key that needs a restart in its own environment variable: "
+        + ", ".join(f"`{k}` in `{env_name(*k.split('.'))}`" for k in restart + inner) + ". "
+        + (("The live keys " + ", ".join(f"`{k}`" for k in live) + " are read over Greengrass IPC instead, at "
+            "start and when a deployment changes them (no variable, no restart).") if live else ""),
         "",
         *_table(describe(model)),
         "",
