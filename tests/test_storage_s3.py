@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from facecap.devkit.servers import S3Server
+from facecap.polling import wait_until
 from facecap.storage import StoreError, open_store
 from facecap.storage.s3 import S3Store
 from facecap.storage.s3crt import CrtS3Store
@@ -205,6 +206,41 @@ def test_awscrt_start_put_refuses_an_unsafe_key_through_done(s3_env: Any) -> Non
     assert thread == threading.get_ident()  # refused before anything started
     assert isinstance(error, StoreError) and not error.transient
     assert "unsafe object key" in str(error)
+
+
+def test_a_blocking_awscrt_put_is_cancelled_when_the_processor_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The processor's retries use the blocking put; at its stop, cancel_started must end those too, or the
+    process outlives Docker's grace period waiting for their 30 s timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "hang-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hang-test-secret")
+    environ = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{listener.getsockname()[1]}", "AWS_REGION": "eu-west-1"}
+    store = CrtS3Store(BUCKET, "hang", environ=environ)
+    errors: list[BaseException] = []
+
+    def put() -> None:
+        try:
+            store.put("k.jpg", b"\xff\xd8\xffa", "image/jpeg", {})
+        except BaseException as exc:  # the test reads it
+            errors.append(exc)
+
+    putter = threading.Thread(target=put, daemon=True)
+    putter.start()
+    try:
+        assert wait_until(lambda: bool(held), 10), "the request never reached the server"
+        begun = time.monotonic()
+        store.cancel_started()
+        putter.join(10)
+        took = time.monotonic() - begun
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+    assert not putter.is_alive() and took < 5, f"the put ended {took:.1f} s after the cancel"
+    [error] = errors
+    assert isinstance(error, StoreError) and "no answer" not in str(error), error
 
 
 @pytest.mark.parametrize("started", [False, True], ids=["put", "start_put"])

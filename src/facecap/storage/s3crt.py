@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ CLIENT_RETRIES = 1
 # The CRT client has no read timeout of its own: a put that has not finished by then is cancelled and
 # reported as a transient failure, so a hung server cannot hold a worker forever.
 PUT_TIMEOUT_SECONDS = 30.0
+# The deadline thread checks once a second, and a cancelled request still has to call back.
+_DEADLINE_SLACK_SECONDS = 5.0
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 
@@ -117,16 +120,16 @@ class CrtS3Store(S3Bucket):
         return f"s3://{self.bucket}/{self.prefix} via {self.endpoint.url} (awscrt)"
 
     def put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str]) -> None:
-        full_key = self.full_key(key)
-        where = self.where(full_key)
-        pending = self._request(full_key, body, content_type, metadata, where=where)
+        # Through start_put, so a blocking put (the processor's retries) is watched like the others: cancelled
+        # when overdue, and by cancel_started when the processor stops and gives up on it.
+        outcome: Future[StoreError | None] = Future()
+        self.start_put(key, body, content_type, metadata, outcome.set_result)
         try:
-            pending.finished_future.result(PUT_TIMEOUT_SECONDS)
-        except FutureTimeout as exc:
-            pending.cancel()
-            raise _no_answer(where) from exc
-        except Exception as exc:
-            raise _store_error(exc, where) from exc
+            error = outcome.result(PUT_TIMEOUT_SECONDS + _DEADLINE_SLACK_SECONDS)
+        except FutureTimeout as exc:  # the deadline thread cancels it well before: a safety net only
+            raise _no_answer(self.where(key)) from exc
+        if error is not None:
+            raise error
 
     def start_put(self, key: str, body: bytes, content_type: str, metadata: Mapping[str, str],
                   done: PutDone) -> None:
