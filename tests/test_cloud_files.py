@@ -387,3 +387,32 @@ def test_init_broker_works_with_a_ca_kept_elsewhere(tmp_path: Path) -> None:
     assert (instance / "processor" / "password").is_file()
     assert (instance / "broker" / "processor.passwd").read_text().startswith("processor:")
     assert (instance / "processor" / "ca.crt").read_bytes() == (workstation / "ca" / "ca.crt").read_bytes()
+
+
+def tree_contents(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.integration
+def test_scripts_refuse_a_missing_or_bad_days_before_touching_anything(tmp_path: Path) -> None:
+    """`--days` given last used to die with bash's "$2: unbound variable"; `--days 0x` got as far as openssl,
+    after the old key had been moved aside (make-ca.sh --force had already replaced the CA's key)."""
+    from .support.cloudbroker import run_script
+
+    require_binary("openssl", "apt-get install openssl")
+    secrets = tmp_path / "secrets"
+    run_script("make-ca.sh", secrets=secrets)
+    run_script("make-server-cert.sh", "127.0.0.1", secrets=secrets)
+    run_script("add-device.sh", "device-a", secrets=secrets)
+    before = tree_contents(secrets)
+    commands = {"add-device.sh": ["--force", "device-a"], "make-device-cert.sh": ["device-a"],
+                "make-server-cert.sh": ["127.0.0.1"], "make-ca.sh": ["--force"]}
+    for script, args in commands.items():
+        missing = run_script(script, *args, "--days", secrets=secrets, check=False)
+        assert missing.returncode != 0, script
+        assert missing.stderr == "error: --days needs a value\n", (script, missing.stderr)
+        for bad in ("0x", "0", "-5", "1.5", "100000"):
+            refused = run_script(script, "--days", bad, *args, secrets=secrets, check=False)
+            assert refused.returncode != 0, (script, bad)
+            assert refused.stderr.startswith("error: --days "), (script, bad, refused.stderr)
+        assert tree_contents(secrets) == before, script

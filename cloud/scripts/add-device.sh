@@ -17,14 +17,15 @@ id=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --force) force=true; shift ;;
-        --days) days="$2"; shift 2 ;;
+        --days) days="$(option_value "$@")"; shift 2 ;;
         -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) [[ -z "$id" ]] || die "one device id at a time"; id="$1"; shift ;;
     esac
 done
-[[ -n "$id" ]] || die "usage: add-device.sh [--force] DEVICE_ID"
+[[ -n "$id" ]] || die "usage: add-device.sh [--force] [--days N] DEVICE_ID"
 check_id "$id"
+check_days "$days"
 check_not_reserved "$id"
 need_ca
 dir="${DEVICES_DIR}/${id}"

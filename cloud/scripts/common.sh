@@ -39,6 +39,19 @@ check_not_reserved() {
     [[ "${id,,}" != "${RESERVED_PREFIX}"* ]] || die "'$id' is reserved: ids starting with '${RESERVED_PREFIX}' are the system's own"
 }
 
+# The value of an option that takes one (`--days N`), for `days="$(option_value "$@")"; shift 2`. Without
+# it, an option given last dies with bash's "$2: unbound variable" (set -u), which names no option.
+option_value() {
+    [[ $# -ge 2 && -n "$2" && "$2" != -* ]] || die "$1 needs a value"
+    printf '%s\n' "$2"
+}
+
+# A certificate's lifetime, checked before anything is made or moved. OpenSSL cannot write an end date past
+# the year 9999 and then fails without a message, so more than 99999 days (273 years) is refused here.
+check_days() {
+    [[ "$1" =~ ^[1-9][0-9]{0,4}$ ]] || die "--days must be a whole number of days from 1 to 99999, not '$1'"
+}
+
 need_ca() {
     [[ -f "${CA_DIR}/ca.key" && -f "${CA_DIR}/ca.crt" ]] || die "no CA in ${CA_DIR}: run make-ca.sh first"
 }

@@ -11,12 +11,13 @@ days=3650
 force=false
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --days) days="$2"; shift 2 ;;
+        --days) days="$(option_value "$@")"; shift 2 ;;
         --force) force=true; shift ;;
         -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
+check_days "$days"
 
 if [[ -f "${CA_DIR}/ca.key" && "$force" != true ]]; then
     die "a CA already exists in ${CA_DIR}; --force replaces it (then every certificate must be re-issued)"

@@ -11,7 +11,7 @@ days=825
 id=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --days) days="$2"; shift 2 ;;
+        --days) days="$(option_value "$@")"; shift 2 ;;
         -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) [[ -z "$id" ]] || die "one device id at a time"; id="$1"; shift ;;
@@ -19,6 +19,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n "$id" ]] || die "usage: make-device-cert.sh [--days N] DEVICE_ID"
 check_id "$id"
+check_days "$days"
 need_ca
 
 dir="${DEVICES_DIR}/${id}"

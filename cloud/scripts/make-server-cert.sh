@@ -13,13 +13,14 @@ days=825
 names=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --days) days="$2"; shift 2 ;;
+        --days) days="$(option_value "$@")"; shift 2 ;;
         -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) names+=("$1"); shift ;;
     esac
 done
 [[ ${#names[@]} -gt 0 ]] || die "give at least one name or address the devices use to reach the broker"
+check_days "$days"
 need_ca
 
 sans=()
