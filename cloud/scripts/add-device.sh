@@ -4,8 +4,11 @@
 # faces/<id>/ and its health under facecap/<id>/. Prints what to copy to the Jetson. Run it where the CA is.
 #
 # usage: add-device.sh [--force] [--days N] DEVICE_ID
-#   --force  issue an existing device a new certificate (a rotation; the old one stays valid until you
-#            revoke it with revoke-cert.sh secrets/devices/<id>/client.crt.previous)
+#   --force  issue an existing device a new certificate (a rotation; the old pair becomes *.previous once
+#            the new one is signed, and stays valid until you revoke it with
+#            revoke-cert.sh secrets/devices/<id>/client.crt.previous, or remove-device.sh revokes it with
+#            every other certificate of the device)
+#   --days N the certificate's lifetime (default 825)
 # env: BROKER_HOST  the address devices use (default: the first name in the server certificate)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
@@ -18,7 +21,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --force) force=true; shift ;;
         --days) days="$(option_value "$@")"; shift 2 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) [[ -z "$id" ]] || die "one device id at a time"; id="$1"; shift ;;
     esac

@@ -97,15 +97,53 @@ make_crl() {
     mv "${CRL_FILE}.new" "$CRL_FILE"
 }
 
-# Revoke one certificate file and rewrite the CRL. Revoking one already revoked is not an error.
-revoke_cert() {
-    local cert="$1" out
-    need_ca
-    if ! out="$(openssl ca -config "$(ca_config)" -revoke "$cert" 2>&1)"; then
-        [[ "$out" == *"lready revoked"* ]] || die "cannot revoke ${cert}: ${out}"
+# Record one certificate file as revoked in the CA's database; make_crl then writes the list. Revoking one
+# already revoked is not an error.
+revoke_in_db() {
+    local cert="$1" out what
+    what="$(openssl x509 -in "$cert" -noout -serial) ($(openssl x509 -in "$cert" -noout -subject))"
+    if out="$(openssl ca -config "$(ca_config)" -revoke "$cert" 2>&1)"; then
+        echo "revoked ${what}"
+    elif [[ "$out" == *"lready revoked"* ]]; then
+        echo "already revoked ${what}"
+    else
+        die "cannot revoke ${cert}: ${out}"
     fi
+}
+
+# Revoke one certificate file and rewrite the CRL.
+revoke_cert() {
+    need_ca
+    revoke_in_db "$1"
     make_crl
-    echo "revoked $(openssl x509 -in "$cert" -noout -serial) ($(openssl x509 -in "$cert" -noout -subject))"
+}
+
+# Every device certificate the CA signs is also kept here, as issued/<device id>/<serial>.crt, because
+# revoking needs the certificate itself (`openssl ca -revoke FILE`) and the copy in the device's folder
+# does not last: a rotation moves it to client.crt.previous and the next one overwrites that. A folder per
+# id (rather than signing with `openssl ca`, whose index.txt would list them) makes "every certificate of
+# this device" a directory listing instead of a match on subjects, and leaves the signing unchanged.
+ISSUED_DIR="${CA_DIR}/issued"
+
+# The serial number of a certificate file, as openssl prints it (hex).
+cert_serial() {
+    local serial
+    serial="$(openssl x509 -in "$1" -noout -serial)"
+    echo "${serial#serial=}"
+}
+
+# Whether this CA signed the certificate (expired or revoked ones included: those may still need revoking).
+signed_by_ca() {
+    openssl verify -no_check_time -CAfile "${CA_DIR}/ca.crt" "$1" >/dev/null 2>&1
+}
+
+# Keep a copy of a certificate this CA issued to device ID in the CA's record (see ISSUED_DIR).
+record_issued() {
+    local id="$1" cert="$2" folder="${ISSUED_DIR}/$1" serial
+    serial="$(cert_serial "$cert")"
+    mkdir -p "$folder"
+    cp "$cert" "${folder}/${serial}.crt.new"
+    mv "${folder}/${serial}.crt.new" "${folder}/${serial}.crt"
 }
 
 # Set USER's password in the mosquitto password FILE (hashed by mosquitto_passwd). The password goes

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Issue (or re-issue, to rotate) the TLS client certificate of one device. The certificate's CN is the
-# device id, which the broker takes as its user name and client id. remove-device.sh revokes it.
+# device id, which the broker takes as its user name and client id. The current pair becomes
+# client.{crt,key}.previous once the new one is signed; the CA keeps a copy of every certificate it issued
+# in secrets/ca/issued/<id>/, so remove-device.sh can revoke them all.
 #
 # usage: make-device-cert.sh [--days N] DEVICE_ID
 set -euo pipefail
@@ -25,9 +27,13 @@ need_ca
 dir="${DEVICES_DIR}/${id}"
 mkdir -p "$dir"
 chmod 0700 "$dir"
+# The new pair is made under these names and replaces the current one only once it is signed and recorded,
+# so a failed re-issue leaves the device's working pair where it was.
+new_key="${dir}/client.key.new"
+new_crt="${dir}/client.crt.new"
 ext="$(mktemp)"
 csr="$(mktemp)"
-trap 'rm -f "$ext" "$csr"' EXIT
+trap 'rm -f "$ext" "$csr" "$new_key" "$new_crt"' EXIT
 cat > "$ext" <<CONF
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -36,13 +42,28 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 CONF
 
-for f in client.key client.crt; do
-    if [[ -f "${dir}/$f" ]]; then mv "${dir}/$f" "${dir}/$f.previous"; fi
+(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$new_key")
+openssl req -new -key "$new_key" -subj "/CN=${id}" -out "$csr"
+# openssl reports success on stderr too ("Certificate request self-signature ok", "subject=..."), so its
+# output is kept and shown, without those lines, only when signing fails. Some failures (an end date it
+# cannot write) leave an empty file and no message, hence the check that the result is a certificate.
+if ! out="$(openssl x509 -req -in "$csr" -CA "${CA_DIR}/ca.crt" -CAkey "${CA_DIR}/ca.key" \
+        -set_serial "0x$(openssl rand -hex 16)" -days "$days" -sha256 -extfile "$ext" \
+        -out "$new_crt" 2>&1)" || ! openssl x509 -in "$new_crt" -noout 2>/dev/null; then
+    reason="$(sed -e '/self-signature ok/d' -e '/^subject=/d' <<<"$out")"
+    die "cannot sign a certificate for ${id} (${dir} is unchanged): ${reason:-openssl gave no reason}"
+fi
+
+# Record every certificate before its file can be lost: the new one, and the pair about to be moved aside
+# when it was issued before the record existed (a second rotation overwrites client.crt.previous).
+record_issued "$id" "$new_crt"
+for cert in "${dir}/client.crt" "${dir}/client.crt.previous"; do
+    if [[ -f "$cert" ]] && signed_by_ca "$cert"; then record_issued "$id" "$cert"; fi
 done
-(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "${dir}/client.key")
-openssl req -new -key "${dir}/client.key" -subj "/CN=${id}" -out "$csr"
-openssl x509 -req -in "$csr" -CA "${CA_DIR}/ca.crt" -CAkey "${CA_DIR}/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days "$days" -sha256 -extfile "$ext" \
-    -out "${dir}/client.crt" 2>/dev/null
+for f in client.key client.crt; do
+    if [[ -f "${dir}/$f" ]]; then mv -f "${dir}/$f" "${dir}/$f.previous"; fi
+done
+mv "$new_key" "${dir}/client.key"
+mv "$new_crt" "${dir}/client.crt"
 cp "${CA_DIR}/ca.crt" "${dir}/ca.crt"
-echo "client certificate for ${id}: ${dir}/client.crt (valid ${days} days)"
+echo "client certificate for ${id}: ${dir}/client.crt (valid ${days} days, serial $(cert_serial "${dir}/client.crt"))"

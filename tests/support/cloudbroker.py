@@ -7,6 +7,8 @@ from __future__ import annotations
 import getpass
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -146,3 +148,31 @@ def publish(client: MqttClient, topic: str, payload: bytes, **kwargs: object) ->
     future = client.publish(topic, payload, timeout=10, **kwargs)  # type: ignore[arg-type]
     assert future is not None
     future.result(timeout=10)
+
+
+# MQTT 3.1.1 CONNECT, clean session, client id "probe", no credentials (the device listener takes the
+# certificate's CN as both).
+_PROBE_CONNECT = b"\x10\x11\x00\x04MQTT\x04\x02\x00\x3c\x00\x05probe"
+
+
+def tls_refusal(settings: MqttSettings) -> str | None:
+    """Connect with settings' CA, certificate and key and send an MQTT CONNECT: None when the broker accepts
+    it (CONNACK 0), else how it refused (the TLS alert, such as "certificate revoked"). Unlike connect(),
+    which raises the same error whether the broker refused the certificate or was slow, this names the
+    reason, and it takes milliseconds instead of the client's connect timeout.
+    TLS 1.2, which the listener accepts beside 1.3: there the server checks the client's certificate inside
+    the handshake and its alert is the next thing the client reads. With TLS 1.3 the check comes after the
+    client's side of the handshake, and the alert can be lost to the reset that follows it."""
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.cert_file, settings.key_file)
+    try:
+        with socket.create_connection((settings.host, settings.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname=settings.host) as tls:
+            tls.sendall(_PROBE_CONNECT)
+            answer = tls.recv(4)
+    except (ssl.SSLError, ConnectionResetError) as error:
+        return str(error)
+    if answer[:1] != b"\x20":
+        return f"no CONNACK: {answer!r}"
+    return None if answer[3:4] == b"\x00" else f"CONNACK return code {answer[3]}"
