@@ -13,7 +13,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --days) days="$(option_value "$@")"; shift 2 ;;
         --force) force=true; shift ;;
-        -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done

@@ -14,7 +14,7 @@ names=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --days) days="$(option_value "$@")"; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) names+=("$1"); shift ;;
     esac
