@@ -246,7 +246,9 @@ def test_broker_runs_read_only_as_mosquitto_without_capabilities(compose: dict[s
     # The only place it writes is the persistence volume.
     conf = (CLOUD / "mosquitto" / "mosquitto.conf").read_text()
     assert re.search(r"^persistence_location /mosquitto/data/$", conf, flags=re.MULTILINE)
-    assert "log_dest stdout" in conf
+    # The log goes to stderr, which Docker collects unbuffered (stdout would be block-buffered).
+    assert re.search(r"^log_dest stderr$", conf, flags=re.MULTILINE)
+    assert not re.search(r"^log_dest (?!stderr$)", conf, flags=re.MULTILINE)
 
 
 def documented_docker_run() -> list[str]:

@@ -1,6 +1,9 @@
 """The cloud broker as deployed, for tests: cloud/mosquitto/ config and ACLs with secrets made by
-cloud/scripts/, on real Mosquitto. Only what cannot run here is changed: ports become free loopback ports,
-container paths become the test's folders, and the log goes to a file."""
+cloud/scripts/, on real Mosquitto. Only what cannot run here is changed: ports become free loopback ports
+and container paths become the test's folders. The log stays on stderr, as in the container, and the
+broker's output goes to a file, as Docker collects it: reload() reads it while the broker runs, so a log
+destination that holds lines back (stdout is block-buffered without a terminal) fails the tests that
+reload."""
 
 from __future__ import annotations
 
@@ -38,14 +41,13 @@ def run_script(name: str, *args: str, secrets: Path, check: bool = True) -> subp
     return result
 
 
-def render_for_loopback(conf: str, *, secrets: Path, data: Path, ports: dict[int, int], log: Path) -> str:
+def render_for_loopback(conf: str, *, secrets: Path, data: Path, ports: dict[int, int]) -> str:
     """The deployed mosquitto.conf with only its environment changed. Every rewrite must find its target,
     so a change to the real file cannot silently leave the test running something else."""
     replacements = {
         "/mosquitto/secrets/": f"{secrets}/",
         "/mosquitto/config/": f"{CLOUD / 'mosquitto'}/",
         "/mosquitto/data/": f"{data}/",
-        "log_dest stdout": f"log_dest file {log}",
     }
     for container_port, port in ports.items():
         replacements[f"listener {container_port}\n"] = f"listener {port} {LOOPBACK}\n"
@@ -53,6 +55,7 @@ def render_for_loopback(conf: str, *, secrets: Path, data: Path, ports: dict[int
         assert old in conf, f"cloud/mosquitto/mosquitto.conf no longer contains {old!r}"
         conf = conf.replace(old, new)
     settings = [line for line in conf.splitlines() if not line.lstrip().startswith("#")]
+    assert "log_dest stderr" in settings, "the broker's log is expected on stderr (docker compose logs)"
     unmapped = [line for line in settings if any(word.startswith("/mosquitto/") for word in line.split())]
     assert not unmapped, f"container paths left unmapped: {unmapped}"
     # Started as root, Mosquitto would switch to the `mosquitto` user, which cannot read the test's folders.
@@ -125,10 +128,11 @@ def cloud_broker_running(root: Path, devices: Iterable[str]) -> Iterator[CloudBr
     log = root / "mosquitto.log"
     ports = {DEVICE_PORT: free_port(), PROCESSOR_PORT: free_port()}
     conf = render_for_loopback((CLOUD / "mosquitto" / "mosquitto.conf").read_text(),
-                               secrets=secrets / "broker", data=data, ports=ports, log=log)
+                               secrets=secrets / "broker", data=data, ports=ports)
     conf_path = root / "mosquitto.conf"
     conf_path.write_text(conf)
-    with open(root / "stdout.log", "ab") as out:
+    # Both streams into one file, as `docker compose logs` shows them.
+    with open(log, "ab") as out:
         process = subprocess.Popen([binary, "-c", str(conf_path)], stdout=out, stderr=out)
     try:
         for port in ports.values():
