@@ -198,11 +198,13 @@ def test_compose_publishes_only_the_device_tls_port(compose: dict[str, Any]) -> 
 def test_compose_mounts_config_secrets_and_persistence(compose: dict[str, Any]) -> None:
     volumes = {v["target"]: v for v in compose["services"]["broker"]["volumes"]}
     assert volumes["/mosquitto/data"]["type"] == "volume"
-    for target, source in (("/mosquitto/config/mosquitto.conf", CLOUD / "mosquitto" / "mosquitto.conf"),
-                           ("/mosquitto/config/acl", CLOUD / "mosquitto" / "acl"),
-                           ("/mosquitto/config/processor.acl", CLOUD / "mosquitto" / "processor.acl")):
-        assert Path(volumes[target]["source"]) == source and source.is_file()
-        assert volumes[target]["read_only"] is True
+    # The configuration is mounted as a folder: a file mounted on its own keeps its old inode when `git pull`
+    # replaces it, and the broker would never see the new config or ACLs.
+    config = volumes["/mosquitto/config"]
+    assert (config["type"], Path(config["source"]), config["read_only"]) == ("bind", CLOUD / "mosquitto", True)
+    assert not [target for target in volumes if target.startswith("/mosquitto/config/")]
+    for name in ("mosquitto.conf", "acl", "processor.acl"):
+        assert (CLOUD / "mosquitto" / name).is_file()
     assert volumes["/mosquitto/secrets"]["read_only"] is True
     # Every path the broker config names is inside one of the mounts.
     conf = (CLOUD / "mosquitto" / "mosquitto.conf").read_text()
@@ -210,6 +212,8 @@ def test_compose_mounts_config_secrets_and_persistence(compose: dict[str, Any]) 
     assert paths
     for path in paths:
         assert any(path.startswith(target) for target in volumes), path
+        if path.startswith("/mosquitto/config/"):
+            assert (CLOUD / "mosquitto" / path.removeprefix("/mosquitto/config/")).is_file(), path
 
 
 @pytest.mark.integration
