@@ -25,6 +25,10 @@ fi
 mkdir -p "$CA_DIR"
 chmod 0700 "$CA_DIR"
 
+# Each CA gets a name of its own (the UTC date and 6 random hex digits). During a CA rotation the broker
+# trusts two CAs and reads both their CRLs, and OpenSSL picks the CRL for a certificate by its issuer's
+# name: two CAs of one name would have one CA's certificates checked against the other's CRL and refused.
+name="facecap broker CA $(date -u +%Y-%m-%d) $(openssl rand -hex 3)"
 ext="$(mktemp)"
 trap 'rm -f "$ext"' EXIT
 cat > "$ext" <<CONF
@@ -33,7 +37,7 @@ distinguished_name = dn
 x509_extensions = ca
 prompt = no
 [dn]
-CN = facecap broker CA
+CN = ${name}
 [ca]
 basicConstraints = critical, CA:TRUE, pathlen:0
 keyUsage = critical, keyCertSign, cRLSign
@@ -45,5 +49,5 @@ CONF
 openssl req -x509 -new -config "$ext" -key "${CA_DIR}/ca.key" -sha256 -days "$days" \
     -set_serial "0x$(openssl rand -hex 16)" -out "${CA_DIR}/ca.crt"
 chmod 0644 "${CA_DIR}/ca.crt"
-echo "CA certificate: ${CA_DIR}/ca.crt (valid ${days} days)"
+echo "CA certificate: ${CA_DIR}/ca.crt (CN=${name}, valid ${days} days)"
 echo "CA key:         ${CA_DIR}/ca.key (keep it secret; back it up offline)"

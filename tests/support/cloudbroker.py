@@ -115,7 +115,6 @@ class CloudBroker:
 @contextmanager
 def cloud_broker_running(root: Path, devices: Iterable[str]) -> Iterator[CloudBroker]:
     """init-broker.sh --make-ca, add-device.sh for each device, then the shipped configuration on loopback."""
-    binary = require_binary("mosquitto", "apt-get install mosquitto")
     require_binary("mosquitto_passwd", "apt-get install mosquitto")
     require_binary("openssl", "apt-get install openssl")
     secrets = root / "secrets"
@@ -123,8 +122,17 @@ def cloud_broker_running(root: Path, devices: Iterable[str]) -> Iterator[CloudBr
     run_script("init-broker.sh", "--make-ca", "127.0.0.1", "localhost", secrets=secrets)
     for device in devices:
         run_script("add-device.sh", device, secrets=secrets)
+    with shipped_broker_running(root, secrets) as broker:
+        yield broker
+
+
+@contextmanager
+def shipped_broker_running(root: Path, secrets: Path) -> Iterator[CloudBroker]:
+    """The shipped configuration on loopback with the broker secrets already in secrets/broker/ (what
+    `docker compose up` or `restart` starts with); its data and log go to root."""
+    binary = require_binary("mosquitto", "apt-get install mosquitto")
     data = root / "data"
-    data.mkdir()
+    data.mkdir(parents=True)
     log = root / "mosquitto.log"
     ports = {DEVICE_PORT: free_port(), PROCESSOR_PORT: free_port()}
     conf = render_for_loopback((CLOUD / "mosquitto" / "mosquitto.conf").read_text(),
