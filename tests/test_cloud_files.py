@@ -422,3 +422,24 @@ def test_scripts_refuse_a_missing_or_bad_days_before_touching_anything(tmp_path:
             assert refused.returncode != 0, (script, bad)
             assert refused.stderr.startswith("error: --days "), (script, bad, refused.stderr)
         assert tree_contents(secrets) == before, script
+
+
+@pytest.mark.integration
+def test_a_failed_server_certificate_reissue_leaves_the_broker_its_pair(tmp_path: Path) -> None:
+    """make-server-cert.sh used to write the new key over server.key before signing, with openssl's errors
+    sent to /dev/null: a failure left a key without its certificate and said nothing."""
+    from .support.cloudbroker import run_script
+
+    openssl = require_binary("openssl", "apt-get install openssl")
+    secrets = tmp_path / "secrets"
+    run_script("make-ca.sh", secrets=secrets)
+    run_script("make-server-cert.sh", "127.0.0.1", secrets=secrets)
+    before = tree_contents(secrets / "broker")
+    # A CA key that does not match the CA certificate (a wrong backup restored): openssl refuses to sign.
+    run([openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-out", str(secrets / "ca" / "ca.key")])
+    failed = run_script("make-server-cert.sh", "127.0.0.1", secrets=secrets, check=False)
+    assert failed.returncode != 0
+    assert "cannot sign the server certificate" in failed.stderr
+    assert "CA certificate and CA private key do not match" in failed.stderr
+    assert tree_contents(secrets / "broker") == before

@@ -118,6 +118,20 @@ revoke_cert() {
     make_crl
 }
 
+# Sign a certificate request with the CA: ca_sign CSR EXTFILE DAYS OUT WHAT. openssl reports success on
+# stderr too ("Certificate request self-signature ok", "subject=..."), so its output is kept and shown,
+# without those lines, only when signing fails ("cannot sign WHAT: ..."). Some failures (an end date it
+# cannot write) leave an empty file and no message, hence the check that OUT is a certificate.
+ca_sign() {
+    local csr="$1" ext="$2" days="$3" out="$4" what="$5" output reason
+    if ! output="$(openssl x509 -req -in "$csr" -CA "${CA_DIR}/ca.crt" -CAkey "${CA_DIR}/ca.key" \
+            -set_serial "0x$(openssl rand -hex 16)" -days "$days" -sha256 -extfile "$ext" -out "$out" 2>&1)" \
+            || ! openssl x509 -in "$out" -noout 2>/dev/null; then
+        reason="$(sed -e '/self-signature ok/d' -e '/^subject=/d' <<<"$output")"
+        die "cannot sign ${what}: ${reason:-openssl gave no reason}"
+    fi
+}
+
 # Every device certificate the CA signs is also kept here, as issued/<device id>/<serial>.crt, because
 # revoking needs the certificate itself (`openssl ca -revoke FILE`) and the copy in the device's folder
 # does not last: a rotation moves it to client.crt.previous and the next one overwrites that. A folder per

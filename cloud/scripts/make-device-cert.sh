@@ -44,15 +44,7 @@ CONF
 
 (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$new_key")
 openssl req -new -key "$new_key" -subj "/CN=${id}" -out "$csr"
-# openssl reports success on stderr too ("Certificate request self-signature ok", "subject=..."), so its
-# output is kept and shown, without those lines, only when signing fails. Some failures (an end date it
-# cannot write) leave an empty file and no message, hence the check that the result is a certificate.
-if ! out="$(openssl x509 -req -in "$csr" -CA "${CA_DIR}/ca.crt" -CAkey "${CA_DIR}/ca.key" \
-        -set_serial "0x$(openssl rand -hex 16)" -days "$days" -sha256 -extfile "$ext" \
-        -out "$new_crt" 2>&1)" || ! openssl x509 -in "$new_crt" -noout 2>/dev/null; then
-    reason="$(sed -e '/self-signature ok/d' -e '/^subject=/d' <<<"$out")"
-    die "cannot sign a certificate for ${id} (${dir} is unchanged): ${reason:-openssl gave no reason}"
-fi
+ca_sign "$csr" "$ext" "$days" "$new_crt" "a certificate for ${id} (${dir} is unchanged)"
 
 # Record every certificate before its file can be lost: the new one, and the pair about to be moved aside
 # when it was issued before the record existed (a second rotation overwrites client.crt.previous).

@@ -36,9 +36,13 @@ done
 san_line="$(IFS=,; echo "${sans[*]}")"
 
 mkdir -p "$BROKER_DIR" "$PROCESSOR_DIR"
+# The new pair is made under these names and replaces the running one only once it is signed, so a failed
+# re-issue leaves the broker a pair it can start with.
+new_key="${BROKER_DIR}/server.key.new"
+new_crt="${BROKER_DIR}/server.crt.new"
 ext="$(mktemp)"
 csr="$(mktemp)"
-trap 'rm -f "$ext" "$csr"' EXIT
+trap 'rm -f "$ext" "$csr" "$new_key" "$new_crt"' EXIT
 cat > "$ext" <<CONF
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -48,18 +52,19 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 CONF
 
-# Keep the previous pair until the new one is in place, so a rotation can be undone.
+(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$new_key")
+openssl req -new -key "$new_key" -subj "/CN=${names[0]}" -out "$csr"
+ca_sign "$csr" "$ext" "$days" "$new_crt" "the server certificate (${BROKER_DIR} is unchanged)"
+# Keep the previous pair for a rollback, then put the new one in place, readable by the broker already.
 for f in server.key server.crt; do
     if [[ -f "${BROKER_DIR}/$f" ]]; then cp -p "${BROKER_DIR}/$f" "${BROKER_DIR}/$f.previous"; fi
 done
-(umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "${BROKER_DIR}/server.key")
-openssl req -new -key "${BROKER_DIR}/server.key" -subj "/CN=${names[0]}" -out "$csr"
-openssl x509 -req -in "$csr" -CA "${CA_DIR}/ca.crt" -CAkey "${CA_DIR}/ca.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days "$days" -sha256 -extfile "$ext" \
-    -out "${BROKER_DIR}/server.crt" 2>/dev/null
+broker_owns "$new_key"
+chmod 0644 "$new_crt"
+mv "$new_key" "${BROKER_DIR}/server.key"
+mv "$new_crt" "${BROKER_DIR}/server.crt"
 cp "${CA_DIR}/ca.crt" "${BROKER_DIR}/ca.crt"
 cp "${CA_DIR}/ca.crt" "${PROCESSOR_DIR}/ca.crt"
-chmod 0644 "${BROKER_DIR}/server.crt" "${BROKER_DIR}/ca.crt" "${PROCESSOR_DIR}/ca.crt"
-broker_owns "${BROKER_DIR}/server.key"
+chmod 0644 "${BROKER_DIR}/ca.crt" "${PROCESSOR_DIR}/ca.crt"
 echo "server certificate: ${BROKER_DIR}/server.crt for ${san_line} (valid ${days} days)"
 echo "restart the broker to load it: docker compose restart broker"
