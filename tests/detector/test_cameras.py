@@ -7,7 +7,9 @@ camera with none (round-robin: each gets its share of frames)."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 from facecap.contract import parse_message
-from facecap.devkit.demo.video import DEFAULT_VISITS, _background, _portrait, render_video
+from facecap.devkit.demo.video import DEFAULT_VISITS, Visit, _background, _portrait, render_frames, render_video
 from facecap.devkit.servers import MosquittoServer
 from facecap.polling import wait_until
 from tests.support.helpers import Collector, subscriber
@@ -173,3 +175,68 @@ def test_faces_beyond_max_tracks_are_counted_and_logged(
     assert int(whole["tracks_refused"]) >= 2 * (int(whole["frames"]) - 5)  # two of four, nearly every frame
     assert whole["encode_failures"] == "0"
     assert "more faces than tracking.maxTracks (2) in view" in detector.output()
+
+
+class StallingMjpegCamera:
+    """A network camera over HTTP (multipart MJPEG, as IP cameras serve it) that sends `frames` and then
+    stalls: the connection stays open and silent, and later connections are accepted and never answered,
+    as when its uplink dies."""
+
+    def __init__(self, frames: list[Any], fps: float = 15.0) -> None:
+        self._jpegs = [cv2.imencode(".jpg", frame)[1].tobytes() for frame in frames]
+        self._fps = fps
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._held: list[socket.socket] = []
+        self.sent_all = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.getsockname()[1]}/video.mjpg"
+
+    def _serve(self) -> None:
+        with suppress(OSError):
+            first = True
+            while True:
+                connection, _ = self._server.accept()
+                self._held.append(connection)
+                connection.recv(4096)
+                if not first:
+                    continue
+                first = False
+                connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=frame\r\n\r\n")
+                for jpeg in self._jpegs:
+                    connection.sendall(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                       % len(jpeg) + jpeg + b"\r\n")
+                    time.sleep(1 / self._fps)
+                self.sent_all = True
+
+    def close(self) -> None:
+        self._server.close()
+        for connection in self._held:
+            connection.close()
+
+
+def test_a_face_in_view_when_a_live_camera_stalls_is_sent_without_waiting_for_the_camera(
+        broker: MosquittoServer, model_path: Path, run_detector: DetectorRunner) -> None:
+    """The track ends lostAfterSeconds after the last frame, camera or no camera: before, its best shot stayed
+    in memory until the camera came back or the detector stopped, and a power cut in between lost it."""
+    # A person walking in and still in view when the stream stops (2 s of a 3 s visit).
+    camera = StallingMjpegCamera(render_frames(visits=(Visit(0.2, 3.0, 300, True, 100),))[:30])
+    collector = Collector()
+    listener = subscriber(broker, "faces/#", collector)
+    config = multi_camera_config(broker, model_path, [{"cameraId": "door", "source": camera.url,
+                                                       "timeoutSeconds": 30}], outbox={"enabled": False})
+    detector = run_detector(config)
+    try:
+        assert wait_until(lambda: camera.sent_all, 30), detector.output()
+        # Well within the camera's 30 s read timeout: the stream is still "open", just silent.
+        assert collector.wait_for(1, timeout=10), detector.output()
+        assert "unavailable" not in detector.output()
+        message = collector.messages[0]
+        face = parse_message(message.topic, message.payload, message.content_type, message.user_properties)
+        assert face.camera_id == "door" and face.shot == "best"
+    finally:
+        detector.terminate()
+        listener.stop()
+        camera.close()

@@ -4,9 +4,13 @@ round-robin scheduler that hands frames to the detection workers: pure logic, no
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -15,7 +19,8 @@ from facecap.detector.camera import Camera, Frame
 from facecap.detector.capture import CaptureLoop
 from facecap.detector.config import CameraSettings
 from facecap.detector.feeds import CameraFeed
-from facecap.detector.scheduling import FrameScheduler
+from facecap.detector.scheduling import END, EXPIRE, FrameScheduler
+from facecap.detector.tracking import TrackerSettings
 
 pytestmark = pytest.mark.unit
 
@@ -26,11 +31,20 @@ def frame(index: int) -> Frame:
     return Frame(IMAGE, index, index / 15, datetime.now(timezone.utc))
 
 
+@dataclass
+class IdleLoop:
+    """What the scheduler reads of a capture loop (it never runs one): when its last frame was, and its
+    tracks."""
+
+    last_timestamp: float | None = None
+    tracker: Any = field(default_factory=lambda: SimpleNamespace(tracks=[], settings=TrackerSettings()))
+
+
 def feed(camera_id: str, condition: threading.Condition, source: str = "rtsp://cam/1", max_fps: float = 15,
-         queue_frames: int = 4) -> CameraFeed:
-    # The loop is never run here: the scheduler only hands it out.
-    return CameraFeed(camera_id, Camera(CameraSettings(source=source, max_fps=max_fps)),
-                      cast(CaptureLoop, None), queue_frames, condition)
+         queue_frames: int = 4, *, loop: IdleLoop | None = None, clock: Callable[[], float] = time.monotonic
+         ) -> CameraFeed:
+    return CameraFeed(camera_id, Camera(CameraSettings(source=source, max_fps=max_fps), clock=clock),
+                      cast(CaptureLoop, loop or IdleLoop()), queue_frames, condition)
 
 
 def test_a_full_queue_drops_its_oldest_frames_and_counts_them() -> None:
@@ -57,7 +71,7 @@ def test_an_unpaced_file_waits_for_room_instead_of_dropping(tmp_path: Path) -> N
     taken: list[int] = []
     while len(taken) < 5:
         job = scheduler.next_job(stop)
-        assert job is not None and job[1] is not None
+        assert job is not None and isinstance(job[1], Frame)
         taken.append(job[1].index)
         scheduler.done(camera, finished=False)
     reader.join(5)
@@ -83,7 +97,7 @@ def test_round_robin_over_the_cameras_with_frames_skipping_a_held_one() -> None:
     order = []
     for _ in range(3):
         job = scheduler.next_job(stop)
-        assert job is not None and job[1] is not None
+        assert job is not None and isinstance(job[1], Frame)
         order.append((job[0].camera_id, job[1].index))
         scheduler.done(job[0], finished=False)
     assert order == [("busy", 1), ("busy", 2), ("busy", 3)]  # the only camera left with frames
@@ -97,9 +111,33 @@ def test_an_ended_camera_gets_one_last_job_then_the_scheduler_is_done() -> None:
     camera.ended = True
     scheduler = FrameScheduler([camera], condition)
     job = scheduler.next_job(stop)
-    assert job is not None and job[1] is not None  # its queued frame first
+    assert job is not None and isinstance(job[1], Frame)  # its queued frame first
     scheduler.done(camera, finished=False)
     last = scheduler.next_job(stop)
-    assert last is not None and last[1] is None  # then the end: send the open tracks
+    assert last is not None and last[1] == END  # then the end: send the open tracks
     scheduler.done(camera, finished=True)
     assert scheduler.next_job(stop) is None
+
+
+def test_a_silent_live_camera_with_open_tracks_gets_a_job_that_ends_them(tmp_path: Path) -> None:
+    # The tracker lives by its frames' time; a camera that sends none would keep its tracks (and the best
+    # shots they hold) until it came back.
+    now = [100.0]
+    loop = IdleLoop(last_timestamp=100.0)
+    loop.tracker.tracks.append(object())
+    condition = threading.Condition()
+    camera = feed("door", condition, loop=loop, clock=lambda: now[0])
+    assert not camera.tracks_overdue()  # not yet lostAfterSeconds (1 s) without a frame
+    now[0] = 101.5
+    assert camera.tracks_overdue()
+    job = FrameScheduler([camera], condition).next_job(threading.Event())
+    assert job is not None and job[1] == EXPIRE
+    # Nothing to end, or frames still waiting: no such job.
+    loop.tracker.tracks.clear()
+    assert not camera.tracks_overdue()
+    loop.tracker.tracks.append(object())
+    camera.put(frame(7), threading.Event())
+    assert not camera.tracks_overdue()
+    # A file is paced by its own time and ends its tracks at its end.
+    video = feed("file", condition, source=str(tmp_path / "video.avi"), loop=loop, clock=lambda: now[0])
+    assert not video.tracks_overdue()

@@ -160,6 +160,10 @@ class Camera:
         self._next_due = 0.0
         self._last_outage_log = 0.0
 
+    def now(self) -> float:
+        """The clock a live camera stamps its frames with."""
+        return self._clock()
+
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         if self.kind == "file":
             yield from self._file_frames(stop)

@@ -64,6 +64,7 @@ class CaptureLoop:
     min_face_size: int
     edge_margin: int
     stats: LoopStats = field(default_factory=LoopStats, init=False)
+    last_timestamp: float | None = field(default=None, init=False)  # of the last frame processed
     _refusal_log: Throttle = field(default_factory=lambda: Throttle(_REFUSAL_LOG_SECONDS), init=False)
 
     def run(self, frames: Iterable[Frame]) -> None:
@@ -78,6 +79,11 @@ class CaptureLoop:
         """Send what the open tracks still hold (the camera ended or the detector stops)."""
         self._send(self.tracker.finish())
 
+    def expire(self, now: float) -> None:
+        """End the tracks not seen for `lostAfterSeconds` by `now` without a frame (a live camera that went
+        silent), and send their best shots."""
+        self._send(self.tracker.update([], now))
+
     def process(self, frame: Frame, detector: FaceDetector | None = None) -> None:
         """One frame through detection and tracking. `detector`: the calling worker's own model (a model
         must not be shared between threads); default the loop's."""
@@ -86,6 +92,7 @@ class CaptureLoop:
                       if min(detection.bbox[2], detection.bbox[3]) >= self.min_face_size]
         self.stats.frames += 1
         self.stats.faces += len(candidates)
+        self.last_timestamp = frame.timestamp
         refused = self.tracker.stats.tracks_refused
         self._send(self.tracker.update(candidates, frame.timestamp))
         if self.tracker.stats.tracks_refused > refused and self._refusal_log.due():

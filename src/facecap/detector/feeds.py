@@ -59,6 +59,16 @@ class CameraFeed:
             return "running"
         return {ENDED: "ended", GAVE_UP: "given-up", BROKEN: "failed"}[self.code]
 
+    def tracks_overdue(self) -> bool:
+        """A live camera that has sent nothing for longer than a track lives (lost, stalled, reconnecting): its
+        open tracks must end now, as if their faces had left, not when the camera comes back, maybe hours later
+        (a power cut meanwhile would lose them). A file's frames carry its own time, so it ends them at its
+        end. Called by the scheduler while no worker holds the loop."""
+        last = self.loop.last_timestamp
+        if self.camera.kind == "file" or self.frames or last is None or not self.loop.tracker.tracks:
+            return False
+        return self.camera.now() - last > self.loop.tracker.settings.lost_after
+
     def start(self, stop: threading.Event) -> None:
         self._thread = threading.Thread(target=self._capture, args=(stop,), name=f"camera-{self.camera_id}",
                                         daemon=True)

@@ -9,7 +9,8 @@ and cannot starve them: each camera with frames waiting gets one frame per round
 
 When a camera's feed has ended (a file at its end, a camera given up) and its queue is empty, one last
 job sends what its open tracks still hold. When `stop` is set, queued frames are left and every camera
-gets that last job. The pool ends when every camera has had it.
+gets that last job. The pool ends when every camera has had it. A live camera that has gone silent with
+tracks open gets a job that ends the tracks it has not seen for lostAfterSeconds (feeds.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Literal
 
 from .camera import Frame
 from .detection import FaceDetector
@@ -24,7 +26,12 @@ from .feeds import CameraFeed
 
 log = logging.getLogger(__name__)
 
-Job = tuple[CameraFeed, Frame | None]  # None: the camera's end, send its open tracks
+# What a worker does for a camera: a frame, or END (send its open tracks: the camera is finished), or EXPIRE
+# (end the tracks a silent live camera has not seen for lostAfterSeconds).
+Work = Frame | Literal["end", "expire"]
+END: Literal["end"] = "end"
+EXPIRE: Literal["expire"] = "expire"
+Job = tuple[CameraFeed, Work]
 
 
 class FrameScheduler:
@@ -52,16 +59,19 @@ class FrameScheduler:
             feed = self.feeds[index]
             if feed.busy or feed.finished:
                 continue
+            work: Work
             if feed.frames and not stopping:
-                frame: Frame | None = feed.frames.popleft()
+                work = feed.frames.popleft()
             elif feed.ended or stopping:
-                frame = None
+                work = END
+            elif feed.tracks_overdue():
+                work = EXPIRE
             else:
                 continue
             self._next = index + 1
             feed.busy = True
             self._condition.notify_all()  # room in the queue for a capture thread that waits for it
-            return feed, frame
+            return feed, work
         return None
 
     def done(self, feed: CameraFeed, finished: bool) -> None:
@@ -90,15 +100,17 @@ class DetectionPool:
 
     def _work(self, number: int, stop: threading.Event) -> None:
         while (job := self.scheduler.next_job(stop)) is not None:
-            feed, frame = job
+            feed, work = job
             try:
-                if frame is None:
+                if isinstance(work, Frame):
+                    feed.loop.process(work, self.detectors[number])
+                elif work == END:
                     feed.loop.finish()
                 else:
-                    feed.loop.process(frame, self.detectors[number])
+                    feed.loop.expire(feed.camera.now())
             except Exception:
                 # One bad frame must not end a worker that every camera needs.
                 log.exception("camera %s: processing %s failed", feed.camera_id,
-                              "the end" if frame is None else f"frame {frame.index}")
+                              work if isinstance(work, str) else f"frame {work.index}")
             finally:
-                self.scheduler.done(feed, finished=frame is None)
+                self.scheduler.done(feed, finished=work == END)
