@@ -6,7 +6,10 @@ camera with none (round-robin: each gets its share of frames)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import suppress
@@ -240,3 +243,35 @@ def test_a_face_in_view_when_a_live_camera_stalls_is_sent_without_waiting_for_th
         detector.terminate()
         listener.stop()
         camera.close()
+
+
+OPEN_WHILE_A_STREAM_HANGS = """
+import sys, threading, time
+import facecap.detector.camera as camera  # first, as the detector does: before OpenCV is loaded
+from facecap.detector.config import CameraSettings
+url, video = sys.argv[1], sys.argv[2]
+threading.Thread(target=camera.open_capture, args=(CameraSettings(source=url, timeout_seconds=4),),
+                 daemon=True).start()
+time.sleep(0.5)  # the stream's open is under way, waiting for an answer that never comes
+started = time.monotonic()
+opened = camera.open_capture(CameraSettings(source=video)).isOpened()
+print(opened, round(time.monotonic() - started, 3))
+"""
+
+
+def test_a_camera_that_does_not_answer_does_not_hold_up_the_others_opening(tmp_path: Path) -> None:
+    """OpenCV's FFmpeg backend takes one process-wide lock per open unless told FFmpeg is thread-safe, so a
+    silent network camera held every other camera's (re)open for its whole timeoutSeconds."""
+    video = tmp_path / "hall.avi"
+    render_video(video)
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nothing ever answers
+    try:
+        result = subprocess.run([sys.executable, "-c", OPEN_WHILE_A_STREAM_HANGS,
+                                 f"http://127.0.0.1:{silent.getsockname()[1]}/cam.mjpg", str(video)],
+                                capture_output=True, text=True, timeout=60, check=True,
+                                env={k: v for k, v in os.environ.items() if not k.startswith("OPENCV_FFMPEG")})
+    finally:
+        silent.close()
+    opened, seconds = result.stdout.split()
+    print(f"\nfile opened in {seconds} s while a stream's open hung")
+    assert opened == "True" and float(seconds) < 1.5, result.stdout + result.stderr
