@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,17 @@ def run(args: argparse.Namespace) -> int:
     with greengrass_component(DetectorConfig, COMPONENT, args) as (config, ipc):
         # A ConfigError or MqttError ends in one line (cli.py); Greengrass hears ERRORED first.
         runner = DetectorRunner.build(config, args.model, ipc=ipc)
-        return runner.run(stop_on_signals(log, "finishing"))
+        code = runner.run(stop_on_signals(log, "finishing"))
+    if runner.capturing():
+        # A capture thread still inside OpenCV (a stream that never answers) would be unwound in the middle of
+        # that call by the interpreter's exit, which aborts the process (SIGABRT, and a core file on the
+        # device) instead of exiting with the code. Every face is sent or saved and everything is closed by
+        # now, so leave without that unwinding.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 # --- facecap detect ---------------------------------------------------------------------------------------

@@ -74,6 +74,11 @@ class CameraFeed:
                                         daemon=True)
         self._thread.start()
 
+    @property
+    def capturing(self) -> bool:
+        """The capture thread is still running (after a stop: stuck in a stream's open or read)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def join(self, timeout: float) -> None:
         if self._thread is not None:
             self._thread.join(timeout)

@@ -250,6 +250,10 @@ class DetectorRunner:
                                               if feed.code))
         return code
 
+    def capturing(self) -> bool:
+        """Whether a camera's capture thread is still running (after run: stuck inside OpenCV)."""
+        return any(feed.capturing for feed in self.feeds)
+
     def _shut_down(self, deadline: float) -> None:
         def left() -> float:
             return max(0.1, deadline - time.monotonic())
