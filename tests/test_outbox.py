@@ -18,7 +18,7 @@ import pytest
 
 from facecap.cli import main as cli_main
 from facecap.contract import OutgoingFace
-from facecap.outbox import Outbox, OutboxSettings
+from facecap.outbox import Outbox, OutboxSettings, OutboxWriteError, schema
 from facecap.outbox.inspect import read_pending, read_status
 from facecap.outbox.recover import move_aside
 from facecap.outbox.schema import FILE_NAME, OutboxBusyError
@@ -254,6 +254,42 @@ def test_a_damaged_crop_found_while_running_is_salvaged_and_the_rest_go_out(
     assert all(originals[face.face_id] == face.payload for face in due)
     assert outbox.capture(faces(1, size=100)) == [True]
     outbox.close()
+
+
+def test_every_older_outbox_schema_has_its_migration() -> None:
+    # Without a step a release's upgrade could not open the outbox its devices already have.
+    assert set(schema.MIGRATIONS) == set(range(1, schema.SCHEMA_VERSION))
+
+
+def test_an_upgrade_migrates_the_outbox_in_place_and_a_rollback_leaves_it_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet runs old and new versions side by side and a device may go new -> old -> new. An outbox of
+    another schema was set aside as damaged at every such start (a copy of every pending face each time, the
+    counters lost); now an older file steps up in place and a newer one is left for its version."""
+    outbox = Outbox(tmp_path)
+    outbox.capture(faces(6))
+    outbox.delivered([f.face_id for f in outbox.take_due(limit=2)])
+    before = outbox.counts()
+    outbox.close()
+    # The next release adds a column.
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "MIGRATIONS", {1: "ALTER TABLE faces ADD COLUMN note TEXT"})
+    upgraded = Outbox(tmp_path)
+    assert upgraded.recovery is None and upgraded.counts() == before
+    upgraded.close()
+    # Rolled back: the old release cannot use the newer file and must not touch it.
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(schema, "MIGRATIONS", {})
+    with pytest.raises(OutboxWriteError, match="written by a newer facecap"):
+        Outbox(tmp_path)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "MIGRATIONS", {1: "ALTER TABLE faces ADD COLUMN note TEXT"})
+    again = Outbox(tmp_path)
+    assert again.recovery is None and again.counts() == before
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        assert "note" in {row[1] for row in conn.execute("PRAGMA table_info(faces)")}
+    again.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "damaged" in p.name) == []
 
 
 def test_a_clock_set_back_does_not_hold_redelivery_back(tmp_path: Path) -> None:

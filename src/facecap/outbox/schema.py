@@ -17,6 +17,11 @@ from ..errors import FacecapError
 FILE_NAME = "outbox.db"
 LOCK_NAME = "outbox.lock"
 SCHEMA_VERSION = 1
+# How a file of each older schema version becomes the next one: MIGRATIONS[v] is the SQL from version v to
+# v + 1, run in the same transaction as the version bump. A release that changes the tables bumps
+# SCHEMA_VERSION and adds its step here (a test checks that every version has one), so an upgrade keeps every
+# pending face where it is; a rollback leaves the newer file alone (SchemaTooNew).
+MIGRATIONS: dict[int, str] = {}
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS faces (
@@ -43,16 +48,17 @@ _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
 
-class SchemaMismatch(sqlite3.DatabaseError):
-    """The file is an outbox of a facecap with another schema."""
+class SchemaTooNew(sqlite3.DatabaseError):
+    """The file is the outbox of a newer facecap (this one was rolled back): sound, and its faces wait in it
+    for that version, so it must stay where it is, untouched."""
 
 
 def is_damage(exc: sqlite3.Error) -> bool:
-    """True when the file itself is bad (corrupt, not a database, another schema). False for a disk that is
-    full, failing or read-only: the file is sound and must stay where it is, or its faces would be set aside
-    for nothing."""
-    if isinstance(exc, SchemaMismatch):
-        return True
+    """True when the file itself is bad (corrupt, not a database). False for a disk that is full, failing or
+    read-only, and for a newer facecap's outbox: the file is sound and must stay where it is, or its faces
+    would be set aside for nothing."""
+    if isinstance(exc, SchemaTooNew):
+        return False
     code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
     if code is not None:
         return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
@@ -70,10 +76,13 @@ def connect_writer(path: Path) -> sqlite3.Connection:
         # FULL: the WAL is synced at every commit, so a committed face survives a power cut.
         conn.execute("PRAGMA synchronous=FULL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise SchemaMismatch(f"outbox schema version {version}, this facecap knows {SCHEMA_VERSION}")
-        # One transaction, so a reader never sees a half-made outbox.
-        conn.executescript(f"BEGIN IMMEDIATE; {_TABLES} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(f"it was written by a newer facecap (outbox schema version {version}, this one "
+                               f"knows {SCHEMA_VERSION}) and is left as it is for that version")
+        # Older versions step up in place; a new file (version 0) gets the tables. One transaction, so a
+        # reader never sees a half-made or half-migrated outbox.
+        steps = "".join(MIGRATIONS[v] + ";" for v in range(version, SCHEMA_VERSION)) if version else ""
+        conn.executescript(f"BEGIN IMMEDIATE; {steps} {_TABLES} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         # Reads every row of the small table: a damaged page shows up now, not in the middle of a run.
         conn.execute("SELECT count(*), sum(bytes), max(attempts) FROM faces").fetchone()
         conn.execute("SELECT count(*) FROM payloads").fetchone()
