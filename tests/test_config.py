@@ -145,3 +145,19 @@ def test_config_source_is_the_option_else_facecap_config() -> None:
     assert config_source(None, env={"FACECAP_CONFIG": "/etc/x.json"}) == "/etc/x.json"
     assert config_source("", env={"FACECAP_CONFIG": ""}) is None
     assert config_source(None, env={}) is None
+
+
+@pytest.mark.unit
+def test_leftover_keys_are_dropped_and_named_when_asked_wherever_they_come_from() -> None:
+    from facecap.detector.config import DetectorConfig
+
+    # Under Greengrass a restart key reaches the component twice: over IPC and in its Setenv variable.
+    data = {"cameras": [{"cameraId": "door", "source": "0", "zoom": 2}], "retiredKey": 1}
+    env = {"FACECAP_MQTT": json.dumps({"host": "10.0.0.2", "newKey": 5})}
+    with pytest.raises(ConfigError) as refused:
+        load_config(DetectorConfig, "detector", data, env=env)
+    assert {key for key, _ in refused.value.problems} == {"cameras.0.zoom", "retiredKey", "mqtt.newKey"}
+    named: list[str] = []
+    config = load_config(DetectorConfig, "detector", data, env=env, leftovers=named.extend)
+    assert sorted(named) == ["cameras[0].zoom", "mqtt.newKey", "retiredKey"]
+    assert config.mqtt.host == "10.0.0.2" and config.cameras[0].camera_id == "door"

@@ -360,3 +360,31 @@ def test_a_live_change_that_cannot_be_applied_keeps_the_running_settings(
         assert component.config is not None and component.config.tracking.min_hits == 2
     finally:
         component.close()
+
+
+@pytest.mark.integration
+def test_keys_a_newer_version_left_behind_are_ignored_and_do_not_block_later_deployments(
+        nucleus: Nucleus, caplog: pytest.LogCaptureFixture) -> None:
+    """The nucleus never removes a key, so one a newer version added stays when an older version is deployed
+    again (a fleet rolled back by deploying the previous version). That version used to refuse it and could
+    not start. A key that a deployment adds or changes is still a mistake, and refused."""
+    defaults = detector_defaults()
+    defaults["mqtt"]["newKey"] = 5  # what version N+1 added to its defaults
+    defaults["retiredKey"] = "x"
+    nucleus.deploy([app(defaults)])
+    component = ComponentIpc(DetectorConfig, "detector", env=as_component(nucleus))
+    try:
+        config = component.load(None)
+        assert config.mqtt.host == "127.0.0.1"
+        [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warning.endswith("mqtt.newKey, retiredKey"), warning
+        nucleus.deploy([app(defaults)], {APP: ConfigurationUpdate(merge={"tracking": {"minHits": 2}})})
+        assert wait_until(lambda: component.config is not None and component.config.tracking.min_hits == 2,
+                          10, 0.02)
+        for mistake, key in (({"tracking": {"minHitz": 2}}, "tracking.minHitz"),
+                             ({"mqtt": {"newKey": 6}}, "mqtt.newKey")):
+            with pytest.raises(DeploymentFailed) as failed:
+                nucleus.deploy([app(defaults)], {APP: ConfigurationUpdate(merge=mistake)})
+            assert f"{key}: unknown key" in failed.value.result.message
+    finally:
+        component.close()

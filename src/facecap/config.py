@@ -270,10 +270,12 @@ def load_config(
     *,
     option: str = "--config",
     overrides: Mapping[str, Any] | None = None,
+    leftovers: Callable[[list[str]], None] | None = None,
 ) -> M:
     """Build a validated configuration, or raise ConfigError naming every bad key. `option` names the
     source in errors (the command line argument it came from); `overrides` (command line flags) win over
-    the environment."""
+    the environment. `leftovers`: drop the keys the model does not know and tell it their names, instead of
+    refusing them (under Greengrass, where another version of the component may have left them)."""
     problems: list[tuple[str, str]] = []
     data: dict[str, Any] = {}
     if isinstance(source, Mapping):
@@ -285,10 +287,78 @@ def load_config(
     problems += _unreplaced_variables(data)
     if problems:
         raise ConfigError(component, problems)
+    if leftovers is not None and (unknown := unknown_keys(model, data)):
+        data = without_keys(data, unknown)
+        leftovers([key_text(path) for path in unknown])
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(component, _describe_errors(exc.errors())) from None
+
+
+KeyPath = tuple[str | int, ...]
+
+
+def unknown_keys(model: type[BaseModel], data: Mapping[str, Any], at: KeyPath = ()) -> list[KeyPath]:
+    """Where `data` has keys `model` does not know: its own, its sections', and those of each item of a list of
+    sections (`cameras`)."""
+    annotations: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotations[name] = annotations[info.alias or name] = info.annotation
+    found: list[KeyPath] = []
+    for key, value in data.items():
+        if key not in annotations:
+            found.append((*at, key))
+            continue
+        section, listed = _section_of(annotations[key])
+        if section is not None and not listed and isinstance(value, Mapping):
+            found += unknown_keys(section, value, (*at, key))
+        elif section is not None and listed and isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    found += unknown_keys(section, item, (*at, key, index))
+    return found
+
+
+def _section_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model of a section field, and whether the field is a list of them."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate, False
+        if get_origin(candidate) is list:
+            item = next(iter(get_args(candidate)), None)
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                return item, True
+    return None, False
+
+
+def without_keys(data: Mapping[str, Any], paths: list[KeyPath]) -> dict[str, Any]:
+    """A copy of `data` without the keys at `paths`."""
+    copy: dict[str, Any] = json.loads(json.dumps(data))
+    for path in paths:
+        node: Any = copy
+        for part in path[:-1]:
+            node = node[part]
+        node.pop(path[-1], None)
+    return copy
+
+
+def value_at(data: Any, path: KeyPath, missing: object = None) -> Any:
+    """The value at `path` in nested dicts and lists, or `missing`."""
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return missing
+    return data
+
+
+def key_text(path: KeyPath) -> str:
+    """`mqtt.newKey`, `cameras[1].source`: a key as errors and logs name it."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
 
 
 def with_flags(

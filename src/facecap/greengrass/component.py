@@ -51,7 +51,9 @@ class ComponentIpc(Generic[M]):
         self._lock = threading.Lock()
         self._on_change: LiveChange | None = None
         self.config: M | None = None
-        self.ipc = GreengrassIpc(validator=model_validator(model, component, RECIPE_KEYS),
+        # The component's keys as the nucleus last gave them, leftovers of other versions included.
+        self._raw: dict[str, Any] = {}
+        self.ipc = GreengrassIpc(validator=model_validator(model, component, RECIPE_KEYS, running=lambda: self._raw),
                                  on_configuration=self._changed, env=self._env)
 
     @property
@@ -64,8 +66,9 @@ class ComponentIpc(Generic[M]):
         data: str | dict[str, Any] | None = source
         if self.enabled:
             self.ipc.start()
-            data = self._own_keys(self.ipc.configuration())
-        config = load_config(self.model, self.component, data, env=self._env)
+            data = self._raw = self._own_keys(self.ipc.configuration())
+        config = load_config(self.model, self.component, data, env=self._env,
+                             leftovers=_ignored if self.enabled else None)
         with self._lock:
             self.config = config
         return config
@@ -79,7 +82,8 @@ class ComponentIpc(Generic[M]):
         return {k: v for k, v in configuration.items() if k not in ignored}
 
     def _changed(self, configuration: dict[str, Any]) -> None:
-        new = load_config(self.model, self.component, self._own_keys(configuration), env=self._env)
+        self._raw = self._own_keys(configuration)
+        new = load_config(self.model, self.component, self._raw, env=self._env, leftovers=_ignored)
         with self._lock:
             old = self.config
         if old is None:
@@ -132,6 +136,14 @@ class ComponentIpc(Generic[M]):
 
     def close(self) -> None:
         self.ipc.close()
+
+
+def _ignored(keys: list[str]) -> None:
+    # The nucleus never removes a key: one that a newer version of the component added stays in the device's
+    # configuration when an older version is deployed again (a fleet rolled back). Refusing it would leave
+    # that version unable to start, so the rollback itself would fail.
+    log.warning("ignoring configuration keys this version does not know (left by another version of the "
+                "component; a deployment's RESET of them removes them): %s", ", ".join(keys))
 
 
 def _leaf(config: ConfigModel, path: str) -> object:

@@ -4,17 +4,20 @@ component will run with."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from ..config import ConfigModel
+from ..config import ConfigModel, unknown_keys, value_at, without_keys
 from ..validation import Problem, check
 from .ipc import Validator
 
 
-def model_validator(model: type[ConfigModel], component: str, recipe_keys: Collection[str] = ()) -> Validator:
+def model_validator(model: type[ConfigModel], component: str, recipe_keys: Collection[str] = (),
+                    running: Callable[[], Mapping[str, Any]] | None = None) -> Validator:
     """Problems of a proposed configuration as "key: reason" lines. `recipe_keys` are top-level keys that only
-    the recipe's lifecycle reads (e.g. `python`), which the model does not know."""
+    the recipe's lifecycle reads (e.g. `python`), which the model does not know. `running`: the configuration
+    the component runs with; a key the model does not know that is there with the same value is a leftover of
+    another version (the component ignores it), while a new or changed one is a mistake, refused."""
     ignored = frozenset(recipe_keys)
     live = frozenset(model.live_keys)
 
@@ -26,6 +29,11 @@ def model_validator(model: type[ConfigModel], component: str, recipe_keys: Colle
 
     def validate(configuration: dict[str, Any]) -> list[str]:
         data = {k: v for k, v in configuration.items() if k not in ignored}
+        if running is not None:
+            current, missing = running(), object()
+            leftovers = [path for path in unknown_keys(model, data)
+                         if value_at(current, path, missing) == value_at(data, path)]
+            data = without_keys(data, leftovers)
         # The proposal alone, not this process's variables.
         problems = check(component, data, env={}, model=model)
         return [problem.line().removeprefix("warning: ") for problem in problems if refused(problem)]
