@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -163,9 +162,8 @@ def places(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterat
     text.write_text("not an image")
     wrong = tmp / "wrong.txt"
     wrong.write_text("not-the-password\n")
-    now = time.time()
-    write_heartbeat(tmp / "down.hb", {"connected": False, "subscribed": False, "disconnectedSince": now - 100})
-    write_heartbeat(tmp / "failing.hb", {"connected": True, "disconnectedSince": None, "storeFailingFor": 100.0,
+    write_heartbeat(tmp / "down.hb", {"connected": False, "subscribed": False, "disconnectedFor": 100.0})
+    write_heartbeat(tmp / "failing.hb", {"connected": True, "disconnectedFor": None, "storeFailingFor": 100.0,
                                          "pending": 3})
     server = MosquittoServer(tmp / "broker", users={"alice": "secret"},
                              binary=require_binary("mosquitto", "apt-get install mosquitto")).start()

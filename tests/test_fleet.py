@@ -57,6 +57,18 @@ def test_devices_components_bridge_and_staleness() -> None:
     assert one.as_dict(NOW, 60)["stats"]["logger"]["rejected"] == 0
 
 
+def test_a_device_whose_clock_runs_far_ahead_does_not_look_fresh_for_ever() -> None:
+    # Its stats are stamped a day ahead: before, it showed "ok, last seen -86400 s ago" for a whole day
+    # after it died, and `facecap fleet`'s exit code stayed 0.
+    view = FleetView()
+    view.handle(message("facecap/jetson-ahead/detector/stats", stats(-86_400, fps=1.0)))
+    view.handle(message("facecap/jetson-skewed/detector/stats", stats(-20, fps=1.0)))  # a little ahead: fine
+    ahead, skewed = view.snapshot()
+    assert ahead.is_stale(NOW, 300) and not skewed.is_stale(NOW, 300)
+    table = render_table(view.snapshot(), NOW, 300)
+    assert "jetson-ahead  STALE  last seen 86400 s in the future (the device's clock is ahead)" in table
+
+
 def test_a_devices_own_words_cannot_drive_the_operators_terminal() -> None:
     """A device writes its status and stats itself: an escape sequence there (clear the screen, hide what
     follows) must not reach the table the operator reads."""

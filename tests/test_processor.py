@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from facecap.config import deep_merge, load_config
-from facecap.contract import OutgoingFace, parse_message
+from facecap.contract import FaceMetadata, OutgoingFace, build_message, parse_message
 from facecap.devkit.servers import MosquittoServer, S3Server
 from facecap.mqtt import MqttClient, ReceivedMessage
 from facecap.polling import wait_until
@@ -396,6 +396,20 @@ def test_bad_messages_go_to_quarantine_and_processing_continues(broker: Mosquitt
         assert data["Metadata"]["quarantine-reason"] == reason
         assert data["Metadata"]["topic"] == topic
     print(f"quarantined {len(bad)} bad messages with reasons {sorted({b[0] for b in bad})}; 0 lost")
+
+
+def test_a_face_stamped_before_the_devices_clock_was_set_is_kept_and_the_device_named(
+        broker: MosquittoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="facecap.processor")
+    root = tmp_path / "faces"
+    booted = datetime(2019, 3, 1, 8, 0, tzinfo=timezone.utc)  # the image's build date, before NTP
+    face = build_message(fake_jpeg(2000), FaceMetadata(device_id="jetson-rtc", camera_id="cam0", captured_at=booted,
+                                                       bbox=(1, 2, 30, 40), score=0.9), topic_prefix="faces")
+    with running(make_config(broker, tmp_path, store=f"file://{root}")) as processor:
+        publish(broker, [face])
+        assert wait_until(lambda: processor.stats.stored >= 1, 20)
+    assert [p.relative_to(root).parts[:5] for p in root.rglob("*.jpg")] == [("jetson-rtc", "2019", "03", "01", "08")]
+    assert "device jetson-rtc's clock is wrong: a face captured at 2019-03-01T08:00:00+00:00" in caplog.text
 
 
 # --- operation -------------------------------------------------------------------------------------------

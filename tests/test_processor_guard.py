@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import stat
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,23 @@ def test_ceiling_zero_turns_the_limit_off_and_retained_copies_are_ignored() -> N
     assert {guard.screen(message("faces/a/cam0"), now=1.0) for _ in range(1000)} == {""}
     assert guard.screen(message("faces/a/cam0", retain=True)) == "retained"
     assert guard.retained["a"] == 1 and "retained ignored: a=1" in guard.summary()
+
+
+def test_faces_stamped_by_a_clock_that_was_not_set_are_counted_and_the_device_named_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Jetson without a clock battery boots at 1970 (or its image's build date) until NTP sets it; its faces
+    are kept, but filed under that date, where nobody looks. The processor says which device does it."""
+    guard = DeviceGuard(max_faces_per_second=50, topic_prefix="faces")
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    for captured in (datetime(1970, 1, 1, 0, 0, 42, tzinfo=timezone.utc), datetime(2019, 3, 1, tzinfo=timezone.utc),
+                     now + timedelta(days=1)):
+        guard.check_clock("faces/jetson-1/cam0", captured, now)
+    # An old face that waited in an outbox during a long outage, and a clock a little ahead: both fine.
+    guard.check_clock("faces/jetson-2/cam0", now - timedelta(days=20), now)
+    guard.check_clock("faces/jetson-2/cam0", now + timedelta(seconds=30), now)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("device jetson-1's clock is wrong: a face captured at 1970")
+    assert guard.summary().endswith("clock not set: jetson-1=3")
 
 
 def test_device_of_reads_the_device_level() -> None:

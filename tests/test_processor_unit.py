@@ -7,6 +7,7 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -151,37 +152,49 @@ def test_sha256_mismatch_is_quarantined() -> None:
 def test_heartbeat_health(tmp_path: Path) -> None:
     path = tmp_path / "hb"
     assert check_heartbeat(path, 30) == (False, f"no heartbeat file {path} (processor not started yet, or stopped)")
-    write_heartbeat(path, {"connected": True, "disconnectedSince": None, "stored": 3})
+    write_heartbeat(path, {"connected": True, "disconnectedFor": None, "stored": 3})
     healthy, text = check_heartbeat(path, 30)
     assert healthy and "stored 3" in text
-    assert not check_heartbeat(path, 30, now=time.time() + 31)[0]
-    write_heartbeat(path, {"connected": False, "disconnectedSince": time.time() - 100})
+    assert not check_heartbeat(path, 30, now=time.monotonic() + 31)[0]
+    write_heartbeat(path, {"connected": False, "disconnectedFor": 100.0})
     healthy, text = check_heartbeat(path, 30)
     assert not healthy and "not connected" in text
     path.write_text("{half")
     assert not check_heartbeat(path, 30)[0]
 
 
+def test_a_wall_clock_stepped_back_does_not_make_a_dead_processor_healthy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "hb"
+    write_heartbeat(path, {"connected": True, "disconnectedFor": None})
+    wall, monotonic = time.time(), time.monotonic()
+    # An hour later the processor is gone, and NTP has just set the wall clock back a day.
+    later = SimpleNamespace(time=lambda: wall - 86_400 + 3600, monotonic=lambda: monotonic + 3600)
+    monkeypatch.setattr("facecap.processor.heartbeat.time", later)
+    healthy, text = check_heartbeat(path, 30)
+    assert not healthy and "stuck or gone" in text, text
+
+
 def test_heartbeat_unhealthy_after_a_time_disconnected_or_failing(tmp_path: Path) -> None:
     path = tmp_path / "hb"
     # Never connected since its start 20 s ago: fine for a limit of 60 s, not for 10 s.
-    write_heartbeat(path, {"connected": False, "subscribed": False, "disconnectedSince": time.time() - 20})
+    write_heartbeat(path, {"connected": False, "subscribed": False, "disconnectedFor": 20.0})
     assert check_heartbeat(path, 30, unhealthy_after=60)[0]
     healthy, text = check_heartbeat(path, 30, unhealthy_after=10)
     assert not healthy and "never subscribed" in text and "limit 10 s" in text
     # Store failing 20 s: unhealthy past the limit only while faces wait.
-    write_heartbeat(path, {"connected": True, "disconnectedSince": None, "storeFailingFor": 20.0, "pending": 4})
+    write_heartbeat(path, {"connected": True, "disconnectedFor": None, "storeFailingFor": 20.0, "pending": 4})
     assert check_heartbeat(path, 30, unhealthy_after=60)[0]
     healthy, text = check_heartbeat(path, 30, unhealthy_after=10)
     assert not healthy and "store has been failing" in text and "4 face(s) pending" in text
-    write_heartbeat(path, {"connected": True, "disconnectedSince": None, "storeFailingFor": 20.0, "pending": 0})
+    write_heartbeat(path, {"connected": True, "disconnectedFor": None, "storeFailingFor": 20.0, "pending": 0})
     assert check_heartbeat(path, 30, unhealthy_after=10)[0]
 
 
 def test_healthcheck_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "hb"
     assert main(["processor", "healthcheck", "--file", str(path)]) == 1
-    write_heartbeat(path, {"connected": True, "disconnectedSince": None})
+    write_heartbeat(path, {"connected": True, "disconnectedFor": None})
     assert main(["processor", "healthcheck", "--file", str(path), "--max-age", "5"]) == 0
     config = json.dumps({"heartbeatFile": str(path), "heartbeatIntervalSeconds": 1})
     assert main(["processor", "healthcheck", "--config", config]) == 0
@@ -191,7 +204,7 @@ def test_healthcheck_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_processor_reads_facecap_config_like_every_component(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "hb"
-    write_heartbeat(path, {"connected": True, "disconnectedSince": None})
+    write_heartbeat(path, {"connected": True, "disconnectedFor": None})
     monkeypatch.setenv("FACECAP_CONFIG", json.dumps({"heartbeatFile": str(path), "heartbeatIntervalSeconds": 1}))
     assert main(["processor", "healthcheck"]) == 0
     assert "ok: heartbeat" in capsys.readouterr().out

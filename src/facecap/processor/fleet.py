@@ -51,8 +51,10 @@ class DeviceHealth:
         return None if seen is None else (now - seen).total_seconds()
 
     def is_stale(self, now: datetime, stale_after: float) -> bool:
+        # The time comes from the device's clock. One far ahead would keep a dead device "fresh" for as long
+        # as it is ahead, so a time in the future beyond the limit counts as stale too.
         age = self.age(now)
-        return age is None or age > stale_after
+        return age is None or not -stale_after <= age <= stale_after
 
     def as_dict(self, now: datetime, stale_after: float) -> dict[str, Any]:
         seen = self.last_seen
@@ -125,7 +127,12 @@ def render_table(devices: list[DeviceHealth], now: datetime, stale_after: float)
     lines = [f"{len(devices)} device(s); stale after {stale_after:g} s"]
     for device in devices:
         age = device.age(now)
-        seen = "never" if age is None else f"{age:.0f} s ago"
+        if age is None:
+            seen = "never"
+        elif age < -stale_after:
+            seen = f"{-age:.0f} s in the future (the device's clock is ahead)"
+        else:
+            seen = f"{age:.0f} s ago"
         flag = "STALE" if device.is_stale(now, stale_after) else "ok"
         lines.append(f"{device.device}  {flag}  last seen {seen}  bridge {device.bridge}")
         for component in sorted(set(device.status) | set(device.stats)):

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from ..mqtt import ReceivedMessage
 
@@ -24,6 +25,13 @@ BURST_SECONDS = 2.0
 # Devices remembered for the rate ceiling and the counts; more ids than this means something is wrong,
 # and forgetting the quietest ones keeps the memory flat.
 _MAX_DEVICES = 10_000
+# A capture time no device can have had with its clock set: before facecap existed (a Jetson without a clock
+# battery boots at 1970 or at its image's build date until NTP sets it), or ahead of the cloud's clock by
+# more than clocks drift. A face captured long ago is fine: it may have waited in an outbox for days.
+EARLIEST_CAPTURE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+MOST_AHEAD = timedelta(minutes=5)
+# How often a device with a wrong clock is named in the log (the summary line counts its faces).
+_CLOCK_LOG_SECONDS = 3600.0
 
 
 def clip(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
@@ -57,6 +65,8 @@ class DeviceGuard:
     faces: Counter[str] = field(default_factory=Counter)  # every face message, per device, since start
     limited: Counter[str] = field(default_factory=Counter)  # quarantined with reason "rate"
     retained: Counter[str] = field(default_factory=Counter)  # ignored retained copies
+    clock_wrong: Counter[str] = field(default_factory=Counter)  # faces stamped by a clock that was not set
+    _clock_logged: dict[str, float] = field(default_factory=dict)
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,11 +102,29 @@ class DeviceGuard:
         bucket.tokens -= 1.0
         return True
 
+    def check_clock(self, topic: str, captured_at: datetime | None, received_at: datetime) -> None:
+        """Count, and now and then name, a device whose clock cannot have been set when it stamped this face:
+        the face is kept, filed under the date it carries, where nobody browsing today's folders looks."""
+        if captured_at is None or EARLIEST_CAPTURE <= captured_at <= received_at + MOST_AHEAD:
+            return
+        device = device_of(topic, self.topic_prefix)
+        now = time.monotonic()
+        with self._lock:
+            self.clock_wrong[device] += 1
+            last = self._clock_logged.get(device)
+            if last is not None and now - last < _CLOCK_LOG_SECONDS:
+                return
+            self._clock_logged[device] = now
+        log.warning("device %s's clock is wrong: a face captured at %s arrived at %s; it is stored under the date "
+                    "it carries (set the device's time: NTP)", clip(device), captured_at.isoformat(),
+                    received_at.isoformat(timespec="seconds"))
+
     def _forget_quietest(self) -> None:
         for device, _count in self.faces.most_common()[-(_MAX_DEVICES // 10):]:
-            for table in (self.faces, self.limited, self.retained):
+            for table in (self.faces, self.limited, self.retained, self.clock_wrong):
                 table.pop(device, None)
             self._buckets.pop(device, None)
+            self._clock_logged.pop(device, None)
 
     def summary(self, top: int = 5) -> str:
         """Faces per device since start (the busiest first), and who was limited or sent retained faces."""
@@ -104,12 +132,15 @@ class DeviceGuard:
             busiest = self.faces.most_common(top)
             limited = self.limited.most_common(top)
             retained = self.retained.most_common(top)
+            clock_wrong = self.clock_wrong.most_common(top)
             devices = len(self.faces)
         parts = [f"faces per device ({devices} devices): " + _pairs(busiest)]
         if limited:
             parts.append("over the rate ceiling: " + _pairs(limited))
         if retained:
             parts.append("retained ignored: " + _pairs(retained))
+        if clock_wrong:
+            parts.append("clock not set: " + _pairs(clock_wrong))
         return "; ".join(parts)
 
 

@@ -27,6 +27,7 @@ class Plan:
     face_id: str = ""
     reason: str = ""  # empty for a valid face, else the quarantine reason code
     detail: str = ""
+    captured_at: datetime | None = None  # a valid face's, by the device's clock
 
     @property
     def quarantined(self) -> bool:
@@ -55,7 +56,8 @@ def plan_message(
     metadata = {name: properties[name] for name in ("face-id", "device-id", "camera-id")}
     metadata.update(properties)
     metadata["topic"] = face.topic
-    return Plan((Put(face_key(face), face.payload, face.content_type, metadata),), face_id=face.face_id)
+    return Plan((Put(face_key(face), face.payload, face.content_type, metadata),), face_id=face.face_id,
+                captured_at=face.captured_at)
 
 
 def quarantine_plan(message: ReceivedMessage, reason: str, detail: str, prefix: str,

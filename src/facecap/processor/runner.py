@@ -114,7 +114,7 @@ class ProcessorRunner:
         self._abandon = threading.Event()  # stop retrying; leave the rest unacknowledged
         self._stopped = threading.Event()
         self._subscribed = threading.Event()
-        self._disconnected_since: float | None = time.time()
+        self._disconnected_since: float | None = time.monotonic()
         self._supervisor: threading.Thread | None = None
         # A store that puts asynchronously is driven from the MQTT event-loop thread, which is also the
         # store's when it offers its awscrt bootstrap: no thread hand-off at all on a face's way, which
@@ -316,9 +316,11 @@ class ProcessorRunner:
             return quarantine_plan(message, "rate", "over the device's ceiling of "
                                    f"{self.config.max_faces_per_second_per_device:g} faces/s",
                                    self.config.quarantine_prefix, received_at)
-        return plan_message(message, topic_prefix=self.config.topic_prefix,
+        plan = plan_message(message, topic_prefix=self.config.topic_prefix,
                             max_payload_bytes=self.config.max_payload_bytes,
                             quarantine_prefix=self.config.quarantine_prefix, received_at=received_at)
+        self.guard.check_clock(message.topic, plan.captured_at, received_at)
+        return plan
 
     def _put_now(self, put: Put) -> StoreError | None:
         """A blocking put: None, or what went wrong as a StoreError."""
@@ -366,7 +368,7 @@ class ProcessorRunner:
             if connected:
                 self._disconnected_since = None
             elif self._disconnected_since is None:
-                self._disconnected_since = time.time()
+                self._disconnected_since = time.monotonic()
             if connected and not self._subscribed.is_set() and now >= next_subscribe:
                 if self._subscribe():
                     subscribe_delay = 0.5
@@ -396,7 +398,8 @@ class ProcessorRunner:
         state: dict[str, Any] = {
             "connected": connected,
             "subscribed": self._subscribed.is_set(),
-            "disconnectedSince": self._disconnected_since,
+            "disconnectedFor": (None if self._disconnected_since is None
+                                else time.monotonic() - self._disconnected_since),
             "storeFailingFor": (None if self._failures.failing_since is None
                                 else time.monotonic() - self._failures.failing_since),
             "received": self.stats.received,
