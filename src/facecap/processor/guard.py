@@ -127,7 +127,8 @@ class DeviceGuard:
             self._clock_logged.pop(device, None)
 
     def summary(self, top: int = 5) -> str:
-        """Faces per device since start (the busiest first), and who was limited or sent retained faces."""
+        """Faces per device since start (the busiest first), and who was limited, sent retained faces or stamped
+        faces with a clock that was not set."""
         with self._lock:
             busiest = self.faces.most_common(top)
             limited = self.limited.most_common(top)
