@@ -369,6 +369,28 @@ def test_only_the_brokers_user_may_connect(ca: CertificateAuthority, echo: TlsEc
 
 
 @pytest.mark.integration
+def test_a_stranger_cannot_slip_in_over_ipv6_or_unseen(ca: CertificateAuthority, echo: TlsEcho,
+                                                        forwarders: list[TlsForwarder],
+                                                        caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IPv6 socket reaches the IPv4 loopback listener at ::ffff:127.0.0.1, and the kernel lists it in tcp6,
+    not tcp: the forwarder found no owner and let it through, to the cloud as this device. Now it finds the
+    owner there, and refuses a peer whose owner it cannot find at all."""
+    forwarder = start(forwarders, echo.port, BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert)),
+                      allowed_uid=os.geteuid() + 1)
+    with socket.socket(socket.AF_INET6) as local:
+        local.settimeout(5)
+        local.connect(("::ffff:127.0.0.1", forwarder.port))
+        assert closed_by_peer(local)
+    assert warnings(caplog)[-1].startswith(f"TLS forwarder: refused a connection from uid {os.geteuid()} ")
+    monkeypatch.setattr("facecap.broker.tlsforward.peer_uid", lambda connection: None)
+    with connect(forwarder) as local:
+        assert closed_by_peer(local)
+    assert warnings(caplog)[-1].startswith("TLS forwarder: refused a connection from uid unknown ")
+    assert echo.peers == []
+
+
+@pytest.mark.integration
 def test_stop_closes_the_listener_and_every_connection(ca: CertificateAuthority, echo: TlsEcho) -> None:
     forwarder = TlsForwarder("127.0.0.1", echo.port,
                              bridge_tls_context(BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert)))).start()

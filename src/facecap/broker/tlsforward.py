@@ -96,19 +96,33 @@ def failure_reason(exc: BaseException, timeout: float = CONNECT_TIMEOUT_SECONDS)
     return str(exc) or type(exc).__name__
 
 
-def _loopback_socket_uids(path: str = "/proc/net/tcp") -> dict[tuple[str, str], int] | None:
-    """(local, remote) address -> owner uid of every IPv4 TCP socket, from the kernel's table; None when
-    the table cannot be read (not Linux)."""
+# An IPv6 socket may reach an IPv4 loopback listener at ::ffff:127.0.0.1; the kernel lists it in tcp6, with
+# its addresses as four 32-bit words in host byte order: this prefix, then the IPv4 address as tcp writes it.
+_V4_MAPPED = "0000000000000000" + f"{int.from_bytes(bytes.fromhex('0000FFFF'), sys.byteorder):08X}"
+
+
+def _loopback_socket_uids(path: str = "/proc/net") -> dict[tuple[str, str], int] | None:
+    """(local, remote) address -> owner uid of every TCP socket that can be an end of an IPv4 connection, from
+    the kernel's tables: the IPv4 ones and the IPv6 ones with IPv4-mapped addresses, written the IPv4 way.
+    None when the tables cannot be read (not Linux)."""
     try:
-        rows = Path(path).read_text().splitlines()[1:]
+        rows = Path(path, "tcp").read_text().splitlines()[1:]
     except OSError:
         return None
+    with contextlib.suppress(OSError):  # a kernel without IPv6 has no such sockets either
+        rows += Path(path, "tcp6").read_text().splitlines()[1:]
     table = {}
     for row in rows:
         fields = row.split()
         if len(fields) > 7:
-            table[(fields[1], fields[2])] = int(fields[7])
+            table[(_as_ipv4(fields[1]), _as_ipv4(fields[2]))] = int(fields[7])
     return table
+
+
+def _as_ipv4(address: str) -> str:
+    """An IPv4-mapped IPv6 address of tcp6 written as tcp writes IPv4 ones; any other address unchanged."""
+    host, _, port = address.partition(":")
+    return f"{host[24:]}:{port}" if len(host) == 32 and host.startswith(_V4_MAPPED) else address
 
 
 def _kernel_address(address: tuple[str, int]) -> str:
@@ -119,7 +133,8 @@ def _kernel_address(address: tuple[str, int]) -> str:
 
 
 def peer_uid(connection: socket.socket) -> int | None:
-    """The uid owning the other end of an accepted loopback connection, or None when it cannot be told."""
+    """The uid owning the other end of an accepted loopback connection, or None when it cannot be told (not
+    Linux, or no such socket: it is gone)."""
     table = _loopback_socket_uids()
     if table is None:
         return None
@@ -280,9 +295,11 @@ class TlsForwarder:
             uid = peer_uid(connection)
         except (OSError, ValueError):
             return False  # the other end is already gone, or the kernel's table was unreadable
-        if uid is not None and uid != self.allowed_uid:
-            log.warning("TLS forwarder: refused a connection from uid %d (only uid %d may use the bridge)",
-                        uid, self.allowed_uid)
+        # A peer whose owner cannot be found is refused too (fail closed): only where the kernel's tables
+        # cannot be read at all (not Linux) does the check give way.
+        if uid != self.allowed_uid and (uid is not None or _loopback_socket_uids() is not None):
+            log.warning("TLS forwarder: refused a connection from uid %s (only uid %d may use the bridge)",
+                        "unknown" if uid is None else uid, self.allowed_uid)
             return False
         return True
 
