@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -367,6 +368,28 @@ def test_the_reader_never_writes(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError):
         conn.execute("DELETE FROM faces")
     conn.close()
+
+
+def test_pending_faces_are_readable_by_the_owner_only_wherever_the_outbox_is(tmp_path: Path) -> None:
+    """Faces are personal data. Outside the component's 0700 work folder (outbox.dir, `facecap send --outbox`)
+    the files followed the umask: under 022 any local user could copy outbox.db and read every pending crop,
+    or hold outbox.lock and keep the detector from starting."""
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / FILE_NAME).touch(mode=0o644)  # left by a facecap that did not narrow it
+    (older / "outbox.lock").touch(mode=0o644)
+    previous = os.umask(0o022)
+    try:
+        for folder in (tmp_path / "sdcard" / "outbox", older):
+            outbox = Outbox(folder)
+            outbox.capture(faces(2))
+            files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+            outbox.close()
+            assert {name for name in files} >= {FILE_NAME, "outbox.lock", f"{FILE_NAME}-wal"}
+            assert set(files.values()) == {0o600}, files
+        assert stat.S_IMODE((tmp_path / "sdcard" / "outbox").stat().st_mode) == 0o700
+    finally:
+        os.umask(previous)
 
 
 def test_one_outbox_has_one_owner(tmp_path: Path) -> None:

@@ -67,9 +67,28 @@ def is_damage(exc: sqlite3.Error) -> bool:
     return "malformed" in message or "not a database" in message
 
 
+def keep_private(path: Path) -> None:
+    """Make `path` (created if missing) readable by its owner only: pending faces are personal data, and the
+    outbox may live outside the component's own 0700 work folder (outbox.dir, `facecap send --outbox`) under
+    a umask that lets everyone read. SQLite gives its -wal and -shm files the database's mode; ones left by
+    an older facecap are narrowed too."""
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            descriptor = os.open(file, os.O_RDWR | (os.O_CREAT if file == path else 0), 0o600)
+        except OSError:
+            continue  # missing, or a disk that refuses: SQLite says so in its own words next
+        try:
+            os.fchmod(descriptor, 0o600)
+        except OSError:
+            pass  # not ours to change (another owner): the directory's mode is what protects it then
+        finally:
+            os.close(descriptor)
+
+
 def connect_writer(path: Path) -> sqlite3.Connection:
     """The owner's connection. Raises sqlite3.DatabaseError when the file is not a usable outbox (see
     `is_damage`) or the disk refuses the writes that opening makes."""
+    keep_private(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -113,7 +132,9 @@ class OutboxBusyError(FacecapError):
 def claim(lock_path: Path) -> IO[str]:
     """Become the outbox's only writer: two producers on one outbox would publish each other's faces and
     keep wrong counts. The lock goes with the process, so a killed owner never leaves it stale."""
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the outbox's lifetime
+    # Owner-only: another user who could open it could hold the lock and keep the producer from starting.
+    handle = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    os.fchmod(handle.fileno(), 0o600)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

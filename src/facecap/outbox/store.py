@@ -66,7 +66,7 @@ class Outbox:
 
     def __init__(self, folder: Path, settings: OutboxSettings | None = None) -> None:
         self.settings = settings or OutboxSettings()
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a folder that exists keeps its mode
         self.path = folder / FILE_NAME
         self.recovery: Recovery | None = None
         self._lock = threading.RLock()
