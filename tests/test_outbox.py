@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from facecap.contract import OutgoingFace
 from facecap.outbox import Outbox, OutboxSettings, OutboxWriteError, schema
 from facecap.outbox.inspect import read_pending, read_status
 from facecap.outbox.recover import move_aside
-from facecap.outbox.schema import FILE_NAME, OutboxBusyError
+from facecap.outbox.schema import FILE_NAME, OutboxBusyError, claim
 
 from .conftest import REPO
 from .support.helpers import sample_face
@@ -412,6 +414,32 @@ def test_a_receipt_does_not_write_the_crops_it_frees_again(tmp_path: Path) -> No
     crops = 200 * 20_000
     print(f"\nreceipts for {crops / 1e6:.0f} MB of crops wrote {freed / 1e6:.1f} MB")
     assert freed < 0.5 * crops
+
+
+def test_a_lock_file_of_another_owner_that_we_may_write_still_works(tmp_path: Path) -> None:
+    """A shared outbox folder with a lock left group-writable by another user: usable, just not ours to narrow
+    (narrowing it failed with a bare PermissionError and the producer could not start)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to play two users")
+    # Not under tmp_path: pytest's base folder is 0700, and the other user must reach this one.
+    folder = Path(tempfile.mkdtemp(prefix="facecap-shared-outbox-"))
+    folder.chmod(0o777)
+    lock = folder / "outbox.lock"
+    lock.touch()
+    lock.chmod(0o666)  # root's, writable by all
+    child = os.fork()
+    if child == 0:  # the other user, in a process of its own
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            claim(lock).close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    shutil.rmtree(folder)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_one_outbox_has_one_owner(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ redelivery, and keeping the payload apart means such an update rewrites a small 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -141,7 +142,8 @@ def claim(lock_path: Path) -> IO[str]:
     keep wrong counts. The lock goes with the process, so a killed owner never leaves it stale."""
     # Owner-only: another user who could open it could hold the lock and keep the producer from starting.
     handle = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
-    os.fchmod(handle.fileno(), 0o600)
+    with contextlib.suppress(OSError):  # another owner's (shared folder): usable, just not ours to narrow
+        os.fchmod(handle.fileno(), 0o600)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
