@@ -11,7 +11,7 @@ import pytest
 from botocore.config import Config
 
 from facecap.devkit.servers import free_port
-from facecap.logs import setup_logging
+from facecap.logs import KeyedThrottle, setup_logging
 
 pytestmark = pytest.mark.unit
 
@@ -67,3 +67,13 @@ def test_json_format_is_one_object_a_line(capsys: pytest.CaptureFixture[str]) ->
     logging.getLogger("facecap.demo").info("hello %s", "world")
     entry = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert entry["message"] == "hello world" and entry["level"] == "INFO" and entry["logger"] == "facecap.demo"
+
+
+def test_a_keyed_throttle_speaks_once_per_key_and_interval_and_stays_bounded() -> None:
+    now = [0.0]
+    throttle: KeyedThrottle[str] = KeyedThrottle(10.0, most=2, clock=lambda: now[0])
+    assert [throttle.due("a"), throttle.due("a"), throttle.due("a"), throttle.due("b")] == [0, None, None, 0]
+    now[0] = 10.0
+    assert throttle.due("a") == 2  # held back twice since its last line
+    assert throttle.due("c") == 0  # a third key: the table starts over instead of growing
+    assert throttle.due("a") == 0

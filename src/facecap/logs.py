@@ -6,12 +6,16 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 # Credentials written into a text: a URL's user part (rtsp://user:pass@host, up to the last "@" before the
 # path, as FFmpeg splits it, so a password with an "@" is hidden whole) and GStreamer's password properties
 # (rtspsrc user-pw=..., souphttpsrc proxy-pw=...).
 _URL_USER = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+K = TypeVar("K", bound=Hashable)
 _PASSWORD_PROPERTY = re.compile(r"(\b[\w-]*(?:-pw|passwd|password))=(\"[^\"]*\"|'[^']*'|\S+)", re.IGNORECASE)
 
 
@@ -33,6 +37,35 @@ class Throttle:
             return False
         self._last = now
         return True
+
+
+class KeyedThrottle(Generic[K]):
+    """A Throttle per key (a device, a device and a reason), so one noisy device cannot silence another's line:
+    yes at a key's first event, then at most once per `interval` seconds, with how many were held back since.
+    Thread-safe. Past `most` keys (ids beyond any fleet) it starts over rather than grow."""
+
+    def __init__(self, interval: float, most: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._most = most
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[K, float] = {}
+        self._held: dict[K, int] = {}
+
+    def due(self, key: K) -> int | None:
+        """None: stay quiet (the event is counted); else how many events of this key were held back since its
+        last line."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval:
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            if len(self._last) >= self._most and key not in self._last:
+                self._last.clear()
+                self._held.clear()
+            self._last[key] = now
+            return self._held.pop(key, 0)
 
 
 class _JsonFormatter(logging.Formatter):

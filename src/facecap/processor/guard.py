@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from ..logs import KeyedThrottle
 from ..mqtt import ReceivedMessage
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class DeviceGuard:
     limited: Counter[str] = field(default_factory=Counter)  # quarantined with reason "rate"
     retained: Counter[str] = field(default_factory=Counter)  # ignored retained copies
     clock_wrong: Counter[str] = field(default_factory=Counter)  # faces stamped by a clock that was not set
-    _clock_logged: dict[str, float] = field(default_factory=dict)
+    _clock_log: KeyedThrottle[str] = field(default_factory=lambda: KeyedThrottle(_CLOCK_LOG_SECONDS, _MAX_DEVICES))
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -108,13 +109,10 @@ class DeviceGuard:
         if captured_at is None or EARLIEST_CAPTURE <= captured_at <= received_at + MOST_AHEAD:
             return
         device = device_of(topic, self.topic_prefix)
-        now = time.monotonic()
         with self._lock:
             self.clock_wrong[device] += 1
-            last = self._clock_logged.get(device)
-            if last is not None and now - last < _CLOCK_LOG_SECONDS:
-                return
-            self._clock_logged[device] = now
+        if self._clock_log.due(device) is None:
+            return
         log.warning("device %s's clock is wrong: a face captured at %s arrived at %s; it is stored under the date "
                     "it carries (set the device's time: NTP)", clip(device), captured_at.isoformat(),
                     received_at.isoformat(timespec="seconds"))
@@ -124,7 +122,6 @@ class DeviceGuard:
             for table in (self.faces, self.limited, self.retained, self.clock_wrong):
                 table.pop(device, None)
             self._buckets.pop(device, None)
-            self._clock_logged.pop(device, None)
 
     def summary(self, top: int = 5) -> str:
         """Faces per device since start (the busiest first), and who was limited, sent retained faces or stamped
@@ -162,23 +159,11 @@ class QuarantineLog:
     def __init__(self, topic_prefix: str, interval: float = QUARANTINE_LOG_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._topic_prefix = topic_prefix
-        self._interval = interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last: dict[tuple[str, str], float] = {}
-        self._unlogged: Counter[tuple[str, str]] = Counter()
+        self._throttle: KeyedThrottle[tuple[str, str]] = KeyedThrottle(interval, _MAX_DEVICES, clock)
 
     def note(self, topic: str, reason: str, detail: str) -> None:
-        key = (device_of(topic, self._topic_prefix), reason)
-        now = self._clock()
-        with self._lock:
-            if now - self._last.get(key, -self._interval) < self._interval:
-                self._unlogged[key] += 1
-                return
-            if len(self._last) >= _MAX_DEVICES:  # ids beyond any fleet: start over rather than grow
-                self._last.clear()
-                self._unlogged.clear()
-            self._last[key] = now
-            unlogged = self._unlogged.pop(key, 0)
+        unlogged = self._throttle.due((device_of(topic, self._topic_prefix), reason))
+        if unlogged is None:
+            return
         since = f" ({unlogged} more like it from this device since its last line)" if unlogged else ""
         log.warning("quarantined a message on %s: %s: %s%s", clip(topic), reason, clip(detail), since)
