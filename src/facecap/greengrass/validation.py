@@ -36,7 +36,7 @@ def model_validator(model: type[ConfigModel], component: str, recipe_keys: Colle
             data = without_keys(data, leftovers)
         # The proposal alone, not this process's variables.
         problems = check(component, data, env={}, model=model)
-        return [problem.line().removeprefix("warning: ") for problem in problems if refused(problem)]
+        return [f"{problem.key}: {problem.reason}" for problem in problems if refused(problem)]
 
     return validate
 

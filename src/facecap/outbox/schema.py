@@ -80,9 +80,8 @@ def keep_private(path: Path) -> None:
         except OSError:
             continue  # missing, or a disk that refuses: SQLite says so in its own words next
         try:
-            os.fchmod(descriptor, 0o600)
-        except OSError:
-            pass  # not ours to change (another owner): the directory's mode is what protects it then
+            with contextlib.suppress(OSError):  # not ours to change (another owner): the folder's mode protects it
+                os.fchmod(descriptor, 0o600)
         finally:
             os.close(descriptor)
 

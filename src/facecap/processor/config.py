@@ -117,14 +117,16 @@ class ProcessorConfig(TopicConfig):
 
     @property
     def topic_filter(self) -> str:
-        plain = f"{self.topic_prefix}/#"
-        return f"$share/{self.share_group}/{plain}" if self.share_group else plain
+        return self._filter(self.share_group)
 
     @property
     def shown_topic_filter(self) -> str:
         """topic_filter for a log line: the share group is a secret (a device that knows it can join it)."""
+        return self._filter("***" if self.share_group else "")
+
+    def _filter(self, group: str) -> str:
         plain = f"{self.topic_prefix}/#"
-        return f"$share/***/{plain}" if self.share_group else plain
+        return f"$share/{group}/{plain}" if group else plain
 
     @property
     def status_topic(self) -> str:

@@ -127,7 +127,7 @@ class CrtS3Store(S3Bucket):
         try:
             error = outcome.result(PUT_TIMEOUT_SECONDS + _DEADLINE_SLACK_SECONDS)
         except FutureTimeout as exc:  # the deadline thread cancels it well before: a safety net only
-            raise _no_answer(self.where(key)) from exc
+            raise _no_answer(self.where(self.full_key(key))) from exc
         if error is not None:
             raise error
 
