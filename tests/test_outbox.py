@@ -157,6 +157,27 @@ def test_redelivery_backs_off_and_resume_makes_everything_due(tmp_path: Path) ->
     outbox.close()
 
 
+def test_a_hold_after_bridge_up_keeps_overdue_faces_back_but_not_those_due_at_once(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, OutboxSettings(redeliver_after_seconds=10))
+    overdue, queued = faces(2)
+    start = time.time()
+    outbox.capture([overdue, queued])
+    outbox.due_now([queued.face_id])  # committed but never handed to the client
+    outbox.postpone_due(0.5)
+    held = outbox.take_due(10, now=start + 11)
+    assert [f.face_id for f in held] == [queued.face_id]
+    assert outbox.take_due(10, now=start + 11) == []
+    # The hold lives in memory: the held face keeps its schedule on disk (no rewrite of the backlog).
+    with sqlite3.connect(tmp_path / FILE_NAME) as conn:
+        schedule = conn.execute("SELECT next_attempt FROM faces WHERE face_id = ?", (overdue.face_id,)).fetchone()
+    assert start + 9 < schedule[0] < start + 11
+    deadline = time.monotonic() + 5
+    while not (after := outbox.take_due(10, now=start + 11)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [f.face_id for f in after] == [overdue.face_id], "the hold never ended"
+    outbox.close()
+
+
 def test_a_garbage_outbox_file_is_moved_aside_and_a_fresh_one_starts(tmp_path: Path,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / FILE_NAME).write_bytes(b"this is not SQLite" * 500)

@@ -314,8 +314,5 @@ class OutboxPublisher:
     def _bridge_up(self) -> None:
         # The bridge is delivering what the edge broker queued while it was down; receipts for those are
         # on the way, so overdue faces get a fresh delay instead of going out twice.
-        try:
-            self.outbox.postpone_due(self.outbox.settings.redeliver_after_seconds)
-        except (sqlite3.Error, OutboxWriteError) as exc:  # they go out on their old schedule
-            self._outbox_failed("postponing overdue faces", exc)
+        self.outbox.postpone_due(self.outbox.settings.redeliver_after_seconds)
         self.window.wake()

@@ -78,6 +78,8 @@ class Outbox:
             raise
         self._full_since: float | None = None
         self._episode = {"evicted": 0, "refused": 0}
+        # Until then (monotonic) only faces made due at once are handed out: see postpone_due.
+        self._held_until = 0.0
         count, total = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
         self._count, self._bytes = int(count), int(total)
         self._counters = {name: 0 for name in COUNTERS}
@@ -270,6 +272,8 @@ class Outbox:
 
     def _take_due(self, limit: int, now: float) -> list[PendingFace]:
         ceiling = now + self.settings.longest_redeliver_delay()
+        # While overdue faces are held back, only those scheduled at 0 (made due at once) count as due.
+        due_by = 0.0 if time.monotonic() < self._held_until else now
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             # No schedule lies further ahead than the longest delay, unless the clock was set back since it
@@ -278,7 +282,7 @@ class Outbox:
             rows = self._conn.execute(
                 "SELECT f.seq, f.face_id, f.topic, p.payload, f.content_type, f.properties, f.attempts "
                 "FROM faces f JOIN payloads p ON p.seq = f.seq WHERE f.next_attempt <= ? "
-                "ORDER BY f.next_attempt, f.seq LIMIT ?", (now, limit)).fetchall()
+                "ORDER BY f.next_attempt, f.seq LIMIT ?", (due_by, limit)).fetchall()
             self._conn.executemany(
                 "UPDATE faces SET attempts = ?, next_attempt = ? WHERE seq = ?",
                 [(row[6] + 1, now + self.settings.redeliver_delay(row[6] + 1), row[0]) for row in rows])
@@ -286,9 +290,11 @@ class Outbox:
                             tuple((str(k), str(v)) for k, v in json.loads(row[5])), row[6] + 1) for row in rows]
 
     def resume(self) -> int:
-        """Make every pending face due now (at start: whatever the edge broker held may be gone)."""
+        """Make every pending face due now (at start: whatever the edge broker held may be gone); returns how
+        many are pending. Faces already due are not written again (a crash loop would rewrite them all)."""
         with self._lock, self._conn:
-            return self._conn.execute("UPDATE faces SET next_attempt = 0").rowcount
+            self._conn.execute("UPDATE faces SET next_attempt = 0 WHERE next_attempt != 0")
+            return self._count
 
     def due_now(self, face_ids: Sequence[str]) -> None:
         """Faces committed but not published (the sender's in-memory queue was full): the next redelivery
@@ -298,12 +304,13 @@ class Outbox:
                                    [(face_id,) for face_id in face_ids])
 
     def postpone_due(self, seconds: float) -> None:
-        """Give faces already overdue `seconds` more (the bridge just came back and is delivering the
-        edge broker's queue: their receipts may be on the way)."""
-        until = time.time() + seconds
-        with self._lock, self._conn:
-            self._conn.execute("UPDATE faces SET next_attempt = ? WHERE next_attempt < ? AND next_attempt > 0",
-                               (until, until))
+        """Hold back faces whose receipt is overdue for `seconds` (the bridge just came back and is
+        delivering the edge broker's queue: their receipts may be on the way). Faces made due at once
+        (due_now, resume) still go. Kept in memory, not written to each row: after a long outage that would
+        rewrite the whole backlog (about 500 bytes a face) and block new faces' commits meanwhile, at every
+        bridge-up; a restart makes every face due anyway."""
+        with self._lock:
+            self._held_until = time.monotonic() + seconds
 
     def counts(self) -> OutboxCounts:
         with self._lock:
