@@ -90,6 +90,8 @@ def cases() -> list[Case]:
         Case("detector-video-missing", ("detector", "--config", '{"camera":{"source":"' + NOPE + '/v.mp4"}}'), 2,
              "camera.source"),
         Case("detector-non-utf8", ("detector", "--config", "{latin1}"), 2, "latin1.json"),
+        Case("detector-video-fifo", ("detector", "--config", '{"camera":{"source":"{fifo}"}}'), 2,
+             "is not a regular file"),
         # logger
         Case("logger-password-file", ("logger", "--config", bad_mqtt), 2, "mqtt.passwordFile"),
         Case("logger-port", ("logger", "--config", '{"mqtt":{"port":0}}'), 2, "mqtt.port"),
@@ -162,6 +164,7 @@ def places(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterat
     text.write_text("not an image")
     wrong = tmp / "wrong.txt"
     wrong.write_text("not-the-password\n")
+    os.mkfifo(tmp / "video.fifo")
     write_heartbeat(tmp / "down.hb", {"connected": False, "subscribed": False, "disconnectedFor": 100.0})
     write_heartbeat(tmp / "failing.hb", {"connected": True, "disconnectedFor": None, "storeFailingFor": 100.0,
                                          "pending": 3})
@@ -170,7 +173,7 @@ def places(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterat
     try:
         yield {"tmp": str(tmp), "latin1": str(latin1), "text": str(text), "wrong": str(wrong),
                "image": str(next((shared_dir / "faces" / "dev" / "images").glob("*.jpg"))),
-               "closed": str(free_port()), "broker": str(server.port),
+               "closed": str(free_port()), "broker": str(server.port), "fifo": str(tmp / "video.fifo"),
                "down": str(tmp / "down.hb"), "failing": str(tmp / "failing.hb")}
     finally:
         server.stop()

@@ -87,8 +87,10 @@ def file_problem(path: str, what: str) -> str | None:
     target = Path(path)
     if target.is_dir():
         return f"{what} {path} is a folder, not a file"
-    if not target.is_file():
+    if not target.exists():
         return f"{what} {path} does not exist"
+    if not target.is_file():  # a FIFO, a socket or a device: reading it could block or never end
+        return f"{what} {path} is not a regular file"
     if not os.access(path, os.R_OK):
         return f"{what} {path} is not readable by uid {os.geteuid()} (the component's user)"
     return None
