@@ -28,6 +28,7 @@ from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorProcess, DetectorRunner, detector_config
 from .scenes import Scene
+from .scenes import Visit as SceneVisit
 
 pytestmark = pytest.mark.integration
 
@@ -239,6 +240,30 @@ def test_a_face_in_view_when_a_live_camera_stalls_is_sent_without_waiting_for_th
         message = collector.messages[0]
         face = parse_message(message.topic, message.payload, message.content_type, message.user_properties)
         assert face.camera_id == "door" and face.shot == "best"
+    finally:
+        detector.terminate()
+        listener.stop()
+        camera.close()
+
+
+def test_a_live_camera_slower_than_a_track_lives_still_sends_its_faces(
+        broker: MosquittoServer, model_path: Path, run_detector: DetectorRunner, street: Scene) -> None:
+    """At maxFps 2 a frame comes every 0.5 s, longer than lostAfterSeconds (0.3 here, as 1 s is with maxFps
+    below 1): the silent-camera check must wait a frame period too, or it ends every track between two frames,
+    no track reaches minHits, and a person in view is never sent."""
+    standing = Scene(street.sprites[:1], [SceneVisit(0, 0, 59, (200, 80), (200, 80))], street.background, 60)
+    camera = StallingMjpegCamera([standing.render(index) for index in range(standing.frames)])
+    collector = Collector()
+    listener = subscriber(broker, "faces/#", collector)
+    config = multi_camera_config(broker, model_path, [{"cameraId": "door", "source": camera.url, "maxFps": 2,
+                                                       "timeoutSeconds": 30}],
+                                 tracking={"lostAfterSeconds": 0.3}, outbox={"enabled": False})
+    detector = run_detector(config)
+    try:
+        assert wait_until(lambda: camera.sent_all, 30), detector.output()
+        assert collector.wait_for(1, timeout=10), detector.output()
+        time.sleep(1)  # one person: nothing more may follow
+        assert len(collector.messages) == 1, [m.user_properties for m in collector.messages]
     finally:
         detector.terminate()
         listener.stop()

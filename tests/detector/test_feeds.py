@@ -37,6 +37,7 @@ class IdleLoop:
     tracks."""
 
     last_timestamp: float | None = None
+    frame_gap: float = 0.0
     tracker: Any = field(default_factory=lambda: SimpleNamespace(tracks=[], settings=TrackerSettings()))
 
 
@@ -141,3 +142,22 @@ def test_a_silent_live_camera_with_open_tracks_gets_a_job_that_ends_them(tmp_pat
     # A file is paced by its own time and ends its tracks at its end.
     video = feed("file", condition, source=str(tmp_path / "video.avi"), loop=loop, clock=lambda: now[0])
     assert not video.tracks_overdue()
+
+
+def test_a_camera_slower_than_a_track_lives_is_not_silent_until_a_frame_period_is_over() -> None:
+    now = [100.0]
+    loop = IdleLoop(last_timestamp=100.0)
+    loop.tracker.tracks.append(object())
+    condition = threading.Condition()
+    capped = feed("door", condition, max_fps=0.5, loop=loop, clock=lambda: now[0])  # a frame every 2 s
+    now[0] = 102.5
+    assert not capped.tracks_overdue()  # its next frame is due about now
+    now[0] = 103.1
+    assert capped.tracks_overdue()  # lostAfterSeconds (1 s) past the frame that should have come
+    # Uncapped but slow (a stream under 1 fps): the gap between its last two frames says so.
+    slow = feed("gate", condition, max_fps=0, loop=loop, clock=lambda: now[0])
+    loop.frame_gap = 1.5
+    now[0] = 102.4
+    assert not slow.tracks_overdue()
+    now[0] = 102.6
+    assert slow.tracks_overdue()

@@ -65,6 +65,7 @@ class CaptureLoop:
     edge_margin: int
     stats: LoopStats = field(default_factory=LoopStats, init=False)
     last_timestamp: float | None = field(default=None, init=False)  # of the last frame processed
+    frame_gap: float = field(default=0.0, init=False)  # seconds between the last two frames processed
     _refusal_log: Throttle = field(default_factory=lambda: Throttle(_REFUSAL_LOG_SECONDS), init=False)
 
     def run(self, frames: Iterable[Frame]) -> None:
@@ -92,6 +93,8 @@ class CaptureLoop:
                       if min(detection.bbox[2], detection.bbox[3]) >= self.min_face_size]
         self.stats.frames += 1
         self.stats.faces += len(candidates)
+        if self.last_timestamp is not None:
+            self.frame_gap = max(0.0, frame.timestamp - self.last_timestamp)
         self.last_timestamp = frame.timestamp
         refused = self.tracker.stats.tracks_refused
         self._send(self.tracker.update(candidates, frame.timestamp))

@@ -63,11 +63,17 @@ class CameraFeed:
         """A live camera that has sent nothing for longer than a track lives (lost, stalled, reconnecting): its
         open tracks must end now, as if their faces had left, not when the camera comes back, maybe hours later
         (a power cut meanwhile would lose them). A file's frames carry its own time, so it ends them at its
-        end. Called by the scheduler while no worker holds the loop."""
+        end. Called by the scheduler while no worker holds the loop.
+
+        Silent means a frame period late as well: a camera slower than a track lives (maxFps 0.5, a stream
+        under 1 fps) would otherwise have its tracks ended between every two frames, where the tracker itself
+        would have matched them to the next frame, and no track would ever reach minHits."""
         last = self.loop.last_timestamp
         if self.camera.kind == "file" or self.frames or last is None or not self.loop.tracker.tracks:
             return False
-        return self.camera.now() - last > self.loop.tracker.settings.lost_after
+        max_fps = self.camera.settings.max_fps
+        period = max(self.loop.frame_gap, 1 / max_fps if max_fps else 0.0)
+        return self.camera.now() - last > self.loop.tracker.settings.lost_after + period
 
     def start(self, stop: threading.Event) -> None:
         self._thread = threading.Thread(target=self._capture, args=(stop,), name=f"camera-{self.camera_id}",
