@@ -196,3 +196,27 @@ def test_first_shot_off_by_default_and_ignored_in_every_mode() -> None:
     assert [e.reason for _, e in walk(make_tracker(), frames)] == ["end"]
     every = walk(make_tracker(first_shot=True, mode="every", every_min_interval=0), frames)
     assert {e.reason for _, e in every} == {"every"}
+
+
+@pytest.mark.parametrize("fps", [2.0, 3.0, 5.0])
+def test_someone_walking_past_a_slow_camera_is_one_track_and_sent(fps: float) -> None:
+    """A walker moves 6 to 9 face widths a second; at the 2 - 5 fps of a loaded device that is more than a
+    face width a frame, beyond a fixed reach, so every frame used to start a track and none was sent."""
+    tracker = make_tracker()
+    step = 9 * 100 / fps  # face widths of 100 px, 9 a second
+    frames = [[cand((i * step, 100, 100, 120), 0.5 + 0.01 * i, shot=f"frame{i}")] for i in range(8)]
+    sent, t = [], 0.0
+    for candidates in [*frames, *[[]] * int(3 * fps)]:
+        sent += tracker.update(candidates, t)
+        t += 1 / fps
+    assert tracker.stats.tracks_started == 1
+    assert [(e.reason, e.candidate.shot) for e in sent] == [("end", "frame7")]
+
+
+def test_a_track_seen_once_does_not_reach_across_the_frame_in_one_frame_time() -> None:
+    # The reach grows with the time since the track was seen: at 10 fps it stays near one face size, so a
+    # second person three faces away starts a track of their own.
+    tracker = make_tracker()
+    tracker.update([cand((0, 100, 100, 120))], 0.0)
+    tracker.update([cand((300, 100, 100, 120))], 0.1)
+    assert tracker.stats.tracks_started == 2

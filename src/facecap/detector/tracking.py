@@ -91,6 +91,10 @@ class TrackerSettings:
     # A detection whose centre is within this many face sizes of a track's predicted centre may join it
     # even without enough overlap: a fast face on its second frame, before its velocity is known.
     max_jump: float = 0.8
+    # A track seen once has no velocity yet; its reach grows by this many face sizes a second since it was
+    # seen. Someone walking across the view moves 6 to 9 of their face widths a second, so at the 2 - 5 fps of
+    # a loaded device a fixed reach starts a new track on every frame and none reaches min_hits.
+    walk_speed: float = 8.0
     # best mode: also send each track's first presentable shot at once (see the module docstring).
     first_shot: bool = False
     # The quality gate the caller applies to make a candidate `presentable`.
@@ -154,8 +158,11 @@ class Tracker(Generic[S]):
         pairs = []
         for track in self.tracks:
             predicted = track.predicted(now)
+            jump = self.settings.max_jump
+            if track.hits == 1:
+                jump = max(jump, self.settings.walk_speed * (now - track.last_seen))
             for index, candidate in enumerate(candidates):
-                affinity = self._affinity(predicted, candidate.bbox)
+                affinity = self._affinity(predicted, candidate.bbox, jump)
                 if affinity > 0:
                     pairs.append((affinity, track, index))
         pairs.sort(key=lambda p: p[0], reverse=True)
@@ -170,9 +177,9 @@ class Tracker(Generic[S]):
             matches.append((track, index))
         return matches
 
-    def _affinity(self, predicted: Box, box: Box) -> float:
+    def _affinity(self, predicted: Box, box: Box, jump: float) -> float:
         """How well a detection fits a track: its IoU when that reaches the threshold, else a lower score
-        from the centre distance (so any overlap match wins), else 0 for no match."""
+        from the centre distance within `jump` face sizes (so any overlap match wins), else 0 for no match."""
         overlap = iou(predicted, box)
         threshold = self.settings.iou_threshold
         if overlap >= threshold:
@@ -182,17 +189,20 @@ class Tracker(Generic[S]):
             return 0.0  # a face does not double or halve in size between two frames
         dx = (predicted[0] + predicted[2] / 2) - (box[0] + box[2] / 2)
         dy = (predicted[1] + predicted[3] / 2) - (box[1] + box[3] / 2)
-        reach = self.settings.max_jump * size
+        reach = jump * size
         distance = (dx * dx + dy * dy) ** 0.5
         return threshold * (1 - distance / reach) if distance < reach else 0.0
 
     def _observe(self, track: Track[S], candidate: Candidate[S], now: float, emissions: list[Emission[S]]) -> None:
         dt = now - track.last_seen
         if dt > 0:
-            # Smoothed so one jittery box does not throw the prediction off.
+            # Smoothed so one jittery box does not throw the prediction off; the first step is taken whole
+            # (smoothing it with the unknown 0 would predict half the motion and lose a fast face).
             vx = (candidate.bbox[0] - track.bbox[0]) / dt
             vy = (candidate.bbox[1] - track.bbox[1]) / dt
-            track.velocity = (0.5 * track.velocity[0] + 0.5 * vx, 0.5 * track.velocity[1] + 0.5 * vy)
+            weight = 1.0 if track.hits == 1 else 0.5
+            track.velocity = ((1 - weight) * track.velocity[0] + weight * vx,
+                              (1 - weight) * track.velocity[1] + weight * vy)
         track.bbox = candidate.bbox
         track.last_seen = now
         track.hits += 1
