@@ -13,7 +13,8 @@ import pytest
 from facecap.contract import RESERVED_ID_PREFIX, RESERVED_IDS, is_reserved_id, parse_message
 from facecap.errors import ContractError
 from facecap.mqtt import ReceivedMessage
-from facecap.processor.guard import BURST_SECONDS, MAX_LOGGED_CHARS, DeviceGuard, clip, device_of
+from facecap.outbox import OutboxSettings
+from facecap.processor.guard import DEFAULT_BURST_FACES, MAX_LOGGED_CHARS, DeviceGuard, clip, device_of
 from facecap.storage import StoreError
 from facecap.storage.base import check_key_parts
 from facecap.storage.files import FileStore
@@ -27,8 +28,8 @@ def message(topic: str, retain: bool = False) -> ReceivedMessage:
 
 
 def test_a_device_over_its_ceiling_is_limited_and_the_others_are_not() -> None:
-    guard = DeviceGuard(max_faces_per_second=50, topic_prefix="faces")
-    burst = int(50 * BURST_SECONDS)
+    guard = DeviceGuard(max_faces_per_second=50, topic_prefix="faces", burst_faces=100)
+    burst = 100
     verdicts = [guard.screen(message("faces/noisy/cam0"), now=100.0) for _ in range(burst + 10)]
     assert verdicts.count("") == burst and verdicts.count("rate") == 10
     assert guard.screen(message("faces/quiet/cam0"), now=100.0) == ""
@@ -43,6 +44,19 @@ def test_an_honest_device_at_the_default_ceiling_is_never_limited() -> None:
     guard = DeviceGuard(max_faces_per_second=50, topic_prefix="faces")
     verdicts = [guard.screen(message("faces/honest/cam0"), now=i / 50) for i in range(2000)]
     assert set(verdicts) == {""}
+
+
+def test_a_devices_whole_send_window_arriving_at_once_is_not_taken_for_a_flood() -> None:
+    # After an uplink outage or a processor restart, the faces a detector published and has no receipt for
+    # (outbox.maxUnconfirmed, 256 by default) arrive at once; at 2 s of the ceiling (100) the rest were
+    # quarantined as `rate` and stored only after the device's redelivery a minute later.
+    assert OutboxSettings().max_unconfirmed < DEFAULT_BURST_FACES
+    guard = DeviceGuard(max_faces_per_second=50, topic_prefix="faces")
+    window = OutboxSettings().max_unconfirmed
+    assert {guard.screen(message("faces/honest/cam0"), now=100.0) for _ in range(window)} == {""}
+    # A flood still empties the bucket.
+    flood = [guard.screen(message("faces/honest/cam0"), now=100.0) for _ in range(DEFAULT_BURST_FACES)]
+    assert flood.count("rate") == window
 
 
 def test_ceiling_zero_turns_the_limit_off_and_retained_copies_are_ignored() -> None:

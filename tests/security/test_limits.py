@@ -90,7 +90,8 @@ def test_a_noisy_device_is_quarantined_above_its_ceiling_and_the_others_pass(clo
     noisy = connect(cloud.device_settings("device-a"), "device-a")
     quiet = connect(cloud.device_settings("device-b"), "device-b")
     ceiling = 5  # faces/s; the default is 50, low here so that a short flood is enough
-    config = processor_config(cloud, store, "facecap-processor-rate", maxFacesPerSecondPerDevice=ceiling)
+    config = processor_config(cloud, store, "facecap-processor-rate", maxFacesPerSecondPerDevice=ceiling,
+                              rateBurstFaces=10)
     with running(config) as processor:
         started = time.monotonic()
         publish_all(noisy, [sample_face(device="device-a", size=500, frame=i) for i in range(60)])
@@ -101,7 +102,7 @@ def test_a_noisy_device_is_quarantined_above_its_ceiling_and_the_others_pass(clo
         assert "device-a=60" in processor.guard.summary()
     assert len(faces_of(store, "device-b")) == 5
     allowed = len(faces_of(store, "device-a"))
-    # The burst (2 s of the ceiling) plus what the bucket refilled while the flood lasted.
+    # The burst (rateBurstFaces) plus what the bucket refilled while the flood lasted.
     assert 10 <= allowed <= 10 + ceiling * elapsed + 1
     assert len(quarantined(store, "rate")) == 60 - allowed
     noisy.stop()

@@ -11,6 +11,7 @@ from ..config import ConfigModel, LoggingSettings, TopicConfig
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, ID_PATTERN, RESERVED_ID_PREFIX, check_topic_prefix, status_topic
 from ..mqtt import MqttSettings
 from ..storage import parse_store_url
+from .guard import DEFAULT_BURST_FACES
 
 DEFAULT_CLIENT_ID = "facecap-processor"
 _SHARE_GROUP = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
@@ -42,8 +43,13 @@ class ProcessorConfig(TopicConfig):
     workers: int = Field(16, ge=1, le=256, description="Faces stored in parallel.")
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1, description="Larger payloads are quarantined.")
     max_faces_per_second_per_device: float = Field(
-        50.0, ge=0, description="Each device's ceiling (with a 2 s burst); faces above it are quarantined with "
-                                "reason rate. 0 turns it off.")
+        50.0, ge=0, description="Each device's ceiling (with a burst of rateBurstFaces); faces above it are "
+                                "quarantined with reason rate. 0 turns it off.")
+    rate_burst_faces: int = Field(
+        DEFAULT_BURST_FACES, ge=1,
+        description="Faces a device may send at once above its ceiling. Keep it above the devices' "
+                    "outbox.maxUnconfirmed (256): after an uplink outage or a processor restart that many "
+                    "arrive at once from an honest device.")
     retry: RetrySettings = Field(default_factory=RetrySettings,
                                  description="Backoff of failed stores (the message stays unacknowledged).")
     drain_timeout_seconds: float = Field(

@@ -20,9 +20,11 @@ log = logging.getLogger(__name__)
 # Log lines carry text a device chose (topics, property values in error details); a 1 MB value must not
 # push everything else out of the container's bounded log.
 MAX_LOGGED_CHARS = 200
-# A device's bucket holds this many seconds of its ceiling: an honest burst (several faces in one frame,
-# a short backlog after a reconnect) passes, a sustained flood does not.
-BURST_SECONDS = 2.0
+# Faces a device may send at once above its ceiling (its bucket's size): the most a detector has published
+# and unconfirmed (outbox.maxUnconfirmed, 256) with room to spare. After an uplink outage or a processor
+# restart the edge broker or the processor's session hands all of them over at once; an honest device
+# must not see them quarantined as a flood. A sustained flood still empties the bucket.
+DEFAULT_BURST_FACES = 300
 # Devices remembered for the rate ceiling and the counts; more ids than this means something is wrong,
 # and forgetting the quietest ones keeps the memory flat.
 _MAX_DEVICES = 10_000
@@ -63,6 +65,7 @@ class DeviceGuard:
 
     max_faces_per_second: float  # 0 disables the ceiling
     topic_prefix: str
+    burst_faces: int = DEFAULT_BURST_FACES
     faces: Counter[str] = field(default_factory=Counter)  # every face message, per device, since start
     limited: Counter[str] = field(default_factory=Counter)  # quarantined with reason "rate"
     retained: Counter[str] = field(default_factory=Counter)  # ignored retained copies
@@ -92,7 +95,7 @@ class DeviceGuard:
         return ""
 
     def _take(self, device: str, now: float) -> bool:
-        capacity = max(1.0, self.max_faces_per_second * BURST_SECONDS)
+        capacity = float(max(1, self.burst_faces))
         bucket = self._buckets.get(device)
         if bucket is None:
             bucket = self._buckets[device] = _Bucket(capacity, now)

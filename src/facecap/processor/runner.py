@@ -105,7 +105,8 @@ class ProcessorRunner:
         self.config = config
         self.store = store
         self.stats = ProcessorStats()
-        self.guard = DeviceGuard(config.max_faces_per_second_per_device, config.topic_prefix)
+        self.guard = DeviceGuard(config.max_faces_per_second_per_device, config.topic_prefix,
+                                 config.rate_burst_faces)
         self.quarantine_log = QuarantineLog(config.topic_prefix)
         self._failures = FailureReporter()
         self._pending = 0
