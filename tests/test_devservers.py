@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 
 import pytest
 
+from facecap.devkit.link import TcpProxy
 from facecap.devkit.servers import LOOPBACK, S3Server, ephemeral_ports_start, free_port
 
 from .conftest import MosquittoFactory
@@ -56,3 +58,21 @@ def test_free_ports_come_from_below_the_ephemeral_range_and_are_free() -> None:
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((LOOPBACK, port))  # raises if it was not free
+
+
+def test_the_cuttable_link_keeps_an_idle_connection_and_cuts_on_demand() -> None:
+    """An idle link stays up (a bridge is quiet between keep-alives); it used to be cut after 5 s."""
+    with socket.create_server((LOOPBACK, 0)) as target:
+        link = TcpProxy(target.getsockname()[1])
+        try:
+            client = socket.create_connection((LOOPBACK, link.port), timeout=10)
+            server_side, _ = target.accept()
+            time.sleep(6)  # longer than the connect timeout that stayed on the upstream socket
+            server_side.sendall(b"still here")
+            assert client.recv(64) == b"still here"
+            link.cut()
+            assert client.recv(64) == b""  # cut: the connection is gone
+            server_side.close()
+            client.close()
+        finally:
+            link.close()

@@ -43,6 +43,9 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            # The timeout was for the connect only: left on, an idle link (a quiet bridge between keep-alives)
+            # was cut after 5 s and the tests behind it ran against a flapping bridge.
+            upstream.settimeout(None)
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
