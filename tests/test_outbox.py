@@ -178,6 +178,20 @@ def test_a_hold_after_bridge_up_keeps_overdue_faces_back_but_not_those_due_at_on
     outbox.close()
 
 
+def test_a_flapping_bridge_does_not_hold_overdue_faces_back_for_as_long_as_it_flaps(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, OutboxSettings(redeliver_after_seconds=0.3, redeliver_max_seconds=0.3))
+    outbox.capture(faces(1))  # its receipt is lost
+    redelivered, started = 0, time.monotonic()
+    while time.monotonic() - started < 3:
+        outbox.postpone_due(0.5)  # the bridge comes back every 50 ms
+        redelivered += len(outbox.take_due(10))
+        time.sleep(0.05)
+    # One hold of 0.5 s then 0.5 s free, over and over: the face goes out again every 0.3 - 1 s, where each
+    # bridge-up used to push it a whole hold further and it never went out.
+    assert redelivered >= 3
+    outbox.close()
+
+
 def test_a_garbage_outbox_file_is_moved_aside_and_a_fresh_one_starts(tmp_path: Path,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / FILE_NAME).write_bytes(b"this is not SQLite" * 500)

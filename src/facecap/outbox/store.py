@@ -79,7 +79,7 @@ class Outbox:
         self._full_since: float | None = None
         self._episode = {"evicted": 0, "refused": 0}
         # Until then (monotonic) only faces made due at once are handed out: see postpone_due.
-        self._held_until = 0.0
+        self._held_until: float | None = None
         count, total = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
         self._count, self._bytes = int(count), int(total)
         self._counters = {name: 0 for name in COUNTERS}
@@ -273,7 +273,8 @@ class Outbox:
     def _take_due(self, limit: int, now: float) -> list[PendingFace]:
         ceiling = now + self.settings.longest_redeliver_delay()
         # While overdue faces are held back, only those scheduled at 0 (made due at once) count as due.
-        due_by = 0.0 if time.monotonic() < self._held_until else now
+        held = self._held_until is not None and time.monotonic() < self._held_until
+        due_by = 0.0 if held else now
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             # No schedule lies further ahead than the longest delay, unless the clock was set back since it
@@ -308,9 +309,16 @@ class Outbox:
         delivering the edge broker's queue: their receipts may be on the way). Faces made due at once
         (due_now, resume) still go. Kept in memory, not written to each row: after a long outage that would
         rewrite the whole backlog (about 500 bytes a face) and block new faces' commits meanwhile, at every
-        bridge-up; a restart makes every face due anyway."""
+        bridge-up; a restart makes every face due anyway.
+
+        A hold is not extended, and the next one starts only once as long again has passed since it ended:
+        an uplink that comes back more often than `seconds` (a flapping link) would otherwise hold overdue
+        faces back for as long as it flaps, and those whose receipt was lost would never go out again."""
+        now = time.monotonic()
         with self._lock:
-            self._held_until = time.monotonic() + seconds
+            if self._held_until is not None and now < self._held_until + seconds:
+                return
+            self._held_until = now + seconds
 
     def counts(self) -> OutboxCounts:
         with self._lock:
