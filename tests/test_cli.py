@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import json
 import subprocess
@@ -14,8 +15,10 @@ from types import ModuleType
 import pytest
 
 from facecap.cli import COMMAND_MODULES, build_parser, main
+from facecap.commands import demo as demo_command
 from facecap.config import COMPONENT_MODELS
 from facecap.contract import parse_message
+from facecap.devkit import servers
 from facecap.devkit.servers import MosquittoServer
 
 from .support.helpers import Collector, subscriber
@@ -68,7 +71,7 @@ def test_demo_without_the_devkit_says_so_in_one_line(monkeypatch: pytest.MonkeyP
     assert main(["demo", "--out", "somewhere"]) == 2
     assert capsys.readouterr().err == ("facecap: the demo is part of the development kit, which this installation "
                                        "(the device wheel) leaves out; run it from a checkout of facecap "
-                                       "(pip install -e .)\n")
+                                       "(make setup, or pip install -e \".[detector,processor,demo]\")\n")
     # Anything else missing is a broken installation, and says so with its traceback.
     monkeypatch.setattr(importlib, "import_module", import_without("cv2"))
     with pytest.raises(ModuleNotFoundError):
@@ -76,6 +79,32 @@ def test_demo_without_the_devkit_says_so_in_one_line(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.integration
+def test_the_demo_without_its_tools_or_extras_says_what_to_install_in_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, model_path: Path) -> None:
+    """A laptop without Mosquitto (or SeaweedFS, or an extra such as OpenCV) got a traceback."""
+    monkeypatch.setattr(servers, "find_binary", lambda name: None)
+    assert main(["demo", "--out", str(tmp_path / "a"), "--model", str(model_path), "--source", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("facecap demo: mosquitto is not installed (apt-get install mosquitto)"), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+    def no_opencv(*_args: object, **_kwargs: object) -> int:
+        raise ModuleNotFoundError("No module named 'cv2'", name="cv2")
+
+    monkeypatch.setattr(demo_command, "sample_videos", no_opencv)
+    assert main(["demo", "--out", str(tmp_path / "b"), "--model", str(model_path)]) == 2
+    err = capsys.readouterr().err
+    assert "the demo needs the Python module cv2" in err and ".[detector,processor,demo]" in err, err
+
+
+def test_two_demos_in_one_folder_the_second_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The second would write a new CA and passwords under the first one's running parts."""
+    with open(tmp_path / ".demo.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["demo", "--out", str(tmp_path), "--source", "0"]) == 2
+    assert "another facecap demo is running in this folder" in capsys.readouterr().err
+
+
 def test_send_publishes_images_as_contract_messages(broker: MosquittoServer, tmp_path: Path) -> None:
     image = tmp_path / "one.png"
     image.write_bytes(PNG_1x1)

@@ -35,7 +35,8 @@ COMMAND_MODULES = (
 # Command modules of the development kit (not in the device wheel), with the subcommand each adds.
 DEVKIT_COMMANDS = {"facecap.commands.demo": "demo"}
 DEVKIT_MISSING = ("the {command} is part of the development kit, which this installation (the device wheel) "
-                  "leaves out; run it from a checkout of facecap (pip install -e .)")
+                  "leaves out; run it from a checkout of facecap (make setup, or pip install -e "
+                  "\".[detector,processor,demo]\")")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -6,6 +6,9 @@ there says so in one line (see facecap.cli)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +44,19 @@ def register(subparsers: Any) -> None:
                         "(default 1; not with --source)")
 
 
+# What the demo needs beyond the base package (pyproject.toml's extras; make setup installs them all).
+DEMO_EXTRAS = 'pip install -e ".[detector,processor,demo]" in the checkout (or make setup)'
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..detector.model import find_model
-    from ..devkit.demo.pipeline import LocalPipeline, PipelineSettings
-    from ..devkit.demo.runner import DemoRunner
+    try:
+        return _run(args)
+    except ModuleNotFoundError as exc:  # an extra left out: OpenCV, scikit-image, boto3
+        raise UsageError(f"the demo needs the Python module {exc.name}, which is not installed",
+                         f"install the demo's extras: {DEMO_EXTRAS}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..logs import setup_logging
 
     if args.cameras < 1 or (args.cameras > 1 and args.source is not None):
@@ -57,6 +69,15 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot create the folder ({exc.strerror})",
                          "choose a folder that can be created") from None
+    with _claimed(out):
+        return _run_in(args, out)
+
+
+def _run_in(args: argparse.Namespace, out: Path) -> int:
+    from ..detector.model import find_model
+    from ..devkit.demo.pipeline import LocalPipeline, PipelineSettings
+    from ..devkit.demo.runner import DemoRunner
+
     found = find_model("", args.model, download=True, notify=lambda text: print(f"demo: {text}", flush=True))
     model = Path(found.path) if found.path else None
     pipeline = LocalPipeline(PipelineSettings(workdir=out, store=args.store, model=model,
@@ -64,6 +85,24 @@ def run(args: argparse.Namespace) -> int:
                                                                                  "firstShot": args.first_shot}}))
     source: str | list[str] = args.source if args.source is not None else sample_videos(out, args.cameras)
     return DemoRunner(pipeline, out, args.duration).run(source)
+
+
+@contextlib.contextmanager
+def _claimed(out: Path) -> Iterator[None]:
+    """One demo at a time in a folder: a second one would write a new CA and new passwords under the first
+    one's running parts, and both would fail without saying why."""
+    try:
+        handle = open(out / ".demo.lock", "a")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write in the folder ({exc.strerror})",
+                         "choose a folder you can write to") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"--out {out}: another facecap demo is running in this folder",
+                             "wait for it to end, or give another --out") from None
+        yield  # the lock goes with the file's closing
 
 
 def sample_videos(out: Path, cameras: int) -> list[str]:

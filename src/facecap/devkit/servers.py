@@ -21,11 +21,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import FacecapError
+
 LOOPBACK = "127.0.0.1"
 
 
-class ServerError(RuntimeError):
-    """A local server could not be started."""
+class ServerError(FacecapError):
+    """A local server could not be started (a missing binary, a start that failed): one line from the CLI,
+    exit 1, not a traceback."""
+
+    exit_code = 1
 
 
 # Below the ephemeral range, where no outgoing connection takes its source port: a port that bind(0)
@@ -242,7 +247,10 @@ class MosquittoServer:
     def start(self, timeout: float = 10.0) -> MosquittoServer:
         assert self.binary is not None
         with open(self.folder / "stdout.log", "ab") as out:
-            self.process = subprocess.Popen([self.binary, "-c", str(self.conf_path)], stdout=out, stderr=out)
+            # Its own session, as every other part has: Ctrl-C in the terminal goes to the foreground process
+            # group, and a cloud broker that dies with it strands the faces the detector sends as it stops.
+            self.process = subprocess.Popen([self.binary, "-c", str(self.conf_path)], stdout=out, stderr=out,
+                                            start_new_session=True)
         wait_for_port(self.port, self.process, timeout, self.log_path)
         return self
 

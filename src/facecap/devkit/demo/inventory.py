@@ -20,7 +20,9 @@ class StoredObject:
     size: int
     content_type: str
     metadata: dict[str, str] = field(default_factory=dict)
-    stored_at: float = 0.0  # epoch seconds: file mtime, or S3 LastModified
+    # Epoch seconds: the file's mtime. None in S3, whose LastModified has whole seconds (a face stored 300 ms
+    # after its capture could show as stored before it).
+    stored_at: float | None = None
 
     @property
     def face_id(self) -> str:
@@ -94,5 +96,5 @@ def _s3_objects(client: Any, bucket: str, prefix: str, with_metadata: bool) -> l
                 metadata, content_type = head.get("Metadata", {}), head.get("ContentType", "")
             objects.append(StoredObject(
                 key=item["Key"][len(start):], size=int(item["Size"]), content_type=content_type,
-                metadata=metadata, stored_at=item["LastModified"].timestamp()))
+                metadata=metadata))
     return objects

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from ...edgelocal import EDGE_DIR_ENV, SOCKET_NAME, socket_listening
 from ...mqtt import MqttSettings
 from ...polling import wait_until
 from ..link import TcpProxy
-from ..servers import CertificateAuthority, MosquittoServer, S3Server, free_port, tail
+from ..servers import CertificateAuthority, MosquittoServer, S3Server, ServerError, free_port, tail
 
 DEVICE_ID = "demo-jetson"
 PROCESSOR_USER = "processor"
@@ -172,7 +173,11 @@ class LocalPipeline:
         self.s3: S3Server | None = None
         self.link: TcpProxy | None = None
         self.edge_port = free_port()
-        self.edge_dir = settings.edge_dir or _short_run_dir(self.workdir / "work" / "broker" / "local")
+        preferred = self.workdir / "work" / "broker" / "local"
+        self.edge_dir = settings.edge_dir or _short_run_dir(preferred)
+        # A folder of its own under /tmp when the work folder's path is too long for a socket: removed at the
+        # end (it holds the broker's password files).
+        self._temporary_run_dir = None if self.edge_dir in (preferred, settings.edge_dir) else self.edge_dir.parent
         self.components: dict[str, Component] = {}
         self.store_url = f"file://{(self.workdir / 'store').resolve()}"
         # The detector's outbox, kept across runs: a run resumes what an interrupted one left.
@@ -222,9 +227,9 @@ class LocalPipeline:
         env = self.s3.env() if self.s3 else {}
         component = self._start("processor", self.processor_config(), env)
         if wait and not wait_until(lambda: "subscribed to" in component.log_text() or not component.running, 30):
-            raise RuntimeError(f"processor did not subscribe:\n{tail(component.log)}")
+            raise ServerError(f"processor did not subscribe:\n{tail(component.log)}")
         if not component.running:
-            raise RuntimeError(f"processor exited:\n{tail(component.log)}")
+            raise ServerError(f"processor exited:\n{tail(component.log)}")
         return component
 
     # --- edge side ------------------------------------------------------------------------------------
@@ -325,6 +330,8 @@ class LocalPipeline:
             self.cloud.stop()
         if self.s3 is not None:
             self.s3.stop()
+        if self._temporary_run_dir is not None:
+            shutil.rmtree(self._temporary_run_dir, ignore_errors=True)
 
     def s3_client(self) -> Any:
         return self.s3.client() if self.s3 is not None else None
@@ -351,9 +358,9 @@ def _wait_ready(socket_path: Path, password: Path, component: Component, timeout
     """Until the broker listens on its socket with its identities written."""
     def ready() -> bool:
         if not component.running:
-            raise RuntimeError(f"{component.name} exited early:\n{tail(component.log)}")
+            raise ServerError(f"{component.name} exited early:\n{tail(component.log)}")
         # A live socket, not the file a killed broker left behind (the new one replaces it).
         return password.exists() and socket_listening(socket_path)
 
     if not wait_until(ready, timeout, 0.1):
-        raise RuntimeError(f"{component.name} is not listening on {socket_path}:\n{tail(component.log)}")
+        raise ServerError(f"{component.name} is not listening on {socket_path}:\n{tail(component.log)}")

@@ -3,12 +3,15 @@ what was published and stored, print the summary and write the gallery (`facecap
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import signal
 import statistics
+import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,45 @@ from .pipeline import Component, LocalPipeline
 from .tap import Tap
 
 log = logging.getLogger(__name__)
+
+
+def error_lines(log_text: str) -> list[str]:
+    """A component's ERROR lines (camera outages, failed publishes), without the time stamp."""
+    return [line.split(" ERROR ", 1)[1] for line in log_text.splitlines() if " ERROR " in line]
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a `timeout`, a closed terminal) stop the demo as Ctrl-C does, so its parts are
+    stopped too: their default action would end this process without its cleanup."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    # Ignored, not blocked: awscrt's threads would take a blocked signal instead of this one.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    numbers = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def detector_stats(log_text: str) -> dict[str, str]:
@@ -53,10 +95,14 @@ class DemoRunner:
 
     def run(self, source: str | Sequence[str]) -> int:
         """Run on `source`, or on several sources as the cameras cam0, cam1, ... of one detector."""
-        try:
-            return self._run(source)
-        finally:
-            self.pipeline.stop_all()
+        with _stop_signals_interrupt():
+            try:
+                return self._run(source)
+            finally:
+                # The parts run in sessions of their own, so only this stops them: a second Ctrl-C (or a
+                # SIGTERM) meanwhile must not cut it short and leave some of them running.
+                with _stop_signals_ignored():
+                    self.pipeline.stop_all()
 
     def _run(self, source: str | Sequence[str]) -> int:
         started = time.monotonic()
@@ -70,6 +116,8 @@ class DemoRunner:
         if not outcome.all_stored or missing or outcome.published == 0:
             print(f"demo: FAILED: {len(missing)} published face(s) not stored, {outcome.published} published",
                   flush=True)
+            for line in error_lines(detector.log_text())[-3:]:
+                print(f"demo: the detector logged: {line}", flush=True)
             return 1
         return 0
 
@@ -93,10 +141,17 @@ class DemoRunner:
     def _watch(self, tap: Tap, detector: Component) -> None:
         """Print progress until the detector ends, the duration is over or the user presses Ctrl-C."""
         deadline = time.monotonic() + self.duration if self.duration else None
+        reported = 0
         try:
             while detector.running and (deadline is None or time.monotonic() < deadline):
                 time.sleep(2)
-                _progress(self.pipeline, tap, detector.log_text())
+                text = detector.log_text()
+                _progress(self.pipeline, tap, text)
+                # A camera it cannot open is retried with backoff, not fatal: say why nothing comes.
+                errors = error_lines(text)
+                for line in errors[max(reported, len(errors) - 3):]:
+                    print(f"demo: the detector logged: {line}", flush=True)
+                reported = len(errors)
         except KeyboardInterrupt:
             print("demo: stopping the detector", flush=True)
 
@@ -119,6 +174,7 @@ class DemoRunner:
         faces = _of_this_run(inventory.faces, outcome.this_run)
         stats = detector_stats(detector.log_text())
         latencies = _latencies(faces, tap)
+        unknown = "n/a (S3 dates objects in whole seconds)" if self.pipeline.s3 is not None else "n/a"
         summary = {
             "frames": stats.get("frames", "?"),
             "faces detected": stats.get("faces", "?"),
@@ -130,8 +186,8 @@ class DemoRunner:
             "dropped by the detector": stats.get("dropped", "?"),
             # Capture to stored. In best-shot mode a face is sent when its track ends, seconds after the
             # best frame was captured, so this is mostly the time the person stayed in view.
-            "capture-to-store p50": f"{statistics.median(latencies):.0f} ms" if latencies else "n/a",
-            "capture-to-store p99": f"{percentile(latencies, 0.99):.0f} ms" if latencies else "n/a",
+            "capture-to-store p50": f"{statistics.median(latencies):.0f} ms" if latencies else unknown,
+            "capture-to-store p99": f"{percentile(latencies, 0.99):.0f} ms" if latencies else unknown,
             **_first_shot_figures(faces, tap),
             "run time": f"{time.monotonic() - started:.1f} s",
         }
@@ -154,9 +210,10 @@ def _pending_faces(outbox: Path) -> frozenset[str]:
 
 
 def _latencies(faces: list[StoredObject], tap: Tap) -> list[float]:
-    """Milliseconds from each face's capture (its frame) to its object in the store."""
+    """Milliseconds from each face's capture (its frame) to its object in the store (none where the store
+    does not say to the millisecond when it stored an object)."""
     return [(face.stored_at - captured.timestamp()) * 1000 for face in faces
-            if (captured := tap.face_ids.get(face.face_id)) is not None]
+            if face.stored_at is not None and (captured := tap.face_ids.get(face.face_id)) is not None]
 
 
 def _per_camera(faces: list[StoredObject]) -> str:
@@ -166,12 +223,14 @@ def _per_camera(faces: list[StoredObject]) -> str:
 
 def _first_shot_figures(faces: list[StoredObject], tap: Tap) -> dict[str, str]:
     """With tracking.firstShot: how soon the first shots (`shot` = first) were stored."""
-    latencies = _latencies([face for face in faces if face.metadata.get("shot") == "first"], tap)
-    if not latencies:
+    firsts = [face for face in faces if face.metadata.get("shot") == "first"]
+    if not firsts:
         return {}
-    return {"first shots": str(len(latencies)),
-            "first-shot capture-to-store p50": f"{statistics.median(latencies):.0f} ms",
-            "first-shot capture-to-store p99": f"{percentile(latencies, 0.99):.0f} ms"}
+    figures = {"first shots": str(len(firsts))}
+    if latencies := _latencies(firsts, tap):
+        figures["first-shot capture-to-store p50"] = f"{statistics.median(latencies):.0f} ms"
+        figures["first-shot capture-to-store p99"] = f"{percentile(latencies, 0.99):.0f} ms"
+    return figures
 
 
 def detector_failure(detector: Component, code: int) -> UsageError:
