@@ -32,38 +32,22 @@ def error_lines(log_text: str) -> list[str]:
     return [line.split(" ERROR ", 1)[1] for line in log_text.splitlines() if " ERROR " in line]
 
 
-@contextlib.contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a `timeout`, a closed terminal) stop the demo as Ctrl-C does, so its parts are
-    stopped too: their default action would end this process without its cleanup."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def _stop_signals_ignored() -> Iterator[None]:
-    # Ignored, not blocked: awscrt's threads would take a blocked signal instead of this one.
+def _handling(handler: Any, *numbers: signal.Signals) -> Iterator[None]:
+    """`handler` for these signals while the block runs (only the main thread may set one)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    numbers = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {number: signal.signal(number, signal.SIG_IGN) for number in numbers}
+    previous = {number: signal.signal(number, handler) for number in numbers}
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        for number, earlier in previous.items():
+            signal.signal(number, earlier)
 
 
 def detector_stats(log_text: str) -> dict[str, str]:
@@ -95,13 +79,16 @@ class DemoRunner:
 
     def run(self, source: str | Sequence[str]) -> int:
         """Run on `source`, or on several sources as the cameras cam0, cam1, ... of one detector."""
-        with _stop_signals_interrupt():
+        # SIGTERM and SIGHUP (a `timeout`, a closed terminal) stop the demo as Ctrl-C does: their default
+        # action would end it without stopping its parts.
+        with _handling(_interrupt, signal.SIGTERM, signal.SIGHUP):
             try:
                 return self._run(source)
             finally:
                 # The parts run in sessions of their own, so only this stops them: a second Ctrl-C (or a
-                # SIGTERM) meanwhile must not cut it short and leave some of them running.
-                with _stop_signals_ignored():
+                # SIGTERM) meanwhile must not cut it short. Ignored, not blocked: awscrt's threads would take
+                # a blocked signal instead.
+                with _handling(signal.SIG_IGN, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     self.pipeline.stop_all()
 
     def _run(self, source: str | Sequence[str]) -> int:
