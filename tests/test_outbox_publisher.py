@@ -20,6 +20,7 @@ from facecap.devkit.servers import MosquittoServer
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
 from facecap.outbox import Outbox, OutboxPublisher, OutboxSettings, OutboxWriteError, PendingFace
 from facecap.outbox.inspect import read_pending
+from facecap.outbox.publisher import _FRESH_BYTES
 from facecap.receipts import encode_receipt, receipt_topic
 
 from .support.helpers import Collector, sample_face, settings_for, subscriber
@@ -149,6 +150,26 @@ def test_a_disk_that_refuses_writes_still_lets_faces_out(broker: MosquittoServer
     publisher.stop()
     outbox.close()
     reader.stop()
+
+
+def test_faces_neither_on_disk_nor_in_memory_are_counted_as_lost_not_deferred(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Beyond the in-memory queue a face is left to the redelivery pass, which reads the disk: a face the
+    disk refused is not there, so it was silently never sent. It is dropped, counted and logged instead."""
+    client = MqttClient(MqttSettings(), "detector")  # never started: the sender is held back
+    outbox = Outbox(tmp_path, OutboxSettings())
+    durable = OutboxPublisher(outbox, client.settings, client.client_id, DEVICE, client=client)
+    pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from now on
+    size = 1_000_000
+    faces = [sample_face(device=DEVICE, size=size, frame=i) for i in range(40)]
+    for face in faces:
+        durable.capture([face])
+    kept = _FRESH_BYTES // len(faces[0].payload)  # what the in-memory queue holds
+    assert durable.stats.unsaved == 40 and durable.stats.deferred == 0
+    assert durable.stats.lost == 40 - kept > 0
+    assert "faces dropped so far" in caplog.text and f"lost {durable.stats.lost}" in durable.summary()
+    outbox.close()
 
 
 def test_faces_the_disk_refused_are_not_counted_as_committed(tmp_path: Path) -> None:

@@ -201,6 +201,7 @@ class DetectorRunner:
                 "committed": self.publisher.committer.stats.committed, "pending": counts.pending,
                 "pending_bytes": counts.pending_bytes, "delivered": counts.delivered, "evicted": counts.evicted,
                 "refused": counts.refused, "republished": sender.republished, "unsaved": sender.unsaved,
+                "lost": sender.lost,
                 "outbox_errors": sender.outbox_errors, "awaiting_receipt": len(self.outbox.window),
                 "bridge": {True: "up", False: "down", None: "unknown"}[self.outbox.bridge.up]}
 

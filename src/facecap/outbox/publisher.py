@@ -52,6 +52,7 @@ class PublisherStats:
     bad_receipts: int = 0
     deferred: int = 0  # captured while the in-memory queue was full: left for the redelivery pass
     unsaved: int = 0  # published without the outbox, because committing failed (disk full or failing)
+    lost: int = 0  # of those, dropped: neither on disk nor room in memory while the sender was held back
     outbox_errors: int = 0  # other reads and writes of the outbox that failed (the faces stay in it)
 
 
@@ -80,6 +81,7 @@ class OutboxPublisher:
         self._resuming = True
         self._next_due_check = 0.0
         self._unsaved_log = Throttle(_ERROR_LOG_SECONDS)
+        self._lost_log = Throttle(_ERROR_LOG_SECONDS)
         self._outbox_error_log = Throttle(_ERROR_LOG_SECONDS)
         self._bug_log = Throttle(_ERROR_LOG_SECONDS)
         self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
@@ -136,12 +138,14 @@ class OutboxPublisher:
     def capture(self, faces: Sequence[OutgoingFace]) -> list[bool]:
         """Commit the faces to the outbox (synced to disk), then queue them for publishing. Returns per
         face whether it was accepted (see Outbox.capture). Never waits for the broker."""
+        on_disk = True
         try:
             accepted = self.outbox.capture(faces)
         except OutboxWriteError as exc:
             # Better sent without the outbox's guarantee than not at all (as before there was an outbox).
             self._unsaved(len(faces), exc)
             accepted = [True] * len(faces)
+            on_disk = False
         deferred: list[str] = []
         with self._lock:
             for face, ok in zip(faces, accepted, strict=True):
@@ -153,8 +157,10 @@ class OutboxPublisher:
                 self._fresh.append(face)
                 self._fresh_bytes += len(face.payload)
                 self._unsent += 1
-        if deferred:
+        if deferred and on_disk:
             self._defer(deferred)
+        elif deferred:
+            self._lose(len(deferred))
         self._wake.set()
         return accepted
 
@@ -168,6 +174,15 @@ class OutboxPublisher:
         except sqlite3.Error as exc:  # still in the outbox: they go out when their redelivery is due
             log.warning("cannot bring %d deferred faces forward in outbox %s: %s", len(face_ids),
                         self.outbox.path, exc)
+
+    def _lose(self, count: int) -> None:
+        """Faces the disk refused while the in-memory queue is full (the sender is held back): memory stays
+        bounded, so they are dropped, counted and said so; nothing else would ever send them."""
+        self.stats.lost += count
+        if self._lost_log.due():
+            log.error("outbox %s: the disk refuses faces and the sender is held back with %d bytes queued in "
+                      "memory; %d faces dropped so far (free space on the disk)", self.outbox.path,
+                      self._fresh_bytes, self.stats.lost)
 
     def _unsaved(self, count: int, error: Exception) -> None:
         self.stats.unsaved += count
@@ -188,7 +203,7 @@ class OutboxPublisher:
         bridge = {True: "up", False: "down", None: "unknown"}[self.bridge.up]
         return (f"outbox pending {counts.pending} ({counts.pending_bytes} bytes), delivered {counts.delivered}, "
                 f"evicted {counts.evicted}, refused {counts.refused}, unsaved {self.stats.unsaved}, "
-                f"republished {self.stats.republished}, awaiting receipt {len(self.window)}, "
+                f"lost {self.stats.lost}, republished {self.stats.republished}, awaiting receipt {len(self.window)}, "
                 f"bridge {bridge}")
 
     # --- the sender thread -------------------------------------------------------------------------------
