@@ -157,6 +157,22 @@ def test_redelivery_backs_off_and_resume_makes_everything_due(tmp_path: Path) ->
     outbox.close()
 
 
+def test_a_receipt_the_disk_refused_does_not_count_as_delivered(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    batch = faces(3)
+    outbox.capture(batch)
+    # The write of the receipt fails as on a full disk, after the delete (a commit that cannot grow the WAL).
+    outbox._conn.execute("CREATE TEMP TRIGGER full BEFORE INSERT ON counters BEGIN SELECT RAISE(ABORT, "
+                         "'database or disk is full'); END")
+    with pytest.raises(sqlite3.Error):
+        outbox.delivered([batch[0].face_id])
+    counts = outbox.counts()
+    assert (counts.pending, counts.delivered) == (3, 0)
+    outbox._conn.execute("DROP TRIGGER full")
+    assert outbox.delivered([batch[0].face_id]) == 1 and outbox.counts().delivered == 1
+    outbox.close()
+
+
 def test_a_hold_after_bridge_up_keeps_overdue_faces_back_but_not_those_due_at_once(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path, OutboxSettings(redeliver_after_seconds=10))
     overdue, queued = faces(2)

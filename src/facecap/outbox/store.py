@@ -158,7 +158,9 @@ class Outbox:
             try:
                 count, total = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
                 self._count, self._bytes = int(count), int(total)
-                self._counters.update(dict(self._conn.execute("SELECT name, value FROM counters")))
+                # From zero: a counter with no row yet was only ever added to by the rolled-back write.
+                self._counters = {name: 0 for name in COUNTERS} | dict(
+                    self._conn.execute("SELECT name, value FROM counters"))
             except sqlite3.Error:
                 log.exception("cannot re-read the totals of outbox %s", self.path)
 
