@@ -18,6 +18,7 @@ from facecap.devkit.servers import CertificateAuthority, MosquittoServer, S3Serv
 from facecap.release import MODEL_FILE
 
 from .greengrass_harness import BuiltComponent, Nucleus, build_components, load_build
+from .support.filesystems import MountError, SmallFilesystem
 from .support.offline import NamespaceUnavailable, create_offline_namespace, delete_namespace, exec_prefix
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,3 +163,21 @@ def installed(built: dict[str, BuiltComponent], tmp_path_factory: pytest.TempPat
             assert check.returncode == 0, f"{name}: awsiotsdk not installed in {venv}:\n{check.stderr}"
     return nucleus
 
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Callable[[int], SmallFilesystem]]:
+    """Mounts tmpfs filesystems of a given size under tmp_path; unmounted after the test."""
+    mounted: list[SmallFilesystem] = []
+
+    def mount(size_bytes: int) -> SmallFilesystem:
+        try:
+            filesystem = SmallFilesystem(tmp_path / f"fs{len(mounted)}", size_bytes)
+        except MountError as exc:
+            unavailable(f"cannot mount a tmpfs: {exc}", "CI must run as root")
+        mounted.append(filesystem)
+        return filesystem
+
+    yield mount
+    for filesystem in mounted:
+        filesystem.unmount()

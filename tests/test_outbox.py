@@ -15,18 +15,22 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from facecap.cli import main as cli_main
 from facecap.contract import OutgoingFace
+from facecap.detector.durable import open_outbox
+from facecap.mqtt import MqttClient, MqttSettings
 from facecap.outbox import Outbox, OutboxSettings, OutboxWriteError, schema
-from facecap.outbox.inspect import read_pending, read_status
+from facecap.outbox.inspect import OutboxReadError, read_pending, read_status
 from facecap.outbox.recover import move_aside
 from facecap.outbox.schema import FILE_NAME, OutboxBusyError, claim
 
 from .conftest import REPO
+from .support.filesystems import SmallFilesystem
 from .support.helpers import sample_face
 
 
@@ -284,6 +288,35 @@ def test_a_disk_that_refuses_writes_at_start_leaves_the_outbox_where_it_is(tmp_p
     reopened = Outbox(tmp_path)  # the disk has room again
     assert reopened.recovery is None
     assert sorted(pending_ids(tmp_path)) == sorted(face.face_id for face in batch)
+    reopened.close()
+
+
+def test_a_read_only_disk_at_start_runs_without_the_outbox_and_the_outbox_can_still_be_read(
+        small_filesystem: Callable[[int], SmallFilesystem], caplog: pytest.LogCaptureFixture) -> None:
+    """ext4 remounts an eMMC read-only after I/O errors. The detector refused to start (outbox.dir called a
+    configuration error), so Greengrass restarted it until it gave up and nothing was captured; and
+    `facecap outbox status` called the sound file damaged."""
+    disk = small_filesystem(8 * 1024 * 1024)
+    folder = disk.path / "outbox"
+    outbox = Outbox(folder)
+    batch = faces(4)
+    outbox.capture(batch)
+    outbox.close()
+    disk.read_only()
+    client = MqttClient(MqttSettings(), "t")
+    assert open_outbox(OutboxSettings(dir=str(folder)), client, "jetson-1") is None
+    assert open_outbox(OutboxSettings(dir=str(disk.path / "never-made")), client, "jetson-1") is None
+    assert "Read-only file system; publishing without the outbox until the next start" in caplog.text
+    assert read_status(folder).pending == 4  # read as it is, nothing moved or written
+    assert sorted(entry.face_id for entry in read_pending(folder)) == sorted(face.face_id for face in batch)
+    disk.read_only(False)
+    filler = disk.fill()  # a full disk: reading a closed WAL outbox needs room for its -shm
+    with pytest.raises(OutboxReadError) as refused:
+        read_status(folder)
+    assert "the disk refuses" in str(refused.value) and "damaged" not in str(refused.value)
+    filler.unlink()
+    reopened = Outbox(folder)
+    assert reopened.counts().pending == 4
     reopened.close()
 
 

@@ -8,6 +8,7 @@ its commit returned, and counted as captured (`committed`) only then.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -85,6 +86,16 @@ class OutboxCommitter:
             self._on_done(size)
 
 
+# A disk that is full, read-only (ext4 remounts so after eMMC errors) or failing: no configuration is wrong.
+_DISK_REFUSES = (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT)
+
+
+def _without_outbox(reason: str) -> None:
+    # Faces sent without the outbox beat a component that restarts until Greengrass gives up on it and
+    # captures nothing. The faces in the file wait there for a start that can open it.
+    log.error("%s; publishing without the outbox until the next start, so a power cut may lose faces", reason)
+
+
 def open_outbox(settings: OutboxSettings, client: MqttClient, device_id: str) -> OutboxPublisher | None:
     """The outbox the configuration asks for, publishing through `client` (not started yet); None when
     `outbox.enabled` is false, or when the disk refuses to open it. Raises ConfigError when another process
@@ -97,11 +108,12 @@ def open_outbox(settings: OutboxSettings, client: MqttClient, device_id: str) ->
     except OutboxBusyError as exc:
         raise ConfigError("detector", [("outbox.dir", str(exc))]) from None
     except OSError as exc:
-        raise ConfigError("detector", [("outbox.dir", f"cannot use {folder}: {exc.strerror or exc}")]) from None
+        if exc.errno not in _DISK_REFUSES:  # a wrong path or permission: the configuration's to fix
+            raise ConfigError("detector", [("outbox.dir", f"cannot use {folder}: {exc.strerror or exc}")]) from None
+        _without_outbox(f"cannot use outbox folder {folder}: {exc.strerror or exc}")
+        return None
     except OutboxWriteError as exc:
-        # A full or failing disk: faces sent without the outbox beat a component that restarts until
-        # Greengrass gives up on it. The faces in the file wait there for a start that can open it.
-        log.error("%s; publishing without the outbox until the next start, so a power cut may lose faces", exc)
+        _without_outbox(str(exc))
         return None
     log.info("outbox %s: %d faces pending, redelivery after %.0f s", outbox.path, outbox.counts().pending,
              settings.redeliver_after_seconds)

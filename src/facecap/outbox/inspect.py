@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FacecapError
-from .schema import COUNTERS, FILE_NAME, connect_reader
+from .schema import COUNTERS, FILE_NAME, connect_reader, is_damage
 
 
 class OutboxReadError(FacecapError):
@@ -48,8 +48,11 @@ def _open(location: Path) -> tuple[Path, sqlite3.Connection]:
     except FileNotFoundError:
         raise OutboxReadError(f"{location}: no outbox here ({FILE_NAME} not found)") from None
     except sqlite3.Error as exc:
-        raise OutboxReadError(f"{path} cannot be read ({exc}); its producer moves a damaged outbox aside and "
-                               "recovers the readable faces at its next start") from None
+        if is_damage(exc):
+            raise OutboxReadError(f"{path} cannot be read ({exc}); its producer moves a damaged outbox aside "
+                                   "and recovers the readable faces at its next start") from None
+        raise OutboxReadError(f"{path} cannot be read ({exc}): the disk refuses (full, read-only or failing); "
+                               "the file and its faces stay as they are") from None
 
 
 @contextmanager

@@ -122,7 +122,11 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     """A read-only connection that never writes or recovers anything: safe while the owner runs."""
     if not path.is_file():
         raise FileNotFoundError(f"no outbox at {path}")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+    # On a read-only filesystem (ext4 remounts so after eMMC errors) a WAL file cannot be read even read-only:
+    # SQLite needs its -shm. Nothing can write there, so reading it as immutable is safe.
+    immutable = "&immutable=1" if os.statvfs(path).f_flag & os.ST_RDONLY else ""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True, check_same_thread=False,
+                           timeout=30)
     if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
         # Its owner created the file a moment ago and has not made the tables yet: an empty outbox.
         conn.close()
