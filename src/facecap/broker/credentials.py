@@ -17,6 +17,8 @@ The bridge's own local side is inside Mosquitto and needs no identity.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -45,7 +47,36 @@ def prepare_run_dir(run_dir: Path) -> None:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, replacing it atomically (a reader never sees half of it)."""
+    """Write a file only its owner can read, replacing it atomically (a reader never sees half of it).
+
+    A file that already holds `text` is left alone: each start renders these files again, and a start on a
+    full disk (an eMMC filled by logs) must not fail for want of room to write what is already there. When
+    the text did change and the disk is full, the file is rewritten in place, in the room its old text
+    frees: not atomic, which matters little here, since every start writes these files before Mosquitto
+    reads them. Errors name the file."""
+    if _holds(path, text):
+        return
+    try:
+        _replace(path, text)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as again:
+            raise OSError(again.errno, again.strerror, str(path)) from None
+        path.chmod(0o600)
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text and stat.S_IMODE(path.stat().st_mode) == 0o600
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _replace(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -53,10 +84,12 @@ def write_private(path: Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             fd = -1
             handle.write(text)
-    finally:
+        os.replace(temporary, path)
+    except BaseException:
         if fd >= 0:
             os.close(fd)
-    os.replace(temporary, path)
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _existing_password(path: Path) -> str | None:
@@ -90,8 +123,18 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     return f"$7${_PBKDF2_ROUNDS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
-def password_file_text(passwords: dict[str, str]) -> str:
-    return "".join(f"{user}:{hash_password(password)}\n" for user, password in passwords.items())
+def password_file_text(passwords: dict[str, str], previous: str = "") -> str:
+    """The Mosquitto password file. An entry of `previous` that still matches its password is kept as it is
+    (a fresh salt at every start would rewrite the file each time for nothing)."""
+    kept = {}
+    for line in previous.splitlines():
+        user, _, entry = line.partition(":")
+        parts = entry.split("$")  # "", "7", rounds, salt, hash
+        if user in passwords and len(parts) == 5 and parts[1] == "7":
+            with contextlib.suppress(ValueError):
+                if hash_password(passwords[user], base64.b64decode(parts[3], validate=True)) == entry:
+                    kept[user] = entry
+    return "".join(f"{user}:{kept.get(user) or hash_password(password)}\n" for user, password in passwords.items())
 
 
 def acl_text(device_id: str, topic_prefix: str) -> str:
@@ -128,6 +171,10 @@ def write_credentials(run_dir: Path, device_id: str, topic_prefix: str) -> tuple
     prepare_run_dir(run_dir)
     passwords = ensure_passwords(run_dir)
     passwd, acl = run_dir / PASSWD_NAME, run_dir / ACL_NAME
-    write_private(passwd, password_file_text(passwords))
+    try:
+        previous = passwd.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        previous = ""
+    write_private(passwd, password_file_text(passwords, previous))
     write_private(acl, acl_text(device_id, topic_prefix))
     return passwd, acl
