@@ -298,7 +298,7 @@ def test_a_read_only_disk_at_start_runs_without_the_outbox_and_the_outbox_can_st
     `facecap outbox status` called the sound file damaged."""
     disk = small_filesystem(8 * 1024 * 1024)
     folder = disk.path / "outbox"
-    outbox = Outbox(folder)
+    outbox = Outbox(folder, OutboxSettings(min_free_bytes=0))
     batch = faces(4)
     outbox.capture(batch)
     outbox.close()
@@ -318,6 +318,34 @@ def test_a_read_only_disk_at_start_runs_without_the_outbox_and_the_outbox_can_st
     reopened = Outbox(folder)
     assert reopened.counts().pending == 4
     reopened.close()
+
+
+def test_the_outbox_never_fills_its_own_disk_so_receipts_can_still_empty_it(
+        small_filesystem: Callable[[int], SmallFilesystem]) -> None:
+    """An outbox that filled its disk could not delete a face any more (SQLite's write-ahead log needs room
+    for a delete too): every receipt failed, and it never emptied until something else freed space."""
+    disk = small_filesystem(24 * 1024 * 1024)
+    reserve = 6 * 1024 * 1024
+    outbox = Outbox(disk.path / "outbox", OutboxSettings(min_free_bytes=reserve))
+    batch = faces(300, size=100_000)  # 30 MB: more than the disk holds
+    for face in batch:
+        assert outbox.capture([face]) == [True]
+    counts = outbox.counts()
+    assert counts.evicted > 0 and counts.pending + counts.evicted == 300
+    # The reserve less at most the write-ahead log's growth before its next checkpoint (1000 pages, 4 MiB).
+    free = shutil.disk_usage(disk.path).free
+    assert free >= reserve - 4 * 1024 * 1024 - 512 * 1024, free
+    # The receipts for everything still pending go through.
+    assert outbox.delivered([face.face_id for face in batch]) == counts.pending
+    assert outbox.counts().pending == 0
+    outbox.close()
+    # refuse-newest keeps what it has: a new face is refused by the disk, and goes out without the outbox.
+    keeper = Outbox(disk.path / "keeper", OutboxSettings(min_free_bytes=reserve, when_full="refuse-newest"))
+    with pytest.raises(OutboxWriteError, match="minFreeBytes"):
+        for face in faces(300, size=100_000):
+            keeper.capture([face])
+    assert keeper.counts().evicted == 0
+    keeper.close()
 
 
 def test_a_damaged_crop_found_while_running_is_salvaged_and_the_rest_go_out(

@@ -15,6 +15,8 @@ from ..config import CLIENT_ID, ConfigModel
 # A day at 5 faces/s is 432,000 faces; 2 GiB holds that many crops of up to ~4.9 KB each.
 DEFAULT_MAX_FACES = 500_000
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
+# Twice the size the write-ahead log is cut back to (schema.py), so deletes always have room to log.
+DEFAULT_MIN_FREE_BYTES = 128 * 1024 ** 2
 # The component's work folder: the Greengrass recipes set it to {work:path}.
 WORK_DIR_ENV = "FACECAP_WORK_DIR"
 
@@ -30,6 +32,12 @@ class OutboxSettings(ConfigModel):
                                                                 "is 432,000).")
     max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1024 * 1024,
                            description="Most bytes of faces (payload and properties) the outbox holds.")
+    min_free_bytes: int = Field(
+        DEFAULT_MIN_FREE_BYTES, ge=0,
+        description="Free space the outbox leaves on its disk. Below it the oldest pending faces make room "
+                    "(drop-oldest), or new faces go out without the outbox (refuse-newest). A receipt needs room "
+                    "to delete its faces (SQLite's write-ahead log, up to 64 MiB), so an outbox that filled its "
+                    "disk could never empty again.")
     when_full: Literal["drop-oldest", "refuse-newest"] = Field(
         "drop-oldest", description="When full: evict the oldest pending face to make room (`drop-oldest`), or "
                                    "refuse the new one (`refuse-newest`). Both are counted and logged.")

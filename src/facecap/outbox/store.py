@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -78,6 +79,7 @@ class Outbox:
             raise
         self._full_since: float | None = None
         self._episode = {"evicted": 0, "refused": 0}
+        self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
         # Until then (monotonic) only faces made due at once are handed out: see postpone_due.
         self._held_until: float | None = None
         count, total = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
@@ -147,6 +149,9 @@ class Outbox:
             # Rolled back: the in-memory totals must forget this transaction too.
             self._reload_totals()
             raise OutboxWriteError(f"cannot write to outbox {self.path}: {exc}") from exc
+        except OutboxWriteError:
+            self._reload_totals()
+            raise
 
     def _capture(self, faces: Sequence[OutgoingFace], now: float) -> list[bool]:
         with self._conn:
@@ -184,16 +189,23 @@ class Outbox:
         return True
 
     def _make_room(self, size: int) -> bool:
+        """Whether a face of `size` bytes may go in, evicting the oldest with drop-oldest. Raises
+        OutboxWriteError when the disk is short of minFreeBytes and nothing (more) may be evicted: the face
+        then goes out without the outbox, which beats refusing it."""
         limits = self.settings
         if size > limits.max_bytes:
             return False
-        fits = self._count + 1 <= limits.max_faces and self._bytes + size <= limits.max_bytes
-        if fits:
+        if self._within_limits(size) and self._disk_fits(size):
             return True
         if limits.when_full == "refuse-newest":
+            if self._within_limits(size):
+                raise self._disk_short()
             return False
         evicted = 0
-        while self._count + 1 > limits.max_faces or self._bytes + size > limits.max_bytes:
+        while not (self._within_limits(size) and self._disk_fits(size)):
+            if self._count == 0:
+                self._count_full("evicted", evicted)
+                raise self._disk_short()
             seq, nbytes = self._conn.execute("SELECT seq, bytes FROM faces ORDER BY seq LIMIT 1").fetchone()
             self._delete_seqs([seq])
             self._bytes -= nbytes
@@ -201,6 +213,22 @@ class Outbox:
             evicted += 1
         self._count_full("evicted", evicted)
         return True
+
+    def _within_limits(self, size: int) -> bool:
+        return self._count + 1 <= self.settings.max_faces and self._bytes + size <= self.settings.max_bytes
+
+    def _disk_fits(self, size: int) -> bool:
+        """The face fits in the pages the file already has free (reused first), or in the disk's free space
+        above minFreeBytes."""
+        free_pages = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if free_pages * self._page_size >= size:
+            return True
+        disk = os.statvfs(self.path.parent)
+        return disk.f_bavail * disk.f_frsize - self.settings.min_free_bytes >= size
+
+    def _disk_short(self) -> OutboxWriteError:
+        return OutboxWriteError(f"the disk of outbox {self.path} has less than outbox.minFreeBytes "
+                                f"({self.settings.min_free_bytes} bytes) free")
 
     def _count_full(self, counter: str, amount: int) -> None:
         self._add_counter(counter, amount)
