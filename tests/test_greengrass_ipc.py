@@ -18,6 +18,7 @@ import pytest
 
 from facecap.config import component_model, default_configuration
 from facecap.detector.config import DetectorConfig
+from facecap.devkit.servers import MosquittoServer
 from facecap.errors import ConfigError, GreengrassError
 from facecap.greengrass import GreengrassIpc
 from facecap.greengrass.component import ComponentIpc
@@ -25,6 +26,7 @@ from facecap.greengrass.ipc import SOCKET_ENV, TOKEN_ENV
 from facecap.greengrass.validation import model_validator
 from facecap.polling import wait_until
 
+from .detector.conftest import detector_config
 from .eventstream import FrameReader, FramingError, Header, HeaderType, decode_message, encode_message
 from .greengrass_harness import BuiltComponent, ConfigurationUpdate, DeploymentFailed, Nucleus
 from .greengrass_ipc import _topic_matches, changed_key_paths, is_authorized
@@ -266,6 +268,25 @@ def test_publish_to_iot_core_only_where_access_control_allows(nucleus: Nucleus) 
     assert [(m.component, m.topic, m.qos, m.payload) for m in nucleus.ipc.published] == [
         (APP, "facecap/jetson-01/status", "1", b'{"state": "ok"}')]
     assert nucleus.ipc.denied == [(APP, "aws.greengrass#PublishToIoTCore", "facecap/jetson-01/faces")]
+
+
+@pytest.mark.integration
+def test_a_detector_whose_camera_is_not_there_yet_reports_running_and_keeps_trying(
+        nucleus: Nucleus, broker: MosquittoServer, model_path: Path, tmp_path: Path) -> None:
+    """It waited for a first frame: a camera unplugged at boot (or an IP camera still booting after a site's
+    power cut) kept it STARTING past the Startup timeout, and three of those made it BROKEN for good."""
+    config = detector_config(tmp_path / "unused.avi", broker, model_path, camera={"source": "/dev/video99"},
+                             outbox={"enabled": False})
+    log = tmp_path / "detector.log"
+    script = f"exec {sys.executable} -m facecap.cli detector >> {log} 2>&1"
+    nucleus.deploy([app({**detector_defaults(), **config}, {"Startup": {"Script": script, "Timeout": 60}})])
+    nucleus.start(APP)
+    try:
+        assert nucleus.wait_for_state(APP, "RUNNING", "ERRORED", "BROKEN", timeout=60) == "RUNNING", log.read_text()
+        assert "camera v4l2 /dev/video99 unavailable" in log.read_text()  # and it goes on retrying
+        assert nucleus.running(APP)
+    finally:
+        nucleus.stop(APP)
 
 
 COMPONENT_SCRIPT = """

@@ -225,13 +225,17 @@ class DetectorRunner:
             self.client.start(wait=False)
         reporter = StatsReporter(lambda: self.config.stats_interval_seconds, self.figures, publish=self.publish_stats)
         reporter.start()
-        if self.ipc is not None:
-            self.ipc.report_when_ready(lambda: total_frames(self.feeds) > 0 and self.client.connected, stop,
-                                       "the first frame from a camera and the local broker")
         try:
             for feed in self.feeds:
                 if not feed.ended:
                     feed.start(stop)
+            if self.ipc is not None:
+                # Not the first frame: a camera unplugged at boot, or an IP camera still booting after a power
+                # cut, would keep the component STARTING past its Startup timeout, and after three of those
+                # Greengrass marks it BROKEN and never starts it again. A camera outage is retried, logged and
+                # counted (camera_outages); one given up (giveUpAfterSeconds) is reported ERRORED.
+                self.ipc.report_when_ready(lambda: self.client.connected, stop,
+                                           "the local broker (the cameras are being opened)")
             DetectionPool(FrameScheduler(self.feeds, self.condition), self.detectors).run(stop)
         finally:
             stop.set()  # every camera is finished: end capture threads still waiting on a stream
@@ -267,11 +271,6 @@ class DetectorRunner:
             self.outbox.outbox.close()
         elif not self.client.stop(left()):
             log.warning("stopped with %d faces still unacknowledged at the shutdown deadline", self.client.in_flight)
-
-
-def total_frames(feeds: list[CameraFeed]) -> int:
-    return sum(feed.loop.stats.frames for feed in feeds)
-
 
 
 def build_feed(config: DetectorConfig, entry: CameraEntry, detector: FaceDetector, publisher: FacePublisher,
