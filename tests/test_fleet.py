@@ -34,7 +34,7 @@ def test_devices_components_bridge_and_staleness() -> None:
     for topic, payload in [
         ("facecap/jetson-1/detector/status", b"online"),
         ("facecap/jetson-1/detector/stats", stats(30, fps=9.8, faces=4, published=4, dropped=1, pending=0)),
-        ("facecap/jetson-1/logger/stats", stats(90, faces=4, rejected=0)),
+        ("facecap/jetson-1/logger/stats", stats(50, faces=4, rejected=0)),
         ("$SYS/broker/connection/facecap-edge-jetson-1/state", b"1"),
         ("$SYS/broker/connection/facecap-edge-jetson-2/state", b"0"),
         ("facecap/jetson-2/detector/status", b"offline"),
@@ -55,6 +55,35 @@ def test_devices_components_bridge_and_staleness() -> None:
     assert "detector   online   fps=9.8 faces=4 published=4 dropped=1 pending=0" in table
     assert "jetson-2  STALE  last seen never  bridge disconnected" in table
     assert one.as_dict(NOW, 60)["stats"]["logger"]["rejected"] == 0
+
+
+def test_a_dead_component_is_a_fault_even_while_another_keeps_the_device_fresh() -> None:
+    """The logger's stats kept a device with a dead, crash-looping or BROKEN detector 'ok' (exit 0), with the
+    dead detector's last figures shown as if current."""
+    view = FleetView()
+    for topic, payload in [
+        ("facecap/killed/detector/status", b"offline"),  # its last will
+        ("facecap/killed/detector/stats", stats(20, fps=5.0, evicted=14, camera_outages=2)),
+        ("facecap/killed/logger/status", b"online"),
+        ("facecap/killed/logger/stats", stats(10, faces=3)),
+        ("facecap/looping/detector/status", b"online"),  # restarted again and again, never reporting stats
+        ("facecap/looping/detector/stats", stats(400, fps=5.0)),
+        ("facecap/looping/logger/stats", stats(10, faces=3)),
+        ("$SYS/broker/connection/facecap-edge-cut/state", b"0"),  # powered off: its wills never left it
+        ("facecap/cut/detector/status", b"online"),
+        ("facecap/cut/detector/stats", stats(30)),
+    ]:
+        view.handle(message(topic, payload))
+    cut, killed, looping = view.snapshot()
+    assert killed.faults(NOW, 60) == ["detector offline"] and not killed.healthy(NOW, 60)
+    assert looping.faults(NOW, 60) == ["detector silent for 400 s"]
+    assert cut.faults(NOW, 60) == [] and cut.healthy(NOW, 60)
+    table = render_table(view.snapshot(), NOW, 60)
+    assert "killed  FAULT (detector offline)  last seen 10 s ago" in table
+    assert "looping  FAULT (detector silent for 400 s)" in table
+    assert "\n  detector   online?\n" in table  # as last known while the bridge is down
+    assert "evicted=14 camera_outages=2" in table  # faces lost to a full outbox are in the table
+    assert killed.as_dict(NOW, 60)["faults"] == ["detector offline"]
 
 
 def test_a_device_whose_clock_runs_far_ahead_does_not_look_fresh_for_ever() -> None:

@@ -196,7 +196,7 @@ def test_the_processor_identity_reads_every_devices_health_for_facecap_fleet(
         (device_a, "facecap/device-a/detector/stats", json.dumps({"at": fresh, "fps": 9.5, "faces": 12,
                                                                   "published": 7, "dropped": 0}).encode()),
         (device_a, "$SYS/broker/connection/facecap-edge-device-a/state", b"1"),
-        (device_b, "facecap/device-b/logger/status", b"offline"),
+        (device_b, "facecap/device-b/logger/status", b"online"),
         (device_b, "facecap/device-b/logger/stats", json.dumps({"at": old, "faces": 3}).encode()),
     ]
     try:

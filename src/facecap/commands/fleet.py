@@ -1,5 +1,5 @@
 """`facecap fleet`: every device's health as the cloud broker sees it (last seen, component status, bridge
-state, latest counters). Exits 1 when a device is stale, so a cron job can alarm on it."""
+state, latest counters). Exits 1 when a device is stale or faulty, so a cron job can alarm on it."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "fleet", help="list every device's health from the cloud broker; exit 1 when one is stale",
+        "fleet", help="list every device's health from the cloud broker; exit 1 when one is stale or faulty",
         description="Read the retained status and stats topics that each device's components keep on the cloud "
                     "broker (carried by the edge bridge) and the bridges' connection state, with the "
                     "processor's credentials (--config: the processor's configuration). Exit 0 when every "
-                    "device sent stats within --stale-after seconds, 1 when one did not, 2 on a bad "
-                    "configuration or no connection.")
+                    "device sent stats within --stale-after seconds and none has a component offline or silent, "
+                    "1 otherwise, 2 on a bad configuration or no connection.")
     parser.add_argument("--config", help="the processor's configuration: JSON object or file (default: "
                                          "$FACECAP_CONFIG); FACECAP_* variables override single keys")
     parser.add_argument("--stale-after", type=float, default=300.0, metavar="SECONDS",
@@ -45,4 +45,4 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([d.as_dict(now, args.stale_after) for d in devices], indent=2))
     else:
         print(render_table(devices, now, args.stale_after))
-    return 1 if any(d.is_stale(now, args.stale_after) for d in devices) else 0
+    return 0 if all(d.healthy(now, args.stale_after) for d in devices) else 1

@@ -25,7 +25,10 @@ HEALTH_TOPICS = ("facecap/+/+/status", "facecap/+/+/stats", "$SYS/broker/connect
 BRIDGE_PREFIX = "facecap-edge-"
 # The components of a device; facecap/<id>/processor/status is the processor's own (not a device).
 NOT_DEVICE_COMPONENTS = ("processor",)
-COUNTERS = ("fps", "frames", "faces", "published", "dropped", "failed", "pending", "rejected")
+# What the table shows of each component's stats: the flow, then what was lost or is at risk (faces evicted
+# from or refused by a full outbox, sent without it or lost to a full disk) and camera outages.
+COUNTERS = ("fps", "frames", "faces", "published", "dropped", "failed", "pending", "rejected", "evicted", "refused",
+            "unsaved", "lost", "camera_outages")
 
 
 @dataclass
@@ -38,13 +41,27 @@ class DeviceHealth:
     @property
     def last_seen(self) -> datetime | None:
         """When the newest stats were taken; None when the device never sent any."""
-        times = []
-        for figures in self.stats.values():
-            try:
-                times.append(parse_time(str(figures.get("at", ""))))
-            except ContractError:
-                continue
+        times = [seen for component in self.stats if (seen := self.component_seen(component)) is not None]
         return max(times, default=None)
+
+    def component_seen(self, component: str) -> datetime | None:
+        try:
+            return parse_time(str(self.stats.get(component, {}).get("at", "")))
+        except ContractError:
+            return None
+
+    def faults(self, now: datetime, stale_after: float) -> list[str]:
+        """What is wrong with a device that is not stale as a whole: a component that is offline (its last will,
+        or a clean stop), or whose own stats stopped while another's go on (a dead or crash-looping detector
+        beside a logger that still reports)."""
+        found = []
+        for component in sorted(set(self.status) | set(self.stats)):
+            seen = self.component_seen(component)
+            if self.status.get(component) == "offline":
+                found.append(f"{component} offline")
+            elif seen is not None and (now - seen).total_seconds() > stale_after:
+                found.append(f"{component} silent for {(now - seen).total_seconds():.0f} s")
+        return found
 
     def age(self, now: datetime) -> float | None:
         seen = self.last_seen
@@ -56,11 +73,14 @@ class DeviceHealth:
         age = self.age(now)
         return age is None or not -stale_after <= age <= stale_after
 
+    def healthy(self, now: datetime, stale_after: float) -> bool:
+        return not self.is_stale(now, stale_after) and not self.faults(now, stale_after)
+
     def as_dict(self, now: datetime, stale_after: float) -> dict[str, Any]:
         seen = self.last_seen
         return {"device": self.device, "lastSeen": seen.isoformat() if seen else None, "ageSeconds": self.age(now),
-                "stale": self.is_stale(now, stale_after), "bridge": self.bridge, "status": self.status,
-                "stats": self.stats}
+                "stale": self.is_stale(now, stale_after), "faults": self.faults(now, stale_after),
+                "bridge": self.bridge, "status": self.status, "stats": self.stats}
 
 
 class FleetView:
@@ -133,12 +153,16 @@ def render_table(devices: list[DeviceHealth], now: datetime, stale_after: float)
             seen = f"{-age:.0f} s in the future (the device's clock is ahead)"
         else:
             seen = f"{age:.0f} s ago"
-        flag = "STALE" if device.is_stale(now, stale_after) else "ok"
-        lines.append(f"{device.device}  {flag}  last seen {seen}  bridge {device.bridge}")
+        faults = device.faults(now, stale_after)
+        flag = "STALE" if device.is_stale(now, stale_after) else f"FAULT ({shown(', '.join(faults), 80)})" if faults \
+            else "ok"
+        lines.append(f"{shown(device.device)}  {flag}  last seen {seen}  bridge {device.bridge}")
         for component in sorted(set(device.status) | set(device.stats)):
             figures = device.stats.get(component, {})
             counters = " ".join(f"{key}={shown(figures[key])}" for key in COUNTERS if key in figures)
             status = shown(device.status.get(component, "?"))
+            if device.bridge == "disconnected" and status == "online":
+                status = "online?"  # as last known: a last will sent while the bridge is down stays on the device
             lines.append(f"  {shown(component):<10} {status:<8} {counters}".rstrip())
     return "\n".join(lines)
 
