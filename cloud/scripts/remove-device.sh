@@ -48,3 +48,4 @@ done
 make_crl
 reload_broker
 echo "device ${id} removed: its ${count} certificate(s) are revoked (copy ${CRL_FILE} to the broker if it runs elsewhere)"
+echo "its health stays retained on the broker; clear it with: docker compose exec processor facecap fleet --forget ${id}"

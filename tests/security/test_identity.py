@@ -219,3 +219,28 @@ def test_the_processor_identity_reads_every_devices_health_for_facecap_fleet(
             publish(client, topic, b"", retain=True)  # clears the retained message
         device_a.stop()
         device_b.stop()
+
+
+def test_a_removed_devices_health_can_be_forgotten_and_only_by_the_processor(
+        cloud: CloudBroker, capsys: pytest.CaptureFixture[str]) -> None:
+    """A removed device's retained status, stats and bridge state stayed on the broker for ever, so `facecap
+    fleet` showed it STALE and exited 1 for ever after the first Jetson was retired."""
+    old = format_time(datetime.now(timezone.utc) - timedelta(hours=5))
+    retired = connect(cloud.device_settings("device-gone"), "device-gone")
+    for topic, payload in [("facecap/device-gone/detector/status", b"offline"),
+                           ("facecap/device-gone/detector/stats", json.dumps({"at": old}).encode()),
+                           ("$SYS/broker/connection/facecap-edge-device-gone/state", b"0")]:
+        publish(retired, topic, payload, retain=True)
+    retired.stop()
+    # A device cannot clear another's.
+    other = connect(cloud.device_settings("device-a"), "device-a")
+    with pytest.raises(PublishError):
+        publish(other, "facecap/device-gone/detector/status", b"", retain=True)
+    other.stop()
+    config = json.dumps({"mqtt": cloud.processor_settings().model_dump(by_alias=True, mode="json")})
+    assert "device-gone" in collect(cloud.processor_settings(), settle=0.5).devices
+    assert main(["fleet", "--config", config, "--forget", "device-gone"]) == 0
+    assert "forgot device-gone: 3 retained messages cleared" in capsys.readouterr().out
+    assert "device-gone" not in collect(cloud.processor_settings(), settle=0.5).devices
+    assert main(["fleet", "--config", config, "--forget", "device-gone"]) == 2  # nothing left to forget
+    assert "no health of device-gone" in capsys.readouterr().err

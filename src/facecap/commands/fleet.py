@@ -25,14 +25,36 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                         help="longest time to gather the retained messages (default 10)")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    parser.add_argument("--forget", action="append", default=[], metavar="DEVICE_ID",
+                        help="clear the retained health of a device you removed (cloud/scripts/remove-device.sh), "
+                             "so it no longer shows as stale; repeatable")
     parser.set_defaults(func=run)
+
+
+def _forget(settings: Any, view: Any, devices: list[str], forget: Any) -> int:
+    from ..errors import MqttError
+
+    unknown = [device for device in devices if device not in view.devices]
+    if unknown:
+        print(f"facecap fleet: no health of {', '.join(unknown)} on the broker (nothing forgotten)", file=sys.stderr)
+        return 2
+    for device in devices:
+        try:
+            topics = forget(settings, view.devices[device])
+        except MqttError as exc:
+            print(f"facecap fleet: cannot clear the health of {device}: {exc} (the processor listener's ACL must "
+                  "let the processor write facecap/+/+/status, facecap/+/+/stats and "
+                  "$SYS/broker/connection/+/state: cloud/mosquitto/processor.acl)", file=sys.stderr)
+            return 2
+        print(f"forgot {device}: {len(topics)} retained messages cleared")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import config_source, load_config
     from ..errors import MqttError
     from ..processor.config import ProcessorConfig
-    from ..processor.fleet import collect, render_table, utc_now
+    from ..processor.fleet import collect, forget, render_table, utc_now
 
     config = load_config(ProcessorConfig, "processor", config_source(args.config))
     try:
@@ -40,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     except MqttError as exc:
         print(f"facecap fleet: cannot read the cloud broker at {config.mqtt.describe()}: {exc}", file=sys.stderr)
         return 2
+    if args.forget:
+        return _forget(config.mqtt, view, args.forget, forget)
     devices, now = view.snapshot(), utc_now()
     if args.json:
         print(json.dumps([d.as_dict(now, args.stale_after) for d in devices], indent=2))

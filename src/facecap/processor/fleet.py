@@ -142,6 +142,27 @@ def collect(settings: MqttSettings, *, settle: float = 1.0, timeout: float = 10.
     return view
 
 
+def forget(settings: MqttSettings, device: DeviceHealth, *, timeout: float = 10.0,
+           client_factory: Callable[..., MqttClient] = MqttClient) -> list[str]:
+    """Clear a removed device's retained health (status, stats, bridge state) with empty retained messages, so
+    it stops showing as stale for ever. Returns the topics cleared. A device still running sets them again."""
+    topics = [f"facecap/{device.device}/{component}/{kind}"
+              for component in sorted(set(device.status) | set(device.stats)) for kind in ("status", "stats")]
+    if device.bridge != "unknown":
+        topics.append(f"$SYS/broker/connection/{BRIDGE_PREFIX}{device.device}/state")
+    transient = settings.model_copy(update={"client_id": "", "session_expiry_seconds": 0})
+    client = client_factory(transient, f"facecap-fleet-{int(time.time() * 1000) % 10**9}")
+    client.start()
+    try:
+        for topic in topics:
+            future = client.publish(topic, b"", retain=True, timeout=timeout)
+            if future is not None:
+                future.result(timeout)
+    finally:
+        client.stop(timeout=2)
+    return topics
+
+
 def render_table(devices: list[DeviceHealth], now: datetime, stale_after: float) -> str:
     """One block per device: last seen, bridge, each component's status, its latest counters."""
     lines = [f"{len(devices)} device(s); stale after {stale_after:g} s"]
