@@ -49,6 +49,9 @@ topic read faces/#
 topic read $share/+/faces/#
 topic write facecap/+/processor/status
 topic write facecap/+/receipts
+topic write facecap/+/+/status
+topic write facecap/+/+/stats
+topic write $SYS/broker/connection/+/state
 topic read facecap/+/+/status
 topic read facecap/+/+/stats
 topic read $SYS/broker/#
