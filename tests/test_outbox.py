@@ -143,6 +143,29 @@ def test_the_byte_bound_holds(tmp_path: Path) -> None:
     outbox.close()
 
 
+def test_a_face_bigger_than_the_whole_outbox_is_refused_and_evicts_nothing(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path, OutboxSettings(max_bytes=1024 * 1024))
+    small, big = faces(1)[0], sample_face(device="jetson-1", size=1024 * 1024, frame=1)
+    assert outbox.capture([small, big]) == [True, False]
+    counts = outbox.counts()
+    assert (counts.pending, counts.evicted, counts.refused) == (1, 0, 1)
+    assert pending_ids(tmp_path) == [small.face_id]
+    outbox.close()
+
+
+def test_a_batch_the_disk_refused_halfway_leaves_the_totals_as_they_were(tmp_path: Path) -> None:
+    """Rolled back: the first face of the batch went in, the second did not fit on the disk. Totals that kept
+    the first would make the outbox evict or refuse real faces early."""
+    outbox = Outbox(tmp_path)
+    pages, page_size = (outbox._conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "page_size"))
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages + 80_000 // page_size}")  # room for one 50 KB face
+    with pytest.raises(OutboxWriteError):
+        outbox.capture(faces(2, size=50_000))
+    assert outbox.counts().pending == 0 and outbox.counts().pending_bytes == 0
+    assert pending_ids(tmp_path) == []
+    outbox.close()
+
+
 def test_redelivery_backs_off_and_resume_makes_everything_due(tmp_path: Path) -> None:
     settings = OutboxSettings(redeliver_after_seconds=10, redeliver_backoff=2, redeliver_max_seconds=25)
     outbox = Outbox(tmp_path, settings)

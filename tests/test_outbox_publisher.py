@@ -172,6 +172,22 @@ def test_faces_neither_on_disk_nor_in_memory_are_counted_as_lost_not_deferred(
     outbox.close()
 
 
+def test_a_face_the_full_outbox_refuses_is_not_published(broker: MosquittoServer, tmp_path: Path) -> None:
+    """whenFull refuse-newest: the refused face is not sent either (it would go out without the outbox's
+    guarantee, and uncounted as such)."""
+    seen = Collector()
+    reader = subscriber(broker, "faces/#", seen)
+    publisher = started(tmp_path, broker, max_faces=1, when_full="refuse-newest")
+    kept, refused = (sample_face(device=DEVICE, size=500, frame=i) for i in range(2))
+    assert publisher.capture([kept, refused]) == [True, False]
+    assert seen.wait_for(1)
+    time.sleep(0.5)  # the refused face would have followed by now
+    assert ids_of(seen) == [kept.face_id]
+    publisher.stop()
+    publisher.outbox.close()
+    reader.stop()
+
+
 def test_faces_the_disk_refused_are_not_counted_as_committed(tmp_path: Path) -> None:
     """The detector's `committed` means on disk: a face that went out without the outbox is `unsaved`."""
     client = MqttClient(MqttSettings(), "detector")  # never started: nothing here publishes
