@@ -220,3 +220,22 @@ def test_a_track_seen_once_does_not_reach_across_the_frame_in_one_frame_time() -
     tracker.update([cand((0, 100, 100, 120))], 0.0)
     tracker.update([cand((300, 100, 100, 120))], 0.1)
     assert tracker.stats.tracks_started == 2
+
+
+def test_two_faces_side_by_side_keep_their_own_tracks() -> None:
+    """Both faces overlap both tracks; the best overlap must win each (greedy from the best down), or the
+    tracks swap every frame, both send one person and the other is never sent."""
+    tracker = make_tracker()
+    for frame in range(5):
+        tracker.update([cand((100, 100, 100, 100), 0.5 + 0.1 * frame, shot=f"alice{frame}"),
+                        cand((140, 100, 100, 100), 0.4, shot=f"bob{frame}")], frame / FPS)
+    sent = {e.candidate.shot.rstrip("0123456789") for e in tracker.finish()}
+    assert sent == {"alice", "bob"} and tracker.stats.tracks_started == 2
+
+
+def test_a_face_of_a_very_different_size_nearby_is_someone_else() -> None:
+    # A child's face beside an adult's track, within reach: a face does not double or halve between frames.
+    tracker = make_tracker()
+    tracker.update([cand((100, 100, 100, 120))], 0.0)
+    tracker.update([cand((110, 110, 30, 36))], 0.1)
+    assert tracker.stats.tracks_started == 2
