@@ -14,6 +14,7 @@ from facecap.contract import RESERVED_ID_PREFIX, RESERVED_IDS, is_reserved_id, p
 from facecap.errors import ContractError
 from facecap.mqtt import ReceivedMessage
 from facecap.outbox import OutboxSettings
+from facecap.processor import guard as guard_module
 from facecap.processor.guard import DEFAULT_BURST_FACES, MAX_LOGGED_CHARS, DeviceGuard, clip, device_of
 from facecap.storage import StoreError
 from facecap.storage.base import check_key_parts
@@ -57,6 +58,21 @@ def test_a_devices_whole_send_window_arriving_at_once_is_not_taken_for_a_flood()
     # A flood still empties the bucket.
     flood = [guard.screen(message("faces/honest/cam0"), now=100.0) for _ in range(DEFAULT_BURST_FACES)]
     assert flood.count("rate") == window
+
+
+def test_the_device_tables_stay_bounded_by_forgetting_the_quietest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More device ids than any fleet has means something is wrong: the tables forget the quietest, never a
+    flooding device (forgetting it would give it a fresh burst)."""
+    monkeypatch.setattr(guard_module, "_MAX_DEVICES", 10)
+    guard = DeviceGuard(max_faces_per_second=50, topic_prefix="faces", burst_faces=5)
+    for _ in range(30):
+        guard.screen(message("faces/noisy/cam0"), now=100.0)
+    for index in range(9):
+        for _ in range(index + 1):
+            guard.screen(message(f"faces/quiet{index}/cam0"), now=100.0)
+    guard.screen(message("faces/newcomer/cam0"), now=100.0)  # the 11th id
+    assert len(guard.faces) == 10 and "quiet0" not in guard.faces and "quiet0" not in guard._buckets
+    assert guard.screen(message("faces/noisy/cam0"), now=100.0) == "rate"  # its empty bucket was kept
 
 
 def test_ceiling_zero_turns_the_limit_off_and_retained_copies_are_ignored() -> None:

@@ -141,6 +141,15 @@ def test_rejected_messages_become_a_quarantine_pair(topic: str, payload: bytes, 
     assert [p.key for p in again.puts] == [data.key, record.key]
 
 
+def test_a_devices_properties_cannot_overwrite_the_quarantine_records_own_metadata() -> None:
+    hostile = (("quarantine-reason", "ok"), ("topic", "faces/other-device/cam0"), ("payload-sha256", "0" * 64))
+    result = plan_message(message("faces/dev-a/cam0", b"not an image", None, hostile), topic_prefix="faces",
+                          max_payload_bytes=1 << 20, quarantine_prefix="quarantine", received_at=NOW)
+    metadata = result.puts[0].metadata
+    assert metadata["quarantine-reason"] == "not-an-image" and metadata["topic"] == "faces/dev-a/cam0"
+    assert metadata["payload-sha256"] == hashlib.sha256(b"not an image").hexdigest()
+
+
 def test_sha256_mismatch_is_quarantined() -> None:
     face = sample_face()
     props = tuple((n, "0" * 64 if n == "sha256" else v) for n, v in face.user_properties)

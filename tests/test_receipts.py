@@ -88,6 +88,10 @@ def test_the_processor_batches_receipts_per_device_within_the_window(broker: Mos
                                                   datetime.now(timezone.utc)))
     for _, _, message, face_plan in finished:
         sender.finished(message, face_plan)
+    # Quarantined for a reason that will not change: a receipt all the same, under `quarantined`.
+    broken = sample_face(device="jetson-2", size=200, frame=99_998)
+    broken_message = received(broken.topic, broken.payload + b"x", broken.user_properties)  # fails its sha256
+    sender.finished(broken_message, plan(broken_message))
     assert collector.wait_for(3, timeout=10)
     elapsed = time.monotonic() - started
     time.sleep(0.5)  # a fourth message would come within the window
@@ -95,10 +99,13 @@ def test_the_processor_batches_receipts_per_device_within_the_window(broker: Mos
           f"{elapsed * 1000:.0f} ms after the first face finished")
     assert len(collector.messages) == 3 and {m.qos for m in collector.messages} == {1}
     got: dict[str, list[str]] = {"jetson-1": [], "jetson-2": []}
+    quarantined: list[str] = []
     for m in collector.messages:
         got[m.topic.split("/")[1]] += parse_receipt(m.payload).stored
+        quarantined += parse_receipt(m.payload).quarantined
     assert got == {d: [fid for dev, fid, _, _ in finished if dev == d] for d in ("jetson-1", "jetson-2")}
-    assert sender.stats.sent == 3 and sender.stats.faces == len(finished)
+    assert quarantined == [broken.face_id]
+    assert sender.stats.sent == 3 and sender.stats.faces == len(finished) + 1
     sender.stop()
     client.stop()
     reader.stop()
