@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,15 @@ from facecap.config import (
     describe,
     load_config,
     resolve_device_id,
+    with_flags,
 )
 from facecap.errors import ConfigError
 from facecap.logger.config import LoggerConfig
 from facecap.mqtt import MqttSettings
+from facecap.processor.config import ProcessorConfig
+from facecap.validation import file_problem
+
+from .conftest import unavailable
 
 pytestmark = pytest.mark.unit
 
@@ -62,6 +70,16 @@ def test_json_string_file_and_env_layering(tmp_path: Path) -> None:
     assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls) == ("broker.local", 8883, True)
     inline = load_config(SampleConfig, "sample", '{"resendIntervalSeconds": 3}', env={})
     assert inline.resend_interval_seconds == 3
+
+
+def test_a_flag_wins_over_the_environment_and_an_empty_variable_is_no_value() -> None:
+    # In the processor's container FACECAP_* may set a key that an operator's flag then overrides.
+    flagged = with_flags(ProcessorConfig, "processor", {"--unhealthy-after": ("unhealthyAfterSeconds", 7.0)},
+                         env={"FACECAP_UNHEALTHY_AFTER_SECONDS": "300"})
+    assert flagged.unhealthy_after_seconds == 7.0
+    # `FACECAP_MQTT=` (set but empty, as compose writes an unset .env value) changes nothing.
+    config = load_config(SampleConfig, "sample", "{}", env={"FACECAP_MQTT": "", "FACECAP_DEVICE_ID": ""})
+    assert config.mqtt == MqttSettings() and config.device_id == SampleConfig().device_id
 
 
 def test_every_bad_key_is_named() -> None:
@@ -161,3 +179,29 @@ def test_leftover_keys_are_dropped_and_named_when_asked_wherever_they_come_from(
     config = load_config(DetectorConfig, "detector", data, env=env, leftovers=named.extend)
     assert sorted(named) == ["cameras[0].zoom", "mqtt.newKey", "retiredKey"]
     assert config.mqtt.host == "10.0.0.2" and config.cameras[0].camera_id == "door"
+
+
+def test_a_file_the_component_user_cannot_read_is_named_with_its_uid() -> None:
+    """Under Greengrass the component runs as ggc_user: a root-only password file exists but cannot be read."""
+    if os.geteuid() != 0:
+        unavailable("needs root, to play the component's user", "CI must run as root")
+    folder = Path(tempfile.mkdtemp(prefix="facecap-unreadable-"))  # not under pytest's 0700 base folder
+    folder.chmod(0o755)
+    secret = folder / "password"
+    secret.write_text("not for everyone\n")
+    secret.chmod(0o600)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the other user, in a process of its own
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(writer, (file_problem(str(secret), "password file") or "readable").encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    problem = os.read(reader, 4096).decode()
+    os.close(reader)
+    shutil.rmtree(folder)
+    assert problem == f"password file {secret} is not readable by uid 65534 (the component's user)"

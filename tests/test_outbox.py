@@ -29,7 +29,7 @@ from facecap.outbox.inspect import OutboxReadError, read_pending, read_status
 from facecap.outbox.recover import move_aside
 from facecap.outbox.schema import FILE_NAME, OutboxBusyError, claim
 
-from .conftest import REPO
+from .conftest import REPO, unavailable
 from .support.filesystems import SmallFilesystem
 from .support.helpers import sample_face
 
@@ -555,7 +555,7 @@ def test_a_lock_file_of_another_owner_that_we_may_write_still_works(tmp_path: Pa
     """A shared outbox folder with a lock left group-writable by another user: usable, just not ours to narrow
     (narrowing it failed with a bare PermissionError and the producer could not start)."""
     if os.geteuid() != 0:
-        pytest.skip("needs root, to play two users")
+        unavailable("needs root, to play two users", "CI must run as root")
     # Not under tmp_path: pytest's base folder is 0700, and the other user must reach this one.
     folder = Path(tempfile.mkdtemp(prefix="facecap-shared-outbox-"))
     folder.chmod(0o777)
