@@ -68,7 +68,7 @@ def pid(nucleus: Nucleus, name: str) -> int:
 
 
 def test_running_is_reported_only_once_ready_and_the_broker_runs_local_only(edge: Nucleus) -> None:
-    for name, what in ((BROKER, "the listener on"), (DETECTOR, "the first frame from a camera"),
+    for name, what in ((BROKER, "the listener on"), (DETECTOR, "the local broker, the cameras opening"),
                        (LOGGER, "the subscription to faces/#")):
         # STARTING until the component itself said it is ready (a Startup step, not Run).
         assert edge.history[name][-2:] == ["STARTING", "RUNNING"], edge.history[name]

@@ -239,3 +239,17 @@ def test_a_face_of_a_very_different_size_nearby_is_someone_else() -> None:
     tracker.update([cand((100, 100, 100, 120))], 0.0)
     tracker.update([cand((110, 110, 30, 36))], 0.1)
     assert tracker.stats.tracks_started == 2
+
+
+def test_a_flicker_does_not_reach_a_newcomer_far_away_at_a_normal_frame_rate() -> None:
+    """The reach of a track seen once grows with the time between frames, not with the time since it was seen:
+    at 30 fps a one-frame false positive (or a face that turned away) must not take over someone who appears
+    four face widths away half a second later, and send its own shot instead of theirs."""
+    tracker = make_tracker()
+    fps = 30.0
+    sent = tracker.update([cand((100, 100, 100, 120), 0.9, shot="flicker")], 0.0)
+    for frame in range(1, 80):  # the newcomer is in view from 0.6 s to 1.6 s
+        visible = [cand((500, 100, 100, 120), 0.7, shot="newcomer")] if 18 <= frame < 48 else []
+        sent += tracker.update(visible, frame / fps)
+    sent += tracker.finish()
+    assert [e.candidate.shot for e in sent] == ["newcomer"]

@@ -235,7 +235,7 @@ class DetectorRunner:
                 # Greengrass marks it BROKEN and never starts it again. A camera outage is retried, logged and
                 # counted (camera_outages); one given up (giveUpAfterSeconds) is reported ERRORED.
                 self.ipc.report_when_ready(lambda: self.client.connected, stop,
-                                           "the local broker (the cameras are being opened)")
+                                           "the local broker, the cameras opening")
             DetectionPool(FrameScheduler(self.feeds, self.condition), self.detectors).run(stop)
         finally:
             stop.set()  # every camera is finished: end capture threads still waiting on a stream

@@ -91,8 +91,8 @@ class TrackerSettings:
     # A detection whose centre is within this many face sizes of a track's predicted centre may join it
     # even without enough overlap: a fast face on its second frame, before its velocity is known.
     max_jump: float = 0.8
-    # A track seen once has no velocity yet; its reach grows by this many face sizes a second since it was
-    # seen. Someone walking across the view moves 6 to 9 of their face widths a second, so at the 2 - 5 fps of
+    # A track seen once has no velocity yet; its reach grows by this many face sizes a second between two
+    # frames. Someone walking across the view moves 6 to 9 of their face widths a second, so at the 2 - 5 fps of
     # a loaded device a fixed reach starts a new track on every frame and none reaches min_hits.
     walk_speed: float = 8.0
     # best mode: also send each track's first presentable shot at once (see the module docstring).
@@ -122,11 +122,14 @@ class Tracker(Generic[S]):
     keep: Callable[[S], S] = field(default=lambda shot: shot)
     tracks: list[Track[S]] = field(default_factory=list)
     stats: TrackerStats = field(default_factory=TrackerStats)
+    previous: float | None = field(default=None, init=False)  # time of the previous update (frame)
 
     def update(self, candidates: Sequence[Candidate[S]], now: float) -> list[Emission[S]]:
         """Feed one frame's detections (taken at `now`) and return what to send."""
         emissions: list[Emission[S]] = []
-        matches = self._associate(candidates, now)
+        frame_gap = now - self.previous if self.previous is not None else 0.0
+        self.previous = now
+        matches = self._associate(candidates, now, frame_gap)
         matched_candidates = set()
         for track, index in matches:
             matched_candidates.add(index)
@@ -154,13 +157,16 @@ class Tracker(Generic[S]):
 
     # --- internals -----------------------------------------------------------------------------------
 
-    def _associate(self, candidates: Sequence[Candidate[S]], now: float) -> list[tuple[Track[S], int]]:
+    def _associate(self, candidates: Sequence[Candidate[S]], now: float,
+                   frame_gap: float) -> list[tuple[Track[S], int]]:
         pairs = []
         for track in self.tracks:
             predicted = track.predicted(now)
             jump = self.settings.max_jump
             if track.hits == 1:
-                jump = max(jump, self.settings.walk_speed * (now - track.last_seen))
+                # By the time between two frames, not since the track was seen: a face seen once and then
+                # not again (a flicker) must not reach a newcomer far away a second later at 30 fps.
+                jump = max(jump, self.settings.walk_speed * min(now - track.last_seen, frame_gap))
             for index, candidate in enumerate(candidates):
                 affinity = self._affinity(predicted, candidate.bbox, jump)
                 if affinity > 0:
