@@ -592,3 +592,23 @@ def test_the_outbox_folder_is_the_configured_one_or_the_work_folder(tmp_path: Pa
     # Under Greengrass the recipe sets FACECAP_WORK_DIR to {work:path}.
     assert OutboxSettings().folder({WORK_DIR_ENV: "/greengrass/v2/work/x"}) == Path("/greengrass/v2/work/x/outbox")
     assert OutboxSettings().folder({}) == Path("outbox")
+
+
+def test_a_short_disk_says_so_once_and_not_that_the_empty_outbox_is_full(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outbox = Outbox(tmp_path, OutboxSettings(min_free_bytes=10**18))  # no disk has that much free
+    for face in faces(3):
+        with pytest.raises(OutboxWriteError, match=r"minFreeBytes .* bytes free"):
+            outbox.capture([face])
+    assert "is full" not in caplog.text and "room again" not in caplog.text
+    assert outbox.counts().evicted == 0
+    outbox.close()
+
+
+def test_a_folder_removed_under_a_running_outbox_does_not_stop_its_faces(tmp_path: Path) -> None:
+    """The free-space check asks the folder; SQLite still writes to the open file (as it did before the check)."""
+    folder = tmp_path / "outbox"
+    outbox = Outbox(folder)
+    shutil.rmtree(folder)
+    assert outbox.capture(faces(1)) == [True]
+    outbox.close()

@@ -204,7 +204,6 @@ class Outbox:
         evicted = 0
         while not (self._within_limits(size) and self._disk_fits(size)):
             if self._count == 0:
-                self._count_full("evicted", evicted)
                 raise self._disk_short()
             seq, nbytes = self._conn.execute("SELECT seq, bytes FROM faces ORDER BY seq LIMIT 1").fetchone()
             self._delete_seqs([seq])
@@ -223,22 +222,33 @@ class Outbox:
         free_pages = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
         if free_pages * self._page_size >= size:
             return True
-        disk = os.statvfs(self.path.parent)
+        try:
+            disk = os.statvfs(self.path.parent)
+        except OSError:  # the folder went away under the open file: SQLite judges the write itself
+            return True
         return disk.f_bavail * disk.f_frsize - self.settings.min_free_bytes >= size
 
     def _disk_short(self) -> OutboxWriteError:
+        try:
+            disk = os.statvfs(self.path.parent)
+            free = f"{disk.f_bavail * disk.f_frsize} bytes free"
+        except OSError as exc:
+            free = f"free space unknown: {exc.strerror}"
         return OutboxWriteError(f"the disk of outbox {self.path} has less than outbox.minFreeBytes "
-                                f"({self.settings.min_free_bytes} bytes) free")
+                                f"({self.settings.min_free_bytes} bytes) free ({free})")
 
     def _count_full(self, counter: str, amount: int) -> None:
+        if not amount:
+            return
         self._add_counter(counter, amount)
         self._episode[counter] += amount
         if self._full_since is None:
             self._full_since = time.monotonic()
             action = "evicting the oldest pending faces" if counter == "evicted" else "refusing new faces"
-            log.warning("outbox %s is full (%d faces, %d bytes; limits %d faces, %d bytes): %s until receipts "
-                        "make room (whenFull %s)", self.path, self._count, self._bytes, self.settings.max_faces,
-                        self.settings.max_bytes, action, self.settings.when_full)
+            log.warning("outbox %s is full (%d faces, %d bytes; limits %d faces, %d bytes, and %d bytes left free "
+                        "on its disk: minFreeBytes): %s until receipts make room (whenFull %s)", self.path,
+                        self._count, self._bytes, self.settings.max_faces, self.settings.max_bytes,
+                        self.settings.min_free_bytes, action, self.settings.when_full)
 
     def _check_room_again(self) -> None:
         if self._full_since is None:
