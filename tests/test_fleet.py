@@ -86,6 +86,19 @@ def test_a_dead_component_is_a_fault_even_while_another_keeps_the_device_fresh()
     assert killed.as_dict(NOW, 60)["faults"] == ["detector offline"]
 
 
+def test_a_component_that_reports_less_often_than_stale_after_is_not_a_fault() -> None:
+    view = FleetView()
+    for topic, payload in [
+        ("facecap/quiet/detector/stats", stats(20, intervalSeconds=60)),
+        ("facecap/quiet/logger/stats", stats(400, intervalSeconds=600)),  # a long summaryIntervalSeconds
+        ("facecap/dead/detector/stats", stats(20, intervalSeconds=60)),
+        ("facecap/dead/logger/stats", stats(1300, intervalSeconds=600)),  # two of its rounds missed
+    ]:
+        view.handle(message(topic, payload))
+    dead, quiet = view.snapshot()
+    assert quiet.faults(NOW, 300) == [] and dead.faults(NOW, 300) == ["logger silent for 1300 s"]
+
+
 def test_a_device_whose_clock_runs_far_ahead_does_not_look_fresh_for_ever() -> None:
     # Its stats are stamped a day ahead: before, it showed "ok, last seen -86400 s ago" for a whole day
     # after it died, and `facecap fleet`'s exit code stayed 0.

@@ -208,7 +208,9 @@ class DetectorRunner:
     def publish_stats(self, figures: dict[str, object]) -> None:
         """The stats, retained on facecap/<device>/detector/stats (the bridge carries them to the cloud), and
         to AWS IoT Core when iotCoreStats is on."""
-        payload = json.dumps({"at": format_time(datetime.now(timezone.utc)), **figures}).encode()
+        # intervalSeconds: how often they come, so `facecap fleet` can tell a slow reporter from a dead one.
+        payload = json.dumps({"at": format_time(datetime.now(timezone.utc)),
+                              "intervalSeconds": self.config.stats_interval_seconds, **figures}).encode()
         topic = stats_topic(self.feeds[0].loop.device_id, "detector")
         # Never blocks the stats thread: with every publish slot taken the stats wait for the next round.
         self.client.publish(topic, payload, retain=True, content_type="application/json", block=False)

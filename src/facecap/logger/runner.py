@@ -64,8 +64,9 @@ class FaceLoggerRunner:
 
     def publish_stats(self) -> None:
         """The counters, retained on facecap/<device>/logger/stats (the bridge carries them to the cloud)."""
+        # intervalSeconds: how often they come, so `facecap fleet` can tell a slow reporter from a dead one.
         figures = {"at": format_time(datetime.now(timezone.utc)), "faces": self.facelog.total_faces,
-                   "rejected": self.facelog.total_rejected}
+                   "rejected": self.facelog.total_rejected, "intervalSeconds": self.config.summary_interval_seconds}
         self.client.publish(stats_topic(self.device_id, "logger"), json.dumps(figures).encode(), retain=True,
                             content_type="application/json", block=False)
 

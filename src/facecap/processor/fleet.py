@@ -59,9 +59,17 @@ class DeviceHealth:
             seen = self.component_seen(component)
             if self.status.get(component) == "offline":
                 found.append(f"{component} offline")
-            elif seen is not None and (now - seen).total_seconds() > stale_after:
+            elif seen is not None and (now - seen).total_seconds() > self._allowed_silence(component, stale_after):
                 found.append(f"{component} silent for {(now - seen).total_seconds():.0f} s")
         return found
+
+    def _allowed_silence(self, component: str, stale_after: float) -> float:
+        """stale_after, or two of the component's own reporting intervals when it reports less often (a
+        FaceLogger with a long summaryIntervalSeconds is not dead)."""
+        interval = self.stats.get(component, {}).get("intervalSeconds")
+        if isinstance(interval, (int, float)) and not isinstance(interval, bool) and 0 < interval < 10**7:
+            return max(stale_after, 2 * float(interval))
+        return stale_after
 
     def age(self, now: datetime) -> float | None:
         seen = self.last_seen
