@@ -612,3 +612,35 @@ def test_a_folder_removed_under_a_running_outbox_does_not_stop_its_faces(tmp_pat
     shutil.rmtree(folder)
     assert outbox.capture(faces(1)) == [True]
     outbox.close()
+
+
+def test_an_outbox_of_another_user_is_said_to_be_so_not_a_refusing_disk() -> None:
+    """`facecap outbox status` run by an operator on ggc_user's 0600 outbox: it named a full or failing disk."""
+    if os.geteuid() != 0:
+        unavailable("needs root, to play two users", "CI must run as root")
+    folder = Path(tempfile.mkdtemp(prefix="facecap-others-outbox-"))  # not under pytest's 0700 base folder
+    folder.chmod(0o755)
+    outbox = Outbox(folder / "outbox")
+    outbox.capture(faces(1))
+    outbox.close()
+    (folder / "outbox").chmod(0o755)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the operator, in a process of its own
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                read_status(folder / "outbox")
+                os.write(writer, b"read")
+            except OutboxReadError as exc:
+                os.write(writer, str(exc).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    said = os.read(reader, 4096).decode()
+    os.close(reader)
+    shutil.rmtree(folder)
+    assert "cannot be read by uid 65534" in said and "sudo -u ggc_user" in said, said
+    assert "disk" not in said and "damaged" not in said

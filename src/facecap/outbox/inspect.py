@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -51,8 +52,17 @@ def _open(location: Path) -> tuple[Path, sqlite3.Connection]:
         if is_damage(exc):
             raise OutboxReadError(f"{path} cannot be read ({exc}); its producer moves a damaged outbox aside "
                                    "and recovers the readable faces at its next start") from None
+        if not _may_read(path):
+            raise OutboxReadError(f"{path} cannot be read by uid {os.geteuid()} ({exc}): run this as the "
+                                   "component's user (sudo -u ggc_user facecap outbox ...)") from None
         raise OutboxReadError(f"{path} cannot be read ({exc}): the disk refuses (full, read-only or failing); "
                                "the file and its faces stay as they are") from None
+
+
+def _may_read(path: Path) -> bool:
+    """The file, and the shared-memory file a reader of a WAL database writes beside it, are open to us."""
+    shm = path.with_name(path.name + "-shm")
+    return os.access(path, os.R_OK) and (not shm.exists() or os.access(shm, os.R_OK | os.W_OK))
 
 
 @contextmanager
