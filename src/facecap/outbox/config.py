@@ -34,10 +34,10 @@ class OutboxSettings(ConfigModel):
                            description="Most bytes of faces (payload and properties) the outbox holds.")
     min_free_bytes: int = Field(
         DEFAULT_MIN_FREE_BYTES, ge=0,
-        description="Free space the outbox leaves on its disk. Below it the oldest pending faces make room "
-                    "(drop-oldest), or new faces go out without the outbox (refuse-newest). A receipt needs room "
-                    "to delete its faces (SQLite's write-ahead log, up to 64 MiB), so an outbox that filled its "
-                    "disk could never empty again.")
+        description="Free space the outbox leaves on its disk. Below it the oldest faces overdue for their "
+                    "receipt make room (drop-oldest); otherwise (refuse-newest, or every face's receipt on its "
+                    "way) new faces go out without the outbox. A receipt needs room to delete its faces (SQLite's "
+                    "write-ahead log, up to 64 MiB), so an outbox that filled its disk could never empty again.")
     when_full: Literal["drop-oldest", "refuse-newest"] = Field(
         "drop-oldest", description="When full: evict the oldest pending face to make room (`drop-oldest`), or "
                                    "refuse the new one (`refuse-newest`). Both are counted and logged.")

@@ -172,7 +172,7 @@ class Outbox:
     def _insert(self, face: OutgoingFace, now: float) -> bool:
         properties = json.dumps(face.user_properties, separators=(",", ":"))
         size = face_bytes(face, properties)
-        if not self._make_room(size):
+        if not self._make_room(size, now):
             self._count_full("refused", 1)
             return False
         captured = dict(face.user_properties).get("captured-at", "")
@@ -188,9 +188,9 @@ class Outbox:
         self._bytes += size
         return True
 
-    def _make_room(self, size: int) -> bool:
+    def _make_room(self, size: int, now: float) -> bool:
         """Whether a face of `size` bytes may go in, evicting the oldest with drop-oldest. Raises
-        OutboxWriteError when the disk is short of minFreeBytes and nothing (more) may be evicted: the face
+        OutboxWriteError when the disk is short of minFreeBytes and nothing may be evicted for it: the face
         then goes out without the outbox, which beats refusing it."""
         limits = self.settings
         if size > limits.max_bytes:
@@ -199,18 +199,34 @@ class Outbox:
             return True
         if limits.when_full == "refuse-newest":
             if self._within_limits(size):
-                raise self._disk_short()
+                raise self._disk_short(size)
             return False
         evicted = 0
-        while not (self._within_limits(size) and self._disk_fits(size)):
-            if self._count == 0:
-                raise self._disk_short()
-            seq, nbytes = self._conn.execute("SELECT seq, bytes FROM faces ORDER BY seq LIMIT 1").fetchone()
-            self._delete_seqs([seq])
-            self._bytes -= nbytes
-            self._count -= 1
+        while not self._within_limits(size):  # the count and byte limits: the oldest goes, as configured
+            self._evict_oldest(None)
+            evicted += 1
+        # The disk: only faces overdue for their receipt. One published a moment ago has its receipt on the
+        # way, which frees its pages; evicting it instead would repeat with the next face, and the next, so
+        # that every face left the outbox just before its receipt. (A rolled-back batch undoes evictions.)
+        while not self._disk_fits(size):
+            if not self._evict_oldest(now):
+                raise self._disk_short(size)
             evicted += 1
         self._count_full("evicted", evicted)
+        return True
+
+    def _evict_oldest(self, overdue_at: float | None) -> bool:
+        """Delete the oldest pending face (with `overdue_at`, the oldest whose receipt is overdue then)."""
+        if overdue_at is None:
+            row = self._conn.execute("SELECT seq, bytes FROM faces ORDER BY seq LIMIT 1").fetchone()
+        else:
+            row = self._conn.execute("SELECT seq, bytes FROM faces WHERE next_attempt <= ? ORDER BY seq LIMIT 1",
+                                     (overdue_at,)).fetchone()
+        if row is None:
+            return False
+        self._delete_seqs([row[0]])
+        self._bytes -= row[1]
+        self._count -= 1
         return True
 
     def _within_limits(self, size: int) -> bool:
@@ -228,14 +244,14 @@ class Outbox:
             return True
         return disk.f_bavail * disk.f_frsize - self.settings.min_free_bytes >= size
 
-    def _disk_short(self) -> OutboxWriteError:
+    def _disk_short(self, size: int) -> OutboxWriteError:
         try:
             disk = os.statvfs(self.path.parent)
             free = f"{disk.f_bavail * disk.f_frsize} bytes free"
         except OSError as exc:
-            free = f"free space unknown: {exc.strerror}"
-        return OutboxWriteError(f"the disk of outbox {self.path} has less than outbox.minFreeBytes "
-                                f"({self.settings.min_free_bytes} bytes) free ({free})")
+            free = f"free space unknown ({exc.strerror})"
+        return OutboxWriteError(f"the disk of outbox {self.path} has {free}, less than outbox.minFreeBytes "
+                                f"({self.settings.min_free_bytes}) plus this face ({size} bytes)")
 
     def _count_full(self, counter: str, amount: int) -> None:
         if not amount:
@@ -251,10 +267,15 @@ class Outbox:
                         self.settings.min_free_bytes, action, self.settings.when_full)
 
     def _check_room_again(self) -> None:
-        if self._full_since is None:
-            return
-        limits = self.settings
-        if self._count <= _ROOM_AGAIN * limits.max_faces and self._bytes <= _ROOM_AGAIN * limits.max_bytes:
+        with self._lock:
+            if self._full_since is None:
+                return
+            limits = self.settings
+            typical = self._bytes // self._count if self._count else 1
+            # The disk too: an episode the disk floor began is over only once a face fits on it again.
+            if (self._count > _ROOM_AGAIN * limits.max_faces or self._bytes > _ROOM_AGAIN * limits.max_bytes
+                    or not self._disk_fits(typical)):
+                return
             log.warning("outbox %s has room again after %.0f s full: %d faces evicted, %d refused in that time",
                         self.path, time.monotonic() - self._full_since, self._episode["evicted"],
                         self._episode["refused"])
