@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from facecap.processor.config import ProcessorConfig
 from facecap.validation import file_problem
 
 from .conftest import unavailable
+from .support.users import NOBODY, as_nobody, folder_for_two_users
 
 pytestmark = pytest.mark.unit
 
@@ -185,23 +184,9 @@ def test_a_file_the_component_user_cannot_read_is_named_with_its_uid() -> None:
     """Under Greengrass the component runs as ggc_user: a root-only password file exists but cannot be read."""
     if os.geteuid() != 0:
         unavailable("needs root, to play the component's user", "CI must run as root")
-    folder = Path(tempfile.mkdtemp(prefix="facecap-unreadable-"))  # not under pytest's 0700 base folder
-    folder.chmod(0o755)
-    secret = folder / "password"
-    secret.write_text("not for everyone\n")
-    secret.chmod(0o600)
-    reader, writer = os.pipe()
-    child = os.fork()
-    if child == 0:  # the other user, in a process of its own
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(writer, (file_problem(str(secret), "password file") or "readable").encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    os.waitpid(child, 0)
-    problem = os.read(reader, 4096).decode()
-    os.close(reader)
-    shutil.rmtree(folder)
-    assert problem == f"password file {secret} is not readable by uid 65534 (the component's user)"
+    with folder_for_two_users("facecap-unreadable-") as folder:
+        secret = folder / "password"
+        secret.write_text("not for everyone\n")
+        secret.chmod(0o600)
+        problem = as_nobody(lambda: file_problem(str(secret), "password file") or "readable")
+    assert problem == f"password file {secret} is not readable by uid {NOBODY} (the component's user)"

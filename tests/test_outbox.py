@@ -12,7 +12,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from facecap.outbox.schema import FILE_NAME, OutboxBusyError, claim
 from .conftest import REPO, unavailable
 from .support.filesystems import SmallFilesystem
 from .support.helpers import sample_face
+from .support.users import NOBODY, as_nobody, folder_for_two_users
 
 
 def faces(count: int, size: int = 2000) -> list:  # type: ignore[type-arg]
@@ -586,25 +586,16 @@ def test_a_lock_file_of_another_owner_that_we_may_write_still_works(tmp_path: Pa
     (narrowing it failed with a bare PermissionError and the producer could not start)."""
     if os.geteuid() != 0:
         unavailable("needs root, to play two users", "CI must run as root")
-    # Not under tmp_path: pytest's base folder is 0700, and the other user must reach this one.
-    folder = Path(tempfile.mkdtemp(prefix="facecap-shared-outbox-"))
-    folder.chmod(0o777)
-    lock = folder / "outbox.lock"
-    lock.touch()
-    lock.chmod(0o666)  # root's, writable by all
-    child = os.fork()
-    if child == 0:  # the other user, in a process of its own
-        code = 1
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
+    with folder_for_two_users("facecap-shared-outbox-", 0o777) as folder:
+        lock = folder / "outbox.lock"
+        lock.touch()
+        lock.chmod(0o666)  # root's, writable by all
+
+        def claim_it() -> str:
             claim(lock).close()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(child, 0)
-    shutil.rmtree(folder)
-    assert os.waitstatus_to_exitcode(status) == 0
+            return "claimed"
+
+        assert as_nobody(claim_it) == "claimed"
 
 
 def test_one_outbox_has_one_owner(tmp_path: Path) -> None:
@@ -648,29 +639,12 @@ def test_an_outbox_of_another_user_is_said_to_be_so_not_a_refusing_disk() -> Non
     """`facecap outbox status` run by an operator on ggc_user's 0600 outbox: it named a full or failing disk."""
     if os.geteuid() != 0:
         unavailable("needs root, to play two users", "CI must run as root")
-    folder = Path(tempfile.mkdtemp(prefix="facecap-others-outbox-"))  # not under pytest's 0700 base folder
-    folder.chmod(0o755)
-    outbox = Outbox(folder / "outbox")
-    outbox.capture(faces(1))
-    outbox.close()
-    (folder / "outbox").chmod(0o755)
-    reader, writer = os.pipe()
-    child = os.fork()
-    if child == 0:  # the operator, in a process of its own
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            try:
-                read_status(folder / "outbox")
-                os.write(writer, b"read")
-            except OutboxReadError as exc:
-                os.write(writer, str(exc).encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    os.waitpid(child, 0)
-    said = os.read(reader, 4096).decode()
-    os.close(reader)
-    shutil.rmtree(folder)
-    assert "cannot be read by uid 65534" in said and "sudo -u ggc_user" in said, said
+    with folder_for_two_users("facecap-others-outbox-") as folder:
+        outbox = Outbox(folder / "outbox")
+        outbox.capture(faces(1))
+        outbox.close()
+        (folder / "outbox").chmod(0o755)
+        said = as_nobody(lambda: str(read_status(folder / "outbox")))
+    assert f"OutboxReadError: {folder / 'outbox' / FILE_NAME} cannot be read by uid {NOBODY}" in said, said
+    assert "sudo -u ggc_user" in said
     assert "disk" not in said and "damaged" not in said
