@@ -244,3 +244,20 @@ def test_a_removed_devices_health_can_be_forgotten_and_only_by_the_processor(
     assert "device-gone" not in collect(cloud.processor_settings(), settle=0.5).devices
     assert main(["fleet", "--config", config, "--forget", "device-gone"]) == 2  # nothing left to forget
     assert "no health of device-gone" in capsys.readouterr().err
+    # A component taken out of a deployment leaves its retained "offline": the device is a FAULT until then.
+    device_b = connect(cloud.device_settings("device-b"), "device-b")
+    fresh = json.dumps({"at": format_time(datetime.now(timezone.utc))}).encode()
+    for topic, payload in [("facecap/device-b/detector/status", b"online"), ("facecap/device-b/detector/stats", fresh),
+                           ("facecap/device-b/logger/status", b"offline")]:
+        publish(device_b, topic, payload, retain=True)
+    try:
+        assert collect(cloud.processor_settings(), settle=0.5).devices["device-b"].faults(
+            datetime.now(timezone.utc), 300) == ["logger offline"]
+        assert main(["fleet", "--config", config, "--forget", "device-b/logger"]) == 0
+        assert "forgot device-b/logger: 2 retained messages cleared" in capsys.readouterr().out
+        left = collect(cloud.processor_settings(), settle=0.5).devices["device-b"]
+        assert left.status == {"detector": "online"} and left.faults(datetime.now(timezone.utc), 300) == []
+    finally:
+        for topic in ("facecap/device-b/detector/status", "facecap/device-b/detector/stats"):
+            publish(device_b, topic, b"", retain=True)
+        device_b.stop()

@@ -25,28 +25,33 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                         help="longest time to gather the retained messages (default 10)")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of the table")
-    parser.add_argument("--forget", action="append", default=[], metavar="DEVICE_ID",
+    parser.add_argument("--forget", action="append", default=[], metavar="DEVICE_ID[/COMPONENT]",
                         help="clear the retained health of a device you removed (cloud/scripts/remove-device.sh), "
-                             "so it no longer shows as stale; repeatable")
+                             "or of one component you took out of its deployment, so it no longer shows as stale "
+                             "or offline; repeatable")
     parser.set_defaults(func=run)
 
 
-def _forget(settings: Any, view: Any, devices: list[str], forget: Any) -> int:
+def _forget(settings: Any, view: Any, targets: list[str], forget: Any) -> int:
+    """--forget DEVICE (a removed device) or DEVICE/COMPONENT (a component taken out of its deployment)."""
     from ..errors import MqttError
 
-    unknown = [device for device in devices if device not in view.devices]
+    wanted = [(target.partition("/")[0], target.partition("/")[2] or None) for target in targets]
+    unknown = [target for target, (device, component) in zip(targets, wanted, strict=True)
+               if device not in view.devices or (component and component not in
+                                                  set(view.devices[device].status) | set(view.devices[device].stats))]
     if unknown:
         print(f"facecap fleet: no health of {', '.join(unknown)} on the broker (nothing forgotten)", file=sys.stderr)
         return 2
-    for device in devices:
+    for target, (device, component) in zip(targets, wanted, strict=True):
         try:
-            topics = forget(settings, view.devices[device])
+            topics = forget(settings, view.devices[device], component)
         except MqttError as exc:
-            print(f"facecap fleet: cannot clear the health of {device}: {exc} (the processor listener's ACL must "
+            print(f"facecap fleet: cannot clear the health of {target}: {exc} (the processor listener's ACL must "
                   "let the processor write facecap/+/+/status, facecap/+/+/stats and "
                   "$SYS/broker/connection/+/state: cloud/mosquitto/processor.acl)", file=sys.stderr)
             return 2
-        print(f"forgot {device}: {len(topics)} retained messages cleared")
+        print(f"forgot {target}: {len(topics)} retained messages cleared")
     return 0
 
 

@@ -150,13 +150,14 @@ def collect(settings: MqttSettings, *, settle: float = 1.0, timeout: float = 10.
     return view
 
 
-def forget(settings: MqttSettings, device: DeviceHealth, *, timeout: float = 10.0,
+def forget(settings: MqttSettings, device: DeviceHealth, component: str | None = None, *, timeout: float = 10.0,
            client_factory: Callable[..., MqttClient] = MqttClient) -> list[str]:
-    """Clear a removed device's retained health (status, stats, bridge state) with empty retained messages, so
-    it stops showing as stale for ever. Returns the topics cleared. A device still running sets them again."""
-    topics = [f"facecap/{device.device}/{component}/{kind}"
-              for component in sorted(set(device.status) | set(device.stats)) for kind in ("status", "stats")]
-    if device.bridge != "unknown":
+    """Clear the retained health of a removed device (status, stats, bridge state), or of one component taken
+    out of its deployment, with empty retained messages, so it stops showing as stale or offline for ever.
+    Returns the topics cleared. A device or component still running sets them again."""
+    components = [component] if component else sorted(set(device.status) | set(device.stats))
+    topics = [f"facecap/{device.device}/{name}/{kind}" for name in components for kind in ("status", "stats")]
+    if component is None and device.bridge != "unknown":
         topics.append(f"$SYS/broker/connection/{BRIDGE_PREFIX}{device.device}/state")
     transient = settings.model_copy(update={"client_id": "", "session_expiry_seconds": 0})
     client = client_factory(transient, f"facecap-fleet-{int(time.time() * 1000) % 10**9}")
