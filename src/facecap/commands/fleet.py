@@ -38,8 +38,7 @@ def _forget(settings: Any, view: Any, targets: list[str], forget: Any) -> int:
 
     wanted = [(target.partition("/")[0], target.partition("/")[2] or None) for target in targets]
     unknown = [target for target, (device, component) in zip(targets, wanted, strict=True)
-               if device not in view.devices or (component and component not in
-                                                  set(view.devices[device].status) | set(view.devices[device].stats))]
+               if device not in view.devices or (component and component not in view.devices[device].components)]
     if unknown:
         print(f"facecap fleet: no health of {', '.join(unknown)} on the broker (nothing forgotten)", file=sys.stderr)
         return 2

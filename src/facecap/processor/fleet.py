@@ -39,6 +39,11 @@ class DeviceHealth:
     bridge: str = "unknown"  # connected, disconnected, or unknown (no state seen)
 
     @property
+    def components(self) -> list[str]:
+        """The components with a status or stats on the broker, in name order."""
+        return sorted(set(self.status) | set(self.stats))
+
+    @property
     def last_seen(self) -> datetime | None:
         """When the newest stats were taken; None when the device never sent any."""
         times = [seen for component in self.stats if (seen := self.component_seen(component)) is not None]
@@ -55,12 +60,13 @@ class DeviceHealth:
         or a clean stop), or whose own stats stopped while another's go on (a dead or crash-looping detector
         beside a logger that still reports)."""
         found = []
-        for component in sorted(set(self.status) | set(self.stats)):
+        for component in self.components:
             seen = self.component_seen(component)
+            silent = None if seen is None else (now - seen).total_seconds()
             if self.status.get(component) == "offline":
                 found.append(f"{component} offline")
-            elif seen is not None and (now - seen).total_seconds() > self._allowed_silence(component, stale_after):
-                found.append(f"{component} silent for {(now - seen).total_seconds():.0f} s")
+            elif silent is not None and silent > self._allowed_silence(component, stale_after):
+                found.append(f"{component} silent for {silent:.0f} s")
         return found
 
     def _allowed_silence(self, component: str, stale_after: float) -> float:
@@ -129,14 +135,19 @@ class FleetView:
             return [self.devices[name] for name in sorted(self.devices)]
 
 
+def _throwaway_client(settings: MqttSettings, client_factory: Callable[..., MqttClient],
+                      **options: object) -> MqttClient:
+    # A throwaway session of its own: never the processor's client id, whose session holds the faces.
+    transient = settings.model_copy(update={"client_id": "", "session_expiry_seconds": 0})
+    return client_factory(transient, f"facecap-fleet-{int(time.time() * 1000) % 10**9}", **options)
+
+
 def collect(settings: MqttSettings, *, settle: float = 1.0, timeout: float = 10.0,
             client_factory: Callable[..., MqttClient] = MqttClient) -> FleetView:
     """Subscribe to the health topics and gather the retained messages: until none came for `settle` seconds
     (the broker sends every retained message right after the SUBACK), at most `timeout` seconds."""
     view = FleetView()
-    # A throwaway session of its own: never the processor's client id, whose session holds the faces.
-    transient = settings.model_copy(update={"client_id": "", "session_expiry_seconds": 0})
-    client = client_factory(transient, f"facecap-fleet-{int(time.time() * 1000) % 10**9}", on_message=view.handle)
+    client = _throwaway_client(settings, client_factory, on_message=view.handle)
     client.start()
     try:
         for topic in HEALTH_TOPICS:
@@ -155,12 +166,11 @@ def forget(settings: MqttSettings, device: DeviceHealth, component: str | None =
     """Clear the retained health of a removed device (status, stats, bridge state), or of one component taken
     out of its deployment, with empty retained messages, so it stops showing as stale or offline for ever.
     Returns the topics cleared. A device or component still running sets them again."""
-    components = [component] if component else sorted(set(device.status) | set(device.stats))
+    components = [component] if component else device.components
     topics = [f"facecap/{device.device}/{name}/{kind}" for name in components for kind in ("status", "stats")]
     if component is None and device.bridge != "unknown":
         topics.append(f"$SYS/broker/connection/{BRIDGE_PREFIX}{device.device}/state")
-    transient = settings.model_copy(update={"client_id": "", "session_expiry_seconds": 0})
-    client = client_factory(transient, f"facecap-fleet-{int(time.time() * 1000) % 10**9}")
+    client = _throwaway_client(settings, client_factory)
     client.start()
     try:
         for topic in topics:
@@ -187,7 +197,7 @@ def render_table(devices: list[DeviceHealth], now: datetime, stale_after: float)
         flag = "STALE" if device.is_stale(now, stale_after) else f"FAULT ({shown(', '.join(faults), 80)})" if faults \
             else "ok"
         lines.append(f"{shown(device.device)}  {flag}  last seen {seen}  bridge {device.bridge}")
-        for component in sorted(set(device.status) | set(device.stats)):
+        for component in device.components:
             figures = device.stats.get(component, {})
             counters = " ".join(f"{key}={shown(figures[key])}" for key in COUNTERS if key in figures)
             status = shown(device.status.get(component, "?"))
