@@ -238,19 +238,22 @@ class Outbox:
         free_pages = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
         if free_pages * self._page_size >= size:
             return True
+        free = self._free_on_disk()
+        # Unknown when the folder went away under the open file: SQLite judges the write itself.
+        return free is None or free - self.settings.min_free_bytes >= size
+
+    def _free_on_disk(self) -> int | None:
+        """Bytes free on the outbox's disk for this user; None when the folder cannot be asked."""
         try:
             disk = os.statvfs(self.path.parent)
-        except OSError:  # the folder went away under the open file: SQLite judges the write itself
-            return True
-        return disk.f_bavail * disk.f_frsize - self.settings.min_free_bytes >= size
+        except OSError:
+            return None
+        return disk.f_bavail * disk.f_frsize
 
     def _disk_short(self, size: int) -> OutboxWriteError:
-        try:
-            disk = os.statvfs(self.path.parent)
-            free = f"{disk.f_bavail * disk.f_frsize} bytes free"
-        except OSError as exc:
-            free = f"free space unknown ({exc.strerror})"
-        return OutboxWriteError(f"the disk of outbox {self.path} has {free}, less than outbox.minFreeBytes "
+        free = self._free_on_disk()
+        said = "free space unknown" if free is None else f"{free} bytes free"
+        return OutboxWriteError(f"the disk of outbox {self.path} has {said}, less than outbox.minFreeBytes "
                                 f"({self.settings.min_free_bytes}) plus this face ({size} bytes)")
 
     def _count_full(self, counter: str, amount: int) -> None:
