@@ -213,12 +213,17 @@ def test_someone_walking_past_a_slow_camera_is_one_track_and_sent(fps: float) ->
     assert [(e.reason, e.candidate.shot) for e in sent] == [("end", "frame7")]
 
 
-def test_a_track_seen_once_does_not_reach_across_the_frame_in_one_frame_time() -> None:
-    # The reach grows with the time since the track was seen: at 10 fps it stays near one face size, so a
-    # second person three faces away starts a track of their own.
+@pytest.mark.parametrize("second", [
+    # The reach grows with the time between frames: at 10 fps it stays near one face size, so a second
+    # person three faces away starts a track of their own.
+    (300, 100, 100, 120),
+    # A child's face beside an adult's track, within reach: a face does not double or halve between frames.
+    (10, 110, 30, 36),
+], ids=["three-faces-away", "a-third-the-size"])
+def test_a_face_a_frame_later_that_cannot_be_the_same_person_starts_its_own_track(second: Box) -> None:
     tracker = make_tracker()
     tracker.update([cand((0, 100, 100, 120))], 0.0)
-    tracker.update([cand((300, 100, 100, 120))], 0.1)
+    tracker.update([cand(second)], 0.1)
     assert tracker.stats.tracks_started == 2
 
 
@@ -231,14 +236,6 @@ def test_two_faces_side_by_side_keep_their_own_tracks() -> None:
                         cand((140, 100, 100, 100), 0.4, shot=f"bob{frame}")], frame / FPS)
     sent = {e.candidate.shot.rstrip("0123456789") for e in tracker.finish()}
     assert sent == {"alice", "bob"} and tracker.stats.tracks_started == 2
-
-
-def test_a_face_of_a_very_different_size_nearby_is_someone_else() -> None:
-    # A child's face beside an adult's track, within reach: a face does not double or halve between frames.
-    tracker = make_tracker()
-    tracker.update([cand((100, 100, 100, 120))], 0.0)
-    tracker.update([cand((110, 110, 30, 36))], 0.1)
-    assert tracker.stats.tracks_started == 2
 
 
 def test_a_flicker_does_not_reach_a_newcomer_far_away_at_a_normal_frame_rate() -> None:
