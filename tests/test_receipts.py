@@ -111,6 +111,34 @@ def test_the_processor_batches_receipts_per_device_within_the_window(broker: Mos
     reader.stop()
 
 
+@pytest.mark.integration
+def test_a_fleet_finishing_at_once_gets_every_receipt(broker: MosquittoServer) -> None:
+    # After a regional power cut every device finishes faces in the same window: more receipt messages than
+    # the client has in-flight slots. Each dropped receipt would cost its face a whole trip again.
+    devices = [f"jetson-{index:03d}" for index in range(120)]
+    collector = Collector()
+    reader = subscriber(broker, "facecap/+/receipts", collector)
+    client = MqttClient(settings_for(broker, max_in_flight=8), "processor-fleet-receipts")
+    client.start()
+    sender = ReceiptSender(client, topic_prefix="faces", window_seconds=0.2)
+    sender.start()
+    try:
+        expected = {}
+        for index, device in enumerate(devices):
+            face = sample_face(device=device, size=100, frame=index)
+            message = received(face.topic, face.payload, face.user_properties)
+            sender.finished(message, plan(message))
+            expected[device] = [face.face_id]
+        collector.wait_for(len(devices), timeout=20)
+        got = {m.topic.split("/")[1]: list(parse_receipt(m.payload).stored) for m in collector.messages}
+        assert sender.stats.dropped == 0
+        assert got == expected, f"{len(set(expected) - set(got))} devices got no receipt"
+    finally:
+        sender.stop()
+        client.stop()
+        reader.stop()
+
+
 def _rules(text: str) -> set[str]:
     return {" ".join(line.split()) for line in text.splitlines() if line.strip() and not line.startswith("#")}
 

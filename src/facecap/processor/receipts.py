@@ -2,9 +2,12 @@
 
 Finished face ids are batched per device and published within `receiptWindowSeconds` (200 ms by default),
 QoS 1, one message per device and window, from one thread of their own, so a worker never waits for it.
-A receipt is cheap to lose: the device publishes the face again and it lands on the same key. So while the
-processor is disconnected, or its in-flight publishes are all taken, a batch is dropped and counted
-rather than queued (after a reconnect the bridge may not even have subscribed yet).
+A receipt is cheap to lose (the device publishes the face again and it lands on the same key), but not free:
+each lost one costs a face's whole trip again. While the processor is disconnected a batch is dropped and
+counted rather than queued (after a reconnect the bridge may not even have subscribed yet). While it is
+connected, a batch waits for a free in-flight slot: after a regional power cut a hundred devices finish
+faces in one window, more receipts than the client's in-flight publishes (`maxInFlight`), and dropping
+the rest made 44 % of the processor's work duplicates (100 devices, measured 2026-11-27).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from .plan import Plan
 
 log = logging.getLogger(__name__)
 
+# How long one receipt waits for an in-flight slot of a connected client before it is dropped.
+_SLOT_WAIT_SECONDS = 2.0
+
 
 class ReceiptClient(Protocol):
     """The part of MqttClient used here."""
@@ -41,7 +47,7 @@ class ReceiptClient(Protocol):
 class ReceiptStats:
     sent: int = 0  # receipt messages handed to the client
     faces: int = 0  # face ids in them
-    dropped: int = 0  # receipt messages dropped (disconnected or no free slot)
+    dropped: int = 0  # receipt messages dropped (disconnected, or no free slot in time)
 
 
 def receipt_target(message: ReceivedMessage, plan: Plan, topic_prefix: str) -> tuple[str, str] | None:
@@ -114,12 +120,15 @@ class ReceiptSender:
     def _send(self, device: str, stored: list[str], quarantined: list[str]) -> None:
         future = None
         if self._client.connected:
+            # This thread is the receipts' own, so it may wait for a slot; faces finished meanwhile join the
+            # next window. A broker that acknowledges nothing for this long is treated as gone.
             future = self._client.publish(receipt_topic(device), encode_receipt(stored, quarantined),
-                                          content_type=RECEIPT_CONTENT_TYPE, block=False)
+                                          content_type=RECEIPT_CONTENT_TYPE, timeout=_SLOT_WAIT_SECONDS)
         if future is None:
             self.stats.dropped += 1
-            log.debug("receipt for %d faces of %s dropped (not connected); the device publishes them again",
-                      len(stored) + len(quarantined), device)
+            log.debug("receipt for %d faces of %s dropped (not connected, or no in-flight slot within %g s); "
+                      "the device publishes them again", len(stored) + len(quarantined), device,
+                      _SLOT_WAIT_SECONDS)
             return
         self.stats.sent += 1
         self.stats.faces += len(stored) + len(quarantined)
