@@ -50,7 +50,8 @@ def main() -> int:
         return 2
     defaults = BridgeSettings()
     print(f"uplink cuts without RST: {args.cuts} x {args.cut_seconds:g} s, {args.rate:g} faces/s of "
-          f"{args.size} B; bridge keepAliveSeconds {defaults.keep_alive_seconds}, restart backoff "
+          f"{args.size} B; bridge deadLinkSeconds {defaults.dead_link_seconds}, keepAliveSeconds "
+          f"{defaults.keep_alive_seconds}, restart backoff "
           f"{defaults.restart_base_seconds}-{defaults.restart_cap_seconds} s (the defaults)")
     recoveries: list[float] = []
     with tempfile.TemporaryDirectory(prefix="facecap-bench-recovery-") as folder, \

@@ -67,7 +67,7 @@ def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id
         "cleansession false",
         "local_cleansession false",
         "restart_timeout 1 10",
-        "keepalive_interval 20",
+        "keepalive_interval 120",
         "notifications_local_only false",
         "topic faces/# out 1",
         "topic facecap/jetson-1/receipts in 1",

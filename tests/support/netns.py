@@ -45,6 +45,12 @@ def _ip(*args: str) -> None:
         raise ServerError(f"ip {' '.join(args)}: {result.stderr.strip()}")
 
 
+def _ip_tc(*args: str) -> None:
+    result = subprocess.run(["tc", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ServerError(f"tc {' '.join(args)}: {result.stderr.strip()}")
+
+
 class CloudNamespace(Rig):
     """The namespace and its two links. `uplink_address` and `datacenter_address` are the namespace's
     addresses as seen from the host."""
@@ -92,6 +98,13 @@ class CloudNamespace(Rig):
 
     def restore(self) -> None:
         self.inside("ip", "link", "set", self._links["uplink"][1], "up")
+
+    def slow_down(self, kbit: int, queue_seconds: float) -> None:
+        """The uplink becomes a slow modem: `kbit` kbit/s towards the cloud, with a queue that holds
+        `queue_seconds` of traffic before it drops (a token bucket on the host's side of the veth)."""
+        limit = max(3000, int(kbit * 1000 / 8 * queue_seconds))
+        _ip_tc("qdisc", "replace", "dev", self._links["uplink"][0], "root", "tbf", "rate", f"{kbit}kbit",
+               "burst", "3000", "limit", str(limit))
 
     def close(self) -> None:
         for process in self._processes:

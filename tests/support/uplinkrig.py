@@ -27,11 +27,15 @@ BRIDGE_ATTEMPT = "Connecting bridge"  # Mosquitto's notice at every bridge conne
 
 class UplinkRig(Rig):
     def __init__(self, folder: Path, *, bridge: dict[str, Any] | None = None, rate: float = 10.0,
-                 size: int = 20_000) -> None:
+                 size: int = 20_000, count: int | None = None, uplink_kbit: int | None = None) -> None:
+        """Publishes `size`-byte faces at `rate` a second: `count` of them, or until closed. `uplink_kbit`:
+        the uplink is a slow modem from the start (CloudNamespace.slow_down, 2 s of queue)."""
+        self.uplink_kbit = uplink_kbit
         self.folder = folder
         self.bridge_overrides = bridge or {}
         self.rate = rate
         self.size = size
+        self.count = count
         self.space = CloudNamespace()
         self.arrivals: list[tuple[float, str]] = []
         self.published: list[str] = []
@@ -43,6 +47,8 @@ class UplinkRig(Rig):
 
     def set_up(self) -> None:
         self.space.set_up()
+        if self.uplink_kbit is not None:
+            self.space.slow_down(self.uplink_kbit, queue_seconds=2.0)
         ca = CertificateAuthority(self.folder / "ca")
         users = {DEVICE: "device-pass", "reader": "reader-pass"}
         NamespacedBroker(self.space, self.folder / "cloud", ca, users).start()
@@ -75,7 +81,7 @@ class UplinkRig(Rig):
     def _publish(self, client: MqttClient) -> None:
         body = bytes(range(256)) * (self.size // 256 + 1)
         start, frame = time.monotonic(), 0
-        while not self._stop.wait(max(0.0, start + frame / self.rate - time.monotonic())):
+        while frame != self.count and not self._stop.wait(max(0.0, start + frame / self.rate - time.monotonic())):
             payload = b"\xff\xd8\xff\xe0" + frame.to_bytes(8, "big") + body[: self.size - 12]
             face = build_message(payload, FaceMetadata(device_id=DEVICE, camera_id="cam0",
                                                        captured_at=datetime.now(timezone.utc),
@@ -117,6 +123,10 @@ class UplinkRig(Rig):
             if not lost or time.monotonic() >= deadline:
                 return lost
             time.sleep(0.2)
+
+    def arrived(self) -> set[str]:
+        with self._lock:
+            return {face_id for _, face_id in self.arrivals}
 
     def bridge_attempts(self) -> int:
         return self.edge.log_text().count(BRIDGE_ATTEMPT) if self.edge else 0

@@ -134,10 +134,20 @@ class BridgeSettings(ConfigModel):
     receipts: bool = Field(True, description="Also bridge `facecap/<deviceId>/receipts in 1`: the cloud's receipts "
                                              "(contract v1.1), which empty the producers' outboxes.")
     keep_alive_seconds: KeepAliveSeconds = Field(
-        20,
-        description="MQTT keep-alive of the bridge: a silent uplink counts as dead after 1 to 2 keep-alives. With "
-                    "tlsBy facecap it is also the TCP timeout of the cloud socket (TCP_USER_TIMEOUT and keepalive "
-                    "probes), so a cut without RST is noticed within about this many seconds.")
+        120,
+        description="MQTT keep-alive of the bridge (Mosquitto's keepalive_interval). Mosquitto queues its ping "
+                    "behind the faces it has already sent, so on a slow uplink the answer takes as long as the "
+                    "link needs to carry them (20 in flight: about 600 KB, 75 s at 64 kbit/s), and a shorter "
+                    "keep-alive cuts a live link again and again. With tlsBy mosquitto it is also how a silent "
+                    "uplink is noticed (after 1 to 2 keep-alives); with tlsBy facecap `deadLinkSeconds` "
+                    "notices it sooner.")
+    dead_link_seconds: int = Field(
+        20, ge=5, le=3600,
+        description="With tlsBy facecap: how long data sent to the cloud may wait with no acknowledgement at "
+                    "all (the forwarder watches the socket's TCP state), or an idle link leave keepalive probes "
+                    "unanswered, before the connection counts as dead and is made afresh; so a cut without RST "
+                    "is noticed within about this many seconds. A slow or lossy link that still acknowledges "
+                    "is not cut.")
     restart_base_seconds: int = Field(1, ge=1, description="First reconnect delay after the bridge drops.")
     restart_cap_seconds: int = Field(
         10, ge=1, description="Reconnect backoff ceiling (with jitter). With tlsBy facecap an attempt on a dead "

@@ -131,7 +131,7 @@ class EdgeBrokerRunner:
         # with its key named, instead of every connection failing later.
         context = bridge_tls_context(config.bridge) if forwards_tls(config) else None
         forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context,
-                                 dead_link_seconds=config.bridge.keep_alive_seconds).start() if context else None
+                                 dead_link_seconds=config.bridge.dead_link_seconds).start() if context else None
         self._forwarder_port = forwarder.port if forwarder else None
         try:
             return self._run_mosquitto(binary)

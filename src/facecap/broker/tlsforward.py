@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .config import BridgeSettings
-from .uplink import DEAD_LINK_SECONDS, connect_uplink
+from .uplink import DEAD_LINK_SECONDS, connect_uplink, unacknowledged_for
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,14 @@ CHUNK_BYTES = 65536
 # Mosquitto retries every few seconds for as long as the uplink is down: the same failure is logged at
 # most this often, with a count of the attempts in between.
 REPORT_INTERVAL_SECONDS = 60.0
+# How often the forwarder looks at a connection's TCP state for a dead link.
+WATCH_SECONDS = 1.0
 # Linux only. Delayed ACK mode comes back after a while, so it is set again before every read.
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+class DeadLinkError(ConnectionError):
+    """The uplink acknowledged nothing for bridge.deadLinkSeconds while data waited: it is cut."""
 
 
 def bridge_tls_context(bridge: BridgeSettings) -> ssl.SSLContext:
@@ -334,15 +340,19 @@ class TlsForwarder:
         local.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         outgoing = asyncio.ensure_future(self._local_to_upstream(local, writer))
         incoming = asyncio.ensure_future(self._upstream_to_local(reader, local))
+        tasks = [incoming, outgoing]
+        upstream = writer.get_extra_info("socket")
+        if upstream is not None and unacknowledged_for(upstream) is not None:
+            tasks.append(asyncio.ensure_future(self._watch_link(upstream)))
         try:
-            done, _ = await asyncio.wait({outgoing, incoming}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (outgoing, incoming):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(outgoing, incoming, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._close_upstream(writer)
         # The cloud's side first: its TLS alert says more than the reset Mosquitto's side may see after it.
-        errors = [task.exception() for task in (incoming, outgoing) if task in done and not task.cancelled()]
+        errors = [task.exception() for task in tasks if task in done and not task.cancelled()]
         error = next((exc for exc in errors if exc is not None), None)
         if error is not None:
             self._report.failed("connection broken", failure_reason(error))
@@ -350,6 +360,23 @@ class TlsForwarder:
             self._report.ended_by_cloud()
         else:
             log.debug("bridge TLS to %s:%d: Mosquitto closed the connection", self.host, self.upstream_port)
+
+    async def _watch_link(self, upstream: socket.socket) -> None:
+        """Ends the connection (by raising DeadLinkError) once data has waited dead_link_seconds with no ACK
+        at all from the cloud: the link is cut. A slow or lossy link still acknowledges and is left alone."""
+        waiting_since: float | None = None  # when this watch first saw data waiting, after none did
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            silent = unacknowledged_for(upstream)
+            if not silent:
+                waiting_since = None
+                continue
+            now = time.monotonic()
+            waiting_since = now if waiting_since is None else waiting_since
+            # Since the last ACK, but no longer than data has been waiting: a link that was idle is not
+            # silent before it has been sent something.
+            if min(silent, now - waiting_since + WATCH_SECONDS) >= self.dead_link_seconds:
+                raise DeadLinkError(f"no acknowledgement from the cloud for {silent:.0f} s")
 
     @staticmethod
     async def _local_to_upstream(local: socket.socket, writer: asyncio.StreamWriter) -> None:
