@@ -4,10 +4,12 @@ ssl with certificates made by openssl in the test), with every way the upstream 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -187,6 +189,8 @@ def test_files_that_do_not_load_are_named(ca: CertificateAuthority, tmp_path: Pa
 def test_failure_reasons_are_short_and_actionable() -> None:
     assert failure_reason(ConnectionRefusedError(111, "Connection refused")) == "Connection refused"
     assert failure_reason(TimeoutError(), timeout=3) == "no answer within 3 s"
+    # The kernel's ETIMEDOUT is also a TimeoutError, but no wait of ours ran out.
+    assert failure_reason(TimeoutError(errno.ETIMEDOUT, "Connection timed out")) == "Connection timed out"
     # asyncio raises some without an errno; they must read as the same cause to be counted as repeats.
     assert failure_reason(ConnectionResetError()) == "Connection reset by peer"
     assert failure_reason(ConnectionResetError(104, "Connection reset by peer")) == "Connection reset by peer"
@@ -215,6 +219,24 @@ def test_bytes_cross_both_ways_inside_verified_tls(ca: CertificateAuthority, ech
     assert echo.peers == [{}]  # no client certificate was configured, none was sent
     assert any(f"bridge TLS to 127.0.0.1:{echo.port} established (TLSv1." in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.mark.integration
+def test_mosquitto_resetting_its_side_is_not_called_a_broken_uplink(
+        ca: CertificateAuthority, echo: TlsEcho, forwarders: list[TlsForwarder],
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Mosquitto ends a bridge connection itself (its keep-alive, a restart) while the cloud is sending:
+    # the forwarder's write to Mosquitto's side fails. That is no reason to warn about the uplink.
+    caplog.set_level(logging.DEBUG, LOG_NAME)
+    forwarder = start(forwarders, echo.port, BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert)))
+    local = connect(forwarder)
+    local.sendall(os.urandom(4 * 1024 * 1024))  # echoed back, and never read
+    assert wait_until(lambda: forwarder.active_connections == 1, 10, 0.05)
+    local.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    local.close()  # a reset, with echoed data still on its way
+    assert wait_until(lambda: forwarder.active_connections == 0, 10, 0.05)
+    assert any("Mosquitto closed the connection" in r.getMessage() for r in caplog.records)
+    assert warnings(caplog) == []
 
 
 @pytest.mark.integration

@@ -54,6 +54,11 @@ class DeadLinkError(ConnectionError):
     """The uplink acknowledged nothing for bridge.deadLinkSeconds while data waited: it is cut."""
 
 
+class _MosquittoSideError(Exception):
+    """Mosquitto's side of a forwarded connection failed (it reset or closed it): the forwarder logged this
+    as the cloud link breaking ("Broken pipe"), which sent operators looking at a healthy uplink."""
+
+
 def bridge_tls_context(bridge: BridgeSettings) -> ssl.SSLContext:
     """The client TLS context of the bridge: the cloud's certificate checked against caFile (or the CA folder
     caPath when caFile is empty), the host name checked, TLS 1.2 or later, and the client certificate for
@@ -90,8 +95,8 @@ def failure_reason(exc: BaseException, timeout: float = CONNECT_TIMEOUT_SECONDS)
         return f"certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         return (exc.reason or str(exc)).lower().replace("_", " ")
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return f"no answer within {timeout:g} s"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not getattr(exc, "errno", None):
+        return f"no answer within {timeout:g} s"  # a wait of ours ran out (an ETIMEDOUT is the kernel's)
     if isinstance(exc, socket.gaierror):
         return exc.strerror or str(exc)  # its errno is a resolver code, which os.strerror does not know
     if isinstance(exc, OSError):
@@ -354,12 +359,13 @@ class TlsForwarder:
         # The cloud's side first: its TLS alert says more than the reset Mosquitto's side may see after it.
         errors = [task.exception() for task in tasks if task in done and not task.cancelled()]
         error = next((exc for exc in errors if exc is not None), None)
-        if error is not None:
-            self._report.failed("connection broken", failure_reason(error))
-        elif incoming in done:
-            self._report.ended_by_cloud()
-        else:
+        if isinstance(error, _MosquittoSideError) or (error is None and incoming not in done):
+            # Mosquitto's side went first (its keep-alive, a restart): not the uplink's doing.
             log.debug("bridge TLS to %s:%d: Mosquitto closed the connection", self.host, self.upstream_port)
+        elif error is not None:
+            self._report.failed("connection broken", failure_reason(error))
+        else:
+            self._report.ended_by_cloud()
 
     async def _watch_link(self, upstream: socket.socket) -> None:
         """Ends the connection (by raising DeadLinkError) once data has waited dead_link_seconds with no ACK
@@ -386,7 +392,10 @@ class TlsForwarder:
                 # Mosquitto 2.0.11 leaves Nagle on for its bridge socket: its next write waits until this
                 # side ACKs, and a delayed ACK costs ~40 ms per face. Acknowledging at once avoids that.
                 local.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-            data = await loop.sock_recv(local, CHUNK_BYTES)
+            try:
+                data = await loop.sock_recv(local, CHUNK_BYTES)
+            except OSError as exc:
+                raise _MosquittoSideError from exc
             if not data:
                 return
             writer.write(data)
@@ -396,7 +405,10 @@ class TlsForwarder:
     async def _upstream_to_local(reader: asyncio.StreamReader, local: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while data := await reader.read(CHUNK_BYTES):
-            await loop.sock_sendall(local, data)
+            try:
+                await loop.sock_sendall(local, data)
+            except OSError as exc:
+                raise _MosquittoSideError from exc
 
     @staticmethod
     async def _close_upstream(writer: asyncio.StreamWriter) -> None:
