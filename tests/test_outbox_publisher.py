@@ -211,11 +211,11 @@ class FailingRedelivery(Outbox):
 
     error: Exception | None = None
 
-    def take_due(self, limit: int, now: float | None = None) -> list[PendingFace]:
+    def take_due(self, limit: int, now: float | None = None, overdue: bool = True) -> list[PendingFace]:
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-        return super().take_due(limit, now)
+        return super().take_due(limit, now, overdue)
 
 
 @pytest.mark.parametrize(("error", "logged"), [
@@ -375,3 +375,23 @@ def test_without_a_bridge_state_the_window_does_not_hold_the_producer_back(
         publisher.capture([sample_face(device=DEVICE, size=1000, frame=i) for i in range(20)])
         assert seen.wait_for(20), f"only {len(seen.messages)} of 20 published"
         assert publisher.bridge.up is None
+
+
+def test_faces_still_on_their_way_are_not_sent_twice_while_receipts_keep_coming(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    """A slow uplink: the cloud confirms one face every 0.3 s, in the order they were sent, so the last of
+    the window waits far longer than redeliverAfterSeconds (0.5 s) for its receipt. Those faces are on their
+    way; a second copy would only queue behind the first. Once receipts stop, overdue faces go again."""
+    with producing(broker, tmp_path, b"1", max_unconfirmed=8, redeliver_after_seconds=0.5,
+                   redeliver_max_per_second=0) as (publisher, seen):
+        faces = [sample_face(device=DEVICE, size=1000, frame=i) for i in range(24)]
+        publisher.capture(faces)
+        assert seen.wait_for(8)
+        for face in faces[:16]:  # 4.8 s: ten redelivery delays
+            cloud_says(broker, receipt_topic(DEVICE), encode_receipt([face.face_id]))
+            time.sleep(0.3)
+        assert publisher.stats.republished == 0, "faces the receipts were still coming for went out again"
+        assert ids_of(seen) == [f.face_id for f in faces]  # each once, in order
+        # The receipts stop (the processor went away): the 8 unconfirmed faces go out again.
+        assert wait(lambda: publisher.stats.republished >= 8, timeout=10)
+        assert set(ids_of(seen)[24:]) == {f.face_id for f in faces[16:]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from facecap.outbox.flow import ReceiptFlow
 from facecap.outbox.window import SendWindow
 
 
@@ -55,3 +56,22 @@ def test_full_and_forgetting_overdue_faces() -> None:
     assert window.full  # overdue, but nothing lets it leave on its own
     window.forget_overdue()
     assert not window.full
+
+
+def test_receipts_that_keep_coming_hold_overdue_faces_back_for_a_while() -> None:
+    flow = ReceiptFlow(quiet=60, longest=900)
+    assert not flow.holding(now=0)  # no receipt yet: nothing says the faces are on their way
+    flow.receipt(now=100)
+    assert flow.holding(now=159)
+    assert not flow.holding(now=160)  # none for `quiet` seconds: the pipe stalled, overdue faces go
+    for moment in range(200, 1100, 30):  # a busy camera: receipts every 30 s
+        flow.receipt(now=moment)
+        assert flow.holding(now=moment) == (moment - 200 < 900), moment
+    # After `longest`, the overdue faces get `quiet` seconds to go out (a receipt lost while the others
+    # came), then the next hold begins.
+    for moment in (1100, 1130):
+        flow.receipt(now=moment)
+        assert not flow.holding(now=moment), moment
+    flow.receipt(now=1160)
+    assert flow.holding(now=1160)
+    assert flow.holding(now=1180)

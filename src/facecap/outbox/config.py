@@ -46,7 +46,10 @@ class OutboxSettings(ConfigModel):
                                "outbox on disk. This bounds what the edge broker holds in memory for this producer "
                                "when the uplink is slow or down (256 faces of 30 KB: 7.5 MB).")
     redeliver_after_seconds: float = Field(
-        60.0, gt=0, description="Publish a face again when no receipt came this long after its last publish.")
+        60.0, gt=0, description="Publish a face again when no receipt came this long after its last publish, "
+                                "and none for any face either (while receipts come, the faces ahead of it are "
+                                "still getting through a slow uplink; such a hold lasts at most "
+                                "redeliverMaxSeconds).")
     redeliver_backoff: float = Field(2.0, ge=1, description="Each further attempt waits this many times longer.")
     redeliver_max_seconds: float = Field(900.0, gt=0, description="Longest wait between two attempts.")
     redeliver_max_per_second: float = Field(

@@ -28,6 +28,7 @@ from ..mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
 from ..polling import wait_until
 from ..receipts import parse_receipt, receipt_topic
 from .bridge import BridgeState
+from .flow import ReceiptFlow
 from .store import Outbox, OutboxWriteError, PendingFace
 from .window import SendWindow
 
@@ -71,6 +72,7 @@ class OutboxPublisher:
         client.on_message = self._on_message
         self.client = client
         self.window = SendWindow(outbox.settings.max_unconfirmed, outbox.settings.redeliver_after_seconds)
+        self.flow = ReceiptFlow(outbox.settings.redeliver_after_seconds, outbox.settings.redeliver_max_seconds)
         self._fresh: collections.deque[OutgoingFace] = collections.deque()
         self._fresh_bytes = 0
         self._unsent = 0  # fresh faces not yet handed to the client
@@ -258,7 +260,8 @@ class OutboxPublisher:
             return False
         pace = self.outbox.settings.redeliver_max_per_second
         try:
-            due: list[PendingFace] = self.outbox.take_due(min(_BATCH, max(1, int(pace))) if pace else _BATCH)
+            due: list[PendingFace] = self.outbox.take_due(min(_BATCH, max(1, int(pace))) if pace else _BATCH,
+                                                          overdue=not self.flow.holding())
         except (sqlite3.Error, OutboxWriteError) as exc:
             self._outbox_failed("taking overdue faces", exc)
             self._next_due_check = now + _DUE_RETRY_SECONDS
@@ -284,7 +287,7 @@ class OutboxPublisher:
             # No bridge state seen: a broker without a bridge may send no receipts at all, so never wait;
             # letting overdue faces go keeps the window bounded all the same.
             self.window.forget_overdue()
-        elif not self.window.wait_for_room(self._stop, self.bridge.allows_redelivery, _TICK_SECONDS):
+        elif not self.window.wait_for_room(self._stop, self._may_expire, _TICK_SECONDS):
             return False
         self.window.sent(face_id)
         while not self._stop.is_set():
@@ -294,6 +297,11 @@ class OutboxPublisher:
                 future.add_done_callback(self._published)
                 return True
         return False
+
+    def _may_expire(self) -> bool:
+        """Faces may leave the window unconfirmed: the bridge may be up, and receipts are not coming (while
+        they come, the faces ahead are still getting through, and the overdue ones are probably with them)."""
+        return self.bridge.allows_redelivery() and not self.flow.holding()
 
     def _published(self, future: Future[None]) -> None:
         # An MQTT client thread: count and return.
@@ -318,6 +326,7 @@ class OutboxPublisher:
             log.warning("ignoring a bad receipt on %s: %s", message.topic, exc)
             return
         self.stats.receipts += 1
+        self.flow.receipt()
         self.window.confirmed(receipt.face_ids)
         try:
             removed = self.outbox.delivered(receipt.face_ids)

@@ -328,16 +328,17 @@ class Outbox:
         self._bytes -= removed_bytes
         return removed
 
-    def take_due(self, limit: int, now: float | None = None) -> list[PendingFace]:
+    def take_due(self, limit: int, now: float | None = None, overdue: bool = True) -> list[PendingFace]:
         """The faces whose receipt is overdue (oldest schedule first), rescheduled with backoff as they
-        are handed out: the caller publishes each of them again."""
+        are handed out: the caller publishes each of them again. `overdue` False: only the faces made due
+        at once (due_now, resume), as while a hold lasts (the receipts of the others are on their way)."""
         now = time.time() if now is None else now
-        return self._mending(lambda: self._take_due(limit, now))
+        return self._mending(lambda: self._take_due(limit, now, overdue))
 
-    def _take_due(self, limit: int, now: float) -> list[PendingFace]:
+    def _take_due(self, limit: int, now: float, overdue: bool) -> list[PendingFace]:
         ceiling = now + self.settings.longest_redeliver_delay()
         # While overdue faces are held back, only those scheduled at 0 (made due at once) count as due.
-        held = self._held_until is not None and time.monotonic() < self._held_until
+        held = not overdue or (self._held_until is not None and time.monotonic() < self._held_until)
         due_by = 0.0 if held else now
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
