@@ -211,11 +211,12 @@ class FailingRedelivery(Outbox):
 
     error: Exception | None = None
 
-    def take_due(self, limit: int, now: float | None = None, overdue: bool = True) -> list[PendingFace]:
+    def take_due(self, limit: int, now: float | None = None, overdue: bool = True,
+                 lost: Sequence[str] = ()) -> list[PendingFace]:
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-        return super().take_due(limit, now, overdue)
+        return super().take_due(limit, now, overdue, lost)
 
 
 @pytest.mark.parametrize(("error", "logged"), [
@@ -395,3 +396,28 @@ def test_faces_still_on_their_way_are_not_sent_twice_while_receipts_keep_coming(
         # The receipts stop (the processor went away): the 8 unconfirmed faces go out again.
         assert wait(lambda: publisher.stats.republished >= 8, timeout=10)
         assert set(ids_of(seen)[24:]) == {f.face_id for f in faces[16:]}
+
+
+def test_a_lost_receipt_is_not_held_back_by_the_receipts_of_later_faces(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    """A busy camera: a face every 0.2 s, each confirmed at once, while one face's receipt was lost (the
+    bridge was down when it was published, or the cloud broker dropped it). Later faces overtake it, so it
+    goes out again on its schedule, not after a whole redeliverMaxSeconds hold."""
+    with producing(broker, tmp_path, b"1", redeliver_after_seconds=0.5, redeliver_max_seconds=60,
+                   redeliver_max_per_second=0) as (publisher, seen):
+        lost = sample_face(device=DEVICE, size=500, frame=0)
+        publisher.capture([lost])
+        assert seen.wait_for(1)
+        published = time.monotonic()
+        frame = 1
+        while publisher.stats.republished == 0 and time.monotonic() - published < 10:
+            face = sample_face(device=DEVICE, size=500, frame=frame)
+            publisher.capture([face])
+            frame += 1
+            time.sleep(0.1)
+            cloud_says(broker, receipt_topic(DEVICE), encode_receipt([face.face_id]))
+            time.sleep(0.1)
+        waited = time.monotonic() - published
+        assert publisher.stats.republished == 1, f"not published again within {waited:.1f} s"
+        assert waited < 5, f"published again only after {waited:.1f} s (redeliverAfterSeconds 0.5)"
+        assert ids_of(seen).count(lost.face_id) == 2

@@ -75,3 +75,25 @@ def test_receipts_that_keep_coming_hold_overdue_faces_back_for_a_while() -> None
     flow.receipt(now=1160)
     assert flow.holding(now=1160)
     assert flow.holding(now=1180)
+
+
+def test_while_receipts_come_only_faces_a_later_one_overtook_leave() -> None:
+    window = SendWindow(4, expire_after=0.2)  # overtaken_after: 0.2 s as well
+    stop = threading.Event()
+    window.sent("lost")  # its receipt will never come
+    time.sleep(0.25)
+    window.sent("slow")  # on its way over a slow link
+    window.sent("confirmed")
+    window.confirmed(["confirmed"])  # sent 0.25 s after "lost": "lost" is overtaken, "slow" is not
+    assert window.presumed_lost() == ["lost"]
+    time.sleep(0.25)  # both overdue now
+    window.sent("x")
+    window.sent("y")
+    assert window.full
+    assert window.wait_for_room(stop, lambda: True, tick=0.05, held=lambda: True)
+    assert len(window) == 3  # "lost" left; "slow" waits for its receipt
+    assert window.presumed_lost() == ["lost"]  # still known, for the redelivery pass
+    window.sent("lost")  # published again: on its way once more, no longer presumed lost
+    assert window.presumed_lost() == []
+    assert window.wait_for_room(stop, lambda: True, tick=0.05)  # no hold: every overdue face may leave
+    assert len(window) < 4

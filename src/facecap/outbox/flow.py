@@ -8,9 +8,11 @@ and with a steady producer the send window let another `maxUnconfirmed` faces in
 faces wait; once none has come for `quiet` seconds the pipe has stalled (a processor down, receipts lost
 with a bridge connection) and they go.
 
-A receipt lost while the others keep coming (a processor that died between storing and confirming) would
-then wait for as long as the camera stays busy, so a hold lasts at most `longest` seconds; overdue faces
-then go for `quiet` seconds before the next hold.
+A face whose receipt was lost while the others keep coming (a receipt published while the bridge was
+down, a face the cloud broker dropped from a full queue) is overtaken by later faces' receipts, and the
+send window marks it presumed lost: it goes on its usual schedule, hold or not. As a last resort, should
+anything else keep a receipt from coming, a hold lasts at most `longest` seconds; overdue faces then go
+for `quiet` seconds before the next hold.
 """
 
 from __future__ import annotations

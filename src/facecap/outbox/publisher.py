@@ -260,8 +260,10 @@ class OutboxPublisher:
             return False
         pace = self.outbox.settings.redeliver_max_per_second
         try:
-            due: list[PendingFace] = self.outbox.take_due(min(_BATCH, max(1, int(pace))) if pace else _BATCH,
-                                                          overdue=not self.flow.holding())
+            holding = self.flow.holding()
+            due: list[PendingFace] = self.outbox.take_due(
+                min(_BATCH, max(1, int(pace))) if pace else _BATCH, overdue=not holding,
+                lost=self.window.presumed_lost() if holding else ())
         except (sqlite3.Error, OutboxWriteError) as exc:
             self._outbox_failed("taking overdue faces", exc)
             self._next_due_check = now + _DUE_RETRY_SECONDS
@@ -287,7 +289,8 @@ class OutboxPublisher:
             # No bridge state seen: a broker without a bridge may send no receipts at all, so never wait;
             # letting overdue faces go keeps the window bounded all the same.
             self.window.forget_overdue()
-        elif not self.window.wait_for_room(self._stop, self._may_expire, _TICK_SECONDS):
+        elif not self.window.wait_for_room(self._stop, self.bridge.allows_redelivery, _TICK_SECONDS,
+                                           held=self.flow.holding):
             return False
         self.window.sent(face_id)
         while not self._stop.is_set():
@@ -297,11 +300,6 @@ class OutboxPublisher:
                 future.add_done_callback(self._published)
                 return True
         return False
-
-    def _may_expire(self) -> bool:
-        """Faces may leave the window unconfirmed: the bridge may be up, and receipts are not coming (while
-        they come, the faces ahead are still getting through, and the overdue ones are probably with them)."""
-        return self.bridge.allows_redelivery() and not self.flow.holding()
 
     def _published(self, future: Future[None]) -> None:
         # An MQTT client thread: count and return.

@@ -27,6 +27,8 @@ from .schema import COUNTERS, FILE_NAME, LOCK_NAME, claim, connect_writer, is_da
 
 log = logging.getLogger(__name__)
 
+# Faces presumed lost that one redelivery pass looks up by id (SQLite allows 32 766 parameters).
+_MAX_LOST = 1000
 # An episode of a full outbox ends when it is below this share of both limits again.
 _ROOM_AGAIN = 0.9
 
@@ -328,27 +330,32 @@ class Outbox:
         self._bytes -= removed_bytes
         return removed
 
-    def take_due(self, limit: int, now: float | None = None, overdue: bool = True) -> list[PendingFace]:
+    def take_due(self, limit: int, now: float | None = None, overdue: bool = True,
+                 lost: Sequence[str] = ()) -> list[PendingFace]:
         """The faces whose receipt is overdue (oldest schedule first), rescheduled with backoff as they
-        are handed out: the caller publishes each of them again. `overdue` False: only the faces made due
-        at once (due_now, resume), as while a hold lasts (the receipts of the others are on their way)."""
+        are handed out: the caller publishes each of them again. `overdue` False (while receipts keep
+        coming, those of the other faces are on their way): only the faces made due at once (due_now,
+        resume), and of the overdue ones those in `lost`."""
         now = time.time() if now is None else now
-        return self._mending(lambda: self._take_due(limit, now, overdue))
+        return self._mending(lambda: self._take_due(limit, now, overdue, lost))
 
-    def _take_due(self, limit: int, now: float, overdue: bool) -> list[PendingFace]:
+    def _take_due(self, limit: int, now: float, overdue: bool, lost: Sequence[str]) -> list[PendingFace]:
         ceiling = now + self.settings.longest_redeliver_delay()
         # While overdue faces are held back, only those scheduled at 0 (made due at once) count as due.
-        held = not overdue or (self._held_until is not None and time.monotonic() < self._held_until)
-        due_by = 0.0 if held else now
+        bridge_held = self._held_until is not None and time.monotonic() < self._held_until
+        due_by = now if overdue and not bridge_held else 0.0
+        lost = () if overdue or bridge_held else lost[:_MAX_LOST]
+        query = ("SELECT f.seq, f.face_id, f.topic, p.payload, f.content_type, f.properties, f.attempts "
+                 "FROM faces f JOIN payloads p ON p.seq = f.seq WHERE f.next_attempt <= ? ")
+        if lost:
+            query += f"OR (f.next_attempt <= ? AND f.face_id IN ({','.join('?' * len(lost))})) "
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             # No schedule lies further ahead than the longest delay, unless the clock was set back since it
             # was made; without this, a step back of a day would hold those faces back a day.
             self._conn.execute("UPDATE faces SET next_attempt = ? WHERE next_attempt > ?", (ceiling, ceiling))
-            rows = self._conn.execute(
-                "SELECT f.seq, f.face_id, f.topic, p.payload, f.content_type, f.properties, f.attempts "
-                "FROM faces f JOIN payloads p ON p.seq = f.seq WHERE f.next_attempt <= ? "
-                "ORDER BY f.next_attempt, f.seq LIMIT ?", (due_by, limit)).fetchall()
+            rows = self._conn.execute(query + "ORDER BY f.next_attempt, f.seq LIMIT ?",
+                                      (due_by, *((now, *lost) if lost else ()), limit)).fetchall()
             self._conn.executemany(
                 "UPDATE faces SET attempts = ?, next_attempt = ? WHERE seq = ?",
                 [(row[6] + 1, now + self.settings.redeliver_delay(row[6] + 1), row[0]) for row in rows])
