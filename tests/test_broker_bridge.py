@@ -298,7 +298,7 @@ def test_bridge_with_tls_and_password(mosquitto: MosquittoFactory, ca: Certifica
     sub.start()
     sub.subscribe("faces/#")
     one_face_crosses(edge, received)
-    assert "(p5, c0, k20, u'jetson-test')" in cloud.log_text()  # MQTT 5, persistent, keep-alive 20 s
+    assert "(p5, c0, k120, u'jetson-test')" in cloud.log_text()  # MQTT 5, persistent, keep-alive 120 s
     sub.stop()
 
 
