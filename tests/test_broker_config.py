@@ -70,7 +70,7 @@ def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id
         "keepalive_interval 120",
         "notifications_local_only false",
         "topic faces/# out 1",
-        "topic facecap/jetson-1/receipts in 1",
+        "topic facecap/jetson-1/receipts in 0",
     ]:
         assert expected in lines, expected
     assert not any(line.startswith(("remote_password", "bridge_")) and
@@ -147,7 +147,7 @@ def test_masked_password_and_the_state_topic() -> None:
 
 
 def test_receipts_are_bridged_in_unless_turned_off() -> None:
-    assert "topic facecap/jetson-1/receipts in 1" in render({"bridge": {"host": "h"}})
+    assert "topic facecap/jetson-1/receipts in 0" in render({"bridge": {"host": "h"}})
     lines = render({"bridge": {"host": "h", "receipts": False}})
     assert not any("receipts" in line for line in lines)
     assert "topic faces/# out 1" in lines

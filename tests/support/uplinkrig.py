@@ -15,6 +15,7 @@ from typing import Any
 from facecap.contract import FaceMetadata, build_message
 from facecap.devkit.servers import CertificateAuthority
 from facecap.mqtt import MqttClient, MqttSettings, ReceivedMessage
+from facecap.receipts import encode_receipt, parse_receipt, receipt_topic
 
 from .edgebroker import EdgeBroker
 from .helpers import password_file
@@ -39,6 +40,7 @@ class UplinkRig(Rig):
         self.space = CloudNamespace()
         self.arrivals: list[tuple[float, str]] = []
         self.published: list[str] = []
+        self.receipts: dict[str, float] = {}  # face id -> when its receipt reached the device
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._clients: list[MqttClient] = []
@@ -59,11 +61,18 @@ class UplinkRig(Rig):
         self.edge = EdgeBroker(self.folder / "edge", bridge, device_id=DEVICE).start()
         if not self.edge.wait_bridge_state("1", timeout=30):
             raise RuntimeError(f"the bridge did not connect:\n{self.edge.log_tail()}")
-        reader = MqttClient(MqttSettings(host=self.space.datacenter_address, port=8883, tls=True,
-                                         ca_file=str(ca.cert), username="reader",
-                                         password_file=password_file("reader-pass"),
-                                         session_expiry_seconds=3600),
-                            "cut-reader", persistent=True, on_message=self._arrived)
+        cloud = MqttSettings(host=self.space.datacenter_address, port=8883, tls=True, ca_file=str(ca.cert),
+                             username="reader", password_file=password_file("reader-pass"),
+                             session_expiry_seconds=3600)
+        # The processor's part in the receipts: one, QoS 1, for each face that reaches the cloud.
+        self._confirmer = MqttClient(cloud, "cut-confirmer")
+        self._clients.append(self._confirmer)
+        self._confirmer.start()
+        receipts = MqttClient(self.edge.settings("detector"), "cut-receipts", on_message=self._confirmed)
+        self._clients.append(receipts)
+        receipts.start()
+        receipts.subscribe(receipt_topic(DEVICE))
+        reader = MqttClient(cloud, "cut-reader", persistent=True, on_message=self._arrived)
         self._clients.append(reader)
         reader.start()
         reader.subscribe("faces/#")
@@ -77,6 +86,20 @@ class UplinkRig(Rig):
         face_id = dict(message.user_properties).get("face-id", "")
         with self._lock:
             self.arrivals.append((time.monotonic(), face_id))
+        self._confirmer.publish(receipt_topic(DEVICE), encode_receipt([face_id]), block=False)
+
+    def _confirmed(self, message: ReceivedMessage) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for face_id in parse_receipt(message.payload).face_ids:
+                self.receipts.setdefault(face_id, now)
+
+    def receipt_delays(self) -> dict[str, float]:
+        """Seconds from each face's arrival in the cloud to its receipt's arrival on the device."""
+        with self._lock:
+            arrived = {face_id: when for when, face_id in self.arrivals}
+            return {face_id: when - arrived[face_id] for face_id, when in self.receipts.items()
+                    if face_id in arrived}
 
     def _publish(self, client: MqttClient) -> None:
         body = bytes(range(256)) * (self.size // 256 + 1)

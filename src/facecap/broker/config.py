@@ -131,8 +131,10 @@ class BridgeSettings(ConfigModel):
     topics: list[str] = Field(["faces/# out 1", "facecap/+/+/status out 1", "facecap/+/+/stats out 1"],
                               min_length=1,
                               description="Bridge topic lines: 'pattern [out|in|both [qos [local remote]]]'.")
-    receipts: bool = Field(True, description="Also bridge `facecap/<deviceId>/receipts in 1`: the cloud's receipts "
-                                             "(contract v1.1), which empty the producers' outboxes.")
+    receipts: bool = Field(
+        True, description="Also bridge `facecap/<deviceId>/receipts in 0`: the cloud's receipts (contract v1.1), "
+                          "which empty the producers' outboxes. QoS 0 on this hop, so a receipt does not wait "
+                          "behind faces on a slow uplink for its PUBACK.")
     keep_alive_seconds: KeepAliveSeconds = Field(
         120,
         description="MQTT keep-alive of the bridge (Mosquitto's keepalive_interval). Mosquitto queues its ping "

@@ -193,6 +193,10 @@ def _bridge(config: BrokerConfig, device_id: str, password: str, forwarder_port:
         lines.append(f"remote_password {password}")
     lines += [f"topic {topic}" for topic in bridge.topics]
     if bridge.receipts:
-        # Contract v1.1: the processor's receipts for this device's faces, which empty its outboxes.
-        lines.append(f"topic {receipt_topic(device_id)} in 1")
+        # Contract v1.1: the processor's receipts for this device's faces, which empty its outboxes. QoS 0
+        # on this hop: at QoS 1 each needs the edge's PUBACK, which on a slow uplink waits behind the faces
+        # in flight, and the cloud sends at most 20 unacknowledged, so receipts stalled for up to a minute
+        # and the outbox sent their faces again. QoS 1 saved nothing here: a receipt in flight when the
+        # bridge drops is lost either way, since the cloud keeps no session for the bridge (see above).
+        lines.append(f"topic {receipt_topic(device_id)} in 0")
     return lines
