@@ -139,7 +139,8 @@ class BridgeSettings(ConfigModel):
         120,
         description="MQTT keep-alive of the bridge (Mosquitto's keepalive_interval). Mosquitto queues its ping "
                     "behind the faces it has already sent, so on a slow uplink the answer takes as long as the "
-                    "link needs to carry them (20 in flight: about 600 KB, 75 s at 64 kbit/s), and a shorter "
+                    "link needs to carry them (up to outbox.maxUnconfirmed faces a producer: 256 of 30 KB take "
+                    "120 s at 512 kbit/s), and a shorter "
                     "keep-alive cuts a live link again and again. With tlsBy mosquitto it is also how a silent "
                     "uplink is noticed (after 1 to 2 keep-alives); with tlsBy facecap `deadLinkSeconds` "
                     "notices it sooner.")
