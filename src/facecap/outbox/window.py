@@ -103,9 +103,13 @@ class SendWindow:
             self._room.notify_all()
 
     def _expire(self, now: float, lost_only: bool) -> None:
-        for face_id, sent_at in list(self._sent.items()):  # oldest first
+        # Runs before every publish: it stops at the first face not yet overdue, without copying the window.
+        gone = []
+        for face_id, sent_at in self._sent.items():  # oldest first
             if now - sent_at < self.expire_after:
-                return
+                break
             if lost_only and face_id not in self._lost:
                 continue  # on its way: its receipt is probably behind the ones coming now
+            gone.append(face_id)
+        for face_id in gone:
             del self._sent[face_id]  # a face presumed lost stays in _lost until it is published again
