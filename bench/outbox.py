@@ -9,8 +9,8 @@ Three measurements, each over --faces faces of --size bytes:
 - publish: the same faces into a real Mosquitto at full speed, once with the plain MQTT client and once
   through `OutboxPublisher` (commit, then publish with many in flight), to the last PUBACK;
 - with --backlog N: the bridge coming back over N overdue faces. Holding them back for one more
-  redeliverAfterSeconds is a note in memory (`Outbox.postpone_due`); it used to be a rewrite of every overdue
-  row, which the comparison line runs as the same SQL, for the time and the WAL bytes it cost.
+  redeliverAfterSeconds is a note in the publisher's memory (`BridgeUpHold`); it used to be a rewrite of every
+  overdue row, which the comparison line runs as the same SQL, for the time and the WAL bytes it cost.
 
 CPU is this process's user + system time (every thread), wall time is the elapsed time. The outbox lives in
 --dir (default: a temporary folder), since the sync cost is the disk's.
@@ -33,6 +33,7 @@ from facecap.contract import FaceMetadata, OutgoingFace, build_message
 from facecap.devkit.servers import MosquittoServer
 from facecap.mqtt import MqttClient, MqttSettings
 from facecap.outbox import Outbox, OutboxPublisher, OutboxSettings
+from facecap.outbox.flow import BridgeUpHold
 
 
 def cpu_seconds() -> float:
@@ -135,9 +136,9 @@ def bench_backlog(folder: Path, count: int, size: int) -> None:
               f"{(wal.stat().st_size - before) / 1e6:7.1f} MB written to the WAL")
 
     print(f"bridge back over {count} overdue faces:")
-    timed("  hold in memory (postpone_due)", lambda: outbox.postpone_due(60))
+    timed("  hold in memory (BridgeUpHold)", lambda: BridgeUpHold(60).begin())
 
-    def rewrite() -> None:  # what postpone_due did before: a new schedule on every overdue row
+    def rewrite() -> None:  # what the hold did before: a new schedule on every overdue row
         with outbox._conn:
             outbox._conn.execute("UPDATE faces SET next_attempt = ? WHERE next_attempt < ? AND next_attempt > 0",
                                  (time.time() + 60, time.time() + 60))

@@ -200,38 +200,23 @@ def test_a_receipt_the_disk_refused_does_not_count_as_delivered(tmp_path: Path) 
     outbox.close()
 
 
-def test_a_hold_after_bridge_up_keeps_overdue_faces_back_but_not_those_due_at_once(tmp_path: Path) -> None:
+def test_while_overdue_faces_are_held_only_those_due_at_once_or_presumed_lost_go(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path, OutboxSettings(redeliver_after_seconds=10))
-    overdue, queued = faces(2)
+    overdue, queued, lost = faces(3)
     start = time.time()
-    outbox.capture([overdue, queued])
+    outbox.capture([overdue, queued, lost])
     outbox.due_now([queued.face_id])  # committed but never handed to the client
-    outbox.postpone_due(0.5)
-    held = outbox.take_due(10, now=start + 11)
+    held = outbox.take_due(10, now=start + 11, overdue=False)
     assert [f.face_id for f in held] == [queued.face_id]
-    assert outbox.take_due(10, now=start + 11) == []
-    # The hold lives in memory: the held face keeps its schedule on disk (no rewrite of the backlog).
+    assert outbox.take_due(10, now=start + 11, overdue=False) == []
+    # The hold lives in the publisher's memory: held faces keep their schedule on disk (no rewrite of the
+    # backlog).
     with sqlite3.connect(tmp_path / FILE_NAME) as conn:
         schedule = conn.execute("SELECT next_attempt FROM faces WHERE face_id = ?", (overdue.face_id,)).fetchone()
     assert start + 9 < schedule[0] < start + 11
-    deadline = time.monotonic() + 5
-    while not (after := outbox.take_due(10, now=start + 11)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [f.face_id for f in after] == [overdue.face_id], "the hold never ended"
-    outbox.close()
-
-
-def test_a_flapping_bridge_does_not_hold_overdue_faces_back_for_as_long_as_it_flaps(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path, OutboxSettings(redeliver_after_seconds=0.3, redeliver_max_seconds=0.3))
-    outbox.capture(faces(1))  # its receipt is lost
-    redelivered, started = 0, time.monotonic()
-    while time.monotonic() - started < 3:
-        outbox.postpone_due(0.5)  # the bridge comes back every 50 ms
-        redelivered += len(outbox.take_due(10))
-        time.sleep(0.05)
-    # One hold of 0.5 s then 0.5 s free, over and over: the face goes out again every 0.3 - 1 s, where each
-    # bridge-up used to push it a whole hold further and it never went out.
-    assert redelivered >= 3
+    presumed = outbox.take_due(10, now=start + 11, overdue=False, lost=[lost.face_id])
+    assert [f.face_id for f in presumed] == [lost.face_id]
+    assert [f.face_id for f in outbox.take_due(10, now=start + 11)] == [overdue.face_id]
     outbox.close()
 
 

@@ -131,6 +131,21 @@ def test_redelivery_waits_for_the_bridge_and_a_restart_publishes_everything_agai
     reader.stop()
 
 
+def test_when_the_bridge_comes_back_overdue_faces_wait_for_the_receipts_it_brings(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    with producing(broker, tmp_path, b"0", redeliver_after_seconds=2) as (publisher, seen):
+        assert wait(lambda: publisher.bridge.up is False)
+        faces = [sample_face(device=DEVICE, size=1000, frame=i) for i in range(3)]
+        publisher.capture(faces)
+        assert seen.wait_for(3)
+        time.sleep(2.5)  # overdue now, held only by the bridge being down
+        cloud_says(broker, STATE_TOPIC, b"1", retain=True)
+        # The bridge is delivering what the edge broker queued meanwhile: their receipts are on the way.
+        assert not seen.wait_for(4, timeout=1.0), "overdue faces went out again the moment the bridge came back"
+        assert seen.wait_for(6, timeout=10), "the hold after the bridge came back never ended"
+        assert sorted(ids_of(seen)[3:6]) == sorted(f.face_id for f in faces)
+
+
 def test_a_disk_that_refuses_writes_still_lets_faces_out(broker: MosquittoServer, tmp_path: Path) -> None:
     seen = Collector()
     reader = subscriber(broker, "faces/#", seen)

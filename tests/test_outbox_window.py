@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from facecap.outbox.flow import ReceiptFlow
+from facecap.outbox.flow import BridgeUpHold, ReceiptFlow
 from facecap.outbox.window import SendWindow
 
 
@@ -97,3 +97,24 @@ def test_while_receipts_come_only_faces_a_later_one_overtook_leave() -> None:
     assert window.presumed_lost() == []
     assert window.wait_for_room(stop, lambda: True, tick=0.05)  # no hold: every overdue face may leave
     assert len(window) < 4
+
+
+def test_a_hold_after_bridge_up_ends_and_is_not_extended() -> None:
+    hold = BridgeUpHold(seconds=60)
+    assert not hold.holding(now=0)
+    hold.begin(now=100)
+    assert hold.holding(now=100) and hold.holding(now=159)
+    hold.begin(now=150)  # the bridge came back again within the hold: not extended
+    assert not hold.holding(now=160)
+
+
+def test_a_flapping_bridge_does_not_hold_overdue_faces_back_for_as_long_as_it_flaps() -> None:
+    hold = BridgeUpHold(seconds=0.5)
+    free = 0
+    for tick in range(60):  # the bridge comes back every 50 ms for 3 s
+        now = tick * 0.05
+        hold.begin(now=now)
+        free += not hold.holding(now=now)
+    # One hold of 0.5 s then 0.5 s free, over and over, where each bridge-up used to push it a whole hold
+    # further and a face whose receipt was lost never went out again.
+    assert 25 <= free <= 35

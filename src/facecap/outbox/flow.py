@@ -1,4 +1,10 @@
-"""Whether receipts are coming, so that faces still on their way to the cloud are not taken for lost.
+"""When overdue faces should wait, because their receipts are probably on the way: the two holds.
+
+`ReceiptFlow`: receipts are coming, so faces still on their way to the cloud are not taken for lost.
+`BridgeUpHold`: the bridge just came back and is delivering what the edge broker queued meanwhile.
+Both live in memory, in the publisher; the outbox is only told, per redelivery pass, whether overdue faces
+may go (`take_due(overdue=...)`) and which are presumed lost.
+
 
 On a slow uplink a face can wait in the edge broker's queue for longer than `redeliverAfterSeconds` while
 the receipts of the faces ahead of it keep arriving. Publishing it again then only queues a second copy
@@ -47,3 +53,32 @@ class ReceiptFlow:
                 self._hold_began = now  # the overdue faces had their turn: hold again
                 return True
             return held < self.longest
+
+
+class BridgeUpHold:
+    """After the bridge comes back it delivers what the edge broker queued while it was down, so the
+    receipts of those faces are on the way: overdue faces wait `seconds` instead of going out twice.
+
+    Kept in memory, not written to each face's schedule: after a long outage that would rewrite the whole
+    backlog (about 500 bytes a face) and block new faces' commits meanwhile, at every bridge-up; a restart
+    makes every face due anyway. A hold is not extended, and the next one starts only once as long again
+    has passed since it ended: an uplink that comes back more often than `seconds` (a flapping link) would
+    otherwise hold overdue faces back for as long as it flaps, and those whose receipt was lost would never
+    go out again."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._until: float | None = None  # monotonic
+        self._lock = threading.Lock()
+
+    def begin(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._until is not None and now < self._until + self.seconds:
+                return
+            self._until = now + self.seconds
+
+    def holding(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return self._until is not None and now < self._until

@@ -28,7 +28,7 @@ from ..mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
 from ..polling import wait_until
 from ..receipts import parse_receipt, receipt_topic
 from .bridge import BridgeState
-from .flow import ReceiptFlow
+from .flow import BridgeUpHold, ReceiptFlow
 from .store import Outbox, OutboxWriteError, PendingFace
 from .window import SendWindow
 
@@ -73,6 +73,7 @@ class OutboxPublisher:
         self.client = client
         self.window = SendWindow(outbox.settings.max_unconfirmed, outbox.settings.redeliver_after_seconds)
         self.flow = ReceiptFlow(outbox.settings.redeliver_after_seconds, outbox.settings.redeliver_max_seconds)
+        self.bridge_hold = BridgeUpHold(outbox.settings.redeliver_after_seconds)
         self._fresh: collections.deque[OutgoingFace] = collections.deque()
         self._fresh_bytes = 0
         self._unsent = 0  # fresh faces not yet handed to the client
@@ -259,11 +260,11 @@ class OutboxPublisher:
         if now < self._next_due_check or not (self._resuming or self.bridge.allows_redelivery()):
             return False
         pace = self.outbox.settings.redeliver_max_per_second
+        bridge_held, receipts_held = self.bridge_hold.holding(), self.flow.holding()
         try:
-            holding = self.flow.holding()
             due: list[PendingFace] = self.outbox.take_due(
-                min(_BATCH, max(1, int(pace))) if pace else _BATCH, overdue=not holding,
-                lost=self.window.presumed_lost() if holding else ())
+                min(_BATCH, max(1, int(pace))) if pace else _BATCH, overdue=not (bridge_held or receipts_held),
+                lost=self.window.presumed_lost() if receipts_held and not bridge_held else ())
         except (sqlite3.Error, OutboxWriteError) as exc:
             self._outbox_failed("taking overdue faces", exc)
             self._next_due_check = now + _DUE_RETRY_SECONDS
@@ -336,5 +337,5 @@ class OutboxPublisher:
     def _bridge_up(self) -> None:
         # The bridge is delivering what the edge broker queued while it was down; receipts for those are
         # on the way, so overdue faces get a fresh delay instead of going out twice.
-        self.outbox.postpone_due(self.outbox.settings.redeliver_after_seconds)
+        self.bridge_hold.begin()
         self.window.wake()

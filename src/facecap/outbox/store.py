@@ -24,11 +24,10 @@ from ..errors import FacecapError
 from .config import OutboxSettings
 from .recover import Recovery, move_aside, move_back, readable_rows
 from .schema import COUNTERS, FILE_NAME, LOCK_NAME, claim, connect_writer, is_damage
+from .window import MAX_PRESUMED_LOST
 
 log = logging.getLogger(__name__)
 
-# Faces presumed lost that one redelivery pass looks up by id (SQLite allows 32 766 parameters).
-_MAX_LOST = 1000
 # An episode of a full outbox ends when it is below this share of both limits again.
 _ROOM_AGAIN = 0.9
 
@@ -82,8 +81,6 @@ class Outbox:
         self._full_since: float | None = None
         self._episode = {"evicted": 0, "refused": 0}
         self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
-        # Until then (monotonic) only faces made due at once are handed out: see postpone_due.
-        self._held_until: float | None = None
         count, total = self._conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM faces").fetchone()
         self._count, self._bytes = int(count), int(total)
         self._counters = {name: 0 for name in COUNTERS}
@@ -342,9 +339,8 @@ class Outbox:
     def _take_due(self, limit: int, now: float, overdue: bool, lost: Sequence[str]) -> list[PendingFace]:
         ceiling = now + self.settings.longest_redeliver_delay()
         # While overdue faces are held back, only those scheduled at 0 (made due at once) count as due.
-        bridge_held = self._held_until is not None and time.monotonic() < self._held_until
-        due_by = now if overdue and not bridge_held else 0.0
-        lost = () if overdue or bridge_held else lost[:_MAX_LOST]
+        due_by = now if overdue else 0.0
+        lost = () if overdue else lost[:MAX_PRESUMED_LOST]
         query = ("SELECT f.seq, f.face_id, f.topic, p.payload, f.content_type, f.properties, f.attempts "
                  "FROM faces f JOIN payloads p ON p.seq = f.seq WHERE f.next_attempt <= ? ")
         if lost:
@@ -375,22 +371,6 @@ class Outbox:
         with self._lock, self._conn:
             self._conn.executemany("UPDATE faces SET attempts = 0, next_attempt = 0 WHERE face_id = ?",
                                    [(face_id,) for face_id in face_ids])
-
-    def postpone_due(self, seconds: float) -> None:
-        """Hold back faces whose receipt is overdue for `seconds` (the bridge just came back and is
-        delivering the edge broker's queue: their receipts may be on the way). Faces made due at once
-        (due_now, resume) still go. Kept in memory, not written to each row: after a long outage that would
-        rewrite the whole backlog (about 500 bytes a face) and block new faces' commits meanwhile, at every
-        bridge-up; a restart makes every face due anyway.
-
-        A hold is not extended, and the next one starts only once as long again has passed since it ended:
-        an uplink that comes back more often than `seconds` (a flapping link) would otherwise hold overdue
-        faces back for as long as it flaps, and those whose receipt was lost would never go out again."""
-        now = time.monotonic()
-        with self._lock:
-            if self._held_until is not None and now < self._held_until + seconds:
-                return
-            self._held_until = now + seconds
 
     def counts(self) -> OutboxCounts:
         with self._lock:

@@ -26,6 +26,9 @@ from collections.abc import Callable, Iterable
 # Faces are confirmed a little out of order (the processor's workers, its 0.2 s receipt batches, a store
 # retry), so a face counts as overtaken only by one sent this much later (or expire_after, if shorter).
 OVERTAKEN_SECONDS = 10.0
+# Faces presumed lost that the window remembers, and so that one redelivery pass looks up by id (SQLite
+# allows 32 766 parameters): about four windows' worth at the default maxUnconfirmed of 256.
+MAX_PRESUMED_LOST = 1000
 
 
 class SendWindow:
@@ -35,7 +38,7 @@ class SendWindow:
         self.overtaken_after = min(expire_after, OVERTAKEN_SECONDS)
         self._sent: OrderedDict[str, float] = OrderedDict()  # face id -> last publish, oldest first
         # Faces a later face overtook, oldest first: kept after they leave the window until they are
-        # published again or confirmed, so the redelivery pass knows them (at most 4 windows' worth).
+        # published again or confirmed, so the redelivery pass knows them (at most MAX_PRESUMED_LOST).
         self._lost: OrderedDict[str, None] = OrderedDict()
         self._room = threading.Condition()
 
@@ -93,7 +96,7 @@ class SendWindow:
                     if sent_at > newest - self.overtaken_after:
                         break
                     self._lost[face_id] = None
-                while len(self._lost) > 4 * self.size:
+                while len(self._lost) > MAX_PRESUMED_LOST:
                     self._lost.popitem(last=False)
             self._room.notify_all()
 

@@ -7,7 +7,7 @@ each lost one costs a face's whole trip again. While the processor is disconnect
 counted rather than queued (after a reconnect the bridge may not even have subscribed yet). While it is
 connected, a batch waits for a free in-flight slot: after a regional power cut a hundred devices finish
 faces in one window, more receipts than the client's in-flight publishes (`maxInFlight`), and dropping
-the rest made 44 % of the processor's work duplicates (100 devices, measured 2026-11-27).
+the rest made 44 % of the processor's work duplicates (99 devices, audit rig, 2026-11-27).
 """
 
 from __future__ import annotations
