@@ -15,10 +15,12 @@ from facecap.detector.runner import DetectorRunner
 pytestmark = pytest.mark.unit
 
 
-def test_a_live_change_reaches_every_camera_and_every_worker(street_video: Path, model_path: Path) -> None:
+def test_a_live_change_reaches_every_camera_and_every_worker(street_video: Path, model_path: Path,
+                                                             tmp_path: Path) -> None:
     cameras = [{"cameraId": "door", "source": str(street_video)}, {"cameraId": "yard", "source": str(street_video)}]
-    # The client is only built, never connected.
-    data: dict[str, Any] = {"deviceId": "jetson-test", "cameras": cameras,
+    # The client is only built, never connected. The outbox goes to tmp_path, not `outbox/` in the working
+    # folder (the default outside Greengrass).
+    data: dict[str, Any] = {"deviceId": "jetson-test", "cameras": cameras, "outbox": {"dir": str(tmp_path)},
                             "mqtt": {"socketPath": "", "host": "127.0.0.1", "port": 1}}
     detection = {"modelPath": str(model_path), "workers": 2}
     runner = DetectorRunner.build(load_config(DetectorConfig, "detector", {**data, "detection": detection}))
@@ -37,3 +39,5 @@ def test_a_live_change_reaches_every_camera_and_every_worker(street_video: Path,
         assert feed.loop.min_face_size == 40 and feed.loop.edge_margin == 7
         assert feed.loop.tracker.settings.min_hits == 3
     assert runner.config.detection.score_threshold == 0.85
+    assert runner.outbox is not None and runner.outbox.outbox.path.parent == tmp_path
+    runner.outbox.outbox.close()
