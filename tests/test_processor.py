@@ -6,6 +6,7 @@ face, or an object no face explains) and prints both.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -459,6 +460,39 @@ def test_a_failing_store_never_acknowledges_and_a_later_run_stores_everything(
     with running(make_config(broker, tmp_path, store=f"file://{root}")) as processor:
         assert wait_until(lambda: processor.stats.stored >= 40, 30), processor.stats.summary(processor.pending)
     assert len(list(root.rglob("*.jpg"))) == 40
+
+
+def test_broker_restarts_during_a_store_outage_do_not_pile_up_copies_of_the_same_faces(
+        broker: MosquittoServer, tmp_path: Path) -> None:
+    """Each reconnect makes the broker send the unacknowledged faces again. While the store is down those
+    copies used to retry beside the first ones, payloads and all: a receive window more in hand per
+    reconnect. Now a copy waits with its first one and is acknowledged with it."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    faces = make_faces(40, size=2000)
+    config = make_config(broker, tmp_path, store=f"file://{blocker}/faces", workers=2)
+    window = config.receive_maximum
+    with running(config) as processor:
+        publish(broker, faces)
+        assert wait_until(lambda: processor.pending == window and processor.stats.store_failures >= window, 20), \
+            processor.stats.summary(processor.pending)
+
+        def copies_came_and_failed(received: int) -> bool:
+            # The copies arrived and each put failed once (the retrying ones back off, up to 2 s).
+            return processor.stats.received >= received + window and processor.pending <= 2 * window
+
+        for restart in range(5):
+            received = processor.stats.received
+            broker.restart()
+            assert wait_until(functools.partial(copies_came_and_failed, received), 20), \
+                f"after restart {restart + 1}: {processor.stats.summary(processor.pending)}"
+        assert processor.pending <= 2 * window, processor.stats.summary(processor.pending)
+        assert processor.stats.superseded >= 4 * window  # each restart drops the copies of the one before
+        blocker.unlink()  # the store works again
+        assert wait_until(lambda: processor.stats.stored >= 40 and processor.pending == 0, 30), \
+            processor.stats.summary(processor.pending)
+    stored = sorted(path.name for path in (blocker / "faces").rglob("*.jpg"))
+    assert len(stored) == len(set(stored)) == 40
 
 
 def test_giving_up_on_an_s3_outage_leaves_every_face_for_the_next_run(
