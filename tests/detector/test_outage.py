@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from facecap.devkit.servers import MosquittoServer
+from facecap.devkit.servers import MosquittoServer, free_port
 from tests.support.helpers import Collector, subscriber
 
 from .conftest import DetectorProcess, DetectorRunner, detector_config
@@ -83,3 +83,25 @@ def test_broker_outage(mosquitto: object, street_video: Path, model_path: Path, 
     final = detector.stats()[-1]
     assert int(final["published"]) >= int(after["published"])
     assert final["in_flight"] == "0"
+
+
+def test_a_network_camera_that_stays_down_does_not_flood_the_log(
+        mosquitto: object, street_video: Path, model_path: Path, run_detector: DetectorRunner) -> None:
+    """Each reopen of a camera that is down printed OpenCV's own warnings to the component log (about
+    three lines an attempt, past facecap's once-a-minute reminder: 8 600 lines a day at the default
+    backoff, soak audit 2026-11-27). FFmpeg's line with the cause stays."""
+    broker: MosquittoServer = mosquitto()  # type: ignore[operator]
+    url = f"http://127.0.0.1:{free_port()}/cam.mjpg"  # nothing listens: refused at once
+    config = detector_config(street_video, broker, model_path, camera={
+        "source": url, "reconnectMinSeconds": 0.1, "reconnectMaxSeconds": 0.2, "timeoutSeconds": 2})
+    detector = run_detector(config)
+    deadline = time.monotonic() + 60
+    while detector.output().count("Connection refused") < 5 and time.monotonic() < deadline:
+        assert detector.process.poll() is None, detector.output()[-4000:]
+        time.sleep(0.2)
+    assert detector.terminate() == 0
+    output = detector.output()
+    assert output.count("Connection refused") >= 5, output[-4000:]  # FFmpeg's line: one an attempt
+    assert f"camera url {url}" in output and "unavailable" in output, output[-4000:]
+    opencv_warnings = [line for line in output.splitlines() if "[ WARN" in line]
+    assert opencv_warnings == [], "\n".join(opencv_warnings[:6])
