@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import threading
 import time
@@ -254,6 +255,27 @@ def test_waiting_for_a_broker_sleeps_between_attempts_and_connects_once_it_is_up
         assert not started.is_alive() and late.connected
     finally:
         late.stop()
+
+
+def test_each_outage_counts_its_connect_attempts_from_one(broker: MosquittoServer,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The warning's attempt number is this outage's, not the client's lifetime count: after months of
+    flapping uplinks it would read like one very long outage."""
+    client = MqttClient(settings_for(broker, min_reconnect_delay_seconds=0.1, max_reconnect_delay_seconds=0.2),
+                        "counting")
+    with caplog.at_level("WARNING", logger="facecap.mqtt.client"):
+        client.start()
+        try:
+            for _ in range(2):
+                failures = client.stats.connect_failures  # the client's lifetime total
+                broker.stop()
+                assert wait_until(lambda: client.stats.connect_failures >= failures + 3, 15, 0.02)  # noqa: B023
+                broker.start()
+                assert wait_until(lambda: client.connected, 15, 0.02)
+        finally:
+            client.stop()
+    attempts = re.findall(r"connection failed \(attempt (\d+)\)", caplog.text)
+    assert attempts.count("1") == 2, attempts  # the first failure of each outage, each logged at once
 
 
 def test_status_online_retained_then_offline_on_clean_stop(broker: MosquittoServer) -> None:

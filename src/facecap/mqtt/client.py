@@ -122,6 +122,7 @@ class MqttClient:
         self._started = False
         self._stopped = threading.Event()
         self._last_failure_log = 0.0
+        self._failures_in_a_row = 0  # since the last connection: the attempt a warning names
         options = client_options(settings, self.client_id, persistent=persistent, status=status,
                                  receive_maximum=receive_maximum, bootstrap=bootstrap)
         options.on_publish_callback_fn = self._on_publish
@@ -342,6 +343,7 @@ class MqttClient:
         if self._status is not None:
             self._send(status_packet(self._status, self._status.online))
         self._failure = None
+        self._failures_in_a_row = 0
         self._connected.set()
         self._attempt_ended.set()
 
@@ -353,11 +355,14 @@ class MqttClient:
                 f"{self.settings.describe()} refused client {self.client_id}: {code.name}")
         else:
             self._failure = MqttConnectError(f"{self.settings.describe()}: {data.exception}")
+        # The first failure of each outage, then one every 10 s; counted from the last connection, so that
+        # after months of uptime the count still says how long this outage is.
+        self._failures_in_a_row += 1
         now = time.monotonic()
-        if now - self._last_failure_log > 10 or self.stats.connect_failures == 1:
+        if now - self._last_failure_log > 10 or self._failures_in_a_row == 1:
             self._last_failure_log = now
             log.warning("connection failed (attempt %d), retrying with backoff: %s",
-                        self.stats.connect_failures, self._failure)
+                        self._failures_in_a_row, self._failure)
         self._attempt_ended.set()
 
     def _on_disconnect(self, data: mqtt5.LifecycleDisconnectData) -> None:
