@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import http.server
@@ -51,10 +52,12 @@ def settings_for(server: MosquittoServer, **overrides: object) -> MqttSettings:
 
 
 def password_file(password: str) -> str:
-    """A private temporary file holding `password`, as a component would be given it."""
+    """A private temporary file holding `password`, as a component would be given it; removed when the
+    test process exits (a client may read it again at any reconnect until then)."""
     fd, path = tempfile.mkstemp(prefix="facecap-test-pw-")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(password + "\n")
+    atexit.register(Path(path).unlink, missing_ok=True)
     return path
 
 
