@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from facecap.outbox.flow import BridgeUpHold, ReceiptFlow
+from facecap.outbox.flow import BridgeUpHold, ReceiptFlow, redelivery_scope
 from facecap.outbox.window import SendWindow
 
 
@@ -118,3 +118,10 @@ def test_a_flapping_bridge_does_not_hold_overdue_faces_back_for_as_long_as_it_fl
     # One hold of 0.5 s then 0.5 s free, over and over, where each bridge-up used to push it a whole hold
     # further and a face whose receipt was lost never went out again.
     assert 25 <= free <= 35
+
+
+def test_a_bridge_up_hold_holds_even_the_faces_presumed_lost() -> None:
+    assert redelivery_scope(bridge_held=False, receipts_held=False) == (True, False)  # every overdue face
+    assert redelivery_scope(bridge_held=False, receipts_held=True) == (False, True)  # those presumed lost
+    assert redelivery_scope(bridge_held=True, receipts_held=True) == (False, False)
+    assert redelivery_scope(bridge_held=True, receipts_held=False) == (False, False)

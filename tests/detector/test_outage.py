@@ -87,8 +87,8 @@ def test_broker_outage(mosquitto: object, street_video: Path, model_path: Path, 
 
 def test_a_network_camera_that_stays_down_does_not_flood_the_log(
         mosquitto: object, street_video: Path, model_path: Path, run_detector: DetectorRunner) -> None:
-    """Each reopen of a camera that is down printed OpenCV's own warnings to the component log (about
-    three lines an attempt, past facecap's once-a-minute reminder: 8 600 lines a day at the default
+    """Each reopen of a camera that is down printed two OpenCV warnings to the component log (past
+    facecap's once-a-minute reminder: 8 600 lines a day at the default
     backoff, soak audit 2026-11-27). FFmpeg's line with the cause stays."""
     broker: MosquittoServer = mosquitto()  # type: ignore[operator]
     url = f"http://127.0.0.1:{free_port()}/cam.mjpg"  # nothing listens: refused at once

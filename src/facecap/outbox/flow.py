@@ -3,8 +3,7 @@
 `ReceiptFlow`: receipts are coming, so faces still on their way to the cloud are not taken for lost.
 `BridgeUpHold`: the bridge just came back and is delivering what the edge broker queued meanwhile.
 Both live in memory, in the publisher; the outbox is only told, per redelivery pass, whether overdue faces
-may go (`take_due(overdue=...)`) and which are presumed lost.
-
+may go (`take_due(overdue=...)`) and which are presumed lost (`redelivery_scope`).
 
 On a slow uplink a face can wait in the edge broker's queue for longer than `redeliverAfterSeconds` while
 the receipts of the faces ahead of it keep arriving. Publishing it again then only queues a second copy
@@ -16,7 +15,8 @@ with a bridge connection) and they go.
 
 A face whose receipt was lost while the others keep coming (a receipt published while the bridge was
 down, a face the cloud broker dropped from a full queue) is overtaken by later faces' receipts, and the
-send window marks it presumed lost: it goes on its usual schedule, hold or not. As a last resort, should
+send window marks it presumed lost: it goes on its usual schedule while receipts come (not during a
+bridge-up hold, which holds every overdue face). As a last resort, should
 anything else keep a receipt from coming, a hold lasts at most `longest` seconds; overdue faces then go
 for `quiet` seconds before the next hold.
 """
@@ -26,6 +26,12 @@ from __future__ import annotations
 import threading
 import time
 
+
+def redelivery_scope(bridge_held: bool, receipts_held: bool) -> tuple[bool, bool]:
+    """What one redelivery pass may take besides the faces made due at once: (every overdue face, the
+    overdue faces presumed lost). A bridge-up hold holds them all: the queue the bridge is delivering may
+    hold any of them. While receipts come only those presumed lost go: the others are on their way."""
+    return not (bridge_held or receipts_held), receipts_held and not bridge_held
 
 class ReceiptFlow:
     def __init__(self, quiet: float, longest: float) -> None:

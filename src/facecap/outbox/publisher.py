@@ -28,7 +28,7 @@ from ..mqtt import MqttClient, MqttSettings, ReceivedMessage, StatusTopic
 from ..polling import wait_until
 from ..receipts import parse_receipt, receipt_topic
 from .bridge import BridgeState
-from .flow import BridgeUpHold, ReceiptFlow
+from .flow import BridgeUpHold, ReceiptFlow, redelivery_scope
 from .store import Outbox, OutboxWriteError, PendingFace
 from .window import SendWindow
 
@@ -260,11 +260,11 @@ class OutboxPublisher:
         if now < self._next_due_check or not (self._resuming or self.bridge.allows_redelivery()):
             return False
         pace = self.outbox.settings.redeliver_max_per_second
-        bridge_held, receipts_held = self.bridge_hold.holding(), self.flow.holding()
+        overdue, lost = redelivery_scope(self.bridge_hold.holding(), self.flow.holding())
         try:
             due: list[PendingFace] = self.outbox.take_due(
-                min(_BATCH, max(1, int(pace))) if pace else _BATCH, overdue=not (bridge_held or receipts_held),
-                lost=self.window.presumed_lost() if receipts_held and not bridge_held else ())
+                min(_BATCH, max(1, int(pace))) if pace else _BATCH, overdue=overdue,
+                lost=self.window.presumed_lost() if lost else ())
         except (sqlite3.Error, OutboxWriteError) as exc:
             self._outbox_failed("taking overdue faces", exc)
             self._next_due_check = now + _DUE_RETRY_SECONDS

@@ -24,7 +24,7 @@ from ..errors import FacecapError
 from .config import OutboxSettings
 from .recover import Recovery, move_aside, move_back, readable_rows
 from .schema import COUNTERS, FILE_NAME, LOCK_NAME, claim, connect_writer, is_damage
-from .window import MAX_PRESUMED_LOST
+from .window import LOST_PER_PASS
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,7 @@ class Outbox:
         ceiling = now + self.settings.longest_redeliver_delay()
         # While overdue faces are held back, only those scheduled at 0 (made due at once) count as due.
         due_by = now if overdue else 0.0
-        lost = () if overdue else lost[:MAX_PRESUMED_LOST]
+        lost = () if overdue else lost[:LOST_PER_PASS]
         query = ("SELECT f.seq, f.face_id, f.topic, p.payload, f.content_type, f.properties, f.attempts "
                  "FROM faces f JOIN payloads p ON p.seq = f.seq WHERE f.next_attempt <= ? ")
         if lost:

@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterable
 # Faces are confirmed a little out of order (the processor's workers, its 0.2 s receipt batches, a store
 # retry), so a face counts as overtaken only by one sent this much later (or expire_after, if shorter).
 OVERTAKEN_SECONDS = 10.0
-# Faces presumed lost that the window remembers, and so that one redelivery pass looks up by id (SQLite
-# allows 32 766 parameters): about four windows' worth at the default maxUnconfirmed of 256.
-MAX_PRESUMED_LOST = 1000
+# Faces presumed lost that one redelivery pass looks up by id, oldest first (SQLite allows 32 766
+# parameters); the window remembers this many or four windows' worth, whichever is more, and the rest go in
+# the next passes.
+LOST_PER_PASS = 1000
 
 
 class SendWindow:
@@ -38,8 +39,9 @@ class SendWindow:
         self.overtaken_after = min(expire_after, OVERTAKEN_SECONDS)
         self._sent: OrderedDict[str, float] = OrderedDict()  # face id -> last publish, oldest first
         # Faces a later face overtook, oldest first: kept after they leave the window until they are
-        # published again or confirmed, so the redelivery pass knows them (at most MAX_PRESUMED_LOST).
+        # published again or confirmed, so the redelivery passes know them.
         self._lost: OrderedDict[str, None] = OrderedDict()
+        self._lost_cap = max(LOST_PER_PASS, 4 * size)
         self._room = threading.Condition()
 
     def __len__(self) -> int:
@@ -96,7 +98,7 @@ class SendWindow:
                     if sent_at > newest - self.overtaken_after:
                         break
                     self._lost[face_id] = None
-                while len(self._lost) > MAX_PRESUMED_LOST:
+                while len(self._lost) > self._lost_cap:
                     self._lost.popitem(last=False)
             self._room.notify_all()
 
