@@ -5,9 +5,10 @@ event-loop thread, and a face never leaves it: the message callback plans the fa
 the put's answer PUBACKs it. At most `workers` faces are in the store at once; the rest of the receive
 window waits in arrival order (slots.py). With a blocking store (file://, boto3), `workers` dispatcher
 threads take the messages and put them one at a time. Either way a put that fails goes to `workers` retry
-threads, which back off exponentially for as long as the store fails, then acknowledge. The broker's
-receive maximum bounds the QoS 1 messages in hand. A supervisor thread keeps the subscription, the
-heartbeat and the periodic statistics.
+threads, which back off exponentially for as long as the store fails, then acknowledge. One copy of a face
+is stored at a time: a copy that comes meanwhile (redelivered after a reconnect) waits with it, without its
+payload (inhand.py). The broker's receive maximum bounds the QoS 1 messages in hand. A supervisor thread
+keeps the subscription, the heartbeat and the periodic statistics.
 
 Nothing is dropped: a message is acknowledged after its objects are stored, or never. A crash or a
 shutdown that gives up leaves it unacknowledged in the broker's persistent session, which redelivers it,
@@ -21,7 +22,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ..storage import AsyncStore, Store, StoreError
 from .config import DEFAULT_CLIENT_ID, ProcessorConfig
 from .guard import DeviceGuard, QuarantineLog, clip
 from .heartbeat import write_heartbeat
+from .inhand import FacesInHand
 from .plan import Plan, Put, plan_message, quarantine_plan
 from .receipts import ReceiptSender
 from .slots import Slots
@@ -93,9 +95,6 @@ class _Face:
     next_put: int = 0
     started: float = 0.0
     slot: bool = False  # holds one of the asynchronous store's slots
-    # Copies of this face that arrived while it waited out a store outage (the broker redelivered it on a new
-    # connection, or the device published it again): acknowledged with it, held without their payload.
-    copies: list[ReceivedMessage] = field(default_factory=list)
 
 
 class ProcessorRunner:
@@ -128,10 +127,7 @@ class ProcessorRunner:
         self._async_store = store if isinstance(store, AsyncStore) else None
         self._slots: Slots[_Face] = Slots(config.workers)
         self._retries = ThreadPoolExecutor(config.workers, thread_name_prefix="processor-retry")
-        # Faces waiting out a store failure, by their first object key (it depends only on the message), so
-        # that copies of one face do not each retry with their payload (_join_retry).
-        self._retrying: dict[str, _Face] = {}
-        self._retrying_lock = threading.Lock()
+        self._in_hand = FacesInHand(lambda: self.client.acks.connection)
         self.client = client if client is not None else MqttClient(
             config.mqtt,
             DEFAULT_CLIENT_ID,
@@ -191,7 +187,7 @@ class ProcessorRunner:
                         "redeliver", left, timeout)
             self._abandon.set()
             for face in self._slots.drop_waiting():  # none will get a slot any more
-                self._finish(face.message, "abandoned")
+                self._finish_face(face, "abandoned")
             # Retries stop at once, and puts in progress are cancelled: each fails, and a face that failed
             # now is left unacknowledged. A blocking store's put cannot be cancelled: it gets a moment to
             # end, not its whole timeout, since Docker kills the container a few seconds after the drain.
@@ -231,9 +227,21 @@ class ProcessorRunner:
             plan = self._plan(message, verdict)
             if plan.quarantined:
                 self.quarantine_log.note(message.topic, plan.reason, plan.detail)
-            self._begin_storing(_Face(message, plan))
         except Exception:  # noqa: BLE001 - a bug: _failed logs it and leaves the message unacknowledged
             self._failed(message)
+            return
+        self._store_or_hold(_Face(message, plan))
+
+    def _store_or_hold(self, face: _Face) -> None:
+        first, dropped = self._in_hand.claim(face.plan.puts[0].key, face.message)
+        for message in dropped:
+            self._finish(message, "superseded")
+        if not first:
+            return  # held, without its payload, until the copy in hand is stored
+        try:
+            self._begin_storing(face)
+        except Exception:  # noqa: BLE001 - a bug: _failed logs it and leaves the message unacknowledged
+            self._failed(face.message, face)
 
     def _begin_storing(self, face: _Face) -> None:
         if self._async_store is not None:
@@ -261,8 +269,6 @@ class ProcessorRunner:
             if error is not None:
                 self._put_failed(face.plan.puts[face.next_put], error)
                 self._release_slot(face)
-                if self._join_retry(face):
-                    return
                 self._retries.submit(self._retry, face)
                 return
             self.stats.store_latency(time.monotonic() - face.started)
@@ -285,71 +291,48 @@ class ProcessorRunner:
             waiting.slot = True
             self._start_put(waiting)
 
-    def _join_retry(self, face: _Face) -> bool:
-        """True when a copy of this face already waits out the store failure: this one is then acknowledged
-        with it, and its payload is not kept. Otherwise this face becomes the one that retries.
-
-        Without this, each reconnect while the store is down added a whole receive window of faces in hand,
-        payloads and all (the broker sends the unacknowledged faces again): 111 reconnects during one S3
-        outage held 6 323 faces, 12 copies of each, and 141 MB (soak audit, 2026-11-27)."""
-        key = face.plan.puts[0].key
-        current = face.message.connection
-        with self._retrying_lock:
-            first = self._retrying.setdefault(key, face)
-            if first is face:
-                return False
-            # An ack only counts on the connection that brought the message: copies from earlier connections
-            # need none any more (the first copy still stores the face), and keeping them would grow with
-            # every reconnect.
-            superseded = [m for m in first.copies if m.connection != current]
-            first.copies = [m for m in first.copies if m.connection == current]
-            first.copies.append(replace(face.message, payload=b""))
-        for message in superseded:
-            self._finish(message, "superseded")
-        return True
-
-    def _end_retry(self, face: _Face) -> list[ReceivedMessage]:
-        """The face no longer retries: later failed copies retry on their own. Returns the copies it holds."""
-        with self._retrying_lock:
-            if self._retrying.get(face.plan.puts[0].key) is face:
-                del self._retrying[face.plan.puts[0].key]
-            copies, face.copies = face.copies, []
-            return copies
-
     def _retry(self, face: _Face) -> None:
-        """On a retry thread: the put that failed and the rest, with backoff, then acknowledge (with every
-        copy of the face that arrived meanwhile)."""
+        """On a retry thread: the put that failed and the rest, with backoff, then acknowledge."""
         try:
-            for index in range(face.next_put, len(face.plan.puts)):
-                if not self._put_with_retry(face.plan.puts[index], failed=index == face.next_put):
-                    for message in [face.message, *self._end_retry(face)]:
-                        self._finish(message, "abandoned")
-                    return
-            copies = self._end_retry(face)
-            self._acknowledge(face)
-            for message in copies:
-                self.client.ack(message)
-                self.stats.finished(face.plan.quarantined)
-                self._finish(message, None)
+            stored = all(self._put_with_retry(face.plan.puts[index], failed=index == face.next_put)
+                         for index in range(face.next_put, len(face.plan.puts)))
         except Exception:  # noqa: BLE001 - a bug: _failed logs it and leaves the message unacknowledged
-            for message in [face.message, *self._end_retry(face)]:
-                self._failed(message)
+            self._failed(face.message, face)
+            return
+        if stored:
+            self._acknowledge(face)
+        else:
+            self._finish_face(face, "abandoned")
 
     def _acknowledge(self, face: _Face) -> None:
-        self.client.ack(face.message)
-        self.stats.finished(face.plan.quarantined)
-        self.receipts.finished(face.message, face.plan)
-        if not face.plan.quarantined and log.isEnabledFor(logging.DEBUG):
-            _log_stored(face.plan.puts)
-        self._finish(face.message, None)
+        """The face is stored: PUBACK it and every copy held with it. Never raises: each message is
+        finished exactly once, whatever fails."""
+        for index, message in enumerate([face.message, *self._in_hand.release(face.plan.puts[0].key)]):
+            try:
+                self.client.ack(message)
+                self.stats.finished(face.plan.quarantined)
+                if index == 0:  # one receipt and one log line per face, not per copy
+                    self.receipts.finished(face.message, face.plan)
+                    if not face.plan.quarantined and log.isEnabledFor(logging.DEBUG):
+                        _log_stored(face.plan.puts)
+            except Exception:
+                log.exception("failed to acknowledge a message on %s", clip(message.topic))
+            self._finish(message, None)
 
     def _failed(self, message: ReceivedMessage, face: _Face | None = None) -> None:
         # A bug, not bad input (bad input is quarantined): keep the process alive, and leave the message
-        # unacknowledged so it is not lost.
+        # (and the copies held with its face) unacknowledged so it is not lost.
         log.exception("failed to process a message on %s; left unacknowledged", clip(message.topic))
-        self._finish(message, None)
-        if face is not None:
-            self._release_slot(face)
+        if face is None:
+            self._finish(message, None)
+            return
+        self._finish_face(face, None)
+        self._release_slot(face)
+
+    def _finish_face(self, face: _Face, outcome: str | None) -> None:
+        """The face leaves the processor's hands unacknowledged, and so do the copies held with it."""
+        for message in [face.message, *self._in_hand.release(face.plan.puts[0].key)]:
+            self._finish(message, outcome)
 
     def _finish(self, message: ReceivedMessage, outcome: str | None) -> None:
         if outcome is not None:

@@ -19,8 +19,8 @@ class ProcessorStats:
     store_failures: int = 0
     abandoned: int = 0  # left unacknowledged at shutdown, for the broker to redeliver
     ignored: int = 0  # retained copies of faces: acknowledged, neither stored nor quarantined
-    # Copies from an earlier connection of a face that waits out a store failure: dropped, since their ack
-    # no longer counts and the face is stored (and acknowledged) through its other copies.
+    # Copies of a face in hand that came on a connection since replaced: dropped unacknowledged (their ack
+    # would not count), while the face is stored through the copy in hand (inhand.py).
     superseded: int = 0
     _latencies: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
