@@ -143,7 +143,12 @@ def queue_backlog(broker: MosquittoServer, client_id: str, faces: list[OutgoingF
     session.start()
     session.subscribe(TOPIC_FILTER)
     session.stop()
-    publisher = MqttClient(settings(broker, max_in_flight=256), f"{client_id}-publisher")
+    publish_all(broker, f"{client_id}-publisher", faces)
+
+
+def publish_all(broker: MosquittoServer, client_id: str, faces: list[OutgoingFace]) -> None:
+    """Publish QoS 1 with many in flight and wait until the broker has every face."""
+    publisher = MqttClient(settings(broker, max_in_flight=256), client_id)
     publisher.start()
     futures = [publisher.publish(f.topic, f.payload, content_type=f.content_type,
                                  user_properties=f.user_properties, timeout=60) for f in faces]

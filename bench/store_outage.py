@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,9 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `bench` is importable
-from bench.processor import BUCKET, consumer_env, count_objects, make_faces, settings
+from bench.processor import BUCKET, consumer_env, count_objects, make_faces, publish_all
 from facecap.devkit.servers import MosquittoServer, S3Server
-from facecap.mqtt import MqttClient
+from facecap.polling import wait_until
 
 
 def heartbeat_state(path: Path) -> dict[str, Any]:
@@ -45,25 +46,9 @@ def heartbeat_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def wait_for(path: Path, check: Any, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = heartbeat_state(path)
-        if state and check(state):
-            return state
-        time.sleep(0.1)
-    raise RuntimeError(f"the processor's heartbeat never showed the state waited for: {heartbeat_state(path)}")
-
-
-def publish(broker: MosquittoServer, count: int, size: int) -> None:
-    publisher = MqttClient(settings(broker, max_in_flight=256), "bench-outage-publisher")
-    publisher.start()
-    futures = [publisher.publish(f.topic, f.payload, content_type=f.content_type,
-                                 user_properties=f.user_properties, timeout=60) for f in make_faces(count, size)]
-    for future in futures:
-        assert future is not None
-        future.result(60)
-    publisher.stop()
+def wait_for(path: Path, check: Callable[[dict[str, Any]], object], timeout: float) -> None:
+    if not wait_until(lambda: (state := heartbeat_state(path)) and check(state), timeout, 0.1):
+        raise RuntimeError(f"the processor's heartbeat never showed the state waited for: {heartbeat_state(path)}")
 
 
 def run(folder: Path, args: argparse.Namespace) -> None:
@@ -83,7 +68,7 @@ def run(folder: Path, args: argparse.Namespace) -> None:
     watched = psutil.Process(process.pid)
     try:
         wait_for(heartbeat, lambda s: s.get("subscribed"), 60)
-        publish(broker, args.faces, args.size)
+        publish_all(broker, "bench-outage-publisher", make_faces(args.faces, args.size))
         time.sleep(args.settle)
         print(f"{args.faces} faces of {args.size} bytes published; S3 down; the broker restarted "
               f"{args.restarts} times, {args.settle:g} s apart")

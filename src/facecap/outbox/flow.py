@@ -33,6 +33,7 @@ def redelivery_scope(bridge_held: bool, receipts_held: bool) -> tuple[bool, bool
     hold any of them. While receipts come only those presumed lost go: the others are on their way."""
     return not (bridge_held or receipts_held), receipts_held and not bridge_held
 
+
 class ReceiptFlow:
     def __init__(self, quiet: float, longest: float) -> None:
         self.quiet = quiet

@@ -96,6 +96,11 @@ class _Face:
     started: float = 0.0
     slot: bool = False  # holds one of the asynchronous store's slots
 
+    @property
+    def key(self) -> str:
+        """The face's first object key: its copies share it (FacesInHand)."""
+        return self.plan.puts[0].key
+
 
 class ProcessorRunner:
     """The processor: its configuration, the store it writes to, and the MQTT client it reads from.
@@ -233,7 +238,7 @@ class ProcessorRunner:
         self._store_or_hold(_Face(message, plan))
 
     def _store_or_hold(self, face: _Face) -> None:
-        first, dropped = self._in_hand.claim(face.plan.puts[0].key, face.message)
+        first, dropped = self._in_hand.claim(face.key, face.message)
         for message in dropped:
             self._finish(message, "superseded")
         if not first:
@@ -307,7 +312,7 @@ class ProcessorRunner:
     def _acknowledge(self, face: _Face) -> None:
         """The face is stored: PUBACK it and every copy held with it. Never raises: each message is
         finished exactly once, whatever fails."""
-        for index, message in enumerate([face.message, *self._in_hand.release(face.plan.puts[0].key)]):
+        for index, message in enumerate([face.message, *self._in_hand.release(face.key)]):
             try:
                 self.client.ack(message)
                 self.stats.finished(face.plan.quarantined)
@@ -331,7 +336,7 @@ class ProcessorRunner:
 
     def _finish_face(self, face: _Face, outcome: str | None) -> None:
         """The face leaves the processor's hands unacknowledged, and so do the copies held with it."""
-        for message in [face.message, *self._in_hand.release(face.plan.puts[0].key)]:
+        for message in [face.message, *self._in_hand.release(face.key)]:
             self._finish(message, outcome)
 
     def _finish(self, message: ReceivedMessage, outcome: str | None) -> None:
