@@ -326,6 +326,33 @@ def test_bridge_with_client_certificate(mosquitto: MosquittoFactory, ca: Certifi
     sub.stop()
 
 
+def test_a_device_certificate_near_its_end_is_warned_about_and_still_bridges(
+        mosquitto: MosquittoFactory, ca: CertificateAuthority, edges: list[EdgeBroker], tmp_path: Path) -> None:
+    cloud = mosquitto("cloud", ca=ca, require_certificate=True)
+    device = ca.issue("jetson-test", days=10)
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud, certFile=str(device.cert), keyFile=str(device.key),
+                                                          tlsBy="mosquitto", certificateWarningDays=14))
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    assert (f"WARNING facecap.broker.certlife: bridge.certFile {device.cert}: this device's certificate "
+            "(CN=jetson-test, expires on ") in edge.log_text()
+    assert "in 10 days): the cloud broker refuses the bridge from then" in edge.log_text()
+
+
+def test_an_expired_device_certificate_is_an_error_and_the_edge_keeps_serving(
+        mosquitto: MosquittoFactory, ca: CertificateAuthority, edges: list[EdgeBroker], tmp_path: Path) -> None:
+    cloud = mosquitto("cloud", ca=ca, require_certificate=True)
+    device = ca.issue("jetson-test", days=-1)
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud, certFile=str(device.cert),
+                                                          keyFile=str(device.key)))
+    assert edge.wait_for_log(f"ERROR facecap.broker.certlife: bridge.certFile {device.cert}: this device's "
+                             "certificate (CN=jetson-test, expired on "), edge.log_tail()
+    assert edge.wait_for_log(f"bridge TLS to {cloud.host}:{cloud.port}: connection broken: sslv3 alert "
+                             "certificate expired"), edge.log_tail()
+    assert edge.bridge_state() == "0"
+    assert edge.answers()  # the local side (faces into the logger and the outboxes) goes on
+    assert edge.process is not None and edge.process.poll() is None
+
+
 def test_largest_face_crosses_and_a_larger_one_is_refused_at_the_edge(
         mosquitto: MosquittoFactory, edges: list[EdgeBroker], tmp_path: Path) -> None:
     """The edge limit is the contract's payload limit and the cloud allows that payload plus room for the

@@ -425,3 +425,42 @@ def test_stop_closes_the_listener_and_every_connection(ca: CertificateAuthority,
     local.close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", forwarder.port), timeout=2).close()
+
+
+# --- certificate lifetimes --------------------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_a_cloud_certificate_near_its_end_is_noticed_at_the_handshake_once(
+        ca: CertificateAuthority, forwarders: list[TlsForwarder], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "facecap.broker.certlife")
+    with TlsEcho(ca.issue("ending-broker", server=True, days=5)) as server:
+        bridge = BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert))
+        forwarder = start(forwarders, server.port, bridge, certificate_warning_days=30)
+        for _ in range(2):  # a second handshake within the day repeats nothing
+            with connect(forwarder) as local:
+                local.sendall(b"hello")
+                assert receive(local, 5) == b"hello"
+    notices = [r.getMessage() for r in caplog.records if r.name == "facecap.broker.certlife"]
+    assert len(notices) == 1
+    assert notices[0].startswith(f"bridge TLS to 127.0.0.1:{server.port}: the cloud broker's certificate "
+                                 "(CN=ending-broker, expires on ")
+    assert "in 5 days): the bridge no longer trusts the cloud broker from then" in notices[0]
+
+
+@pytest.mark.integration
+def test_expired_certificates_on_either_side_are_named_as_the_reason(
+        ca: CertificateAuthority, server_cert: Certificate, forwarders: list[TlsForwarder],
+        caplog: pytest.LogCaptureFixture) -> None:
+    # (A name of its own: issuing "cloud-broker" again would overwrite server_cert's files.)
+    with TlsEcho(ca.issue("expired-broker", server=True, days=-1)) as server:
+        forwarder = start(forwarders, server.port, BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert)))
+        assert closed_with_warnings(forwarder, caplog) == [
+            f"bridge TLS to 127.0.0.1:{server.port}: connection failed: certificate verify failed: certificate "
+            "has expired"]
+    caplog.clear()
+    device = ca.issue("jetson-test", days=-1)
+    with TlsEcho(server_cert, client_ca=ca.cert) as server:
+        forwarder = start(forwarders, server.port, BridgeSettings(
+            host="127.0.0.1", ca_file=str(ca.cert), cert_file=str(device.cert), key_file=str(device.key)))
+        assert closed_with_warnings(forwarder, caplog) == [
+            f"bridge TLS to 127.0.0.1:{server.port}: connection broken: sslv3 alert certificate expired"]

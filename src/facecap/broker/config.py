@@ -156,6 +156,11 @@ class BridgeSettings(ConfigModel):
         10, ge=1, description="Reconnect backoff ceiling (with jitter). With tlsBy facecap an attempt on a dead "
                               "uplink keeps probing it for up to 15 s, so faces flow again within seconds of "
                               "the link's return.")
+    certificate_warning_days: int = Field(
+        30, ge=0, le=3650,
+        description="Warn in the log, once a day, from this many days before this device's certificate "
+                    "(certFile), a CA in caFile or, with tlsBy facecap, the cloud broker's certificate "
+                    "expires; an error once it has. 0: no such warnings.")
     notifications_local_only: bool = Field(
         False, description="Publish the bridge state ($SYS/broker/connection/<clientId>/state) only on the "
                            "edge broker. By default the cloud broker gets it too, retained, with a last will "

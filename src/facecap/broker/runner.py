@@ -22,6 +22,7 @@ from ..config import resolve_device_id
 from ..edgelocal import SOCKET_NAME, socket_listening
 from ..greengrass.component import ComponentIpc
 from ..logs import setup_logging
+from .certlife import CertificateWatch, bridge_files
 from .config import BrokerConfig, without_unset_bridge
 from .credentials import write_credentials, write_private
 from .preflight import preflight, read_first_line
@@ -131,11 +132,17 @@ class EdgeBrokerRunner:
         # with its key named, instead of every connection failing later.
         context = bridge_tls_context(config.bridge) if forwards_tls(config) else None
         forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context,
-                                 dead_link_seconds=config.bridge.dead_link_seconds).start() if context else None
+                                 dead_link_seconds=config.bridge.dead_link_seconds,
+                                 certificate_warning_days=config.bridge.certificate_warning_days,
+                                 ).start() if context else None
         self._forwarder_port = forwarder.port if forwarder else None
+        watch = CertificateWatch(
+            bridge_files(config.bridge.cert_file, config.bridge.ca_file) if config.bridge.enabled else [],
+            config.bridge.certificate_warning_days).start()
         try:
             return self._run_mosquitto(binary)
         finally:
+            watch.stop()
             if forwarder is not None:
                 forwarder.stop()
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .certlife import PeerCertificateReminder
 from .config import BridgeSettings
 from .uplink import DEAD_LINK_SECONDS, connect_uplink, unacknowledged_for
 
@@ -212,6 +213,7 @@ class TlsForwarder:
         max_connections: int = MAX_CONNECTIONS,
         allowed_uid: int | None = None,
         dead_link_seconds: float = DEAD_LINK_SECONDS,
+        certificate_warning_days: int = 0,
     ) -> None:
         self.host = host
         self.dead_link_seconds = dead_link_seconds
@@ -221,6 +223,7 @@ class TlsForwarder:
         self.max_connections = max_connections
         self.allowed_uid = os.geteuid() if allowed_uid is None else allowed_uid
         self._report = _Reporter(f"{host}:{port}")
+        self._peer_certificate = PeerCertificateReminder(f"{host}:{port}", certificate_warning_days)
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._server.bind((LOOPBACK, listen_port))
@@ -339,6 +342,8 @@ class TlsForwarder:
             return None
         tls = writer.get_extra_info("ssl_object")
         self._report.connected(tls.version() if isinstance(tls, ssl.SSLObject) else None)
+        if isinstance(tls, ssl.SSLObject):
+            self._peer_certificate.seen(tls.getpeercert())
         return reader, writer
 
     async def _pump(self, local: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

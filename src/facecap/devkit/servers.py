@@ -136,7 +136,7 @@ class CertificateAuthority:
         self.cert = folder / "ca.crt"
         self.key = folder / "ca.key"
         self._openssl("req", "-x509", *_NEW_P256_KEY, "-keyout", str(self.key), "-out", str(self.cert),
-                      "-days", "30", "-subj", f"/CN={name}")
+                      "-days", "3650", "-subj", f"/CN={name}")
 
     @staticmethod
     def _openssl(*args: str) -> None:
@@ -144,7 +144,10 @@ class CertificateAuthority:
         if result.returncode != 0:
             raise ServerError(f"openssl {args[0]} failed: {result.stderr.decode(errors='replace')}")
 
-    def issue(self, name: str, *, server: bool = False, addresses: tuple[str, ...] = ()) -> Certificate:
+    def issue(self, name: str, *, server: bool = False, addresses: tuple[str, ...] = (),
+              days: int = 365) -> Certificate:
+        """A key and a certificate signed by this CA, valid for `days`: by default well beyond the
+        EdgeBroker's bridge.certificateWarningDays; a negative number makes one that has already expired."""
         key, csr, cert = (self.folder / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
         self._openssl("req", *_NEW_P256_KEY, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
         ext = self.folder / f"{name}.ext"
@@ -153,7 +156,7 @@ class CertificateAuthority:
         san = f"subjectAltName=DNS:localhost,IP:127.0.0.1{extra}\n" if server else ""
         ext.write_text(f"{san}extendedKeyUsage={usage}\n")
         self._openssl("x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
-                      "-CAcreateserial", "-out", str(cert), "-days", "30", "-extfile", str(ext))
+                      "-CAcreateserial", "-out", str(cert), "-days", str(days), "-extfile", str(ext))
         key.chmod(0o600)
         return Certificate(cert, key)
 
