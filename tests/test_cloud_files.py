@@ -443,3 +443,45 @@ def test_a_failed_server_certificate_reissue_leaves_the_broker_its_pair(tmp_path
     assert "cannot sign the server certificate" in failed.stderr
     assert "CA certificate and CA private key do not match" in failed.stderr
     assert tree_contents(secrets / "broker") == before
+
+
+@pytest.mark.integration
+def test_check_certs_lists_what_expires_soonest_first_and_fails_within_the_window(tmp_path: Path) -> None:
+    from .support.cloudbroker import run_script
+
+    require_binary("openssl", "apt-get install openssl")
+    secrets = tmp_path / "secrets"
+    run_script("make-ca.sh", secrets=secrets)
+    run_script("init-broker.sh", "127.0.0.1", secrets=secrets)
+    run_script("add-device.sh", "--days", "10", "soon", secrets=secrets)
+    run_script("add-device.sh", "later", secrets=secrets)
+    run_script("add-device.sh", "--days", "3", "gone", secrets=secrets)
+    run_script("remove-device.sh", "gone", secrets=secrets)  # revoked: not listed, whatever its date
+    # One that has already expired, signed by the same CA (the scripts refuse to issue one).
+    expired = secrets / "devices" / "stale" / "client.crt"
+    expired.parent.mkdir()
+    key = tmp_path / "stale.key"
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(tmp_path / "stale.csr"), "-subj", "/CN=stale"],
+                   capture_output=True, check=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(tmp_path / "stale.csr"), "-CA", str(secrets / "ca/ca.crt"),
+                    "-CAkey", str(secrets / "ca/ca.key"), "-set_serial", "7", "-days", "-1", "-out", str(expired)],
+                   capture_output=True, check=True)
+
+    result = run_script("check-certs.sh", secrets=secrets, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = [tuple(line.split(None, 3)[2:]) for line in result.stdout.splitlines() if re.match(r"\d{4}-", line)]
+    listed = [(left, what.split(" (")[0]) for left, what in rows]
+    assert listed[:2] == [("EXPIRED", "device stale"), ("10", "device soon")]  # soonest first
+    assert sorted(listed[2:]) == [("3650", "the CA"), ("3650", "the revocation list's next update"),
+                                  ("825", "device later"), ("825", "the broker's certificate")]
+    assert [left for left, _ in listed[2:]] == ["825", "825", "3650", "3650"]
+    assert "(1 revoked device certificate(s) not listed)" in result.stdout
+    assert result.stderr == ('2 expired or expire within 30 days: renew them (cloud/README.md, "Rotate a '
+                             'certificate")\n')
+    shutil.rmtree(expired.parent)
+    assert run_script("check-certs.sh", "--days", "5", secrets=secrets).stdout.endswith(
+        "nothing expires within 5 days\n")
+    assert run_script("check-certs.sh", "--days", "11", secrets=secrets, check=False).returncode == 1
+    empty = run_script("check-certs.sh", secrets=tmp_path / "nothing", check=False)
+    assert empty.returncode == 1 and empty.stderr.startswith("error: no certificates in ")
