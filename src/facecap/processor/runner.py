@@ -315,7 +315,7 @@ class ProcessorRunner:
         for index, message in enumerate([face.message, *self._in_hand.release(face.key)]):
             try:
                 self.client.ack(message)
-                self.stats.finished(face.plan.quarantined)
+                self.stats.finished(face.plan.quarantined, copy=index > 0)
                 if index == 0:  # one receipt and one log line per face, not per copy
                     self.receipts.finished(face.message, face.plan)
                     if not face.plan.quarantined and log.isEnabledFor(logging.DEBUG):
@@ -442,6 +442,8 @@ class ProcessorRunner:
             "received": self.stats.received,
             "stored": self.stats.stored,
             "quarantined": self.stats.quarantined,
+            "copiesAcknowledged": self.stats.copies,
+            "copiesDropped": self.stats.superseded,
             "pending": self.pending,
             "receiptsSent": self.receipts.stats.sent,
             "receiptsDropped": self.receipts.stats.dropped,

@@ -22,6 +22,8 @@ class ProcessorStats:
     # Copies of a face in hand that came on a connection since replaced: dropped unacknowledged (their ack
     # would not count), while the face is stored through the copy in hand (inhand.py).
     superseded: int = 0
+    # Copies acknowledged with the copy of their face that was stored (or quarantined): not counted again.
+    copies: int = 0
     _latencies: list[float] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _window_start: float = field(default_factory=time.monotonic)
@@ -31,8 +33,11 @@ class ProcessorStats:
         with self._lock:
             setattr(self, name, getattr(self, name) + amount)
 
-    def finished(self, quarantined: bool) -> None:
+    def finished(self, quarantined: bool, copy: bool = False) -> None:
         with self._lock:
+            if copy:
+                self.copies += 1
+                return
             if quarantined:
                 self.quarantined += 1
             else:
@@ -52,8 +57,10 @@ class ProcessorStats:
             rate = self._window_done / elapsed
             self._window_start = time.monotonic()
             self._window_done = 0
-            totals = (self.received, self.stored, self.quarantined, self.store_failures)
+            totals = (self.received, self.stored, self.quarantined, self.store_failures, self.copies,
+                      self.superseded)
         ms = [1000 * percentile(latencies, f) for f in (0.5, 0.95, 1.0)]
         return (f"received {totals[0]}, stored {totals[1]}, quarantined {totals[2]}, store failures {totals[3]}, "
-                f"pending {pending}; last interval {rate:.1f} faces/s, store latency ms "
+                f"copies acknowledged {totals[4]} and dropped {totals[5]}, pending {pending}; "
+                f"last interval {rate:.1f} faces/s, store latency ms "
                 f"p50 {ms[0]:.1f} p95 {ms[1]:.1f} max {ms[2]:.1f} over {len(latencies)} puts")
