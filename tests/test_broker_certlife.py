@@ -92,33 +92,68 @@ def test_each_file_is_checked_and_each_certificate_named(ca: CertificateAuthorit
     expired, soon = ca.issue("jetson-7", days=-1).cert, ca.issue("intermediate", days=5).cert
     chain = tmp_path / "chain.pem"
     chain.write_text(expired.read_text() + soon.read_text())
-    cas = tmp_path / "cas.pem"
-    cas.write_text(ca.cert.read_text() + self_signed(tmp_path, "new-ca", 20).read_text())
-    notices = check_files(bridge_files(str(chain), str(cas)), warning_days=30)
+    ending_ca = self_signed(tmp_path, "ending-ca", 20)
+    notices = check_files(bridge_files(str(chain), str(ending_ca)), warning_days=30)
     assert [level for level, _ in notices] == [logging.ERROR, logging.WARNING, logging.WARNING]
     assert notices[0][1].startswith(f"bridge.certFile {chain}: this device's certificate (CN=jetson-7, expired")
     assert notices[1][1].startswith(f"bridge.certFile {chain}: a certificate in the chain of this device's "
                                     "certificate (CN=intermediate, expires")
-    assert notices[2][1].startswith(f"bridge.caFile {cas}: a CA certificate (CN=new-ca, expires")
+    assert notices[2][1].startswith(f"bridge.caFile {ending_ca}: a CA certificate (CN=ending-ca, expires")
     assert "in 20 days): the bridge no longer trusts a cloud broker certificate it signed" in notices[2][1]
     assert [r.getMessage() for r in caplog.records] == [line for _, line in notices]
+
+
+def test_a_ca_file_that_also_holds_a_lasting_ca_is_no_daily_warning(ca: CertificateAuthority,
+                                                                       tmp_path: Path) -> None:
+    """After a CA rotation the devices' ca.crt may keep the old CA beside the new one (cloud/README.md), and a
+    system bundle holds expired roots: which CA signs the cloud's certificate cannot be told from the file,
+    so an ending CA beside one that lasts is said at INFO, not warned about every day on every device."""
+    old_ca, ending = ca.issue("old-ca", days=-1).cert, self_signed(tmp_path, "ending-ca", 20)
+    both = tmp_path / "both.pem"
+    both.write_text(old_ca.read_text() + ending.read_text() + ca.cert.read_text())
+    notices = check_files(bridge_files("", str(both)), warning_days=30)
+    assert [level for level, _ in notices] == [logging.INFO, logging.INFO]
+    assert notices[0][1].startswith(f"bridge.caFile {both}: a CA certificate (CN=old-ca, expired on ")
+    assert notices[1][1].startswith(f"bridge.caFile {both}: a CA certificate (CN=ending-ca, expires on ")
+    assert "in 20 days): the file holds other CAs that last; once the cloud broker's certificate" in notices[1][1]
+    # Without the lasting one, the file as a whole is ending: a warning and an error again.
+    both.write_text(old_ca.read_text() + ending.read_text())
+    assert [level for level, _ in check_files(bridge_files("", str(both)), 30)] == [logging.ERROR, logging.WARNING]
+
+
+def test_common_names_in_other_string_types_read_as_openssl_reads_them(tmp_path: Path) -> None:
+    config = tmp_path / "bmp.cnf"
+    # string_mask MASK:0x800 makes openssl write the name as a BMPString (UTF-16).
+    config.write_text("[req]\ndistinguished_name=dn\nstring_mask=MASK:0x800\nprompt=no\n[dn]\nCN=caméra-7\n")
+    cert = tmp_path / "bmp.crt"
+    subprocess.run(["openssl", "req", "-x509", "-config", str(config), "-utf8", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp_path / "bmp.key"), "-out", str(cert),
+                    "-days", "10"], capture_output=True, check=True)
+    dump = subprocess.run(["openssl", "asn1parse", "-in", str(cert)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "BMPSTRING" in dump
+    assert read_certificates(cert)[0].common_name == "caméra-7"
 
 
 def test_the_watch_checks_again_after_each_interval_until_stopped(ca: CertificateAuthority,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, LOG_NAME)
     device = ca.issue("jetson-7", days=3).cert
+
+    def notices() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == LOG_NAME]
+
     watch = CertificateWatch(bridge_files(str(device), ""), warning_days=30, interval=0.1).start()
     try:
-        assert wait_until(lambda: len(caplog.records) >= 3, 10, 0.02)
+        assert wait_until(lambda: len(notices()) >= 3, 10, 0.02)
     finally:
         watch.stop()
-    count = len(caplog.records)
-    assert wait_until(lambda: len(caplog.records) > count, 0.5, 0.05) is False
-    assert all("this device's certificate (CN=jetson-7" in r.getMessage() for r in caplog.records)
+    count = len(notices())
+    assert wait_until(lambda: len(notices()) > count, 0.5, 0.05) is False
+    assert all("this device's certificate (CN=jetson-7" in line for line in notices())
     silent = CertificateWatch(bridge_files(str(device), ""), warning_days=0, interval=0.1).start()
     silent.stop()
-    assert len(caplog.records) == count
+    assert len(notices()) == count
 
 
 def test_the_cloud_brokers_certificate_is_noticed_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:

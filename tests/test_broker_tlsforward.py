@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 
 from facecap.broker.config import BridgeSettings
-from facecap.broker.tlsforward import TlsForwarder, bridge_tls_context, failure_reason, peer_uid
+from facecap.broker.tlsforward import (
+    TlsForwarder,
+    _peer_certificate,
+    bridge_tls_context,
+    failure_reason,
+    peer_uid,
+)
 from facecap.devkit.servers import Certificate, CertificateAuthority, free_port
 from facecap.errors import ConfigError
 from facecap.polling import wait_until
@@ -447,6 +453,18 @@ def test_a_cloud_certificate_near_its_end_is_noticed_at_the_handshake_once(
     assert "in 5 days): the bridge no longer trusts the cloud broker from then" in notices[0]
 
 
+@pytest.mark.unit
+def test_reading_the_cloud_certificate_of_an_ended_handshake_is_no_error(ca: CertificateAuthority) -> None:
+    """A TLS 1.3 server's alert refusing the client's certificate can come right after the client's handshake
+    is done, and leave the object saying "handshake not done yet": that must stay a failed connection (the
+    alert is logged by the pump), not a forwarder bug with a traceback."""
+    tls = bridge_tls_context(BridgeSettings(host="h", ca_file=str(ca.cert))).wrap_bio(
+        ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="h")
+    with pytest.raises(ValueError, match="handshake not done yet"):
+        tls.getpeercert()
+    assert _peer_certificate(tls) is None
+
+
 @pytest.mark.integration
 def test_expired_certificates_on_either_side_are_named_as_the_reason(
         ca: CertificateAuthority, server_cert: Certificate, forwarders: list[TlsForwarder],
@@ -461,6 +479,7 @@ def test_expired_certificates_on_either_side_are_named_as_the_reason(
     device = ca.issue("jetson-test", days=-1)
     with TlsEcho(server_cert, client_ca=ca.cert) as server:
         forwarder = start(forwarders, server.port, BridgeSettings(
-            host="127.0.0.1", ca_file=str(ca.cert), cert_file=str(device.cert), key_file=str(device.key)))
+            host="127.0.0.1", ca_file=str(ca.cert), cert_file=str(device.cert), key_file=str(device.key)),
+                          certificate_warning_days=30)
         assert closed_with_warnings(forwarder, caplog) == [
             f"bridge TLS to 127.0.0.1:{server.port}: connection broken: sslv3 alert certificate expired"]

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from facecap.config import load_config
+from facecap.devkit.servers import CertificateAuthority
 
 from .conftest import REPO, require_binary
 
@@ -468,20 +469,45 @@ def test_check_certs_lists_what_expires_soonest_first_and_fails_within_the_windo
                     "-CAkey", str(secrets / "ca/ca.key"), "-set_serial", "7", "-days", "-1", "-out", str(expired)],
                    capture_output=True, check=True)
 
+    broken = secrets / "devices" / "broken" / "client.crt"  # half copied, say
+    broken.parent.mkdir()
+    broken.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n")
+
+    def listed(output: str) -> list[tuple[str, str]]:
+        """(days left, what without its path) of each row, in order."""
+        rows = [line.split(None, 3)[2:] if line[0].isdigit() else line.split(None, 2)[1:]
+                for line in output.splitlines()[1:] if re.match(r"(\d{4}-|- )", line)]
+        return [(left, what.split(" (")[0]) for left, what in rows]
+
     result = run_script("check-certs.sh", secrets=secrets, check=False)
     assert result.returncode == 1, result.stdout + result.stderr
-    rows = [tuple(line.split(None, 3)[2:]) for line in result.stdout.splitlines() if re.match(r"\d{4}-", line)]
-    listed = [(left, what.split(" (")[0]) for left, what in rows]
-    assert listed[:2] == [("EXPIRED", "device stale"), ("10", "device soon")]  # soonest first
-    assert sorted(listed[2:]) == [("3650", "the CA"), ("3650", "the revocation list's next update"),
-                                  ("825", "device later"), ("825", "the broker's certificate")]
-    assert [left for left, _ in listed[2:]] == ["825", "825", "3650", "3650"]
+    rows = listed(result.stdout)
+    assert rows[:3] == [("UNREADABLE", "device broken"), ("EXPIRED", "device stale"), ("10", "device soon")]
+    ca_name = re.sub(r"^subject=.*CN ?= ?", "", subprocess.run(
+        ["openssl", "x509", "-in", str(secrets / "ca/ca.crt"), "-noout", "-subject"], capture_output=True,
+        text=True, check=True).stdout.strip())
+    assert sorted(rows[3:]) == [("3650", "the CA CN=" + ca_name), ("3650", "the revocation list's next update"),
+                                ("825", "device later"), ("825", "the broker's certificate")]
+    assert [left for left, _ in rows[3:]] == ["825", "825", "3650", "3650"]  # soonest first
     assert "(1 revoked device certificate(s) not listed)" in result.stdout
-    assert result.stderr == ('2 expired or expire within 30 days: renew them (cloud/README.md, "Rotate a '
-                             'certificate")\n')
+    assert "unable to load certificate" in result.stderr.lower()  # openssl's own reason for the broken one
+    assert result.stderr.endswith('3 expired, unreadable or expiring within 30 days: renew them (cloud/README.md, '
+                                  '"Rotate a certificate")\n')
     shutil.rmtree(expired.parent)
+    shutil.rmtree(broken.parent)
     assert run_script("check-certs.sh", "--days", "5", secrets=secrets).stdout.endswith(
         "nothing expires within 5 days\n")
     assert run_script("check-certs.sh", "--days", "11", secrets=secrets, check=False).returncode == 1
+    # On the VM, with the CA kept elsewhere: the CAs the broker trusts (two during a rotation), its own
+    # certificate and the CRL, and a line that says the devices were not checked.
+    vm = tmp_path / "vm"
+    shutil.copytree(secrets / "broker", vm / "broker")
+    (vm / "broker" / "ca.crt").write_text((secrets / "ca/ca.crt").read_text() + CertificateAuthority(
+        tmp_path / "next-ca", name="next CA").cert.read_text())
+    on_vm = run_script("check-certs.sh", secrets=vm)
+    assert sorted(listed(on_vm.stdout)) == [
+        ("3650", "a CA the broker trusts CN=" + ca_name), ("3650", "a CA the broker trusts CN=next CA"),
+        ("3650", "the revocation list's next update"), ("825", "the broker's certificate")]
+    assert f"(no device certificates in {vm}/devices: run this where the CA and secrets/devices are" in on_vm.stdout
     empty = run_script("check-certs.sh", secrets=tmp_path / "nothing", check=False)
     assert empty.returncode == 1 and empty.stderr.startswith("error: no certificates in ")

@@ -31,6 +31,8 @@ ROTATE_HINT = 'cloud/README.md, "Rotate a certificate"'
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
 _COMMON_NAME_OID = bytes.fromhex("550403")  # 2.5.4.3
 _SEQUENCE, _SET, _UTC_TIME, _GENERALIZED_TIME, _VERSION = 0x30, 0x31, 0x17, 0x18, 0xA0
+# BMPString, UniversalString and T61String; UTF8String, PrintableString and IA5String read as UTF-8.
+_STRING_ENCODINGS = {0x1E: "utf-16-be", 0x1C: "utf-32-be", 0x14: "latin-1"}
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def _common_name(der: bytes, subject: _Element) -> str:
         for attribute in _children(der, *_bounds(relative_name, _SET)):
             oid, value = _children(der, *_bounds(attribute, _SEQUENCE))[:2]
             if der[oid[1]:oid[2]] == _COMMON_NAME_OID:
-                return der[value[1]:value[2]].decode("utf-8", errors="replace")
+                return der[value[1]:value[2]].decode(_STRING_ENCODINGS.get(value[0], "utf-8"), errors="replace")
     return ""
 
 
@@ -136,14 +138,23 @@ def notice(what: str, certificate: Certificate, consequence: str, now: datetime,
     left = certificate.days_left(now)
     if left >= warning_days:
         return None
+    if left <= 0:
+        return logging.ERROR, f"{what} ({describe(certificate, now)}): {consequence} until it is replaced " \
+                              f"({ROTATE_HINT})"
+    return logging.WARNING, f"{what} ({describe(certificate, now)}): {consequence} from then; replace it " \
+                            f"before ({ROTATE_HINT})"
+
+
+def describe(certificate: Certificate, now: datetime) -> str:
+    """'CN=jetson-01, expires on 2026-12-09 09:15 UTC, in 12 days' (or 'expired on ...')."""
     name = f"CN={certificate.common_name}, " if certificate.common_name else ""
     date = certificate.not_after.strftime("%Y-%m-%d %H:%M UTC")
+    left = certificate.days_left(now)
     if left <= 0:
-        return logging.ERROR, f"{what} ({name}expired on {date}): {consequence} until it is replaced ({ROTATE_HINT})"
+        return f"{name}expired on {date}"
     days = math.ceil(left)  # a certificate issued for 12 days is "in 12 days" on its first day
-    when = "in less than a day" if left < 1 else f"in {days} day{'' if days == 1 else 's'}"
-    return logging.WARNING, f"{what} ({name}expires on {date}, {when}): {consequence} from then; replace it " \
-                            f"before ({ROTATE_HINT})"
+    return f"{name}expires on {date}, " + ("in less than a day" if left < 1 else
+                                           f"in {days} day{'' if days == 1 else 's'}")
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,7 @@ class WatchedFile:
     what: str  # of the file's first certificate
     what_next: str  # of any after it (a certFile's chain, a caFile's further CAs)
     consequence: str
+    trust_list: bool  # a file of CAs, any one of which may be the one that matters
 
 
 def bridge_files(cert_file: str, ca_file: str) -> list[WatchedFile]:
@@ -160,10 +172,11 @@ def bridge_files(cert_file: str, ca_file: str) -> list[WatchedFile]:
     if cert_file:
         files.append(WatchedFile("bridge.certFile", cert_file, "this device's certificate",
                                  "a certificate in the chain of this device's certificate",
-                                 "the cloud broker refuses the bridge"))
+                                 "the cloud broker refuses the bridge", trust_list=False))
     if ca_file:
         files.append(WatchedFile("bridge.caFile", ca_file, "a CA certificate", "a CA certificate",
-                                 "the bridge no longer trusts a cloud broker certificate it signed"))
+                                 "the bridge no longer trusts a cloud broker certificate it signed",
+                                 trust_list=True))
     return files
 
 
@@ -178,14 +191,28 @@ def check_files(files: list[WatchedFile], warning_days: int, now: datetime | Non
         except (OSError, ValueError) as exc:
             log.debug("cannot read the dates of %s (%s): %s", watched.key, watched.path, exc)
             continue
-        for index, certificate in enumerate(certificates):
-            what = watched.what_next if index else watched.what
-            found = notice(f"{watched.key} {watched.path}: {what}", certificate, watched.consequence, now,
-                           warning_days)
+        for index in range(len(certificates)):
+            found = _file_notice(watched, index, certificates, now, warning_days)
             if found is not None:
                 log.log(*found)
                 notices.append(found)
     return notices
+
+
+def _file_notice(watched: WatchedFile, index: int, certificates: list[Certificate], now: datetime,
+                 warning_days: int) -> tuple[int, str] | None:
+    certificate = certificates[index]
+    what = f"{watched.key} {watched.path}: {watched.what_next if index else watched.what}"
+    lasting = any(other.days_left(now) >= warning_days for at, other in enumerate(certificates) if at != index)
+    if watched.trust_list and lasting:
+        # A CA file that also holds a CA which lasts: the old CA kept after a rotation, or an expired root in
+        # a system bundle. Which CA signs the cloud broker's certificate cannot be told from here (the cloud
+        # side's check-certs.sh can), so this is said, but not as a warning every day on every device.
+        if certificate.days_left(now) >= warning_days:
+            return None
+        return logging.INFO, f"{what} ({describe(certificate, now)}): the file holds other CAs that last; once " \
+                             f"the cloud broker's certificate is not signed by this one, it can go ({ROTATE_HINT})"
+    return notice(what, certificate, watched.consequence, now, warning_days)
 
 
 class CertificateWatch:

@@ -137,7 +137,8 @@ class EdgeBrokerRunner:
                                  ).start() if context else None
         self._forwarder_port = forwarder.port if forwarder else None
         watch = CertificateWatch(
-            bridge_files(config.bridge.cert_file, config.bridge.ca_file) if config.bridge.enabled else [],
+            bridge_files(config.bridge.cert_file, config.bridge.ca_file)
+            if config.bridge.enabled and config.bridge.tls else [],
             config.bridge.certificate_warning_days).start()
         try:
             return self._run_mosquitto(binary)

@@ -189,6 +189,16 @@ class _Reporter:
         log.info("bridge TLS to %s: the cloud side closed the connection", self.target)
 
 
+def _peer_certificate(tls: ssl.SSLObject) -> dict[str, Any] | None:
+    """The cloud's certificate as `getpeercert()` gives it; None when the connection has ended meanwhile.
+    With TLS 1.3 the client's handshake is done before the server has checked the client's certificate: an
+    alert refusing it can come first and leave the object saying "handshake not done yet"."""
+    try:
+        return tls.getpeercert()
+    except (ValueError, ssl.SSLError):
+        return None
+
+
 def _attempts(count: int) -> str:
     return f"{count} attempt{'' if count == 1 else 's'}"
 
@@ -343,7 +353,7 @@ class TlsForwarder:
         tls = writer.get_extra_info("ssl_object")
         self._report.connected(tls.version() if isinstance(tls, ssl.SSLObject) else None)
         if isinstance(tls, ssl.SSLObject):
-            self._peer_certificate.seen(tls.getpeercert())
+            self._peer_certificate.seen(_peer_certificate(tls))
         return reader, writer
 
     async def _pump(self, local: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -147,7 +147,8 @@ class CertificateAuthority:
     def issue(self, name: str, *, server: bool = False, addresses: tuple[str, ...] = (),
               days: int = 365) -> Certificate:
         """A key and a certificate signed by this CA, valid for `days`: by default well beyond the
-        EdgeBroker's bridge.certificateWarningDays; a negative number makes one that has already expired."""
+        EdgeBroker's bridge.certificateWarningDays; -1 makes one that expired a day ago (OpenSSL 3.0 takes no
+        lower number)."""
         key, csr, cert = (self.folder / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
         self._openssl("req", *_NEW_P256_KEY, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
         ext = self.folder / f"{name}.ext"
