@@ -11,6 +11,8 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from facecap.storage.s3crt import CrtS3Store
 from facecap.threadstate import keep_thread_state
 
 from .conftest import require_binary
+from .support.credentials import CredentialsEndpoint
 from .support.s3 import use_s3_server
 from .support.threadstate import ThreadStateWatch
 
@@ -270,3 +273,54 @@ def test_awscrt_put_without_an_answer_is_cancelled_after_the_timeout(
     assert "no answer within 1 s" in str(error)
     assert held, "the request never reached the server"
     assert took < 10, f"cancelled after {took:.1f} s"
+
+
+def test_role_credentials_that_rotate_are_fetched_again_before_the_old_ones_stop(
+        s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """On EC2 the processor's role credentials last hours and are replaced before they expire, and the
+    processor runs for months: its store must fetch the new keys, not sign with the old ones until S3
+    refuses them. The keys come from a stand-in of the container credentials endpoint (what the default
+    chains read from AWS_CONTAINER_CREDENTIALS_FULL_URI, as from the instance metadata), and SeaweedFS
+    accepts one key at a time: the first, then, after a restart, only the second."""
+    admin = s3_server.client()
+    admin.create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
+    first, second = ("ROLE-KEY-1", "role-secret-1"), ("ROLE-KEY-2", "role-secret-2")
+    s3_server.accept_keys(first)
+    s3_server.restart()
+    endpoint = CredentialsEndpoint().start()
+    try:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                     "AWS_ENDPOINT_URL"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint)
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.uri)
+        # Both SDKs fetch keys again within 5 minutes of their expiry (awscrt) or 10 (boto3): these are
+        # due for it at once, as a role's are near the end of their hours.
+        endpoint.serve(*first, expires_in=timedelta(seconds=302))
+        store = open_store(f"s3://{BUCKET}/faces")  # awscrt's client, the default (the stand-in cannot serve
+        # boto3, which requires a session token that SeaweedFS would take for one of its own STS's)
+        store.put("before.jpg", b"\xff\xd8 first key", "image/jpeg", {})
+        assert endpoint.served[0] == first[0]
+        endpoint.serve(*second, expires_in=timedelta(hours=6))
+        s3_server.accept_keys(second)  # and no longer the first
+        s3_server.restart()
+        refused = boto3_client(s3_server, *first)
+        with pytest.raises(Exception, match=r"InvalidAccessKeyId"):
+            refused.put_object(Bucket=BUCKET, Key="faces/refused.jpg", Body=b"x")
+        store.put("after.jpg", b"\xff\xd8 second key", "image/jpeg", {})
+        assert endpoint.served[-1] == second[0]
+        keys = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=BUCKET)["Contents"])  # type: ignore[attr-defined]
+        assert keys == ["faces/after.jpg", "faces/before.jpg"]
+    finally:
+        endpoint.stop()
+
+
+def boto3_client(server: S3Server, access_key: str, secret_key: str) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1", aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key)

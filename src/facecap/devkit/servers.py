@@ -297,10 +297,8 @@ class S3Server:
         self.endpoint = f"http://{LOOPBACK}:{self.port}"
         self.log_path = folder / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
-        config = folder / "s3.json"
-        identity = {"name": "facecap", "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
-        config.write_text(json.dumps({"identities": [identity]}))
+        config = self._config = folder / "s3.json"
+        self.accept_keys()
         # weed mini opens many listeners, each grpc port at +10000 by default: pin every one of them.
         ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
         self.argv = [
@@ -312,6 +310,15 @@ class S3Server:
             f"-s3.port={self.port}", f"-s3.port.grpc={free_port()}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-webdav=false", "-s3.autoCreateBucket=false", f"-s3.config={config}",
         ]
+
+    def accept_keys(self, *keys: tuple[str, str]) -> None:
+        """The (access key, secret key) pairs the server accepts besides its own, from its next start on
+        (SeaweedFS reads them when it starts)."""
+        credentials = [{"accessKey": access, "secretKey": secret}
+                       for access, secret in ((self.ACCESS_KEY, self.SECRET_KEY), *keys)]
+        identity = {"name": "facecap", "credentials": credentials,
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        self._config.write_text(json.dumps({"identities": [identity]}))
 
     def env(self) -> dict[str, str]:
         """Environment for a boto3 client or a facecap processor to reach this server."""
