@@ -8,6 +8,10 @@ Three measurements, each over --faces faces of --size bytes:
 - receipts: `Outbox.delivered` for receipts of 100 face ids each, as the processor batches them;
 - publish: the same faces into a real Mosquitto at full speed, once with the plain MQTT client and once
   through `OutboxPublisher` (commit, then publish with many in flight), to the last PUBACK;
+- disk writes: what the whole life of a face in the outbox (its commit, the receipt that deletes it, the
+  checkpoint that folds the WAL back) writes to the disk, as this process's `write_bytes` and as the
+  disk's own count of sectors written (which adds the file system's journal, and whatever else wrote to
+  that disk meanwhile). A Jetson's eMMC or SD card wears with what is written to it;
 - with --backlog N: the bridge coming back over N overdue faces. Holding them back for one more
   redeliverAfterSeconds is a note in the publisher's memory (`BridgeUpHold`); it used to be a rewrite of every
   overdue row, which the comparison line runs as the same SQL, for the time and the WAL bytes it cost.
@@ -21,6 +25,7 @@ CPU is this process's user + system time (every thread), wall time is the elapse
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import tempfile
@@ -87,6 +92,48 @@ def bench_capture(folder: Path, faces: list[OutgoingFace], batch: int) -> None:
 
     measure("receipts of 100 ids (delete, synced)", len(faces), receipts)
     outbox.close()
+
+
+class DiskWrites:
+    """Bytes written since it was made: this process's (/proc/self/io) and the disk's under `folder`
+    (/sys/dev/block/<device>/stat, sectors written; None where the folder is on no block device)."""
+
+    def __init__(self, folder: Path) -> None:
+        device = folder.stat().st_dev
+        self._disk_stat = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}/stat")
+        self._start = self._now()
+
+    def _now(self) -> tuple[int, int | None]:
+        fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+        sectors = int(self._disk_stat.read_text().split()[6]) if self._disk_stat.exists() else None
+        return int(fields["write_bytes"]), None if sectors is None else sectors * 512
+
+    def since(self) -> tuple[int, int | None]:
+        process, disk = self._now()
+        return process - self._start[0], None if disk is None or self._start[1] is None else disk - self._start[1]
+
+
+def bench_disk_writes(folder: Path, faces: list[OutgoingFace], batch: int) -> None:
+    size = len(faces[0].payload)
+    print(f"disk writes over the life of a face in the outbox (commit, receipt, checkpoint), {size} B faces:")
+    for label, per_commit, per_receipt in (("one face a commit, one id a receipt (a few faces/s)", 1, 1),
+                                           ("one face a commit, receipts of 10 ids", 1, 10),
+                                           (f"{batch} faces a commit, receipts of 100 ids (a burst)", batch, 100)):
+        outbox = Outbox(folder / f"disk-{per_commit}-{per_receipt}")
+        os.sync()  # what earlier steps left in the page cache is not this measurement's
+        writes = DiskWrites(folder)
+        for start in range(0, len(faces), per_commit):
+            outbox.capture(faces[start:start + per_commit])
+        ids = [face.face_id for face in faces]
+        for start in range(0, len(ids), per_receipt):
+            outbox.delivered(ids[start:start + per_receipt])
+        outbox._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        outbox.close()
+        os.sync()
+        process, disk = writes.since()
+        on_disk = "n/a" if disk is None else f"{disk / len(faces) / 1024:6.1f} KB ({disk / len(faces) / size:4.1f} x)"
+        print(f"  {label:<58} process {process / len(faces) / 1024:6.1f} KB ({process / len(faces) / size:4.1f} x)"
+              f"  disk {on_disk} per face")
 
 
 def bench_publish(folder: Path, faces: list[OutgoingFace]) -> None:
@@ -161,6 +208,7 @@ def main() -> None:
         folder = Path(tmp)
         print(f"{args.faces} faces of {args.size} bytes, outbox in {folder}")
         bench_capture(folder, faces, args.batch)
+        bench_disk_writes(folder, faces, args.batch)
         bench_publish(folder, faces)
         if args.backlog:
             bench_backlog(folder, args.backlog, args.size)

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
 import pytest
 
 from facecap.broker.config import BrokerConfig
@@ -271,6 +272,49 @@ def test_queued_faces_survive_a_restart_of_the_edge_broker(mosquitto: MosquittoF
     cloud.start()
     assert received.wait_for(50, timeout=30), f"{len(received.messages)} of 50\n{edge.log_tail()}"
     assert {dict(m.user_properties)["face-id"] for m in received.messages} == {f.face_id for f in faces}
+    sub.stop()
+
+
+def saves(edge: EdgeBroker) -> int:
+    """How often Mosquitto has written its store since the broker started (the log says each time)."""
+    return edge.log_text().count("Saving in-memory database")
+
+
+@pytest.mark.parametrize("autosave", ["changes", "clock"])
+def test_the_store_is_written_after_changes_and_not_again_while_nothing_changes(
+        mosquitto: MosquittoFactory, edges: list[EdgeBroker], tmp_path: Path, autosave: str) -> None:
+    """While the uplink is down the outbox's window of faces waits in the queue, unchanged. On a clock
+    Mosquitto rewrote the whole store at every interval anyway (about 8 MB a minute, 11 GB of flash a day);
+    after N changes it writes it as it fills and then not again. A power cut (Mosquitto killed outright)
+    keeps what the last save held: all but fewer than N changes."""
+    cloud = mosquitto("cloud")
+    persistence = ({"autosaveAfterChanges": 100} if autosave == "changes"
+                   else {"autosaveAfterChanges": 0, "autosaveIntervalSeconds": 1})
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud), extra={"persistence": persistence})
+    assert edge.wait_bridge_state("1"), edge.log_tail()
+    received, sub = cloud_consumer(cloud, f"cloud-processor-{autosave}")
+    cloud.stop()
+    pub = edge_client(edge, "detector")
+    faces = [sample_face(device="jetson-test", size=10_000, frame=i) for i in range(250)]
+    publish_all(pub, faces)
+    pub.stop()
+    if autosave == "clock":
+        written = saves(edge)
+        assert wait_until(lambda: saves(edge) >= written + 2, 10), edge.log_tail()  # rewritten, unchanged
+        return
+    # 250 faces queued for the bridge, a few retained messages: saved at 100 and 200 changes.
+    assert wait_until(lambda: saves(edge) == 2, 10), edge.log_tail()
+    assert not wait_until(lambda: saves(edge) > 2, 3), edge.log_tail()  # nothing changes: nothing written
+    assert edge.process is not None
+    for child in psutil.Process(edge.process.pid).children():
+        child.kill()  # Mosquitto, with no chance to save: a power cut
+    edge.kill()
+    edge.start()
+    cloud.start()
+    assert received.wait_for(150, timeout=30), f"{len(received.messages)} faces\n{edge.log_tail()}"
+    assert not received.wait_for(250, timeout=2)  # the last save held faces 1 to about 200, not all 250
+    delivered = [dict(m.user_properties)["face-id"] for m in received.messages]
+    assert delivered == [face.face_id for face in faces[:len(delivered)]]
     sub.stop()
 
 

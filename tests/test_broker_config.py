@@ -55,6 +55,9 @@ def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id
         "acl_file /work/folder/local/acl",
         "persistence true",
         "persistence_location /work/folder/",
+        # Saved after 100 changes, not on a clock: an unchanged queue is not rewritten over and over.
+        "autosave_on_changes true",
+        "autosave_interval 100",
         "set_tcp_nodelay true",
         f"message_size_limit {DEFAULT_MAX_PAYLOAD_BYTES}",
         "max_queued_messages 200000",
@@ -121,7 +124,7 @@ def test_certificates_credentials_and_overrides_are_rendered() -> None:
                    "keyFile": "/certs/dev.key", "username": "jetson-1", "passwordFile": "/secrets/pw",
                    "clientId": "edge-7", "topics": ["faces/# out 1", "commands/# in 1"],
                    "keepAliveSeconds": 30, "restartBaseSeconds": 5, "restartCapSeconds": 120},
-        "persistence": {"dir": "/var/lib/facecap/", "autosaveIntervalSeconds": 15},
+        "persistence": {"dir": "/var/lib/facecap/", "autosaveAfterChanges": 0, "autosaveIntervalSeconds": 15},
         "queue": {"maxQueuedMessages": 10, "maxQueuedBytes": 2048},
         "messageSizeLimit": 4096,
         "extraConfig": ["max_inflight_messages 40"],
@@ -131,8 +134,9 @@ def test_certificates_credentials_and_overrides_are_rendered() -> None:
         "address 10.0.0.5:18883", "remote_clientid edge-7", "bridge_cafile /certs/ca.pem",
         "bridge_certfile /certs/dev.crt", "bridge_keyfile /certs/dev.key", "remote_username jetson-1",
         "remote_password s3cret word", "topic faces/# out 1", "topic commands/# in 1", "keepalive_interval 30",
-        "restart_timeout 5 120", "persistence_location /var/lib/facecap/", "autosave_interval 15",
-        "max_queued_messages 10", "max_queued_bytes 2048", "message_size_limit 4096", "max_inflight_messages 40",
+        "restart_timeout 5 120", "persistence_location /var/lib/facecap/", "autosave_on_changes false",
+        "autosave_interval 15", "max_queued_messages 10", "max_queued_bytes 2048", "message_size_limit 4096",
+        "max_inflight_messages 40",
     ]:
         assert expected in lines, expected
     assert not any(line.startswith("bridge_capath") for line in lines)

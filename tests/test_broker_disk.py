@@ -27,7 +27,7 @@ def test_a_restart_on_a_full_disk_keeps_every_file_and_a_changed_conf_still_fits
     before = {path.name: path.read_bytes() for path in (disk.path / "local").iterdir() if path.is_file()}
     disk.fill()
     # A new setting changes mosquitto.conf, which must be written with no free byte on the disk.
-    edge.config["persistence"] = {"autosaveIntervalSeconds": 2}
+    edge.config["persistence"] = {"autosaveAfterChanges": 50}
     edge.start()
     try:
         client = MqttClient(edge.settings("detector"), "detector")
@@ -41,7 +41,7 @@ def test_a_restart_on_a_full_disk_keeps_every_file_and_a_changed_conf_still_fits
     after = {path.name: path.read_bytes() for path in (disk.path / "local").iterdir() if path.is_file()}
     # The passwords and the password file (its hashes still match) and the ACL were left as they were.
     assert {name: data for name, data in after.items() if name in before} == before
-    assert "autosave_interval 2" in (disk.path / "work" / "mosquitto.conf").read_text()
+    assert "autosave_interval 50" in (disk.path / "work" / "mosquitto.conf").read_text()
 
 
 def test_the_password_file_is_rewritten_only_when_a_password_changes(tmp_path: Path) -> None:

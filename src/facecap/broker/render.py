@@ -129,16 +129,17 @@ def _persistence(config: BrokerConfig, work_dir: str) -> list[str]:
     if not settings.enabled:
         return ["", "persistence false"]
     folder = (settings.dir or work_dir).rstrip("/") + "/"
-    return [
-        "",
-        "# Queued messages and sessions survive a restart. The store is written every autosave_interval",
-        "# seconds and at a clean stop: a power cut loses at most that much of what was queued.",
-        "persistence true",
-        f"persistence_location {folder}",
-        "persistence_file mosquitto.db",
-        "autosave_on_changes false",
-        f"autosave_interval {settings.autosave_interval_seconds}",
-    ]
+    if settings.autosave_after_changes:
+        why = ["# Queued messages and sessions survive a restart. The store is written after autosave_interval",
+               "# changes and at a clean stop (not on a clock, which rewrites an unchanged store each time):",
+               "# a power cut loses at most that many changes of what was queued."]
+        autosave = ["autosave_on_changes true", f"autosave_interval {settings.autosave_after_changes}"]
+    else:
+        why = ["# Queued messages and sessions survive a restart. The store is written every autosave_interval",
+               "# seconds and at a clean stop: a power cut loses at most that much of what was queued."]
+        autosave = ["autosave_on_changes false", f"autosave_interval {settings.autosave_interval_seconds}"]
+    return ["", *why, "persistence true", f"persistence_location {folder}", "persistence_file mosquitto.db",
+            *autosave]
 
 
 def _address(config: BrokerConfig, forwarder_port: int | None) -> list[str]:
