@@ -364,3 +364,14 @@ def test_conf_is_written_owner_only_even_over_a_wider_file(tmp_path: Path) -> No
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert target.read_text() == "remote_password secret\n"
     assert os.listdir(tmp_path) == ["mosquitto.conf"]
+
+
+def test_an_autosave_interval_the_changes_mode_ignores_is_named() -> None:
+    """autosaveIntervalSeconds was the setting before autosaveAfterChanges (on by default) took over: a
+    deployment that still sets it is told it no longer has an effect, and how to get the clock back."""
+    assert config({}).persistence.unused_interval() is None
+    assert config({"persistence": {"autosaveAfterChanges": 0, "autosaveIntervalSeconds": 15}}
+                  ).persistence.unused_interval() is None
+    assert config({"persistence": {"autosaveIntervalSeconds": 15}}).persistence.unused_interval() == (
+        "persistence.autosaveIntervalSeconds 15 has no effect: the store is saved after "
+        "persistence.autosaveAfterChanges (100) changes; set that to 0 to save on a clock again")

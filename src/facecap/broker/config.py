@@ -220,6 +220,15 @@ class PersistenceSettings(ConfigModel):
         60, ge=0, description="With autosaveAfterChanges 0: seconds between saves of the in-memory store; a "
                               "power cut loses at most this much of the queue. 0 saves only at stop.")
 
+    def unused_interval(self) -> str | None:
+        """Why autosaveIntervalSeconds, set to other than its default, has no effect; None when it has."""
+        default = type(self).model_fields["autosave_interval_seconds"].default
+        if not self.enabled or not self.autosave_after_changes or self.autosave_interval_seconds == default:
+            return None
+        return (f"persistence.autosaveIntervalSeconds {self.autosave_interval_seconds} has no effect: the store is "
+                f"saved after persistence.autosaveAfterChanges ({self.autosave_after_changes}) changes; set that "
+                "to 0 to save on a clock again")
+
     @field_validator("dir")
     @classmethod
     def _plain_text(cls, value: str) -> str:
