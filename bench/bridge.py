@@ -79,7 +79,7 @@ def start_edge(folder: Path, cloud: MosquittoServer, tls: str) -> tuple[subproce
     # The TCP listener too, and a 5 s autosave clock, so that this benchmark's figures stay comparable with
     # the earlier ones.
     config = {"deviceId": "bench", "local": {"port": port, "tcp": True}, "bridge": bridge,
-              "persistence": {"autosaveAfterChanges": 0, "autosaveIntervalSeconds": 5}}
+              "persistence": {"autosaveIntervalSeconds": 5}}
     log = open(folder / "edge.log", "wb")  # noqa: SIM115 - lives as long as the broker
     process = subprocess.Popen([sys.executable, "-m", "facecap.cli", "broker", "--config", json.dumps(config)],
                                cwd=folder, stdout=log, stderr=subprocess.STDOUT)

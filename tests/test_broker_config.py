@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +58,9 @@ def test_default_bridge_is_mqtt5_persistent_tls_by_facecap_with_stable_client_id
         "acl_file /work/folder/local/acl",
         "persistence true",
         "persistence_location /work/folder/",
-        # Saved after 100 changes, not on a clock: an unchanged queue is not rewritten over and over.
-        "autosave_on_changes true",
-        "autosave_interval 100",
+        # Every 5 minutes: each save rewrites the whole store, changed or not (docs/operations.md).
+        "autosave_on_changes false",
+        "autosave_interval 300",
         "set_tcp_nodelay true",
         f"message_size_limit {DEFAULT_MAX_PAYLOAD_BYTES}",
         "max_queued_messages 200000",
@@ -367,11 +370,20 @@ def test_conf_is_written_owner_only_even_over_a_wider_file(tmp_path: Path) -> No
 
 
 def test_an_autosave_interval_the_changes_mode_ignores_is_named() -> None:
-    """autosaveIntervalSeconds was the setting before autosaveAfterChanges (on by default) took over: a
-    deployment that still sets it is told it no longer has an effect, and how to get the clock back."""
+    """With autosaveAfterChanges on, the clock is not used: a deployment that sets both is told which wins."""
     assert config({}).persistence.unused_interval() is None
-    assert config({"persistence": {"autosaveAfterChanges": 0, "autosaveIntervalSeconds": 15}}
+    assert config({"persistence": {"autosaveIntervalSeconds": 15}}).persistence.unused_interval() is None
+    assert config({"persistence": {"autosaveAfterChanges": 100}}).persistence.unused_interval() is None
+    assert config({"persistence": {"enabled": False, "autosaveAfterChanges": 100, "autosaveIntervalSeconds": 15}}
                   ).persistence.unused_interval() is None
-    assert config({"persistence": {"autosaveIntervalSeconds": 15}}).persistence.unused_interval() == (
-        "persistence.autosaveIntervalSeconds 15 has no effect: the store is saved after "
-        "persistence.autosaveAfterChanges (100) changes; set that to 0 to save on a clock again")
+    assert config({"persistence": {"autosaveAfterChanges": 100, "autosaveIntervalSeconds": 15}}
+                  ).persistence.unused_interval() == (
+        "15 has no effect: the store is saved after persistence.autosaveAfterChanges (100) changes; set that to 0 "
+        "to save on the clock")
+    # validate-config says so before a deployment, as a warning (the broker logs it at start).
+    result = subprocess.run([sys.executable, "-m", "facecap.cli", "validate-config", "broker", json.dumps(
+        {"bridge": {"enabled": False}, "persistence": {"autosaveAfterChanges": 100, "autosaveIntervalSeconds": 15}})],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert ("warning: persistence.autosaveIntervalSeconds: 15 has no effect: the store is saved after "
+            "persistence.autosaveAfterChanges (100) changes") in result.stderr

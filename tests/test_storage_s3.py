@@ -289,8 +289,10 @@ def test_role_credentials_that_rotate_are_fetched_again_before_the_old_ones_stop
     s3_server.restart()
     endpoint = CredentialsEndpoint().start()
     try:
+        # Every other source the default chain would take first (a CI runner in ECS, CodeBuild or EKS has some).
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                     "AWS_ENDPOINT_URL"):
+                     "AWS_ENDPOINT_URL", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint)
         monkeypatch.setenv("AWS_REGION", "us-east-1")

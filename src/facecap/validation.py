@@ -50,10 +50,15 @@ def check(component: str, data: Mapping[str, Any] | str, strict: bool = False, *
 def _notes(component: str, config: Any) -> list[Problem]:
     """What the component will do differently from what the configuration seems to ask: warnings, never
     errors, strict or not."""
-    if component == "broker" and config.bridge.enabled and not config.bridge.host:
-        return [Problem("bridge.host", "empty, so the EdgeBroker runs local-only: faces wait on the device until "
-                                       "a deployment sets it", "warning")]
-    return []
+    notes: list[Problem] = []
+    if component != "broker":
+        return notes
+    if config.bridge.enabled and not config.bridge.host:
+        notes.append(Problem("bridge.host", "empty, so the EdgeBroker runs local-only: faces wait on the device "
+                                            "until a deployment sets it", "warning"))
+    if unused := config.persistence.unused_interval():
+        notes.append(Problem("persistence.autosaveIntervalSeconds", unused, "warning"))
+    return notes
 
 
 def start_problems(component: str, config: Any, strict: bool = True) -> list[Problem]:

@@ -72,9 +72,7 @@ class EdgeBroker:
             "deviceId": device_id,
             "local": {"bindAddress": LOOPBACK, "port": self.port, "tcp": True, "runDir": str(self.run_dir)},
             "bridge": bridge if bridge is not None else {"enabled": False},
-            # Saved every second, as before the default became "after 100 changes": the tests that kill the
-            # broker were written for that (the changes mode has its own test in test_broker_bridge.py).
-            "persistence": {"autosaveAfterChanges": 0, "autosaveIntervalSeconds": 1},
+            "persistence": {"autosaveIntervalSeconds": 1},
         }
         self.config.update(extra or {})
         self.env = env

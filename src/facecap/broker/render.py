@@ -131,8 +131,8 @@ def _persistence(config: BrokerConfig, work_dir: str) -> list[str]:
     folder = (settings.dir or work_dir).rstrip("/") + "/"
     if settings.autosave_after_changes:
         why = ["# Queued messages and sessions survive a restart. The store is written after autosave_interval",
-               "# changes and at a clean stop (not on a clock, which rewrites an unchanged store each time):",
-               "# a power cut loses at most that many changes of what was queued."]
+               "# changes (queued, acknowledged, retained, subscribed) and at a clean stop: a power cut loses",
+               "# what changed since the last save."]
         autosave = ["autosave_on_changes true", f"autosave_interval {settings.autosave_after_changes}"]
     else:
         why = ["# Queued messages and sessions survive a restart. The store is written every autosave_interval",

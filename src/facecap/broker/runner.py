@@ -163,7 +163,7 @@ class EdgeBrokerRunner:
         if os.geteuid() == 0:
             log.warning("running the broker as root; a Greengrass component normally runs as ggc_user")
         if unused := config.persistence.unused_interval():
-            log.warning("%s", unused)
+            log.warning("persistence.autosaveIntervalSeconds %s", unused)
         log.info("starting %s -c %s (listening on %s)", binary, conf_path, listeners)
         sys.stdout.flush()
         return subprocess.Popen([binary, "-c", str(conf_path)], cwd=work_dir, preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl, no locks
