@@ -55,7 +55,7 @@ def read_certificates(path: str | Path) -> list[Certificate]:
 def parse_der(der: bytes) -> Certificate:
     """The subject's common name and notAfter of one DER X.509 certificate."""
     try:
-        certificate = _children(der, *_body(der, 0, _SEQUENCE))
+        certificate = _children(der, *_bounds(_element(der, 0), _SEQUENCE))
         tbs = _children(der, *_bounds(certificate[0], _SEQUENCE))
         if tbs and tbs[0][0] == _VERSION:
             tbs = tbs[1:]
@@ -80,11 +80,6 @@ def from_peer(peer: Mapping[str, object]) -> Certificate | None:
 
 
 _Element = tuple[int, int, int]  # tag, start and end of the contents
-
-
-def _body(der: bytes, at: int, tag: int) -> tuple[int, int]:
-    found, start, end = _element(der, at)
-    return _bounds((found, start, end), tag)
 
 
 def _bounds(element: _Element, tag: int) -> tuple[int, int]:
@@ -204,8 +199,8 @@ def _file_notice(watched: WatchedFile, index: int, certificates: list[Certificat
                  warning_days: int) -> tuple[int, str] | None:
     certificate = certificates[index]
     what = f"{watched.key} {watched.path}: {watched.what_next if index else watched.what}"
-    lasting = any(other.days_left(now) >= warning_days for at, other in enumerate(certificates) if at != index)
-    if watched.trust_list and lasting:
+    if watched.trust_list and any(other.days_left(now) >= warning_days
+                                  for at, other in enumerate(certificates) if at != index):
         # A CA file that also holds a CA which lasts: the old CA kept after a rotation, or an expired root in
         # a system bundle. Which CA signs the cloud broker's certificate cannot be told from here (the cloud
         # side's check-certs.sh can), so this is said, but not as a warning every day on every device.
