@@ -35,12 +35,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `tests` is importable
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `bench`, `tests` importable
 from tests.support.edgebroker import EdgeBroker
 from tests.support.helpers import Collector, publish_all, sample_face, settings_for
 
+from bench.bridge import mosquitto_child
+from bench.outbox import written_by
 from facecap.devkit.servers import LOOPBACK, MosquittoServer, free_port
 from facecap.mqtt import MqttClient
 
@@ -82,11 +82,6 @@ class SlowRelay:
         self.server.close()
 
 
-def written_by(pid: int) -> int:
-    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
-    return int(fields["write_bytes"])
-
-
 @contextlib.contextmanager
 def edge_broker(folder: Path, bridge: dict[str, object], persistence: dict[str, int]) -> Iterator[EdgeBroker]:
     edge = EdgeBroker(folder, {"tls": False, "restartBaseSeconds": 1, "restartCapSeconds": 2, **bridge},
@@ -99,7 +94,7 @@ def edge_broker(folder: Path, bridge: dict[str, object], persistence: dict[str, 
 
 def mosquitto_pid(edge: EdgeBroker) -> int:
     assert edge.process is not None
-    return int(psutil.Process(edge.process.pid).children()[0].pid)
+    return int(mosquitto_child(edge.process).pid)
 
 
 def idle(folder: Path, persistence: dict[str, int], args: argparse.Namespace) -> tuple[float, int]:

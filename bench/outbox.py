@@ -94,6 +94,12 @@ def bench_capture(folder: Path, faces: list[OutgoingFace], batch: int) -> None:
     outbox.close()
 
 
+def written_by(pid: int | str = "self") -> int:
+    """Bytes the process has had written to storage (/proc/<pid>/io write_bytes)."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["write_bytes"])
+
+
 class DiskWrites:
     """Bytes written since it was made: this process's (/proc/self/io) and the disk's under `folder`
     (/sys/dev/block/<device>/stat, sectors written; None where the folder is on no block device)."""
@@ -104,9 +110,8 @@ class DiskWrites:
         self._start = self._now()
 
     def _now(self) -> tuple[int, int | None]:
-        fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
         sectors = int(self._disk_stat.read_text().split()[6]) if self._disk_stat.exists() else None
-        return int(fields["write_bytes"]), None if sectors is None else sectors * 512
+        return written_by(), None if sectors is None else sectors * 512
 
     def since(self) -> tuple[int, int | None]:
         process, disk = self._now()
