@@ -54,6 +54,11 @@ KeepAliveSeconds = Annotated[int, Field(ge=5, le=65535)]
 # A timeout or a backoff delay. awscrt and the waits hold these as milliseconds in C integers, and beyond an
 # hour nothing reconnects in any useful sense, so an hour is the ceiling.
 WaitSeconds = Annotated[float, Field(gt=0, le=3600)]
+# A period or a time limit that must pass before something happens: at 0 a loop would spin or a wait end at
+# once.
+Seconds = Annotated[float, Field(gt=0)]
+# A time where 0 means "not at all" (retry forever, no re-send, no wait), as each key's description says.
+SecondsOrOff = Annotated[float, Field(ge=0)]
 # A ratio strictly between nothing and all: a threshold at either end would drop or keep everything.
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..config import CLIENT_ID, ConfigModel, TopicConfig, read_config_source, resolve_device_id, with_flags
+from ..config import CLIENT_ID, ConfigModel, Seconds, TopicConfig, read_config_source, resolve_device_id, with_flags
 from ..contract import DEFAULT_TOPIC_PREFIX, face_topic, sniff_content_type
 from ..errors import ConfigError, FacecapError
 from ..imagesize import image_size
@@ -34,8 +34,8 @@ class _SendOptions(TopicConfig):
 
     repeat: int = Field(1, ge=1, description="Send the set this many times (new face ids).")
     rate: float = Field(0.0, ge=0, description="Messages per second (0: as fast as acknowledged).")
-    receipt_timeout_seconds: float = Field(300.0, gt=0, description="--outbox: how long to wait for the receipts.")
-    redeliver_after_seconds: float = Field(60.0, gt=0, description="--outbox: publish again without a receipt.")
+    receipt_timeout_seconds: Seconds = Field(300.0, description="--outbox: how long to wait for the receipts.")
+    redeliver_after_seconds: Seconds = Field(60.0, description="--outbox: publish again without a receipt.")
     bridge_client_id: str = Field("", pattern=CLIENT_ID, description="--outbox: the edge broker's bridge client id.")
 
 

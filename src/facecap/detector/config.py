@@ -11,7 +11,16 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from typing_extensions import Self
 
-from ..config import ComponentConfig, ConfigModel, LoggingSettings, OpenFraction, WaitSeconds, as_value_error
+from ..config import (
+    ComponentConfig,
+    ConfigModel,
+    LoggingSettings,
+    OpenFraction,
+    Seconds,
+    SecondsOrOff,
+    WaitSeconds,
+    as_value_error,
+)
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, check_id
 from ..mqtt import MqttSettings
 from ..outbox.config import OutboxSettings
@@ -52,8 +61,8 @@ class CameraSettings(ConfigModel):
     )
     reconnect_min_seconds: WaitSeconds = Field(0.5, description="First wait before reopening a lost camera.")
     reconnect_max_seconds: WaitSeconds = Field(30, description="Longest wait between reopening attempts.")
-    give_up_after_seconds: float = Field(
-        0, ge=0,
+    give_up_after_seconds: SecondsOrOff = Field(
+        0,
         description="Give the camera up when it stays unavailable this long (0: retry forever); the detector "
         "exits with an error when its last camera is given up.",
     )
@@ -152,16 +161,16 @@ class TrackingSettings(ConfigModel):
         description="`best`: one best shot per face track (when it ends, plus re-sends); `every`: each "
         "detection, rate-limited per face, like the old publishers.",
     )
-    resend_interval_seconds: float = Field(
-        10, ge=0,
+    resend_interval_seconds: SecondsOrOff = Field(
+        10,
         description="While a face stays, send its best shot again at most this often, and only if it got "
         "better (0: send only when the track ends).",
     )
     min_improvement: float = Field(
         0.1, ge=0, description="Relative quality gain a re-send needs over the shot already sent."
     )
-    lost_after_seconds: float = Field(
-        1.0, gt=0, description="A track ends when its face has not been seen for this long."
+    lost_after_seconds: Seconds = Field(
+        1.0, description="A track ends when its face has not been seen for this long."
     )
     min_hits: int = Field(
         3, ge=1, description="Detections a track needs before its best shot is sent (suppresses flickers)."
@@ -169,8 +178,8 @@ class TrackingSettings(ConfigModel):
     iou_threshold: OpenFraction = Field(
         0.2, description="Least overlap between a track's predicted box and a detection to match."
     )
-    every_min_interval_seconds: float = Field(
-        0.2, ge=0, description="In `every` mode, least time between two messages of the same face (0: none)."
+    every_min_interval_seconds: SecondsOrOff = Field(
+        0.2, description="In `every` mode, least time between two messages of the same face (0: none)."
     )
     max_tracks: int = Field(32, ge=1, description="Most faces followed at once (bounds memory).")
     first_shot: bool = Field(
@@ -240,12 +249,12 @@ class DetectorConfig(ComponentConfig):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings,
                                    description="Faces kept on disk until the cloud's receipt (power-cut safe).")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
-    stats_interval_seconds: float = Field(
-        60, gt=0, description="How often a stats line (fps, faces, tracks, published, dropped) is logged."
+    stats_interval_seconds: Seconds = Field(
+        60, description="How often a stats line (fps, faces, tracks, published, dropped) is logged."
     )
     # The nucleus kills a component 5 s after SIGTERM: 4 s leaves time to say goodbye (status offline).
-    shutdown_timeout_seconds: float = Field(
-        4, gt=0,
+    shutdown_timeout_seconds: Seconds = Field(
+        4,
         description="On SIGTERM, how long the whole stop may take: faces still being committed or in flight "
                     "to the broker, then the offline status. Keep it under 5: Greengrass kills a component 5 s "
                     "after SIGTERM.",

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..config import CLIENT_ID, ConfigModel
+from ..config import CLIENT_ID, ConfigModel, Seconds
 
 # A day at 5 faces/s is 432,000 faces; 2 GiB holds that many crops of up to ~4.9 KB each.
 DEFAULT_MAX_FACES = 500_000
@@ -45,13 +45,13 @@ class OutboxSettings(ConfigModel):
         256, ge=1, description="Most faces published and still waiting for their receipt; the rest wait in the "
                                "outbox on disk. This bounds what the edge broker holds in memory for this producer "
                                "when the uplink is slow or down (256 faces of 30 KB: 7.5 MB).")
-    redeliver_after_seconds: float = Field(
-        60.0, gt=0, description="Publish a face again when no receipt came this long after its last publish, "
+    redeliver_after_seconds: Seconds = Field(
+        60.0, description="Publish a face again when no receipt came this long after its last publish, "
                                 "and none for any face either (while receipts come, the faces ahead of it are "
                                 "still getting through a slow uplink; such a hold lasts at most "
                                 "redeliverMaxSeconds).")
     redeliver_backoff: float = Field(2.0, ge=1, description="Each further attempt waits this many times longer.")
-    redeliver_max_seconds: float = Field(900.0, gt=0, description="Longest wait between two attempts.")
+    redeliver_max_seconds: Seconds = Field(900.0, description="Longest wait between two attempts.")
     redeliver_max_per_second: float = Field(
         40.0, ge=0, description="Pace of publishing faces again (at start and when overdue), so a backlog "
                                 "stays under the processor's per-device ceiling (50/s by default) with room "

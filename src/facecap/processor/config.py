@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ConfigModel, LoggingSettings, TopicConfig
+from ..config import ConfigModel, LoggingSettings, Seconds, SecondsOrOff, TopicConfig
 from ..contract import DEFAULT_MAX_PAYLOAD_BYTES, ID_PATTERN, RESERVED_ID_PREFIX, check_topic_prefix, status_topic
 from ..mqtt import MqttSettings
 from ..storage import parse_store_url
@@ -19,8 +19,8 @@ _LEAST_SHARE_GROUP = 16
 
 
 class RetrySettings(ConfigModel):
-    initial_delay_seconds: float = Field(0.5, gt=0, description="First delay before retrying a failed store.")
-    max_delay_seconds: float = Field(30.0, gt=0, description="Ceiling of the exponential backoff.")
+    initial_delay_seconds: Seconds = Field(0.5, description="First delay before retrying a failed store.")
+    max_delay_seconds: Seconds = Field(30.0, description="Ceiling of the exponential backoff.")
 
     ordered_fields = (("initial_delay_seconds", "max_delay_seconds"),)
 
@@ -52,19 +52,19 @@ class ProcessorConfig(TopicConfig):
                     "arrive at once from an honest device.")
     retry: RetrySettings = Field(default_factory=RetrySettings,
                                  description="Backoff of failed stores (the message stays unacknowledged).")
-    drain_timeout_seconds: float = Field(
-        25.0, ge=0, description="On SIGTERM, how long to finish in-flight faces (keep below Docker's stop timeout).")
+    drain_timeout_seconds: SecondsOrOff = Field(
+        25.0, description="On SIGTERM, how long to finish in-flight faces (keep below Docker's stop timeout).")
     heartbeat_file: str = Field("/tmp/facecap-processor.heartbeat",  # noqa: S108 - container-local, no secrets
                                 description="Written periodically; `facecap processor healthcheck` reads it.")
-    heartbeat_interval_seconds: float = Field(10.0, gt=0, description="How often the heartbeat is written.")
-    unhealthy_after_seconds: float = Field(
-        60.0, gt=0, description="`facecap processor healthcheck` fails once the processor has been disconnected "
+    heartbeat_interval_seconds: Seconds = Field(10.0, description="How often the heartbeat is written.")
+    unhealthy_after_seconds: Seconds = Field(
+        60.0, description="`facecap processor healthcheck` fails once the processor has been disconnected "
                                 "from the broker (or never connected) this long, or its store has been failing "
                                 "this long with faces pending.")
-    receipt_window_seconds: float = Field(
-        0.2, ge=0, le=10, description="Receipts (contract v1.1) batch the faces finished within this window, per "
+    receipt_window_seconds: SecondsOrOff = Field(
+        0.2, le=10, description="Receipts (contract v1.1) batch the faces finished within this window, per "
                                       "device.")
-    stats_interval_seconds: float = Field(60.0, gt=0, description="How often counts and latency are logged.")
+    stats_interval_seconds: Seconds = Field(60.0, description="How often counts and latency are logged.")
     server_side_encryption: str = Field("AES256", description="S3 encryption: AES256, aws:kms, or empty for none.")
     kms_key_id: str = Field("", description="KMS key id or ARN with aws:kms (empty: the account's S3 key).")
     s3_client: Literal["crt", "boto3"] = Field(
