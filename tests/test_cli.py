@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -41,6 +42,31 @@ def test_every_subcommand_has_help() -> None:
                                 capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 0, result.stderr
         assert "usage: facecap" in result.stdout
+
+
+@pytest.mark.unit
+def test_every_command_and_action_describes_itself_from_its_run_docstring() -> None:
+    """`facecap NAME --help` explains more than the one line of `facecap --help`: add_command takes the text
+    from the docstring of the function the command runs, so a command without one shows up here."""
+    def commands(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, argparse.ArgumentParser]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += [(f"{path} {name}".strip(), sub), *commands(sub, f"{path} {name}")]
+        return found
+
+    listed = commands(build_parser(), "")
+    names = {name for name, _ in listed}
+    assert {"broker", "logger", "detector", "processor", "processor healthcheck", "outbox status"} <= names
+    for name, sub in listed:
+        run = sub.get_default("func")
+        if run is None:  # a group of actions (`outbox`) runs nothing itself
+            assert name == "outbox", name
+            continue
+        assert run.__doc__, f"facecap {name}: {run.__qualname__} has no docstring for its --help"
+        assert sub.description == inspect.cleandoc(run.__doc__), name
+        assert len(sub.description.split()) > 12, f"facecap {name}: --help says too little: {sub.description!r}"
 
 
 @pytest.mark.unit

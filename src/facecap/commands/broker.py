@@ -16,20 +16,20 @@ from ..errors import ConfigError, FacecapError
 from ..greengrass.component import ComponentIpc
 from ..logs import setup_logging
 from .component import add_config_option
+from .subcommand import add_command
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "broker", help="run the EdgeBroker: Mosquitto with a bridge to the cloud broker",
-        description="Render mosquitto.conf from the EdgeBroker configuration into the working folder and run "
-                    "Mosquitto in the foreground. `render` only prints the file (password masked).")
+    parser = add_command(subparsers, "broker", run,
+                         help="run the EdgeBroker: Mosquitto with a bridge to the cloud broker")
     parser.add_argument("action", nargs="?", choices=("run", "render"), default="run",
                         help="run (default) or render")
     add_config_option(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Render mosquitto.conf from the EdgeBroker configuration into the working folder and run Mosquitto in
+    the foreground. `render` only prints the file (password masked)."""
     if args.action == "render":
         return render(EdgeBrokerRunner(load_config(BrokerConfig, "broker", config_source(args.config)), Path.cwd()))
     component = ComponentIpc(BrokerConfig, "broker")

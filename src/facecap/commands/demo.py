@@ -18,14 +18,8 @@ from .subcommand import add_command
 
 
 def register(subparsers: Any) -> None:
-    parser = add_command(
-        subparsers, "demo", run,
-        help="run the whole pipeline locally (no camera, AWS or Docker needed)",
-        description="Start a cloud broker with TLS and a device identity, the EdgeBroker with its bridge, the "
-        "FaceLogger, the processor and the FaceDetector on this machine; feed the detector a rendered sample "
-        "video (or --source), wait until every published face is stored, then print a summary and write an "
-        "HTML gallery.",
-    )
+    parser = add_command(subparsers, "demo", run,
+                         help="run the whole pipeline locally (no camera, AWS or Docker needed)")
     parser.add_argument("--source", help="camera source instead of the sample video: a V4L2 index (0), a "
                                          "file, an RTSP/HTTP URL or a GStreamer pipeline")
     parser.add_argument("--duration", type=float, default=0.0,
@@ -49,6 +43,9 @@ DEMO_EXTRAS = 'pip install -e ".[detector,processor,demo]" in the checkout (or m
 
 
 def run(args: argparse.Namespace) -> int:
+    """Start a cloud broker with TLS and a device identity, the EdgeBroker with its bridge, the FaceLogger, the
+    processor and the FaceDetector on this machine; feed the detector a rendered sample video (or --source),
+    wait until every published face is stored, then print a summary and write an HTML gallery."""
     try:
         return _run(args)
     except ModuleNotFoundError as exc:  # an extra left out: OpenCV, scikit-image, boto3

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .component import greengrass_component
+from .component import add_config_option, greengrass_component
 from .stopping import stop_on_signals
+from .subcommand import add_command
 
 log = logging.getLogger(__name__)
 
@@ -20,26 +21,13 @@ COMPONENT = "detector"
 
 
 def register(subparsers: Any) -> None:
-    detector = subparsers.add_parser(
-        "detector",
-        help="run the face detector on a camera and publish faces to MQTT",
-        description="Read a camera, detect and track faces, and publish the best shot of each as a contract "
-        "v1 message. Stops on SIGTERM after flushing what is in flight.",
-    )
-    detector.add_argument("--config", metavar="JSON|FILE",
-                          help="configuration as a JSON object or a JSON file (default: $FACECAP_CONFIG, else "
-                               "defaults)")
+    detector = add_command(subparsers, "detector", run,
+                           help="run the face detector on a camera and publish faces to MQTT")
+    add_config_option(detector)
     detector.add_argument("--model", metavar="PATH",
                           help="YuNet model, used when detection.modelPath is empty (default: $FACECAP_MODEL)")
-    detector.set_defaults(func=run)
 
-    detect = subparsers.add_parser(
-        "detect",
-        help="detect faces in image files",
-        description="Detect faces in images. With --json, print one JSON object per image: "
-        '{"image": PATH, "width": W, "height": H, "faces": [{"bbox": [x, y, w, h], "score": S}, ...]} '
-        "in the image's own pixels.",
-    )
+    detect = add_command(subparsers, "detect", run_detect, help="detect faces in image files")
     detect.add_argument("images", nargs="+", metavar="IMAGE")
     detect.add_argument("--json", action="store_true", help="one JSON line per image")
     detect.add_argument("--detector", choices=("yunet", "haar"), default="yunet")
@@ -51,12 +39,13 @@ def register(subparsers: Any) -> None:
                         "component's scale from detection.minFaceSize)")
     detect.add_argument("--threshold", type=float,
                         help="YuNet score threshold, 0 to 1 (default: detection.scoreThreshold, 0.7)")
-    detect.set_defaults(func=run_detect)
 
 
 # --- facecap detector ----------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
+    """Read a camera, detect and track faces, and publish the best shot of each as a contract v1 message. Stops
+    on SIGTERM after flushing what is in flight."""
     from ..detector.config import DetectorConfig
     from ..detector.runner import DetectorRunner
 
@@ -79,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 # --- facecap detect ---------------------------------------------------------------------------------------
 
 def run_detect(args: argparse.Namespace) -> int:
+    """Detect faces in images. With --json, print one JSON object per image: {"image": PATH, "width": W,
+    "height": H, "faces": [{"bbox": [x, y, w, h], "score": S}, ...]} in the image's own pixels."""
     from ..config import with_flags
     from ..detector.config import DetectorConfig
     from ..detector.detection import create_detector

@@ -8,15 +8,12 @@ import json
 import sys
 from typing import Any
 
+from .subcommand import add_command
+
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "fleet", help="list every device's health from the cloud broker; exit 1 when one is stale or faulty",
-        description="Read the retained status and stats topics that each device's components keep on the cloud "
-                    "broker (carried by the edge bridge) and the bridges' connection state, with the "
-                    "processor's credentials (--config: the processor's configuration). Exit 0 when every "
-                    "device sent stats within --stale-after seconds and none has a component offline or silent, "
-                    "1 otherwise, 2 on a bad configuration or no connection.")
+    parser = add_command(subparsers, "fleet", run,
+                         help="list every device's health from the cloud broker; exit 1 when one is stale or faulty")
     parser.add_argument("--config", help="the processor's configuration: JSON object or file (default: "
                                          "$FACECAP_CONFIG); FACECAP_* variables override single keys")
     parser.add_argument("--stale-after", type=float, default=300.0, metavar="SECONDS",
@@ -29,7 +26,6 @@ def register(subparsers: Any) -> None:
                         help="clear the retained health of a device you removed (cloud/scripts/remove-device.sh), "
                              "or of one component you took out of its deployment, so it no longer shows as stale "
                              "or offline; repeatable")
-    parser.set_defaults(func=run)
 
 
 def _forget(settings: Any, view: Any, targets: list[str], forget: Any) -> int:
@@ -55,6 +51,11 @@ def _forget(settings: Any, view: Any, targets: list[str], forget: Any) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Read the retained status and stats topics that each device's components keep on the cloud broker
+    (carried by the edge bridge) and the bridges' connection state, with the processor's credentials
+    (--config: the processor's configuration). Exit 0 when every device sent stats within --stale-after
+    seconds and none has a component offline or silent, 1 otherwise, 2 on a bad configuration or no
+    connection."""
     from ..config import config_source, load_config
     from ..errors import MqttError
     from ..processor.config import ProcessorConfig

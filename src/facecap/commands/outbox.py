@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 from pydantic.alias_generators import to_camel
 
 from ..outbox.inspect import OutboxReadError, read_pending, read_status
+from .subcommand import add_command
 
 
 def register(subparsers: Any) -> None:
@@ -21,16 +23,17 @@ def register(subparsers: Any) -> None:
         description="Read a producer's outbox (the detector's work folder, or `facecap send --outbox DIR`) "
         "without disturbing it: safe while the producer runs.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    status = actions.add_parser("status", help="pending count and bytes, oldest pending, delivered and evicted "
-                                               "totals")
-    listing = actions.add_parser("list", help="one line per pending face: id, captured-at, attempts")
-    for sub, func in ((status, run_status), (listing, run_list)):
+    status = add_command(actions, "status", _reporting(run_status),
+                         help="pending count and bytes, oldest pending, delivered and evicted totals")
+    listing = add_command(actions, "list", _reporting(run_list),
+                          help="one line per pending face: id, captured-at, attempts")
+    for sub in (status, listing):
         sub.add_argument("dir", type=Path, metavar="DIR", help="the outbox folder (or its outbox.db)")
         sub.add_argument("--json", action="store_true", help="JSON instead of text (list: one object a line)")
-        sub.set_defaults(func=_reporting(func))
 
 
 def _reporting(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    @functools.wraps(func)  # keeps the docstring, the action's --help text
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
@@ -41,6 +44,9 @@ def _reporting(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
 
 def run_status(args: argparse.Namespace) -> int:
+    """Print how many faces the outbox holds and their bytes, when the oldest was captured and how long it has
+    waited, and how many faces it has delivered, evicted (the oldest, to make room when full) and refused (a
+    new one, when full) in all. Safe while the producer runs."""
     status = read_status(args.dir)
     if args.json:
         print(json.dumps({to_camel(k): v for k, v in dataclasses.asdict(status).items()}))
@@ -56,6 +62,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    """Print one line per face still waiting for its receipt, oldest first: its face id, when it was captured
+    and how many times it was published. Safe while the producer runs."""
     out = sys.stdout
     for entry in read_pending(args.dir):
         if args.json:

@@ -18,19 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    parser = add_command(
-        subparsers, "processor", run,
-        help="store faces from the cloud broker in S3 or a folder",
-        description="Subscribe to faces with a persistent session, store each one (s3:// or file://), and "
-                    "acknowledge it only once stored. Configured by --config and FACECAP_* variables.",
-    )
+    parser = add_command(subparsers, "processor", run, help="store faces from the cloud broker in S3 or a folder")
     add_config_option(parser)
     actions = parser.add_subparsers(dest="processor_action", metavar="ACTION")
-    health = actions.add_parser("healthcheck", help="exit 0 if the running processor's heartbeat is fresh",
-                                description="Read the heartbeat file the processor writes and exit 0 if it is "
-                                            "fresh and the processor is connected, 1 otherwise: also when it "
-                                            "has been disconnected, or its store failing with faces pending, "
-                                            "for longer than unhealthyAfterSeconds.")
+    health = add_command(actions, "healthcheck", run_healthcheck,
+                         help="exit 0 if the running processor's heartbeat is fresh")
     # SUPPRESS: an absent option here must not erase a --config given before `healthcheck`.
     health.add_argument("--config", default=argparse.SUPPRESS, help="same configuration as the processor's")
     health.add_argument("--max-age", type=float, default=None,
@@ -39,10 +31,11 @@ def register(subparsers: Any) -> None:
     health.add_argument("--unhealthy-after", type=float, default=None, metavar="SECONDS",
                         help="seconds disconnected, or failing to store with faces pending, before it is unhealthy "
                              "(default: unhealthyAfterSeconds)")
-    health.set_defaults(func=run_healthcheck)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Subscribe to faces with a persistent session, store each one (s3:// or file://), and acknowledge it only
+    once stored. Configured by --config and FACECAP_* variables."""
     from ..errors import UnavailableError
     from ..processor.config import ProcessorConfig
     from ..processor.runner import ProcessorRunner
@@ -61,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_healthcheck(args: argparse.Namespace) -> int:
+    """Read the heartbeat file the processor writes and exit 0 if it is fresh and the processor is connected, 1
+    otherwise: also when it has been disconnected, or its store failing with faces pending, for longer than
+    unhealthyAfterSeconds."""
     from ..config import config_source, with_flags
     from ..processor.config import ProcessorConfig
     from ..processor.heartbeat import check_heartbeat

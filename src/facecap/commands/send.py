@@ -18,6 +18,7 @@ from ..logs import setup_logging
 from ..mqtt import MqttSettings
 from ..validation import mqtt_problems
 from . import send_outbox
+from .subcommand import add_command
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,7 @@ class _SendOptions(TopicConfig):
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "send",
-        help="publish JPEG/PNG files as face messages",
-        description="Publish each image as one contract v1 face message (QoS 1) and wait for every PUBACK. "
-        "Connection settings are the `mqtt` section of a component configuration (JSON string or file), "
-        "overridable by --host/--port and FACECAP_MQTT__* environment variables.",
-    )
+    parser = add_command(subparsers, "send", run, help="publish JPEG/PNG files as face messages")
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="JPEG or PNG files")
     parser.add_argument("--mqtt", metavar="JSON|FILE", help="MQTT settings, e.g. '{\"host\": \"...\", \"tls\": true}'")
     parser.add_argument("--host", help="broker host (overrides --mqtt)")
@@ -59,7 +54,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--legacy", action="store_true",
                         help="send bare images without properties, as the old publishers did")
     send_outbox.add_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def _load_images(paths: list[Path]) -> list[tuple[Path, bytes, tuple[int, int]]]:
@@ -102,6 +96,9 @@ def _settings(args: argparse.Namespace) -> tuple[MqttSettings, _SendOptions]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Publish each image as one contract v1 face message (QoS 1) and wait for every PUBACK. Connection
+    settings are the `mqtt` section of a component configuration (JSON string or file), overridable by
+    --host/--port and FACECAP_MQTT__* environment variables."""
     from ..mqtt import MqttClient, local_settings  # here: awscrt stays out of the others' processes (cli.py)
 
     setup_logging()

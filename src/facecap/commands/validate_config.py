@@ -16,14 +16,8 @@ from .subcommand import add_command
 
 
 def register(subparsers: Any) -> None:
-    parser = add_command(
-        subparsers, "validate-config", run,
-        help="check a component configuration and print it with every default filled in",
-        description="Validate CONFIG (a JSON string or file) for COMPONENT. Exits 0 and prints the effective "
-        "configuration (secrets masked) when it is valid, or exits 2 naming each bad key. It runs the checks the "
-        "component runs at start that need no network; files the component needs (passwords, certificates, the "
-        "model) are warnings here, since they live on the device, unless --strict.",
-    )
+    parser = add_command(subparsers, "validate-config", run,
+                         help="check a component configuration and print it with every default filled in")
     parser.add_argument("component", metavar="COMPONENT",
                         help="component name: " + (", ".join(sorted(COMPONENT_MODELS)) or "(none registered)"))
     parser.add_argument("config", metavar="CONFIG", help="JSON string or path of a JSON file")
@@ -34,6 +28,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Validate CONFIG (a JSON string or file) for COMPONENT. Exits 0 and prints the effective configuration
+    (secrets masked) when it is valid, or exits 2 naming each bad key. It runs the checks the component runs
+    at start that need no network; files the component needs (passwords, certificates, the model) are
+    warnings here, since they live on the device, unless --strict."""
     env = os.environ if args.with_env else {}
     problems = check(args.component, args.config, args.strict, env=env, option="CONFIG")
     if errors(problems):
