@@ -398,6 +398,42 @@ def test_an_expired_device_certificate_is_an_error_and_the_edge_keeps_serving(
     assert edge.process is not None and edge.process.poll() is None
 
 
+@pytest.mark.parametrize("tls_by", ["facecap", "mosquitto"])
+def test_an_expired_certificate_replaced_on_disk_bridges_again_without_a_restart(
+        mosquitto: MosquittoFactory, ca: CertificateAuthority, edges: list[EdgeBroker], tmp_path: Path,
+        tls_by: str) -> None:
+    """The rotation of cloud/README.md done late, the way a fleet is updated: new files copied over the old
+    ones, the key first, and no restart. facecap's forwarder (tlsfiles.py) and Mosquitto's own TLS both load
+    the files again at the bridge's next attempt."""
+    cloud = mosquitto("cloud", ca=ca, require_certificate=True)
+    expired, renewed = ca.issue("jetson-test", days=-1), ca.issue("jetson-renewed")
+    cert, key = tmp_path / "device" / "client.crt", tmp_path / "device" / "client.key"
+    cert.parent.mkdir()
+    cert.write_bytes(expired.cert.read_bytes())
+    key.write_bytes(expired.key.read_bytes())
+    edge = start_edge(edges, tmp_path / "edge", bridge_to(cloud, certFile=str(cert), keyFile=str(key), tlsBy=tls_by))
+    # Mosquitto's own TLS logs the cloud's refusal only as a protocol error of its bridge.
+    refused = "connection broken: sslv3 alert certificate expired" if tls_by == "facecap" else \
+        "Client local.facecap-edge-jetson-test disconnected: Protocol error."
+    assert edge.wait_for_log(refused), edge.log_tail()
+
+    key.write_bytes(renewed.key.read_bytes())  # half copied: this key does not go with the old certificate
+    half_copied = ("WARNING facecap.broker.tlsfiles: the bridge's TLS files changed but do not load "
+                   f"(bridge.certFile: cannot load {cert} with {key}: key values mismatch)") if tls_by == "facecap" \
+        else "key values mismatch"
+    assert edge.wait_for_log(half_copied, timeout=30), edge.log_tail()
+    cert.write_bytes(renewed.cert.read_bytes())
+    # Up again: the cloud refuses the expired certificate, so the bridge presents the renewed one.
+    assert edge.wait_bridge_state("1", timeout=30), edge.log_tail()
+    if tls_by == "facecap":
+        assert "INFO facecap.broker.tlsfiles: the bridge's TLS files changed" in edge.log_text()
+        assert "(this device's certificate: CN=jetson-renewed, expires on " in edge.log_text()
+    received, sub = cloud_consumer(cloud, f"cloud-reader-renewed-{tls_by}", tls=True, ca_file=str(ca.cert),
+                                   cert_file=str(renewed.cert), key_file=str(renewed.key))
+    one_face_crosses(edge, received)
+    sub.stop()
+
+
 def test_largest_face_crosses_and_a_larger_one_is_refused_at_the_edge(
         mosquitto: MosquittoFactory, edges: list[EdgeBroker], tmp_path: Path) -> None:
     """The edge limit is the contract's payload limit and the cloud allows that payload plus room for the

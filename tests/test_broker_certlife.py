@@ -170,31 +170,3 @@ def test_the_cloud_brokers_certificate_is_noticed_once_per_interval(caplog: pyte
     assert PeerCertificateReminder("cloud:8883", warning_days=0).seen(peer, now) is None
     assert PeerCertificateReminder("cloud:8883", warning_days=30).seen({}, now) is None  # not verified
     assert len(caplog.records) == 1
-
-
-def test_a_certificate_replaced_without_a_restart_is_said_once(ca: CertificateAuthority, tmp_path: Path,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
-    """facecap's forwarder loads the files at start: a rotation copied in without restarting the EdgeBroker
-    is not used yet, while the watch would report the new file's dates as if it were."""
-    caplog.set_level(logging.WARNING, LOG_NAME)
-    device = tmp_path / "client.crt"
-    device.write_bytes(ca.issue("jetson-7").cert.read_bytes())
-
-    def replaced() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "has changed since" in r.getMessage()]
-
-    for loaded in (True, False):
-        caplog.clear()
-        device.write_bytes(ca.issue("jetson-7").cert.read_bytes())
-        watch = CertificateWatch(bridge_files(str(device), ""), warning_days=30, interval=0.05, loaded=loaded).start()
-        try:
-            assert not wait_until(replaced, 0.3, 0.05)  # unchanged: nothing to say
-            device.write_bytes(ca.issue("jetson-7-rotated").cert.read_bytes())
-            assert wait_until(replaced, 5 if loaded else 1, 0.05) is loaded
-            assert not wait_until(lambda: len(replaced()) > 1, 0.5, 0.05)  # said once, not every check
-            if loaded:
-                assert replaced() == [f"bridge.certFile {device} has changed since the EdgeBroker loaded it at "
-                                      "start: the bridge goes on with the old one until the EdgeBroker restarts"]
-        finally:
-            watch.stop()
-    assert replaced() == []

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import socket
 import ssl
 import struct
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from facecap.broker.config import BridgeSettings
+from facecap.broker.tlsfiles import BridgeTlsFiles
 from facecap.broker.tlsforward import (
     TlsForwarder,
     _peer_certificate,
@@ -483,3 +485,56 @@ def test_expired_certificates_on_either_side_are_named_as_the_reason(
                           certificate_warning_days=30)
         assert closed_with_warnings(forwarder, caplog) == [
             f"bridge TLS to 127.0.0.1:{server.port}: connection broken: sslv3 alert certificate expired"]
+
+
+# --- certificate files replaced while the forwarder runs -------------------------------------------------
+
+@pytest.mark.integration
+def test_files_copied_over_are_used_from_the_next_connection_and_a_half_copy_is_waited_out(
+        ca: CertificateAuthority, server_cert: Certificate, forwarders: list[TlsForwarder], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "facecap.broker.tlsfiles")
+    first, second, third = (ca.issue(name) for name in ("device-first", "device-second", "device-third"))
+    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
+    shutil.copyfile(first.cert, cert)
+    shutil.copyfile(first.key, key)
+    files = BridgeTlsFiles(BridgeSettings(host="127.0.0.1", ca_file=str(ca.cert), cert_file=str(cert),
+                                          key_file=str(key)))
+
+    def said(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "facecap.broker.tlsfiles" and r.levelno == level]
+
+    with TlsEcho(server_cert, client_ca=ca.cert) as server:
+        forwarder = TlsForwarder("127.0.0.1", server.port, files.context).start()
+        forwarders.append(forwarder)
+
+        def common_name_of_a_new_connection() -> str:
+            with connect(forwarder) as local:
+                local.sendall(b"ping")
+                assert receive(local, 4) == b"ping"
+            return str(dict(pair[0] for pair in server.peers[-1]["subject"])["commonName"])
+
+        with connect(forwarder) as open_before:
+            open_before.sendall(b"one")
+            assert receive(open_before, 3) == b"one"
+            shutil.copyfile(second.cert, cert)
+            shutil.copyfile(second.key, key)
+            assert common_name_of_a_new_connection() == "device-second"
+            open_before.sendall(b"two")  # the connection made before goes on, with the certificate it had
+            assert receive(open_before, 3) == b"two"
+        assert dict(pair[0] for pair in server.peers[0]["subject"])["commonName"] == "device-first"
+        loaded = said(logging.INFO)
+        assert len(loaded) == 1
+        assert loaded[0].startswith(f"the bridge's TLS files changed ({cert}, {key}): loaded again; connections "
+                                    "to the cloud from now on use them (this device's certificate: "
+                                    "CN=device-second, expires on ")
+
+        shutil.copyfile(third.cert, cert)  # caught half copied: the new certificate beside the old key
+        assert [common_name_of_a_new_connection() for _ in range(2)] == ["device-second", "device-second"]
+        refused = said(logging.WARNING)
+        assert len(refused) == 1  # once for this content, not at every connection
+        assert refused[0].startswith(f"the bridge's TLS files changed but do not load (bridge.certFile: cannot load "
+                                     f"{cert} with {key}: key values mismatch)")
+        shutil.copyfile(third.key, key)
+        assert common_name_of_a_new_connection() == "device-third"
+        assert len(said(logging.INFO)) == 2

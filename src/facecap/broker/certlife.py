@@ -13,7 +13,6 @@ live connection.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import math
 import re
@@ -213,19 +212,14 @@ def _file_notice(watched: WatchedFile, index: int, certificates: list[Certificat
 
 class CertificateWatch:
     """Checks the bridge's certificate files at start and then every `interval` seconds (a day), so a device
-    that runs for months warns in its log from `warning_days` before the date on.
+    that runs for months warns in its log from `warning_days` before the date on. The files are read afresh
+    each time: a certificate copied in is what the bridge uses from its next connection (facecap's forwarder,
+    tlsfiles.py, and Mosquitto's own TLS both load the files again then)."""
 
-    loaded: the files were loaded once at start (facecap's TLS forwarder), so a file replaced since (a
-    rotation copied in without a restart) is not what the bridge uses: that is said once per new content,
-    since the dates the watch then reports are the new file's."""
-
-    def __init__(self, files: list[WatchedFile], warning_days: int, interval: float = DAY_SECONDS,
-                 loaded: bool = False) -> None:
+    def __init__(self, files: list[WatchedFile], warning_days: int, interval: float = DAY_SECONDS) -> None:
         self.files = files
         self.warning_days = warning_days
         self.interval = interval
-        self._loaded = {watched.key: _digest(watched.path) for watched in files} if loaded else {}
-        self._said = dict(self._loaded)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="certificate-watch", daemon=True)
 
@@ -242,26 +236,8 @@ class CertificateWatch:
     def _run(self) -> None:
         while True:
             check_files(self.files, self.warning_days)
-            self._note_replaced()
             if self._stop.wait(self.interval):
                 return
-
-    def _note_replaced(self) -> None:
-        for watched in self.files:
-            if watched.key not in self._loaded:
-                continue
-            now = _digest(watched.path)
-            if now != self._said[watched.key] and now != self._loaded[watched.key]:
-                log.warning("%s %s has changed since the EdgeBroker loaded it at start: the bridge goes on with "
-                            "the old one until the EdgeBroker restarts", watched.key, watched.path)
-            self._said[watched.key] = now
-
-
-def _digest(path: str) -> str | None:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 class PeerCertificateReminder:

@@ -27,7 +27,8 @@ from .config import BrokerConfig, without_unset_bridge
 from .credentials import write_credentials, write_private
 from .preflight import preflight, read_first_line
 from .render import PASSWORD_MASK, bridge_client_id, bridge_state_topic, forwards_tls, local_run_dir, render_conf
-from .tlsforward import TlsForwarder, bridge_tls_context
+from .tlsfiles import BridgeTlsFiles
+from .tlsforward import TlsForwarder
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +130,19 @@ class EdgeBrokerRunner:
                         "bridge.enabled false to silence this warning.")
         binary = preflight(config, work_dir)
         # Loads the CA and client certificate now, so a file that exists but does not load stops the start
-        # with its key named, instead of every connection failing later.
-        context = bridge_tls_context(config.bridge) if forwards_tls(config) else None
-        forwarder = TlsForwarder(config.bridge.host, config.bridge.port, context,
+        # with its key named, instead of every connection failing later. Files replaced later are loaded
+        # again at the next connection (a certificate rotated without a restart).
+        tls_files = BridgeTlsFiles(config.bridge, config.bridge.certificate_warning_days) \
+            if forwards_tls(config) else None
+        forwarder = TlsForwarder(config.bridge.host, config.bridge.port, tls_files.context,
                                  dead_link_seconds=config.bridge.dead_link_seconds,
                                  certificate_warning_days=config.bridge.certificate_warning_days,
-                                 ).start() if context else None
+                                 ).start() if tls_files else None
         self._forwarder_port = forwarder.port if forwarder else None
         watch = CertificateWatch(
             bridge_files(config.bridge.cert_file, config.bridge.ca_file)
             if config.bridge.enabled and config.bridge.tls else [],
-            config.bridge.certificate_warning_days, loaded=forwarder is not None).start()
+            config.bridge.certificate_warning_days).start()
         try:
             return self._run_mosquitto(binary)
         finally:

@@ -25,7 +25,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +216,7 @@ class TlsForwarder:
         self,
         host: str,
         port: int,
-        context: ssl.SSLContext,
+        context: ssl.SSLContext | Callable[[], ssl.SSLContext],
         *,
         listen_port: int = 0,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
@@ -228,7 +228,9 @@ class TlsForwarder:
         self.host = host
         self.dead_link_seconds = dead_link_seconds
         self.upstream_port = port
-        self.context = context
+        # A callable is asked for the context at each new connection (tlsfiles.BridgeTlsFiles: files that
+        # changed are loaded again).
+        self._context = context if callable(context) else lambda: context
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.allowed_uid = os.geteuid() if allowed_uid is None else allowed_uid
@@ -341,7 +343,7 @@ class TlsForwarder:
         try:
             raw = await connect_uplink(self.host, self.upstream_port, deadline, self.dead_link_seconds)
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(sock=raw, ssl=self.context, server_hostname=self.host,
+                asyncio.open_connection(sock=raw, ssl=self._context(), server_hostname=self.host,
                                         ssl_handshake_timeout=max(0.1, deadline - time.monotonic())),
                 max(0.1, deadline - time.monotonic()))
         except (OSError, asyncio.TimeoutError, UnicodeError) as exc:  # ssl.SSLError is an OSError; a name the
