@@ -3,6 +3,7 @@ bridge, resume at start, and a disk that refuses writes."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -23,6 +24,7 @@ from facecap.outbox.inspect import read_pending
 from facecap.outbox.publisher import _FRESH_BYTES
 from facecap.receipts import encode_receipt, receipt_topic
 
+from .conftest import MosquittoFactory
 from .support.helpers import Collector, sample_face, settings_for, subscriber
 
 pytestmark = pytest.mark.integration
@@ -100,6 +102,35 @@ def test_faces_are_published_and_receipts_empty_the_outbox(broker: MosquittoServ
     publisher.stop()
     publisher.outbox.close()
     reader.stop()
+
+
+def test_faces_the_broker_refuses_are_said_and_kept(mosquitto: MosquittoFactory, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A deployment that gives the detector another deviceId (or topicPrefix) than the EdgeBroker's: its ACL
+    refuses every face. They stay in the outbox, and the log says why instead of only counting them."""
+    caplog.set_level(logging.ERROR, "facecap.outbox.publisher")
+    broker = mosquitto(users={"detector": "secret-1"}, acl="user detector\ntopic write faces/jetson-other/#\n"
+                                                           "topic read facecap/+/receipts\n")
+    outbox = Outbox(tmp_path, OutboxSettings())
+    publisher = OutboxPublisher(outbox, settings_for(broker, username="detector", password="secret-1"),
+                                "producer-refused", DEVICE)
+    publisher.start()
+    try:
+        assert publisher.wait_subscribed(10)
+        faces = [sample_face(device=DEVICE, size=5000, frame=i) for i in range(3)]
+        assert publisher.capture(faces) == [True] * 3
+        assert wait(lambda: publisher.stats.failed == 3)
+        errors = [r.getMessage() for r in caplog.records if r.name == "facecap.outbox.publisher"]
+        assert len(errors) == 1  # one line for a burst, not one per face
+        assert errors[0].startswith("a face was not taken (1 so far; each stays in the outbox and is published "
+                                    f"again): broker refused publish to faces/{DEVICE}/cam0: NOT_AUTHORIZED")
+        assert errors[0].endswith("The EdgeBroker lets producers write only <its topicPrefix>/<its deviceId>/#: "
+                                  "give this component the same deviceId and topicPrefix")
+        assert [entry.face_id for entry in read_pending(tmp_path)] == [face.face_id for face in faces]
+        assert "not taken 3," in publisher.summary()
+    finally:
+        publisher.stop()
+        outbox.close()
 
 
 def test_redelivery_waits_for_the_bridge_and_a_restart_publishes_everything_again(

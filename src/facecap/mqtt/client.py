@@ -75,7 +75,7 @@ def puback_error(inner: Future[Any], topic: str) -> PublishError | None:
     code = getattr(puback, "reason_code", None)
     if puback is not None and code not in _PUBACK_OK:
         reason = getattr(puback, "reason_string", None) or ""
-        return PublishError(f"broker refused publish to {topic}: {getattr(code, 'name', code)} {reason}")
+        return PublishError(f"broker refused publish to {topic}: {getattr(code, 'name', code)} {reason}".rstrip())
     return None
 
 

@@ -40,6 +40,10 @@ _BATCH = 100
 # go out with the next redelivery pass, first in line.
 _FRESH_BYTES = 32 * 1024 * 1024
 _ERROR_LOG_SECONDS = 10.0
+# A broker that refuses a face by its ACL refuses every face: a configuration that does not match it, which
+# a deployment can bring (a deviceId or topicPrefix set on one component only), and no retry mends.
+_REFUSAL_HINT = (" — the broker's ACL does not let this client write there. The EdgeBroker lets producers write only "
+                 "<its topicPrefix>/<its deviceId>/#: give this component the same deviceId and topicPrefix")
 # After the outbox failed a redelivery pass (a full or failing disk), wait this long before the next.
 _DUE_RETRY_SECONDS = 5.0
 
@@ -87,6 +91,7 @@ class OutboxPublisher:
         self._lost_log = Throttle(_ERROR_LOG_SECONDS)
         self._outbox_error_log = Throttle(_ERROR_LOG_SECONDS)
         self._bug_log = Throttle(_ERROR_LOG_SECONDS)
+        self._publish_error_log = Throttle(_ERROR_LOG_SECONDS)
         self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -206,7 +211,8 @@ class OutboxPublisher:
         bridge = {True: "up", False: "down", None: "unknown"}[self.bridge.up]
         return (f"outbox pending {counts.pending} ({counts.pending_bytes} bytes), delivered {counts.delivered}, "
                 f"evicted {counts.evicted}, refused {counts.refused}, unsaved {self.stats.unsaved}, "
-                f"lost {self.stats.lost}, republished {self.stats.republished}, awaiting receipt {len(self.window)}, "
+                f"lost {self.stats.lost}, republished {self.stats.republished}, not taken {self.stats.failed}, "
+                f"awaiting receipt {len(self.window)}, "
                 f"bridge {bridge}")
 
     # --- the sender thread -------------------------------------------------------------------------------
@@ -303,12 +309,16 @@ class OutboxPublisher:
         return False
 
     def _published(self, future: Future[None]) -> None:
-        # An MQTT client thread: count and return.
-        if future.exception() is None:
+        # An MQTT client thread: count, say why at most every ten seconds, and return.
+        error = future.exception()
+        if error is None:
             self.stats.published += 1
-        else:
-            # The face stays in the outbox: the redelivery timer publishes it again.
-            self.stats.failed += 1
+            return
+        # The face stays in the outbox: the redelivery timer publishes it again.
+        self.stats.failed += 1
+        if self._publish_error_log.due():
+            log.error("a face was not taken (%d so far; each stays in the outbox and is published again): %s%s",
+                      self.stats.failed, error, _REFUSAL_HINT if "NOT_AUTHORIZED" in str(error) else "")
 
     # --- incoming: receipts and the bridge state (the client's dispatcher thread) -------------------------
 
