@@ -156,6 +156,27 @@ def test_the_watch_checks_again_after_each_interval_until_stopped(ca: Certificat
     assert len(notices()) == count
 
 
+def test_the_watch_runs_its_extra_check_daily_even_without_date_warnings_and_outlives_its_failure(
+        ca: CertificateAuthority, caplog: pytest.LogCaptureFixture) -> None:
+    """The forwarder's files (tlsfiles.BridgeTlsFiles.daily_check) are looked at by the same thread: a copy
+    that did not load is said again each day, also with certificateWarningDays 0."""
+    calls: list[int] = []
+
+    def also() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the extra check")
+
+    watch = CertificateWatch(bridge_files(str(ca.issue("jetson-8").cert), ""), warning_days=0, interval=0.05,
+                             also=also).start()
+    try:
+        assert wait_until(lambda: len(calls) >= 3, 10, 0.02)
+    finally:
+        watch.stop()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "the daily check of the bridge's TLS files failed"]
+
+
 def test_the_cloud_brokers_certificate_is_noticed_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, LOG_NAME)
     peer = {"subject": ((("organizationName", "facecap"),), (("commonName", "broker.example.com"),)),

@@ -19,7 +19,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -213,18 +213,21 @@ def _file_notice(watched: WatchedFile, index: int, certificates: list[Certificat
 class CertificateWatch:
     """Checks the bridge's certificate files at start and then every `interval` seconds (a day), so a device
     that runs for months warns in its log from `warning_days` before the date on. The files are read afresh
-    each time: a certificate copied in is what the bridge uses from its next connection (facecap's forwarder,
-    tlsfiles.py, and Mosquitto's own TLS both load the files again then)."""
+    each time. `also` runs after each check: facecap's forwarder has the files it loaded looked at there
+    (tlsfiles.BridgeTlsFiles.daily_check), since a copy that did not load leaves it on an older certificate
+    than the one on disk."""
 
-    def __init__(self, files: list[WatchedFile], warning_days: int, interval: float = DAY_SECONDS) -> None:
+    def __init__(self, files: list[WatchedFile], warning_days: int, interval: float = DAY_SECONDS,
+                 also: Callable[[], None] | None = None) -> None:
         self.files = files
         self.warning_days = warning_days
         self.interval = interval
+        self.also = also
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="certificate-watch", daemon=True)
 
     def start(self) -> CertificateWatch:
-        if self.files and self.warning_days > 0:
+        if self.files and (self.warning_days > 0 or self.also is not None):
             self._thread.start()
         return self
 
@@ -235,7 +238,13 @@ class CertificateWatch:
 
     def _run(self) -> None:
         while True:
-            check_files(self.files, self.warning_days)
+            if self.warning_days > 0:
+                check_files(self.files, self.warning_days)
+            if self.also is not None:
+                try:
+                    self.also()
+                except Exception:  # a bug: the watch must go on, or no later day warns
+                    log.exception("the daily check of the bridge's TLS files failed")
             if self._stop.wait(self.interval):
                 return
 

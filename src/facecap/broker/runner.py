@@ -142,7 +142,7 @@ class EdgeBrokerRunner:
         watch = CertificateWatch(
             bridge_files(config.bridge.cert_file, config.bridge.ca_file)
             if config.bridge.enabled and config.bridge.tls else [],
-            config.bridge.certificate_warning_days).start()
+            config.bridge.certificate_warning_days, also=tls_files.daily_check if tls_files else None).start()
         try:
             return self._run_mosquitto(binary)
         finally:

@@ -339,11 +339,12 @@ class TlsForwarder:
 
     async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         deadline = time.monotonic() + self.connect_timeout
+        context = self._context()  # before any socket, so nothing it may raise leaves one open
         raw: socket.socket | None = None
         try:
             raw = await connect_uplink(self.host, self.upstream_port, deadline, self.dead_link_seconds)
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(sock=raw, ssl=self._context(), server_hostname=self.host,
+                asyncio.open_connection(sock=raw, ssl=context, server_hostname=self.host,
                                         ssl_handshake_timeout=max(0.1, deadline - time.monotonic())),
                 max(0.1, deadline - time.monotonic()))
         except (OSError, asyncio.TimeoutError, UnicodeError) as exc:  # ssl.SSLError is an OSError; a name the
