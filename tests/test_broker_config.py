@@ -19,6 +19,7 @@ from facecap.broker.preflight import carries_faces, preflight
 from facecap.broker.render import PASSWORD_MASK, bridge_state_topic, render_conf
 from facecap.config import deep_merge, default_configuration, load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES
+from facecap.devkit.servers import CertificateAuthority
 from facecap.errors import ConfigError
 from facecap.validation import check
 
@@ -387,3 +388,30 @@ def test_an_autosave_interval_the_changes_mode_ignores_is_named() -> None:
     assert result.returncode == 0, result.stderr
     assert ("warning: persistence.autosaveIntervalSeconds: 15 has no effect: the store is saved after "
             "persistence.autosaveAfterChanges (100) changes") in result.stderr
+
+
+def test_validate_config_warns_of_a_certificate_issued_for_another_device(ca: CertificateAuthority) -> None:
+    """The cloud broker takes the id from the certificate: validate-config says so before a deployment (as a
+    warning: it does not know the cloud broker), and says nothing when they match or no id is known."""
+    device = ca.issue("jetson-07")
+    without_thing_name = {k: v for k, v in os.environ.items() if k != "AWS_IOT_THING_NAME"}
+
+    def warnings(device_id: str, env: dict[str, str] | None = None) -> list[str]:
+        section = {"host": "cloud.example.com", "caFile": str(ca.cert), "certFile": str(device.cert),
+                   "keyFile": str(device.key)}
+        data = {"bridge": section, **({"deviceId": device_id} if device_id else {})}
+        result = subprocess.run([sys.executable, "-m", "facecap.cli", "validate-config", "broker", json.dumps(data)],
+                                capture_output=True, text=True, check=False,
+                                env={**without_thing_name, **(env or {})})
+        assert result.returncode == 0, result.stderr
+        prefix = "facecap validate-config: warning: bridge.certFile: "
+        return [line.removeprefix(prefix) for line in result.stderr.splitlines() if line.startswith(prefix)]
+
+    assert warnings("jetson-7") == [
+        f"this device's certificate {device.cert} is for CN=jetson-07, but its device "
+        "id is jetson-7 (deviceId, by default the Greengrass thing name): facecap's cloud broker takes a device's "
+        "id from its certificate and refuses faces under any other id, so none would be stored. Issue the "
+        "certificate for jetson-7 (cloud/scripts/add-device.sh jetson-7) or set deviceId to jetson-07"]
+    assert warnings("jetson-07") == []
+    assert warnings("") == []  # no deviceId and no thing name: nothing to compare
+    assert len(warnings("", {"AWS_IOT_THING_NAME": "jetson-8"})) == 1  # the thing name is the device id

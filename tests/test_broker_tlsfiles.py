@@ -128,3 +128,19 @@ def test_a_folder_of_cas_is_followed_by_its_entries_even_with_a_dangling_link(ca
     other = CertificateAuthority(tmp_path / "other-ca", name="another-ca")
     shutil.copyfile(other.cert, folder / "two.pem")  # a CA added
     assert files.context() is not before
+
+
+def test_a_certificate_of_another_device_copied_in_is_an_error(ca: CertificateAuthority, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
+    copy_pair(ca.issue("jetson-1"), cert, key)
+    files = BridgeTlsFiles(BridgeSettings(host="cloud", ca_file=str(ca.cert), cert_file=str(cert), key_file=str(key)),
+                           device_id="jetson-1")
+    files.context()
+    copy_pair(ca.issue("jetson-2"), cert, key)  # the neighbour's folder
+    files.context()
+    assert said(caplog, logging.ERROR) == [
+        f"bridge.certFile: this device's certificate {cert} is for CN=jetson-2, but its device id is jetson-1 "
+        "(deviceId, by default the Greengrass thing name): facecap's cloud broker takes a device's id from its "
+        "certificate and refuses faces under any other id, so none would be stored. Issue the certificate for "
+        "jetson-1 (cloud/scripts/add-device.sh jetson-1) or set deviceId to jetson-2"]

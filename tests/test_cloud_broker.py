@@ -222,6 +222,33 @@ def test_edge_broker_bridges_in_with_the_files_add_device_printed(cloud_broker: 
         edge.stop()
 
 
+def test_an_edge_broker_with_another_devices_certificate_says_so_and_its_faces_go_nowhere(
+        cloud_broker: CloudBroker, processor_feed: Collector, tmp_path: Path) -> None:
+    """device-b's files on a device whose id is device-c (files copied from the wrong folder, or a typo in
+    add-device.sh): the bridge comes up, and behind it the cloud refuses every face. The start says why."""
+    folder = cloud_broker.secrets / "devices" / "device-b"
+    bridge = {"host": LOOPBACK, "port": cloud_broker.device_port, "tls": True,
+              "caFile": str(folder / "ca.crt"), "certFile": str(folder / "client.crt"),
+              "keyFile": str(folder / "client.key"), "restartBaseSeconds": 1, "restartCapSeconds": 2}
+    edge = EdgeBroker(tmp_path / "edge", bridge, device_id="device-c").start()
+    try:
+        assert edge.wait_for_log(f"ERROR facecap.broker.runner: bridge.certFile: this device's certificate "
+                                 f"{folder / 'client.crt'} is for CN=device-b, but its device id is device-c "
+                                 "(deviceId, by default the Greengrass thing name)"), edge.log_tail()
+        assert "cloud/scripts/add-device.sh device-c) or set deviceId to device-b" in edge.log_text()
+        assert edge.wait_bridge_state("1"), edge.log_tail()  # nothing else looks wrong
+        local = MqttClient(edge.settings("detector", False, **QUICK_RETRIES), "edge-detector-c")
+        local.start()
+        face = sample_face(device="device-c")
+        future = local.publish(face.topic, face.payload, user_properties=face.user_properties, timeout=10)
+        assert future is not None
+        future.result(timeout=20)  # the edge took it ...
+        assert not processor_feed.wait_for(1, timeout=5)  # ... and the cloud refused it (faces/%u/# is device-b's)
+        local.stop()
+    finally:
+        edge.stop()
+
+
 def test_processor_identity_reads_the_broker_counters_and_devices_do_not(cloud_broker: CloudBroker) -> None:
     """docs/operations.md reads $SYS/broker/... as the processor; a device must not see them."""
     counters, spied = Collector(), Collector()

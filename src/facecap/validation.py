@@ -58,6 +58,14 @@ def _notes(component: str, config: Any) -> list[Problem]:
                                             "until a deployment sets it", "warning"))
     if unused := config.persistence.unused_interval():
         notes.append(Problem("persistence.autosaveIntervalSeconds", unused, "warning"))
+    from .broker.certlife import identity_mismatch
+
+    # The device id as the EdgeBroker will resolve it; unknown here (no deviceId, no thing name) is no finding.
+    device_id = config.device_id or os.environ.get("AWS_IOT_THING_NAME", "")
+    bridge = config.bridge
+    if device_id and bridge.enabled and bridge.tls and bridge.cert_file and (
+            mismatch := identity_mismatch(bridge.cert_file, device_id)):
+        notes.append(Problem("bridge.certFile", mismatch, "warning"))
     return notes
 
 

@@ -152,6 +152,25 @@ def describe(certificate: Certificate, now: datetime) -> str:
                                            f"in {days} day{'' if days == 1 else 's'}")
 
 
+def identity_mismatch(cert_file: str, device_id: str) -> str | None:
+    """Why the cloud broker will refuse every face of this device, when the bridge's certificate names
+    another device; None when it names this one, or names none, or cannot be read (preflight says so).
+    facecap's cloud broker takes a device's id from its certificate's CN, and its ACL lets a device write
+    only under that id: a certificate of another device (a typo in add-device.sh, files copied from the
+    wrong folder) makes the bridge come up and every face be refused behind it."""
+    try:
+        certificates = read_certificates(cert_file)
+    except (OSError, ValueError):
+        return None
+    name = certificates[0].common_name if certificates else ""
+    if not name or name == device_id:
+        return None
+    return (f"this device's certificate {cert_file} is for CN={name}, but its device id is {device_id} (deviceId, "
+            "by default the Greengrass thing name): facecap's cloud broker takes a device's id from its "
+            "certificate and refuses faces under any other id, so none would be stored. Issue the certificate "
+            f"for {device_id} (cloud/scripts/add-device.sh {device_id}) or set deviceId to {name}")
+
+
 @dataclass(frozen=True)
 class WatchedFile:
     key: str  # the configuration key that names the file

@@ -22,7 +22,7 @@ from ..config import resolve_device_id
 from ..edgelocal import SOCKET_NAME, socket_listening
 from ..greengrass.component import ComponentIpc
 from ..logs import setup_logging
-from .certlife import CertificateWatch, bridge_files
+from .certlife import CertificateWatch, bridge_files, identity_mismatch
 from .config import BrokerConfig, without_unset_bridge
 from .credentials import write_credentials, write_private
 from .preflight import preflight, read_first_line
@@ -132,8 +132,8 @@ class EdgeBrokerRunner:
         # Loads the CA and client certificate now, so a file that exists but does not load stops the start
         # with its key named, instead of every connection failing later. Files replaced later are loaded
         # again at the next connection (a certificate rotated without a restart).
-        tls_files = BridgeTlsFiles(config.bridge, config.bridge.certificate_warning_days) \
-            if forwards_tls(config) else None
+        tls_files = BridgeTlsFiles(config.bridge, config.bridge.certificate_warning_days,
+                                   resolve_device_id(config.device_id)) if forwards_tls(config) else None
         forwarder = TlsForwarder(config.bridge.host, config.bridge.port, tls_files.context,
                                  dead_link_seconds=config.bridge.dead_link_seconds,
                                  certificate_warning_days=config.bridge.certificate_warning_days,
@@ -167,6 +167,9 @@ class EdgeBrokerRunner:
             log.warning("running the broker as root; a Greengrass component normally runs as ggc_user")
         if unused := config.persistence.unused_interval():
             log.warning("persistence.autosaveIntervalSeconds %s", unused)
+        if config.bridge.enabled and config.bridge.tls and config.bridge.cert_file and (
+                mismatch := identity_mismatch(config.bridge.cert_file, device_id)):
+            log.error("bridge.certFile: %s", mismatch)
         log.info("starting %s -c %s (listening on %s)", binary, conf_path, listeners)
         sys.stdout.flush()
         return subprocess.Popen([binary, "-c", str(conf_path)], cwd=work_dir, preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl, no locks

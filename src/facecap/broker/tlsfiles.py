@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 
 from ..errors import ConfigError
-from .certlife import Certificate, bridge_files, check_files, describe, notice, read_certificates
+from .certlife import Certificate, bridge_files, check_files, describe, identity_mismatch, notice, read_certificates
 from .config import BridgeSettings
 from .tlsforward import bridge_tls_context
 
@@ -43,9 +43,10 @@ class BridgeTlsFiles:
     `context()` runs on the forwarder's thread at each connection and `daily_check()` on the certificate
     watch's, hence the lock."""
 
-    def __init__(self, bridge: BridgeSettings, warning_days: int = 0) -> None:
+    def __init__(self, bridge: BridgeSettings, warning_days: int = 0, device_id: str = "") -> None:
         self.bridge = bridge
         self.warning_days = warning_days
+        self.device_id = device_id  # the certificate must name it, for facecap's cloud broker (empty: unchecked)
         # caPath is a folder of CAs and their c_rehash links: a CA added or removed there changes its listing.
         self.paths = [path for path in (bridge.ca_file or bridge.ca_path, bridge.cert_file, bridge.key_file)
                       if path]
@@ -80,6 +81,9 @@ class BridgeTlsFiles:
         log.info("the bridge's TLS files changed (%s): loaded again; connections to the cloud from now on use "
                  "them%s", ", ".join(changed), _said(in_use))
         check_files(bridge_files(self.bridge.cert_file, self.bridge.ca_file), self.warning_days)
+        if self.device_id and self.bridge.cert_file and (
+                mismatch := identity_mismatch(self.bridge.cert_file, self.device_id)):
+            log.error("bridge.certFile: %s", mismatch)
         return context
 
     def daily_check(self, now: datetime | None = None) -> None:
