@@ -21,6 +21,7 @@ import pytest
 
 from facecap.broker.config import BrokerConfig
 from facecap.broker.preflight import preflight
+from facecap.broker.store import store_problem
 from facecap.config import load_config
 from facecap.contract import DEFAULT_MAX_PAYLOAD_BYTES, FaceMetadata, OutgoingFace, build_message, parse_message
 from facecap.devkit.link import TcpProxy
@@ -273,6 +274,32 @@ def test_queued_faces_survive_a_restart_of_the_edge_broker(mosquitto: MosquittoF
     assert received.wait_for(50, timeout=30), f"{len(received.messages)} of 50\n{edge.log_tail()}"
     assert {dict(m.user_properties)["face-id"] for m in received.messages} == {f.face_id for f in faces}
     sub.stop()
+
+
+def test_a_store_the_disk_cut_short_is_set_aside_and_the_broker_starts(mosquitto: MosquittoFactory,
+                                                                       edges: list[EdgeBroker],
+                                                                       tmp_path: Path) -> None:
+    """Mosquitto 2.0.11 will not start on a store it cannot read ("Couldn't open database."): the device
+    would lose its broker until someone deleted the file. The EdgeBroker moves such a store aside."""
+    cloud, edge = bridged_edge(mosquitto, edges, tmp_path)
+    cloud.stop()
+    pub = edge_client(edge, "detector")
+    publish_all(pub, [sample_face(device="jetson-test", size=10_000, frame=i) for i in range(20)])
+    pub.stop()
+    assert edge.stop() == 0
+    store = edge.folder / "mosquitto.db"
+    whole = store.read_bytes()
+    assert store_problem(store) is None  # what Mosquitto wrote walks to its end
+    store.write_bytes(whole[: len(whole) * 2 // 3])  # the storage lost the end of the file
+
+    edge.start()  # without the check, Mosquitto exits at once and the port never opens
+    assert edge.answers()
+    assert edge.wait_for_log(f"ERROR facecap.broker.store: {store} has a chunk that runs past the end of the file"), \
+        edge.log_tail()
+    aside = [path for path in edge.folder.iterdir() if path.name.startswith("mosquitto.db.unreadable-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == whole[: len(whole) * 2 // 3]  # kept, not deleted
+    cloud.start()
+    assert edge.wait_bridge_state("1"), edge.log_tail()
 
 
 def saves(edge: EdgeBroker) -> int:

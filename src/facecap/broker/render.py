@@ -7,6 +7,7 @@ from ..edgelocal import SOCKET_NAME
 from ..receipts import receipt_topic
 from .config import BrokerConfig
 from .credentials import ACL_NAME, PASSWD_NAME
+from .store import STORE_NAME
 
 PASSWORD_MASK = "********"  # noqa: S105 - what `broker render` shows instead of the password
 
@@ -138,7 +139,7 @@ def _persistence(config: BrokerConfig, work_dir: str) -> list[str]:
         why = ["# Queued messages and sessions survive a restart. The store is written every autosave_interval",
                "# seconds and at a clean stop: a power cut loses at most that much of what was queued."]
         autosave = ["autosave_on_changes false", f"autosave_interval {settings.autosave_interval_seconds}"]
-    return ["", *why, "persistence true", f"persistence_location {folder}", "persistence_file mosquitto.db",
+    return ["", *why, "persistence true", f"persistence_location {folder}", f"persistence_file {STORE_NAME}",
             *autosave]
 
 

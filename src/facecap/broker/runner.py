@@ -27,6 +27,7 @@ from .config import BrokerConfig, without_unset_bridge
 from .credentials import write_credentials, write_private
 from .preflight import preflight, read_first_line
 from .render import PASSWORD_MASK, bridge_client_id, bridge_state_topic, forwards_tls, local_run_dir, render_conf
+from .store import set_aside_unreadable_store
 from .tlsfiles import BridgeTlsFiles
 from .tlsforward import TlsForwarder
 
@@ -129,6 +130,8 @@ class EdgeBrokerRunner:
                         "bridge.host (and the TLS files) in a deployment to bridge them to the cloud broker, or "
                         "bridge.enabled false to silence this warning.")
         binary = preflight(config, work_dir)
+        if config.persistence.enabled:  # preflight made sure the folder is there
+            set_aside_unreadable_store(Path(config.persistence.dir or work_dir))
         # Loads the CA and client certificate now, so a file that exists but does not load stops the start
         # with its key named, instead of every connection failing later. Files replaced later are loaded
         # again at the next connection (a certificate rotated without a restart).
