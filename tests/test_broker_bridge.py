@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -290,14 +291,21 @@ def test_a_store_the_disk_cut_short_is_set_aside_and_the_broker_starts(mosquitto
     store = edge.folder / "mosquitto.db"
     whole = store.read_bytes()
     assert store_problem(store) is None  # what Mosquitto wrote walks to its end
-    store.write_bytes(whole[: len(whole) * 2 // 3])  # the storage lost the end of the file
+    # Cut in the middle of the first message (the chunk after the configuration chunk), as a disk that fills
+    # up during a save leaves the file: header (23 bytes), then chunks of type and length (4 + 4 bytes).
+    config_length = struct.unpack_from("!I", whole, 23 + 4)[0]
+    message_at = 23 + 8 + config_length
+    kind, length = struct.unpack_from("!II", whole, message_at)
+    assert kind == 2  # a stored message
+    cut = whole[: message_at + 8 + length // 2]
+    store.write_bytes(cut)
 
     edge.start()  # without the check, Mosquitto exits at once and the port never opens
     assert edge.answers()
     assert edge.wait_for_log(f"ERROR facecap.broker.store: {store} has a chunk that runs past the end of the file"), \
         edge.log_tail()
     aside = [path for path in edge.folder.iterdir() if path.name.startswith("mosquitto.db.unreadable-")]
-    assert len(aside) == 1 and aside[0].read_bytes() == whole[: len(whole) * 2 // 3]  # kept, not deleted
+    assert len(aside) == 1 and aside[0].read_bytes() == cut  # kept, not deleted
     cloud.start()
     assert edge.wait_bridge_state("1"), edge.log_tail()
 
