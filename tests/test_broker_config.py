@@ -409,9 +409,10 @@ def test_validate_config_warns_of_a_certificate_issued_for_another_device(ca: Ce
 
     assert warnings("jetson-7") == [
         f"this device's certificate {device.cert} is for CN=jetson-07, but its device "
-        "id is jetson-7 (deviceId, by default the Greengrass thing name): facecap's cloud broker takes a device's "
-        "id from its certificate and refuses faces under any other id, so none would be stored. Issue the "
-        "certificate for jetson-7 (cloud/scripts/add-device.sh jetson-7) or set deviceId to jetson-07"]
+        "id is jetson-7 (deviceId, by default the Greengrass thing name). facecap's cloud broker takes a device's "
+        "id from its certificate and refuses faces under any other id, so with it none would be stored: issue the "
+        "certificate for jetson-7 (cloud/scripts/add-device.sh jetson-7) or set deviceId to jetson-07. (A broker "
+        "that takes the id from elsewhere does not mind.)"]
     assert warnings("jetson-07") == []
     assert warnings("") == []  # no deviceId and no thing name: nothing to compare
     assert len(warnings("", {"AWS_IOT_THING_NAME": "jetson-8"})) == 1  # the thing name is the device id

@@ -124,8 +124,10 @@ def test_faces_the_broker_refuses_are_said_and_kept(mosquitto: MosquittoFactory,
         assert len(errors) == 1  # one line for a burst, not one per face
         assert errors[0].startswith("a face was not taken (1 so far; each stays in the outbox and is published "
                                     f"again): broker refused publish to faces/{DEVICE}/cam0: NOT_AUTHORIZED")
-        assert errors[0].endswith("The EdgeBroker lets producers write only <its topicPrefix>/<its deviceId>/#: "
-                                  "give this component the same deviceId and topicPrefix")
+        assert errors[0].endswith("The EdgeBroker lets a producer write only <its topicPrefix>/<its deviceId>/# "
+                                  "(and only as the detector or sender user), facecap's cloud broker only "
+                                  "faces/<the certificate's CN>/#: the producer's deviceId and topicPrefix must "
+                                  "match")
         assert [entry.face_id for entry in read_pending(tmp_path)] == [face.face_id for face in faces]
         assert "not taken 3," in publisher.summary()
     finally:

@@ -166,9 +166,10 @@ def identity_mismatch(cert_file: str, device_id: str) -> str | None:
     if not name or name == device_id:
         return None
     return (f"this device's certificate {cert_file} is for CN={name}, but its device id is {device_id} (deviceId, "
-            "by default the Greengrass thing name): facecap's cloud broker takes a device's id from its "
-            "certificate and refuses faces under any other id, so none would be stored. Issue the certificate "
-            f"for {device_id} (cloud/scripts/add-device.sh {device_id}) or set deviceId to {name}")
+            "by default the Greengrass thing name). facecap's cloud broker takes a device's id from its "
+            "certificate and refuses faces under any other id, so with it none would be stored: issue the "
+            f"certificate for {device_id} (cloud/scripts/add-device.sh {device_id}) or set deviceId to {name}. "
+            "(A broker that takes the id from elsewhere does not mind.)")
 
 
 @dataclass(frozen=True)

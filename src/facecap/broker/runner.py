@@ -172,7 +172,7 @@ class EdgeBrokerRunner:
             log.warning("persistence.autosaveIntervalSeconds %s", unused)
         if config.bridge.enabled and config.bridge.tls and config.bridge.cert_file and (
                 mismatch := identity_mismatch(config.bridge.cert_file, device_id)):
-            log.error("bridge.certFile: %s", mismatch)
+            log.warning("bridge.certFile: %s", mismatch)
         log.info("starting %s -c %s (listening on %s)", binary, conf_path, listeners)
         sys.stdout.flush()
         return subprocess.Popen([binary, "-c", str(conf_path)], cwd=work_dir, preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl, no locks

@@ -83,7 +83,7 @@ class BridgeTlsFiles:
         check_files(bridge_files(self.bridge.cert_file, self.bridge.ca_file), self.warning_days)
         if self.device_id and self.bridge.cert_file and (
                 mismatch := identity_mismatch(self.bridge.cert_file, self.device_id)):
-            log.error("bridge.certFile: %s", mismatch)
+            log.warning("bridge.certFile: %s", mismatch)
         return context
 
     def daily_check(self, now: datetime | None = None) -> None:

@@ -42,8 +42,11 @@ _FRESH_BYTES = 32 * 1024 * 1024
 _ERROR_LOG_SECONDS = 10.0
 # A broker that refuses a face by its ACL refuses every face: a configuration that does not match it, which
 # a deployment can bring (a deviceId or topicPrefix set on one component only), and no retry mends.
-_REFUSAL_HINT = (" — the broker's ACL does not let this client write there. The EdgeBroker lets producers write only "
-                 "<its topicPrefix>/<its deviceId>/#: give this component the same deviceId and topicPrefix")
+_REFUSAL_HINT = (" — the broker's ACL does not let this client write there. The EdgeBroker lets a producer write "
+                 "only <its topicPrefix>/<its deviceId>/# (and only as the detector or sender user), facecap's cloud "
+                 "broker only faces/<the certificate's CN>/#: the producer's deviceId and topicPrefix must match")
+# A refusal stays until a deployment mends it: said at once, then at most this often.
+_REFUSAL_LOG_SECONDS = 600.0
 # After the outbox failed a redelivery pass (a full or failing disk), wait this long before the next.
 _DUE_RETRY_SECONDS = 5.0
 
@@ -91,7 +94,8 @@ class OutboxPublisher:
         self._lost_log = Throttle(_ERROR_LOG_SECONDS)
         self._outbox_error_log = Throttle(_ERROR_LOG_SECONDS)
         self._bug_log = Throttle(_ERROR_LOG_SECONDS)
-        self._publish_error_log = Throttle(_ERROR_LOG_SECONDS)
+        self._refusal_log = Throttle(_REFUSAL_LOG_SECONDS)
+        self._failure_log = Throttle(_ERROR_LOG_SECONDS)
         self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -309,16 +313,21 @@ class OutboxPublisher:
         return False
 
     def _published(self, future: Future[None]) -> None:
-        # An MQTT client thread: count, say why at most every ten seconds, and return.
+        # An MQTT client thread: count, say why, and return.
         error = future.exception()
         if error is None:
             self.stats.published += 1
             return
         # The face stays in the outbox: the redelivery timer publishes it again.
         self.stats.failed += 1
-        if self._publish_error_log.due():
-            log.error("a face was not taken (%d so far; each stays in the outbox and is published again): %s%s",
-                      self.stats.failed, error, _REFUSAL_HINT if "NOT_AUTHORIZED" in str(error) else "")
+        if self._stop.is_set():
+            return  # publishes cut short by our own stop: nothing to mend
+        text = f"a face was not taken ({self.stats.failed} so far; each stays in the outbox and is published again)"
+        if "broker refused" in str(error):  # a PUBACK failure code: the broker will answer so again
+            if self._refusal_log.due():
+                log.error("%s: %s%s", text, error, _REFUSAL_HINT if "NOT_AUTHORIZED" in str(error) else "")
+        elif self._failure_log.due():  # the connection: the client reconnects
+            log.warning("%s: %s", text, error)
 
     # --- incoming: receipts and the bridge state (the client's dispatcher thread) -------------------------
 
