@@ -194,16 +194,20 @@ def test_removed_device_is_refused_after_reload(cloud_broker: CloudBroker) -> No
         connect(cloud_broker.device_settings("device-gone"), "device-gone")
 
 
+def bridge_with_files_of(cloud_broker: CloudBroker, device: str) -> dict[str, object]:
+    """The EdgeBroker's bridge section with exactly the three files add-device.sh handed out for `device`."""
+    folder = cloud_broker.device_files(device)
+    return {"host": LOOPBACK, "port": cloud_broker.device_port, "tls": True, "caFile": str(folder / "ca.crt"),
+            "certFile": str(folder / "client.crt"), "keyFile": str(folder / "client.key"),
+            "restartBaseSeconds": 1, "restartCapSeconds": 2}
+
+
 def test_edge_broker_bridges_in_with_the_files_add_device_printed(cloud_broker: CloudBroker,
                                                                     processor_feed: Collector,
                                                                     tmp_path: Path) -> None:
     """The real EdgeBroker (`facecap broker`) of device-b, configured with exactly the three files
     add-device.sh hands out, bridges into the cloud config; the largest face crosses intact."""
-    folder = cloud_broker.secrets / "devices" / "device-b"
-    bridge = {"host": LOOPBACK, "port": cloud_broker.device_port, "tls": True,
-              "caFile": str(folder / "ca.crt"), "certFile": str(folder / "client.crt"),
-              "keyFile": str(folder / "client.key"), "restartBaseSeconds": 1, "restartCapSeconds": 2}
-    edge = EdgeBroker(tmp_path / "edge", bridge, device_id="device-b").start()
+    edge = EdgeBroker(tmp_path / "edge", bridge_with_files_of(cloud_broker, "device-b"), device_id="device-b").start()
     try:
         assert edge.wait_bridge_state("1"), edge.log_tail()
         local = MqttClient(edge.settings("detector", False, **QUICK_RETRIES), "edge-detector")
@@ -226,11 +230,8 @@ def test_an_edge_broker_with_another_devices_certificate_says_so_and_its_faces_g
         cloud_broker: CloudBroker, processor_feed: Collector, tmp_path: Path) -> None:
     """device-b's files on a device whose id is device-c (files copied from the wrong folder, or a typo in
     add-device.sh): the bridge comes up, and behind it the cloud refuses every face. The start says why."""
-    folder = cloud_broker.secrets / "devices" / "device-b"
-    bridge = {"host": LOOPBACK, "port": cloud_broker.device_port, "tls": True,
-              "caFile": str(folder / "ca.crt"), "certFile": str(folder / "client.crt"),
-              "keyFile": str(folder / "client.key"), "restartBaseSeconds": 1, "restartCapSeconds": 2}
-    edge = EdgeBroker(tmp_path / "edge", bridge, device_id="device-c").start()
+    folder = cloud_broker.device_files("device-b")
+    edge = EdgeBroker(tmp_path / "edge", bridge_with_files_of(cloud_broker, "device-b"), device_id="device-c").start()
     try:
         assert edge.wait_for_log(f"WARNING facecap.broker.runner: bridge.certFile: this device's certificate "
                                  f"{folder / 'client.crt'} is for CN=device-b, but its device id is device-c "
