@@ -153,8 +153,8 @@ def describe(certificate: Certificate, now: datetime) -> str:
 
 
 def identity_mismatch(cert_file: str, device_id: str) -> str | None:
-    """Why the cloud broker will refuse every face of this device, when the bridge's certificate names
-    another device; None when it names this one, or names none, or cannot be read (preflight says so).
+    """Why facecap's cloud broker would refuse every face of this device, when the bridge's certificate
+    names another device; None when it names this one, or names none, or cannot be read (preflight says so).
     facecap's cloud broker takes a device's id from its certificate's CN, and its ACL lets a device write
     only under that id: a certificate of another device (a typo in add-device.sh, files copied from the
     wrong folder) makes the bridge come up and every face be refused behind it."""

@@ -8,7 +8,8 @@ later ones use them. A connection already open keeps the certificate it was made
 checks a certificate only at the handshake, so cutting a working link would gain nothing.
 
 Files caught half-copied (the new certificate beside the old key) do not load: the forwarder goes on with
-what it loaded before and tries again at the next connection, when the copy is done.
+what it loaded before, says so once, and tries them again at a connection a minute later (or at once when
+they change again), and the daily certificate watch says so again each day while they do not load.
 """
 
 from __future__ import annotations
