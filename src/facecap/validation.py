@@ -62,9 +62,7 @@ def _notes(component: str, config: Any) -> list[Problem]:
 
     # The device id as the EdgeBroker will resolve it; unknown here (no deviceId, no thing name) is no finding.
     device_id = config.device_id or os.environ.get("AWS_IOT_THING_NAME", "")
-    bridge = config.bridge
-    if device_id and bridge.enabled and bridge.tls and bridge.cert_file and (
-            mismatch := identity_mismatch(bridge.cert_file, device_id)):
+    if mismatch := identity_mismatch(config.bridge, device_id):
         notes.append(Problem("bridge.certFile", mismatch, "warning"))
     return notes
 

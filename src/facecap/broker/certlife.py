@@ -23,6 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import BridgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +156,16 @@ def describe(certificate: Certificate, now: datetime) -> str:
                                            f"in {days} day{'' if days == 1 else 's'}")
 
 
-def identity_mismatch(cert_file: str, device_id: str) -> str | None:
+def identity_mismatch(bridge: BridgeSettings, device_id: str) -> str | None:
     """Why facecap's cloud broker would refuse every face of this device, when the bridge's certificate
-    names another device; None when it names this one, or names none, or cannot be read (preflight says so).
+    names another device; None when it names this one, or names none, or cannot be read (preflight says so),
+    or there is no TLS bridge with a certificate, or no device id to compare.
     facecap's cloud broker takes a device's id from its certificate's CN, and its ACL lets a device write
     only under that id: a certificate of another device (a typo in add-device.sh, files copied from the
     wrong folder) makes the bridge come up and every face be refused behind it."""
+    cert_file = bridge.cert_file
+    if not (device_id and bridge.enabled and bridge.tls and cert_file):
+        return None
     try:
         certificates = read_certificates(cert_file)
     except (OSError, ValueError):

@@ -170,8 +170,7 @@ class EdgeBrokerRunner:
             log.warning("running the broker as root; a Greengrass component normally runs as ggc_user")
         if unused := config.persistence.unused_interval():
             log.warning("persistence.autosaveIntervalSeconds %s", unused)
-        if config.bridge.enabled and config.bridge.tls and config.bridge.cert_file and (
-                mismatch := identity_mismatch(config.bridge.cert_file, device_id)):
+        if mismatch := identity_mismatch(config.bridge, device_id):
             log.warning("bridge.certFile: %s", mismatch)
         log.info("starting %s -c %s (listening on %s)", binary, conf_path, listeners)
         sys.stdout.flush()

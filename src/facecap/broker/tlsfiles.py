@@ -82,8 +82,7 @@ class BridgeTlsFiles:
         log.info("the bridge's TLS files changed (%s): loaded again; connections to the cloud from now on use "
                  "them%s", ", ".join(changed), _said(in_use))
         check_files(bridge_files(self.bridge.cert_file, self.bridge.ca_file), self.warning_days)
-        if self.device_id and self.bridge.cert_file and (
-                mismatch := identity_mismatch(self.bridge.cert_file, self.device_id)):
+        if mismatch := identity_mismatch(self.bridge, self.device_id):
             log.warning("bridge.certFile: %s", mismatch)
         return context
 
