@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,45 +39,13 @@ from tests.support.helpers import Collector, publish_all, sample_face, settings_
 
 from bench.bridge import mosquitto_child
 from bench.outbox import written_by
+from facecap.devkit.link import TcpProxy
 from facecap.devkit.servers import LOOPBACK, MosquittoServer, free_port
 from facecap.mqtt import MqttClient
 
 DAY_SECONDS = 86400
 CLOCKS = {"60 s (the default before)": 60, "300 s (the default)": 300}
 SAVED = "Saving in-memory database"
-
-
-class SlowRelay:
-    """TCP from the edge to the cloud broker, the edge's direction limited to `bytes_per_second` (a slow
-    uplink); the cloud's answers pass at once."""
-
-    def __init__(self, target_port: int, bytes_per_second: float) -> None:
-        self.target_port = target_port
-        self.bytes_per_second = bytes_per_second
-        self.server = socket.create_server((LOOPBACK, 0))
-        self.port: int = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                edge, _ = self.server.accept()
-                cloud = socket.create_connection((LOOPBACK, self.target_port))
-                threading.Thread(target=self._pump, args=(edge, cloud, self.bytes_per_second), daemon=True).start()
-                threading.Thread(target=self._pump, args=(cloud, edge, None), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, rate: float | None) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := source.recv(4096):
-                sink.sendall(chunk)
-                if rate:
-                    time.sleep(len(chunk) / rate)
-        for end in (source, sink):
-            end.close()
-
-    def close(self) -> None:
-        self.server.close()
 
 
 @contextlib.contextmanager
@@ -115,7 +81,7 @@ def slow(folder: Path, persistence: dict[str, int], args: argparse.Namespace) ->
     """(MB Mosquitto wrote, saves, faces the cloud received) in --seconds with the queue full and moving over
     an uplink of --kbps: one new face for each one delivered, as the outbox keeps its window."""
     cloud = MosquittoServer(folder / "cloud", persistence=False).start()
-    relay = SlowRelay(cloud.port, args.kbps * 1000 / 8)
+    relay = TcpProxy(cloud.port, upstream_bytes_per_second=args.kbps * 1000 / 8)
     received = Collector()
     reader = MqttClient(settings_for(cloud), "bench-cloud-reader", on_message=received)
     try:

@@ -6,16 +6,21 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 from .servers import LOOPBACK, free_port
 
 
 class TcpProxy:
     """Forwards a loopback port to another, and can cut the link: `cut()` drops every connection and
-    refuses new ones (as a lost uplink does), `restore()` lets connections through again."""
+    refuses new ones (as a lost uplink does), `restore()` lets connections through again. With
+    `upstream_bytes_per_second`, what goes to the target is paced to that rate (a slow uplink); the answers
+    pass at once."""
 
-    def __init__(self, target_port: int, target_host: str = LOOPBACK) -> None:
+    def __init__(self, target_port: int, target_host: str = LOOPBACK,
+                 upstream_bytes_per_second: float | None = None) -> None:
         self.target = (target_host, target_port)
+        self.upstream_bytes_per_second = upstream_bytes_per_second
         self.port = free_port()
         self._open = threading.Event()
         self._open.set()
@@ -50,13 +55,17 @@ class TcpProxy:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._sockets.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, rate in ((client, upstream, self.upstream_bytes_per_second), (upstream, client, None)):
+                threading.Thread(target=self._pump, args=(source, sink, rate), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, rate: float | None) -> None:
+        # Paced, the link carries small steps, as a slow one does, not a burst of 64 KB and then a long pause.
+        size = 4096 if rate else 65536
         try:
-            while data := source.recv(65536):
+            while data := source.recv(size):
                 sink.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
         except OSError:
             pass
         finally:
